@@ -1,0 +1,353 @@
+//! Events as producers send them and as sluice tracks them: validated ids and types, the
+//! payload rules (an object, bounded depth), and the closed sets of states and statuses.
+
+use crate::error::{join_path, FieldError};
+use crate::hash::content_hash;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Deepest nesting accepted in an event's `data` (an object of scalars has depth 1).
+pub const MAX_DATA_DEPTH: usize = 20;
+
+macro_rules! bounded_string {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $max:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MAX_CHARS: usize = $max;
+
+            /// Accepts 1..=MAX_CHARS characters with no control characters.
+            pub fn parse(value: &str) -> Result<Self, FieldError> {
+                let chars = value.chars().count();
+                if chars == 0 {
+                    return Err(FieldError::new($field, "must not be empty"));
+                }
+                if chars > Self::MAX_CHARS {
+                    return Err(FieldError::new(
+                        $field,
+                        format!("must be at most {} characters (got {chars})", Self::MAX_CHARS),
+                    ));
+                }
+                if value.chars().any(char::is_control) {
+                    return Err(FieldError::new($field, "must not contain control characters"));
+                }
+                Ok(Self(value.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+bounded_string!(
+    /// The producer's id for an event: the dedupe key.
+    ExternalId,
+    "id",
+    255
+);
+bounded_string!(
+    /// An event type such as `order.created`; rules subscribe to one.
+    EventType,
+    "type",
+    100
+);
+
+/// A validated event as submitted: what `POST /events` accepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub external_id: ExternalId,
+    pub event_type: EventType,
+    pub data: Map<String, Value>,
+    /// Hash of `{type, data}` in canonical form: equal submissions hash equal.
+    pub payload_hash: String,
+}
+
+impl NewEvent {
+    /// Validates a submitted body `{"id", "type", "data"}`, reporting every problem at once.
+    pub fn parse(body: &Value) -> Result<Self, Vec<FieldError>> {
+        let Some(object) = body.as_object() else {
+            return Err(vec![FieldError::new(
+                "",
+                format!("body must be a JSON object, got {}", json_kind(body)),
+            )]);
+        };
+        let mut errors = Vec::new();
+        let external_id = match object.get("id") {
+            Some(Value::String(s)) => ExternalId::parse(s).map_err(|e| errors.push(e)).ok(),
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "id",
+                    format!("must be a string, got {}", json_kind(other)),
+                ));
+                None
+            }
+            None => {
+                errors.push(FieldError::new("id", "is required"));
+                None
+            }
+        };
+        let event_type = match object.get("type") {
+            Some(Value::String(s)) => EventType::parse(s).map_err(|e| errors.push(e)).ok(),
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "type",
+                    format!("must be a string, got {}", json_kind(other)),
+                ));
+                None
+            }
+            None => {
+                errors.push(FieldError::new("type", "is required"));
+                None
+            }
+        };
+        let data = match object.get("data") {
+            Some(Value::Object(map)) => {
+                let depth = object_depth(map);
+                if depth > MAX_DATA_DEPTH {
+                    errors.push(FieldError::new(
+                        "data",
+                        format!("nests {depth} levels deep; at most {MAX_DATA_DEPTH} are allowed"),
+                    ));
+                    None
+                } else {
+                    Some(map.clone())
+                }
+            }
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "data",
+                    format!("must be a JSON object, got {}", json_kind(other)),
+                ));
+                None
+            }
+            None => {
+                errors.push(FieldError::new("data", "is required"));
+                None
+            }
+        };
+        for key in object.keys() {
+            if !matches!(key.as_str(), "id" | "type" | "data") {
+                errors.push(FieldError::new(
+                    join_path("", key),
+                    "is not a field of an event (expected id, type, data)",
+                ));
+            }
+        }
+        match (external_id, event_type, data) {
+            (Some(external_id), Some(event_type), Some(data)) if errors.is_empty() => {
+                let payload_hash = payload_hash(&event_type, &data);
+                Ok(Self {
+                    external_id,
+                    event_type,
+                    data,
+                    payload_hash,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// The hash that decides whether a resubmission is "the same payload".
+pub fn payload_hash(event_type: &EventType, data: &Map<String, Value>) -> String {
+    let mut whole = Map::new();
+    whole.insert("type".into(), Value::String(event_type.as_str().into()));
+    whole.insert("data".into(), Value::Object(data.clone()));
+    content_hash(&Value::Object(whole))
+}
+
+/// Nesting depth of a JSON value: scalars are 0, `{}`/`[]` of scalars are 1.
+pub fn depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => object_depth(map),
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn object_depth(map: &Map<String, Value>) -> usize {
+    1 + map.values().map(depth).max().unwrap_or(0)
+}
+
+/// "object", "array", "string", … for error messages.
+pub fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+macro_rules! closed_set {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} '{other}' (expected one of: {})",
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+closed_set!(
+    /// Where an event is in its life: `pending` → `processing` → `processed` | `failed`.
+    EventState {
+        Pending => "pending",
+        Processing => "processing",
+        Processed => "processed",
+        Failed => "failed",
+    }
+);
+
+closed_set!(
+    /// Why an attempt ran.
+    Trigger {
+        Initial => "initial",
+        Retry => "retry",
+        Replay => "replay",
+    }
+);
+
+closed_set!(
+    /// How an attempt ended (or `running` while it runs).
+    AttemptStatus {
+        Running => "running",
+        Success => "success",
+        Failed => "failed",
+        Timeout => "timeout",
+        Abandoned => "abandoned",
+    }
+);
+
+closed_set!(
+    /// What one rule did with one event in one attempt.
+    ExecutionResult {
+        Applied => "applied",
+        Skipped => "skipped",
+        Failed => "failed",
+        Deduped => "deduped",
+        Started => "started",
+    }
+);
+
+impl EventState {
+    /// Replay is allowed only from a terminal state.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, EventState::Processed | EventState::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accepts_the_seed_quick_start_event() {
+        let event = NewEvent::parse(&json!({
+            "id": "order-123", "type": "order.created",
+            "data": {"amount": 100, "user_id": "user-456"}
+        }))
+        .unwrap();
+        assert_eq!(event.external_id.as_str(), "order-123");
+        assert_eq!(event.event_type.as_str(), "order.created");
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let errors = NewEvent::parse(&json!({"id": "", "type": 5, "data": [], "extra": 1}))
+            .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["id", "type", "data", "extra"]);
+    }
+
+    #[test]
+    fn bounds_ids_and_types_in_characters() {
+        assert!(ExternalId::parse(&"é".repeat(255)).is_ok());
+        assert!(ExternalId::parse(&"x".repeat(256)).is_err());
+        assert!(EventType::parse(&"t".repeat(100)).is_ok());
+        assert!(EventType::parse(&"t".repeat(101)).is_err());
+        assert!(ExternalId::parse("a\nb").is_err());
+    }
+
+    #[test]
+    fn rejects_data_nested_deeper_than_the_limit() {
+        let mut data = json!(1);
+        for _ in 0..MAX_DATA_DEPTH {
+            data = json!({ "a": data });
+        }
+        let ok = json!({"id": "x", "type": "t", "data": data.clone()});
+        assert!(NewEvent::parse(&ok).is_ok());
+        let too_deep = json!({"id": "x", "type": "t", "data": {"a": data}});
+        let errors = NewEvent::parse(&too_deep).unwrap_err();
+        assert_eq!(errors[0].path, "data");
+    }
+
+    #[test]
+    fn same_content_in_another_key_order_hashes_the_same() {
+        let a = NewEvent::parse(&json!({"id": "x", "type": "t", "data": {"a": 1, "b": 2}})).unwrap();
+        let b = NewEvent::parse(&json!({"type": "t", "data": {"b": 2, "a": 1}, "id": "x"})).unwrap();
+        let c = NewEvent::parse(&json!({"id": "x", "type": "u", "data": {"a": 1, "b": 2}})).unwrap();
+        assert_eq!(a.payload_hash, b.payload_hash);
+        assert_ne!(a.payload_hash, c.payload_hash);
+    }
+
+    #[test]
+    fn closed_sets_round_trip_through_text() {
+        for state in EventState::ALL {
+            assert_eq!(state.as_str().parse::<EventState>().unwrap(), *state);
+        }
+        assert!("done".parse::<EventState>().is_err());
+    }
+}

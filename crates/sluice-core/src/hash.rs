@@ -1,0 +1,72 @@
+//! Canonical JSON and content hashes: two values that are equal as JSON (whatever their key
+//! order) hash the same. Used for payload dedupe and for action content in idempotency keys.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Writes `value` as compact JSON with object keys sorted, so equal values give equal text.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(item, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Hex SHA-256 of the canonical JSON of `value`.
+pub fn content_hash(value: &Value) -> String {
+    sha256_hex(canonical_json(value).as_bytes())
+}
+
+/// Hex SHA-256 of raw bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn key_order_does_not_change_the_hash() {
+        let a = json!({"a": 1, "b": {"y": [1, 2], "x": null}});
+        let b = json!({"b": {"x": null, "y": [1, 2]}, "a": 1});
+        assert_eq!(content_hash(&a), content_hash(&b));
+        assert_eq!(canonical_json(&a), r#"{"a":1,"b":{"x":null,"y":[1,2]}}"#);
+    }
+
+    #[test]
+    fn different_values_hash_differently() {
+        assert_ne!(content_hash(&json!({"a": 1})), content_hash(&json!({"a": 2})));
+        assert_ne!(content_hash(&json!([1, 2])), content_hash(&json!([2, 1])));
+    }
+}

@@ -1,0 +1,1 @@
+//! sluice's storage (being written).

@@ -1,0 +1,119 @@
+//! Backend-neutral planning of a batched ingest: how a batch of submissions becomes
+//! multi-row upserts, and how the rows that come back become one answer per submission.
+//!
+//! A single `INSERT … ON CONFLICT DO UPDATE` may not touch the same row twice, so equal ids in
+//! one batch are collapsed into one row that carries how many submissions it stands for.
+//! Submissions of an id with a *different* payload than the first one in the batch are
+//! deferred to a later round of the same transaction, which preserves arrival-order semantics.
+
+use crate::model::{EventSummary, IngestOutcome};
+use sluice_core::event::NewEvent;
+use std::collections::HashMap;
+
+/// One row of a multi-row upsert: a distinct external id and the submissions it stands for.
+pub(crate) struct UpsertRow<'a> {
+    pub external_id: &'a str,
+    pub event_type: &'a str,
+    pub payload: String,
+    pub payload_hash: &'a str,
+    /// Submissions with this id and hash in this round; added to `received_count`.
+    pub count: i64,
+    /// Indices into the batch, in arrival order.
+    pub indices: Vec<usize>,
+}
+
+/// Splits `pending` (indices into `events`) into this round's rows, sorted by external id so
+/// concurrent batches lock rows in the same order (no deadlocks), and the indices left over
+/// for the next round.
+pub(crate) fn plan_round<'a>(
+    events: &'a [NewEvent],
+    pending: &[usize],
+) -> (Vec<UpsertRow<'a>>, Vec<usize>) {
+    let mut rows: Vec<UpsertRow<'a>> = Vec::new();
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    let mut leftovers = Vec::new();
+    for &index in pending {
+        let event = &events[index];
+        let id = event.external_id.as_str();
+        match by_id.get(id) {
+            Some(&row) if rows[row].payload_hash == event.payload_hash => {
+                rows[row].count += 1;
+                rows[row].indices.push(index);
+            }
+            Some(_) => leftovers.push(index),
+            None => {
+                by_id.insert(id, rows.len());
+                rows.push(UpsertRow {
+                    external_id: id,
+                    event_type: event.event_type.as_str(),
+                    payload: serde_json::Value::Object(event.data.clone()).to_string(),
+                    payload_hash: &event.payload_hash,
+                    count: 1,
+                    indices: vec![index],
+                });
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.external_id.cmp(b.external_id));
+    (rows, leftovers)
+}
+
+/// Records the outcome of each row the upsert returned. Rows that did not come back hit an
+/// existing event with a different payload; their external ids are returned for a lookup.
+pub(crate) fn resolve_round<'a>(
+    rows: &[UpsertRow<'a>],
+    mut returned: HashMap<String, EventSummary>,
+    outcomes: &mut [Option<IngestOutcome>],
+) -> Vec<&'a str> {
+    let mut conflicting = Vec::new();
+    for row in rows {
+        match returned.remove(row.external_id) {
+            Some(summary) => {
+                // A fresh insert has exactly this round's submissions; an update has more.
+                let inserted = summary.received_count == row.count;
+                for (position, &index) in row.indices.iter().enumerate() {
+                    outcomes[index] = Some(if inserted && position == 0 {
+                        IngestOutcome::Created(summary.clone())
+                    } else {
+                        IngestOutcome::Duplicate(summary.clone())
+                    });
+                }
+            }
+            None => conflicting.push(row.external_id),
+        }
+    }
+    conflicting
+}
+
+/// Marks every submission of the conflicting ids as a conflict with the stored event.
+pub(crate) fn resolve_conflicts(
+    rows: &[UpsertRow<'_>],
+    existing: &HashMap<String, i64>,
+    outcomes: &mut [Option<IngestOutcome>],
+) {
+    for row in rows {
+        if let Some(&existing_id) = existing.get(row.external_id) {
+            for &index in &row.indices {
+                outcomes[index] = Some(IngestOutcome::Conflict {
+                    existing_id,
+                    external_id: row.external_id.to_owned(),
+                });
+            }
+        }
+    }
+}
+
+/// Unwraps the per-submission outcomes once every round has run.
+pub(crate) fn finish(
+    outcomes: Vec<Option<IngestOutcome>>,
+) -> Result<Vec<IngestOutcome>, crate::StoreError> {
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(index, outcome)| {
+            outcome.ok_or_else(|| {
+                crate::StoreError::Corrupt(format!("ingest left submission {index} unresolved"))
+            })
+        })
+        .collect()
+}

@@ -1,1 +1,1276 @@
-//! (being written)
+//! What a rule does when it matches (§6): `log`, `noop`, `call_webhook`, `send_email`. An
+//! [`Action`] is validated and its templates compiled when the rule is saved; the worker renders
+//! it per event into a [`RenderedAction`] for the executors in the binary crate.
+//!
+//! Validation is strict on purpose: unknown params are rejected (a misspelt `hedaers` would
+//! otherwise be silently dropped), and whatever is literal in a URL or address is checked when
+//! the rule is saved. Parts built from placeholders can only be checked once rendered, which is
+//! the executors' job (they also refuse private addresses, §6).
+
+use crate::error::{join_path, FieldError};
+use crate::event::json_kind;
+use crate::hash::content_hash;
+use crate::template::{Template, TemplateContext, TemplatedValue};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::fmt;
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Every accepted spelling, for error messages: `a, b, c`.
+            fn expected() -> String {
+                [$($text),+].join(", ")
+            }
+
+            fn from_text(text: &str) -> Option<Self> {
+                match text {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// The four action types.
+    ActionKind {
+        Log => "log",
+        Noop => "noop",
+        CallWebhook => "call_webhook",
+        SendEmail => "send_email",
+    }
+);
+
+text_enum!(
+    /// Severity of a `log` action's line.
+    LogLevel {
+        Info => "info",
+        Warn => "warn",
+        Error => "error",
+    }
+);
+
+text_enum!(
+    /// The methods a webhook may use: ones that carry a body.
+    HttpMethod {
+        Post => "POST",
+        Put => "PUT",
+        Patch => "PATCH",
+    }
+);
+
+impl ActionKind {
+    /// Idempotent actions can simply run again on retry or replay; the others are
+    /// at-most-once per event × rule × action content (§6).
+    pub fn is_idempotent(self) -> bool {
+        matches!(self, ActionKind::Log | ActionKind::Noop)
+    }
+}
+
+/// Upper bound of a webhook's `timeout_ms`: a slow receiver holds a worker slot this long.
+pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 60_000;
+
+/// Headers a webhook's `headers` may not set: sluice sets the first four itself (idempotency and
+/// Standard Webhooks signing, which a user value would break) and the HTTP client owns the rest.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "idempotency-key",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+];
+
+/// The body a webhook sends when its params have no `body`: the event, with `event_id` a number
+/// and `data` the event's whole data object.
+pub fn default_webhook_body() -> Value {
+    json!({
+        "event_id": "{{ event_id }}",
+        "external_id": "{{ external_id }}",
+        "type": "{{ type }}",
+        "data": "{{ data }}"
+    })
+}
+
+const ROOT: &str = "action";
+const PARAMS: &str = "action.params";
+
+/// A validated action with its templates compiled. If one exists, it is valid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Action {
+    source: Value,
+    normalized: Value,
+    hash: String,
+    spec: Spec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Spec {
+    Log { level: LogLevel, message: Template },
+    Noop,
+    CallWebhook(Box<Webhook>),
+    SendEmail(Box<Email>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Webhook {
+    url: Template,
+    method: HttpMethod,
+    /// Names lowercased (HTTP names are case-insensitive and the client sends lowercase anyway).
+    headers: Vec<(String, Template)>,
+    body: TemplatedValue,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Email {
+    to: Template,
+    subject: Template,
+    template: Template,
+    data: Option<TemplatedValue>,
+}
+
+/// An action rendered for one event: everything an executor needs, nothing left to template.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RenderedAction {
+    Log {
+        level: LogLevel,
+        message: String,
+    },
+    Noop,
+    CallWebhook {
+        url: String,
+        method: HttpMethod,
+        /// Lowercase names, values on one line. No `content-type` here means the executor's
+        /// default (`application/json`).
+        headers: Vec<(String, String)>,
+        body: Value,
+        /// `None`: the executor's default (`WEBHOOK_TIMEOUT_MS`).
+        timeout_ms: Option<u64>,
+    },
+    SendEmail {
+        to: String,
+        subject: String,
+        body: String,
+        data: Option<Value>,
+    },
+}
+
+impl Action {
+    /// Validates a rule's `action` — `{"type": …, "params": {…}}` — reporting every problem at
+    /// once with paths rooted at `action` (`action.type`, `action.params.headers.X Bad`, …).
+    ///
+    /// Params per type (absent `params` counts as `{}`):
+    /// - `log`: `level` info | warn | error (default info, any case), `message` template
+    ///   (default empty: the executor's line still names the event and the rule).
+    /// - `noop`: none.
+    /// - `call_webhook`: `url` (required), `method` POST | PUT | PATCH (default POST, any case),
+    ///   `headers` object of name → template string, `body` any JSON with templated strings
+    ///   (default [`default_webhook_body`]; an explicit `null` sends `null`), `timeout_ms`
+    ///   1..=[`MAX_WEBHOOK_TIMEOUT_MS`].
+    /// - `send_email`: `to` (a single address), `subject`, `template` (the body text), all
+    ///   required templates, and `data`, an optional object with templated strings.
+    pub fn parse(action: &Value) -> Result<Self, Vec<FieldError>> {
+        let Some(object) = action.as_object() else {
+            return Err(vec![FieldError::new(
+                ROOT,
+                format!(
+                    "must be a JSON object like {{\"type\": \"log\", \"params\": {{}}}}, got {}",
+                    json_kind(action)
+                ),
+            )]);
+        };
+        let mut errors = Vec::new();
+        for key in object.keys() {
+            if !matches!(key.as_str(), "type" | "params") {
+                errors.push(FieldError::new(
+                    join_path(ROOT, key),
+                    "is not a field of an action (expected type, params)",
+                ));
+            }
+        }
+        let type_path = join_path(ROOT, "type");
+        let kind = match object.get("type") {
+            Some(Value::String(text)) => {
+                let kind = ActionKind::from_text(text);
+                if kind.is_none() {
+                    errors.push(FieldError::new(
+                        &type_path,
+                        format!(
+                            "unknown action type '{text}' (expected one of: {})",
+                            ActionKind::expected()
+                        ),
+                    ));
+                }
+                kind
+            }
+            Some(other) => {
+                errors.push(FieldError::new(
+                    &type_path,
+                    format!("must be a string, got {}", json_kind(other)),
+                ));
+                None
+            }
+            None => {
+                errors.push(FieldError::new(
+                    &type_path,
+                    format!("is required (one of: {})", ActionKind::expected()),
+                ));
+                None
+            }
+        };
+        let empty = Map::new();
+        let params = match object.get("params") {
+            None => Some(&empty),
+            Some(Value::Object(map)) => Some(map),
+            Some(other) => {
+                errors.push(FieldError::new(
+                    PARAMS,
+                    format!("must be a JSON object, got {}", json_kind(other)),
+                ));
+                None
+            }
+        };
+        let (Some(kind), Some(params)) = (kind, params) else {
+            return Err(errors);
+        };
+        let parsed = match kind {
+            ActionKind::Log => parse_log(params, &mut errors),
+            ActionKind::Noop => {
+                reject_unknown_params(kind, params, &[], &mut errors);
+                Some((Spec::Noop, Map::new()))
+            }
+            ActionKind::CallWebhook => parse_webhook(params, &mut errors),
+            ActionKind::SendEmail => parse_email(params, &mut errors),
+        };
+        match parsed {
+            Some((spec, normalized_params)) if errors.is_empty() => {
+                let normalized = json!({"type": kind.as_str(), "params": normalized_params});
+                Ok(Self {
+                    source: action.clone(),
+                    hash: content_hash(&normalized),
+                    normalized,
+                    spec,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    pub fn kind(&self) -> ActionKind {
+        match self.spec {
+            Spec::Log { .. } => ActionKind::Log,
+            Spec::Noop => ActionKind::Noop,
+            Spec::CallWebhook(_) => ActionKind::CallWebhook,
+            Spec::SendEmail(_) => ActionKind::SendEmail,
+        }
+    }
+
+    pub fn is_idempotent(&self) -> bool {
+        self.kind().is_idempotent()
+    }
+
+    /// The action JSON exactly as the rule gave it (what the API shows back).
+    pub fn source(&self) -> &Value {
+        &self.source
+    }
+
+    /// `{type, params}` with defaults filled in, method uppercase, level and header names
+    /// lowercase: equal meaning gives equal JSON.
+    pub fn normalized(&self) -> &Value {
+        &self.normalized
+    }
+
+    /// Content hash of [`Action::normalized`]: what idempotency keys and dedupe compare, so a
+    /// rule version that changes only the condition, or only spelling (`"post"` for the default
+    /// POST, key order), keeps the same hash and does not re-send.
+    pub fn content_hash(&self) -> String {
+        self.hash.clone()
+    }
+
+    /// Renders every template against one event. Header values, `to` and `subject` have control
+    /// characters (line breaks) from event data replaced by spaces, so data cannot inject
+    /// headers or make a request unbuildable. The URL is rendered as is: the executor parses it.
+    pub fn render(&self, ctx: &TemplateContext<'_>) -> RenderedAction {
+        match &self.spec {
+            Spec::Log { level, message } => RenderedAction::Log {
+                level: *level,
+                message: message.render_string(ctx),
+            },
+            Spec::Noop => RenderedAction::Noop,
+            Spec::CallWebhook(webhook) => RenderedAction::CallWebhook {
+                url: webhook.url.render_string(ctx),
+                method: webhook.method,
+                headers: webhook
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
+                    .collect(),
+                body: webhook.body.render(ctx),
+                timeout_ms: webhook.timeout_ms,
+            },
+            Spec::SendEmail(email) => RenderedAction::SendEmail {
+                to: single_line(email.to.render_string(ctx)),
+                subject: single_line(email.subject.render_string(ctx)),
+                body: email.template.render_string(ctx),
+                data: email.data.as_ref().map(|data| data.render(ctx)),
+            },
+        }
+    }
+}
+
+type Parsed = Option<(Spec, Map<String, Value>)>;
+
+fn parse_log(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Parsed {
+    reject_unknown_params(ActionKind::Log, params, &["level", "message"], errors);
+    let level = match params.get("level") {
+        None => Some(LogLevel::Info),
+        Some(Value::String(text)) => {
+            let level = LogLevel::from_text(&text.to_ascii_lowercase());
+            if level.is_none() {
+                errors.push(FieldError::new(
+                    param_path("level"),
+                    format!("must be one of {}, got '{text}'", LogLevel::expected()),
+                ));
+            }
+            level
+        }
+        Some(other) => {
+            errors.push(type_error("level", "a string", other));
+            None
+        }
+    };
+    let message = template_param(params, "message", Required::No, errors);
+    let message = match message {
+        Param::Given(template) => Some(template),
+        Param::Absent => Some(Template::compile("", "").expect("empty text has no placeholder")),
+        Param::Invalid => None,
+    };
+    let (level, message) = (level?, message?);
+    let mut normalized = Map::new();
+    normalized.insert("level".into(), level.as_str().into());
+    normalized.insert("message".into(), message.source().into());
+    Some((Spec::Log { level, message }, normalized))
+}
+
+fn parse_webhook(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Parsed {
+    reject_unknown_params(
+        ActionKind::CallWebhook,
+        params,
+        &["url", "method", "headers", "body", "timeout_ms"],
+        errors,
+    );
+    let url = template_param(params, "url", Required::Yes, errors).given();
+    if let Some(url) = &url {
+        if let Err(message) = check_url(url) {
+            errors.push(FieldError::new(param_path("url"), message));
+        }
+    }
+    let method = match params.get("method") {
+        None => Some(HttpMethod::Post),
+        Some(Value::String(text)) => {
+            let method = HttpMethod::from_text(&text.to_ascii_uppercase());
+            if method.is_none() {
+                errors.push(FieldError::new(
+                    param_path("method"),
+                    format!("must be one of {}, got '{text}'", HttpMethod::expected()),
+                ));
+            }
+            method
+        }
+        Some(other) => {
+            errors.push(type_error("method", "a string", other));
+            None
+        }
+    };
+    let headers = match params.get("headers") {
+        None => Some(Vec::new()),
+        Some(Value::Object(map)) => parse_headers(map, errors),
+        Some(other) => {
+            errors.push(type_error(
+                "headers",
+                "a JSON object of header name to string",
+                other,
+            ));
+            None
+        }
+    };
+    let body_source = params
+        .get("body")
+        .cloned()
+        .unwrap_or_else(default_webhook_body);
+    let body = TemplatedValue::compile(&body_source, &param_path("body"))
+        .map_err(|body_errors| errors.extend(body_errors))
+        .ok();
+    let timeout_ms = match params.get("timeout_ms") {
+        None => Some(None),
+        Some(value) => match value.as_u64() {
+            Some(ms) if (1..=MAX_WEBHOOK_TIMEOUT_MS).contains(&ms) => Some(Some(ms)),
+            _ => {
+                errors.push(FieldError::new(
+                    param_path("timeout_ms"),
+                    format!(
+                        "must be an integer number of milliseconds from 1 to \
+                         {MAX_WEBHOOK_TIMEOUT_MS}, got {value}"
+                    ),
+                ));
+                None
+            }
+        },
+    };
+    let (url, method, headers, body, timeout_ms) = (url?, method?, headers?, body?, timeout_ms?);
+    let mut normalized = Map::new();
+    normalized.insert("url".into(), url.source().into());
+    normalized.insert("method".into(), method.as_str().into());
+    let header_map: Map<String, Value> = headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.source().into()))
+        .collect();
+    normalized.insert("headers".into(), header_map.into());
+    normalized.insert("body".into(), body_source);
+    if let Some(ms) = timeout_ms {
+        normalized.insert("timeout_ms".into(), ms.into());
+    }
+    let webhook = Webhook {
+        url,
+        method,
+        headers,
+        body,
+        timeout_ms,
+    };
+    Some((Spec::CallWebhook(Box::new(webhook)), normalized))
+}
+
+fn parse_headers(
+    map: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<(String, Template)>> {
+    let headers_path = param_path("headers");
+    let mut headers: Vec<(String, Template)> = Vec::with_capacity(map.len());
+    let mut valid = true;
+    for (name, value) in map {
+        let path = join_path(&headers_path, name);
+        let lower = name.to_ascii_lowercase();
+        let name_error = if name.is_empty() || !name.bytes().all(is_token_byte) {
+            Some(
+                "is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+                    .to_owned(),
+            )
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+            Some(format!(
+                "'{lower}' is set by sluice and cannot be overridden"
+            ))
+        } else if headers.iter().any(|(seen, _)| *seen == lower) {
+            Some("duplicate header (header names are case-insensitive)".to_owned())
+        } else {
+            None
+        };
+        if let Some(message) = name_error {
+            errors.push(FieldError::new(path, message));
+            valid = false;
+            continue;
+        }
+        let Value::String(text) = value else {
+            errors.push(FieldError::new(
+                path,
+                format!("must be a string, got {}", json_kind(value)),
+            ));
+            valid = false;
+            continue;
+        };
+        match Template::compile(text, &path) {
+            Ok(template) if has_control_chars(&template) => {
+                errors.push(FieldError::new(
+                    path,
+                    "must not contain control characters such as line breaks",
+                ));
+                valid = false;
+            }
+            Ok(template) => headers.push((lower, template)),
+            Err(error) => {
+                errors.push(error);
+                valid = false;
+            }
+        }
+    }
+    valid.then_some(headers)
+}
+
+fn parse_email(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Parsed {
+    reject_unknown_params(
+        ActionKind::SendEmail,
+        params,
+        &["to", "subject", "template", "data"],
+        errors,
+    );
+    let to = template_param(params, "to", Required::Yes, errors).given();
+    if let Some(to) = &to {
+        let problem = if has_control_chars(to) {
+            Some("must not contain control characters such as line breaks".to_owned())
+        } else if !to.has_placeholders() && !looks_like_email(to.source()) {
+            Some(format!(
+                "must be an email address like name@example.com, got '{}'",
+                to.source()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            errors.push(FieldError::new(param_path("to"), message));
+        }
+    }
+    let subject = template_param(params, "subject", Required::Yes, errors).given();
+    if subject.as_ref().is_some_and(has_control_chars) {
+        errors.push(FieldError::new(
+            param_path("subject"),
+            "must not contain control characters such as line breaks",
+        ));
+    }
+    let template = template_param(params, "template", Required::Yes, errors).given();
+    let data = match params.get("data") {
+        None => Some(None),
+        Some(value @ Value::Object(_)) => TemplatedValue::compile(value, &param_path("data"))
+            .map(Some)
+            .map_err(|data_errors| errors.extend(data_errors))
+            .ok(),
+        Some(other) => {
+            errors.push(type_error("data", "a JSON object", other));
+            None
+        }
+    };
+    let (to, subject, template, data) = (to?, subject?, template?, data?);
+    let mut normalized = Map::new();
+    normalized.insert("to".into(), to.source().into());
+    normalized.insert("subject".into(), subject.source().into());
+    normalized.insert("template".into(), template.source().into());
+    if let Some(data) = params.get("data") {
+        normalized.insert("data".into(), data.clone());
+    }
+    let email = Email {
+        to,
+        subject,
+        template,
+        data,
+    };
+    Some((Spec::SendEmail(Box::new(email)), normalized))
+}
+
+fn param_path(key: &str) -> String {
+    join_path(PARAMS, key)
+}
+
+fn type_error(key: &str, expected: &str, got: &Value) -> FieldError {
+    FieldError::new(
+        param_path(key),
+        format!("must be {expected}, got {}", json_kind(got)),
+    )
+}
+
+fn reject_unknown_params(
+    kind: ActionKind,
+    params: &Map<String, Value>,
+    allowed: &[&str],
+    errors: &mut Vec<FieldError>,
+) {
+    for key in params.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let expected = if allowed.is_empty() {
+                format!("{kind} takes no parameters")
+            } else {
+                format!("expected: {}", allowed.join(", "))
+            };
+            errors.push(FieldError::new(
+                param_path(key),
+                format!("is not a parameter of {kind} ({expected})"),
+            ));
+        }
+    }
+}
+
+#[derive(PartialEq)]
+enum Required {
+    Yes,
+    No,
+}
+
+enum Param {
+    Given(Template),
+    Absent,
+    /// Reported in the errors already.
+    Invalid,
+}
+
+impl Param {
+    fn given(self) -> Option<Template> {
+        match self {
+            Param::Given(template) => Some(template),
+            Param::Absent | Param::Invalid => None,
+        }
+    }
+}
+
+/// A string param compiled as a template; a missing required one is reported here.
+fn template_param(
+    params: &Map<String, Value>,
+    key: &str,
+    required: Required,
+    errors: &mut Vec<FieldError>,
+) -> Param {
+    match params.get(key) {
+        None if required == Required::Yes => {
+            errors.push(FieldError::new(param_path(key), "is required"));
+            Param::Invalid
+        }
+        None => Param::Absent,
+        Some(Value::String(text)) => match Template::compile(text, &param_path(key)) {
+            Ok(template) => Param::Given(template),
+            Err(error) => {
+                errors.push(error);
+                Param::Invalid
+            }
+        },
+        Some(other) => {
+            errors.push(type_error(key, "a string", other));
+            Param::Invalid
+        }
+    }
+}
+
+/// RFC 9110 `tchar`: what an HTTP header name may contain.
+fn is_token_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+fn has_control_chars(template: &Template) -> bool {
+    template
+        .literals()
+        .any(|text| text.chars().any(char::is_control))
+}
+
+/// Replaces control characters with spaces, allocating only when there is one.
+fn single_line(text: String) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    } else {
+        text
+    }
+}
+
+/// `local@domain`, both non-empty, one `@`, no whitespace: a typo check, not RFC 5322.
+fn looks_like_email(text: &str) -> bool {
+    match text.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !text.chars().any(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+const URL_EXPECTED: &str = "must be an absolute http:// or https:// URL";
+
+/// Checks what is literal at the start of a URL template: the scheme must be http or https and,
+/// when the host is literal, it must be a plausible host. `ftp://x` and `not a url` fail here;
+/// `{{ data.callback }}` or `https://{{ data.host }}/x` are left to the executor.
+fn check_url(url: &Template) -> Result<(), String> {
+    if has_control_chars(url) {
+        return Err("must not contain control characters".into());
+    }
+    let literal = url.leading_literal();
+    let complete = !url.has_placeholders();
+    let Some(scheme_end) = literal.find([':', '/', '?', '#']) else {
+        // No delimiter yet: a placeholder may still supply the scheme.
+        return if complete {
+            Err(format!("{URL_EXPECTED}, got '{literal}'"))
+        } else {
+            Ok(())
+        };
+    };
+    let scheme = &literal[..scheme_end];
+    if !literal[scheme_end..].starts_with(':') || scheme.is_empty() {
+        return Err(format!("{URL_EXPECTED} (it has no scheme)"));
+    }
+    if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+        return Err(format!("{URL_EXPECTED}, not '{scheme}:'"));
+    }
+    let rest = &literal[scheme_end + 1..];
+    let Some(after_slashes) = rest.strip_prefix("//") else {
+        return if !complete && "//".starts_with(rest) {
+            Ok(())
+        } else {
+            Err(format!("{URL_EXPECTED} (expected '//' after '{scheme}:')"))
+        };
+    };
+    let authority_end = after_slashes.find(['/', '?', '#']);
+    if authority_end.is_none() && !complete {
+        // The host continues into a placeholder.
+        return Ok(());
+    }
+    let authority = &after_slashes[..authority_end.unwrap_or(after_slashes.len())];
+    check_authority(authority).map_err(|problem| format!("{URL_EXPECTED}: {problem}"))
+}
+
+/// `[user@]host[:port]` with a DNS-like or IP host, or `[IPv6]`.
+fn check_authority(authority: &str) -> Result<(), String> {
+    let host_port = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_userinfo, rest)| rest);
+    let (host_ok, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((ipv6, after)) = bracketed.split_once(']') else {
+            return Err("its IPv6 host has no closing ']'".into());
+        };
+        let ok = !ipv6.is_empty()
+            && ipv6
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+        match after.strip_prefix(':') {
+            Some(port) => (ok, Some(port)),
+            None if after.is_empty() => (ok, None),
+            None => return Err(format!("unexpected '{after}' after its host")),
+        }
+    } else {
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        };
+        if host.is_empty() {
+            return Err("it has no host".into());
+        }
+        let ok = host
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        (ok, port)
+    };
+    if !host_ok {
+        return Err(format!("'{host_port}' is not a valid host"));
+    }
+    if let Some(port) = port {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p > 0);
+        if !valid {
+            return Err(format!("'{port}' is not a valid port"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(action: Value) -> Action {
+        Action::parse(&action).unwrap_or_else(|errors| panic!("{action}: {errors:?}"))
+    }
+
+    fn errors(action: Value) -> Vec<(String, String)> {
+        match Action::parse(&action) {
+            Ok(_) => panic!("{action} should be invalid"),
+            Err(errors) => errors.into_iter().map(|e| (e.path, e.message)).collect(),
+        }
+    }
+
+    fn error_paths(action: Value) -> Vec<String> {
+        errors(action).into_iter().map(|(path, _)| path).collect()
+    }
+
+    fn render(action: &Action) -> RenderedAction {
+        let data = json!({"amount": 250, "user": {"email": "ana@example.com", "name": "Ana"}});
+        action.render(&TemplateContext {
+            event_id: 42,
+            external_id: "order-123",
+            event_type: "order.created",
+            data: &data,
+        })
+    }
+
+    fn webhook(params: Value) -> Value {
+        json!({"type": "call_webhook", "params": params})
+    }
+
+    #[test]
+    fn parses_the_seed_examples() {
+        let log = parse(json!({
+            "type": "log",
+            "params": {"level": "info", "message": "High value order detected"}
+        }));
+        assert_eq!(log.kind(), ActionKind::Log);
+        assert!(log.is_idempotent());
+        let hook = parse(webhook(json!({
+            "url": "https://api.fraud-detection.com/alerts",
+            "method": "POST",
+            "body": {"event_id": "{{ external_id }}"}
+        })));
+        assert_eq!(hook.kind(), ActionKind::CallWebhook);
+        assert!(!hook.is_idempotent());
+        let RenderedAction::CallWebhook { body, .. } = render(&hook) else {
+            panic!("a webhook renders as a webhook");
+        };
+        assert_eq!(body, json!({"event_id": "order-123"}));
+    }
+
+    #[test]
+    fn log_defaults_and_renders() {
+        let action = parse(json!({"type": "log"}));
+        assert_eq!(
+            render(&action),
+            RenderedAction::Log {
+                level: LogLevel::Info,
+                message: String::new()
+            }
+        );
+        let action = parse(json!({
+            "type": "log",
+            "params": {"level": "WARN", "message": "{{ type }} for {{ data.amount }}"}
+        }));
+        assert_eq!(
+            render(&action),
+            RenderedAction::Log {
+                level: LogLevel::Warn,
+                message: "order.created for 250".into()
+            }
+        );
+        assert_eq!(action.normalized()["params"]["level"], "warn");
+    }
+
+    #[test]
+    fn log_rejects_bad_params() {
+        let found = errors(json!({
+            "type": "log",
+            "params": {"level": "debug", "message": 5, "msg": "typo"}
+        }));
+        assert_eq!(
+            found,
+            [
+                (
+                    "action.params.msg".to_owned(),
+                    "is not a parameter of log (expected: level, message)".to_owned()
+                ),
+                (
+                    "action.params.level".to_owned(),
+                    "must be one of info, warn, error, got 'debug'".to_owned()
+                ),
+                (
+                    "action.params.message".to_owned(),
+                    "must be a string, got number".to_owned()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn noop_takes_nothing() {
+        assert_eq!(parse(json!({"type": "noop"})).kind(), ActionKind::Noop);
+        assert_eq!(
+            render(&parse(json!({"type": "noop", "params": {}}))),
+            RenderedAction::Noop
+        );
+        assert_eq!(
+            errors(json!({"type": "noop", "params": {"x": 1}})),
+            [(
+                "action.params.x".to_owned(),
+                "is not a parameter of noop (noop takes no parameters)".to_owned()
+            )]
+        );
+        assert_eq!(
+            error_paths(json!({"type": "noop", "params": null})),
+            ["action.params"]
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_actions() {
+        assert_eq!(error_paths(json!("log")), ["action"]);
+        assert_eq!(error_paths(json!({})), ["action.type"]);
+        assert_eq!(error_paths(json!({"type": 3})), ["action.type"]);
+        let found = errors(json!({"type": "send_sms", "prams": {}}));
+        assert_eq!(found[0].0, "action.prams");
+        assert_eq!(
+            found[1],
+            (
+                "action.type".to_owned(),
+                "unknown action type 'send_sms' (expected one of: log, noop, call_webhook, \
+                 send_email)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn webhook_defaults() {
+        let action = parse(webhook(json!({"url": "https://example.com/hook"})));
+        let RenderedAction::CallWebhook {
+            url,
+            method,
+            headers,
+            body,
+            timeout_ms,
+        } = render(&action)
+        else {
+            panic!("a webhook renders as a webhook");
+        };
+        assert_eq!(url, "https://example.com/hook");
+        assert_eq!(method, HttpMethod::Post);
+        assert!(headers.is_empty());
+        assert_eq!(timeout_ms, None);
+        assert_eq!(
+            body,
+            json!({
+                "event_id": 42,
+                "external_id": "order-123",
+                "type": "order.created",
+                "data": {"amount": 250, "user": {"email": "ana@example.com", "name": "Ana"}}
+            })
+        );
+    }
+
+    #[test]
+    fn webhook_renders_every_part() {
+        let action = parse(webhook(json!({
+            "url": "https://example.com/users/{{ data.user.name }}?e={{ event_id }}",
+            "method": "patch",
+            "headers": {"X-Order": "{{ external_id }}", "Content-Type": "application/json"},
+            "body": {"amount": "{{ data.amount }}", "note": "line\n{{ data.missing }}"},
+            "timeout_ms": 5000
+        })));
+        assert_eq!(
+            render(&action),
+            RenderedAction::CallWebhook {
+                url: "https://example.com/users/Ana?e=42".into(),
+                method: HttpMethod::Patch,
+                headers: vec![
+                    ("x-order".into(), "order-123".into()),
+                    ("content-type".into(), "application/json".into())
+                ],
+                body: json!({"amount": 250, "note": "line\n"}),
+                timeout_ms: Some(5000),
+            }
+        );
+    }
+
+    #[test]
+    fn header_values_from_data_stay_on_one_line() {
+        let action = parse(webhook(json!({
+            "url": "https://example.com",
+            "headers": {"X-Name": "{{ data.name }}"}
+        })));
+        let data = json!({"name": "a\r\nInjected: yes"});
+        let rendered = action.render(&TemplateContext {
+            event_id: 1,
+            external_id: "x",
+            event_type: "t",
+            data: &data,
+        });
+        let RenderedAction::CallWebhook { headers, .. } = rendered else {
+            panic!("a webhook renders as a webhook");
+        };
+        assert_eq!(
+            headers,
+            [("x-name".to_owned(), "a  Injected: yes".to_owned())]
+        );
+    }
+
+    #[test]
+    fn webhook_urls_are_checked_where_literal() {
+        for good in [
+            "https://example.com",
+            "HTTP://example.com:8080/a?b=c#d",
+            "http://user:pw@localhost:3000/x",
+            "http://[::1]:8080/",
+            "http://127.0.0.1/hook",
+            "https://{{ data.host }}/hook",
+            "https://api.{{ data.region }}.example.com/",
+            "{{ data.callback_url }}",
+            "http{{ data.s }}://example.com",
+            "https://example.com/{{ data.path }}",
+        ] {
+            assert!(
+                Action::parse(&webhook(json!({"url": good}))).is_ok(),
+                "{good} should be accepted"
+            );
+        }
+        for bad in [
+            "ftp://example.com/file",
+            "not a url",
+            "example.com/hook",
+            "example.com/{{ data.path }}",
+            "mailto:{{ data.to }}",
+            "https:example.com",
+            "https://",
+            "https:///path",
+            "https://exa mple.com/",
+            "https://example.com:0/",
+            "https://example.com:99999/",
+            "https://example.com:x/",
+            "http://[::1/",
+            "https://example.com/\n",
+            "",
+        ] {
+            let found = errors(webhook(json!({"url": bad})));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert_eq!(found[0].0, "action.params.url", "{bad}");
+            assert!(found[0].1.starts_with("must"), "{bad}: {}", found[0].1);
+        }
+        let found = errors(webhook(json!({"url": "ftp://example.com"})));
+        assert_eq!(
+            found[0].1,
+            "must be an absolute http:// or https:// URL, not 'ftp:'"
+        );
+    }
+
+    #[test]
+    fn webhook_rejects_bad_params_with_paths() {
+        let found = error_paths(webhook(json!({
+            "method": "GET",
+            "headers": {
+                "X Bad": "v",
+                "Webhook-Signature": "forged",
+                "Idempotency-Key": "k",
+                "x-ok": "{{ nope }}",
+                "X-Num": 5,
+                "X-Line": "a\nb",
+                "x-dup": "1",
+                "X-Dup": "2"
+            },
+            "body": {"a": ["{{ data. }}"]},
+            "timeout_ms": 0,
+            "hedaers": {}
+        })));
+        assert_eq!(
+            found,
+            [
+                "action.params.hedaers",
+                "action.params.url",
+                "action.params.method",
+                "action.params.headers.X Bad",
+                "action.params.headers.Webhook-Signature",
+                "action.params.headers.Idempotency-Key",
+                "action.params.headers.x-ok",
+                "action.params.headers.X-Num",
+                "action.params.headers.X-Line",
+                "action.params.headers.X-Dup",
+                "action.params.body.a[0]",
+                "action.params.timeout_ms",
+            ]
+        );
+        for bad in [json!(0), json!(60001), json!(-1), json!(1.5), json!("100")] {
+            let found = errors(webhook(json!({"url": "https://x.io", "timeout_ms": bad})));
+            assert_eq!(found[0].0, "action.params.timeout_ms");
+        }
+        assert!(Action::parse(&webhook(
+            json!({"url": "https://x.io", "timeout_ms": 60000})
+        ))
+        .is_ok());
+        assert_eq!(
+            error_paths(webhook(json!({"url": "https://x.io", "headers": ["a"]}))),
+            ["action.params.headers"]
+        );
+        assert_eq!(
+            error_paths(webhook(json!({"url": 5}))),
+            ["action.params.url"]
+        );
+    }
+
+    #[test]
+    fn a_null_body_is_sent_as_null() {
+        let action = parse(webhook(json!({"url": "https://x.io", "body": null})));
+        let RenderedAction::CallWebhook { body, .. } = render(&action) else {
+            panic!("a webhook renders as a webhook");
+        };
+        assert_eq!(body, Value::Null);
+    }
+
+    #[test]
+    fn send_email_validates_and_renders() {
+        let action = parse(json!({
+            "type": "send_email",
+            "params": {
+                "to": "{{ data.user.email }}",
+                "subject": "Order {{ external_id }}",
+                "template": "Hi {{ data.user.name }},\nyou paid {{ data.amount }}.",
+                "data": {"amount": "{{ data.amount }}"}
+            }
+        }));
+        assert!(!action.is_idempotent());
+        assert_eq!(
+            render(&action),
+            RenderedAction::SendEmail {
+                to: "ana@example.com".into(),
+                subject: "Order order-123".into(),
+                body: "Hi Ana,\nyou paid 250.".into(),
+                data: Some(json!({"amount": 250})),
+            }
+        );
+        let plain = parse(json!({
+            "type": "send_email",
+            "params": {"to": "ops@example.com", "subject": "s", "template": "t"}
+        }));
+        let RenderedAction::SendEmail { data, .. } = render(&plain) else {
+            panic!("an email renders as an email");
+        };
+        assert_eq!(data, None);
+    }
+
+    #[test]
+    fn send_email_rejects_bad_params() {
+        assert_eq!(
+            error_paths(json!({"type": "send_email", "params": {}})),
+            [
+                "action.params.to",
+                "action.params.subject",
+                "action.params.template"
+            ]
+        );
+        let found = error_paths(json!({
+            "type": "send_email",
+            "params": {
+                "to": "not-an-address",
+                "subject": "a\r\nBcc: x@y",
+                "template": "{{ data.x",
+                "data": ["x"],
+                "cc": "typo"
+            }
+        }));
+        assert_eq!(
+            found,
+            [
+                "action.params.cc",
+                "action.params.to",
+                "action.params.subject",
+                "action.params.template",
+                "action.params.data"
+            ]
+        );
+        for bad in ["a b@c.d", "@x.io", "x@", "a@b@c"] {
+            let found = error_paths(json!({
+                "type": "send_email",
+                "params": {"to": bad, "subject": "s", "template": "t"}
+            }));
+            assert_eq!(found, ["action.params.to"], "{bad}");
+        }
+        let found = error_paths(json!({
+            "type": "send_email",
+            "params": {"to": "a@b.c", "subject": "s", "template": "t", "data": {"k": "{{ x }}"}}
+        }));
+        assert_eq!(found, ["action.params.data.k"]);
+    }
+
+    #[test]
+    fn template_errors_surface_with_full_paths() {
+        let found = errors(webhook(json!({
+            "url": "https://example.com/{{ data.id }",
+            "body": {"user": {"name": "{{ usr }}"}}
+        })));
+        assert_eq!(found[0].0, "action.params.url");
+        assert!(
+            found[0].1.starts_with("unterminated placeholder"),
+            "{}",
+            found[0].1
+        );
+        assert_eq!(
+            found[1],
+            (
+                "action.params.body.user.name".to_owned(),
+                "unknown placeholder 'usr' (use external_id, type, event_id or data.<path>)"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn hash_ignores_spelling_and_defaults() {
+        let hash = |action: Value| parse(action).content_hash();
+        let base = hash(webhook(json!({"url": "https://x.io"})));
+        assert_eq!(base.len(), 64);
+        assert_eq!(
+            base,
+            hash(webhook(json!({"url": "https://x.io", "method": "post"})))
+        );
+        assert_eq!(
+            base,
+            hash(webhook(
+                json!({"url": "https://x.io", "headers": {}, "body": default_webhook_body()})
+            ))
+        );
+        assert_ne!(
+            base,
+            hash(webhook(json!({"url": "https://x.io", "method": "PUT"})))
+        );
+        assert_ne!(base, hash(webhook(json!({"url": "https://y.io"}))));
+        assert_ne!(
+            base,
+            hash(webhook(json!({"url": "https://x.io", "timeout_ms": 10})))
+        );
+        assert_eq!(
+            hash(webhook(
+                json!({"url": "https://x.io", "headers": {"X-A": "1", "x-b": "2"}})
+            )),
+            hash(webhook(
+                json!({"url": "https://x.io", "headers": {"x-b": "2", "x-a": "1"}})
+            ))
+        );
+        assert_eq!(
+            hash(json!({"type": "log"})),
+            hash(json!({"type": "log", "params": {"level": "INFO", "message": ""}}))
+        );
+        assert_eq!(
+            hash(json!({"type": "noop"})),
+            hash(json!({"type": "noop", "params": {}}))
+        );
+        assert_ne!(hash(json!({"type": "noop"})), hash(json!({"type": "log"})));
+    }
+
+    #[test]
+    fn source_is_the_action_as_given() {
+        let given =
+            json!({"type": "call_webhook", "params": {"url": "https://x.io", "method": "put"}});
+        let action = parse(given.clone());
+        assert_eq!(action.source(), &given);
+        assert_eq!(action.normalized()["params"]["method"], "PUT");
+    }
+
+    #[test]
+    fn rendered_actions_serialize_with_their_type() {
+        let rendered = render(&parse(json!({"type": "log", "params": {"message": "m"}})));
+        assert_eq!(
+            serde_json::to_value(&rendered).unwrap(),
+            json!({"type": "log", "level": "info", "message": "m"})
+        );
+        assert_eq!(
+            serde_json::to_value(RenderedAction::Noop).unwrap(),
+            json!({"type": "noop"})
+        );
+    }
+
+    #[test]
+    fn actions_are_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync + Clone + fmt::Debug>() {}
+        assert_send_sync::<Action>();
+        assert_send_sync::<RenderedAction>();
+    }
+}

@@ -41,6 +41,16 @@ macro_rules! text_enum {
             }
         }
 
+        /// Exact spelling only; params parsing is case-insensitive where documented.
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(text: &str) -> Result<Self, String> {
+                Self::from_text(text).ok_or_else(|| {
+                    format!("unknown {} '{text}' (expected one of: {})", stringify!($name), Self::expected())
+                })
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -1265,6 +1275,16 @@ mod tests {
             serde_json::to_value(RenderedAction::Noop).unwrap(),
             json!({"type": "noop"})
         );
+    }
+
+    #[test]
+    fn closed_sets_round_trip_through_text() {
+        for kind in ActionKind::ALL {
+            assert_eq!(kind.as_str().parse::<ActionKind>().unwrap(), *kind);
+        }
+        assert_eq!("PATCH".parse::<HttpMethod>().unwrap(), HttpMethod::Patch);
+        assert!("patch".parse::<HttpMethod>().is_err());
+        assert_eq!("warn".parse::<LogLevel>().unwrap(), LogLevel::Warn);
     }
 
     #[test]

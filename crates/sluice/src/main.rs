@@ -1,1 +1,52 @@
-fn main() {}
+//! `sluice`: see `sluice --help`.
+
+use sluice::app::RunningApp;
+use sluice::cli::{Cli, Command};
+use sluice::config::Settings;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_or_exit();
+    let command = cli.command;
+    if let Command::Eval(args) = command {
+        let _ = args; return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sluice: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn checked(settings: Settings) -> anyhow::Result<Settings> {
+    settings.validate().map_err(anyhow::Error::msg)?;
+    sluice::telemetry::init(&settings.log_level, settings.log_format);
+    Ok(settings)
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(settings) | Command::Api(settings) => {
+            let app = RunningApp::start(checked(settings)?).await?;
+            tracing::info!(address = %app.addr, database = app.state.store.backend().as_str(), "sluice listening");
+            app.run_until_signal().await
+        }
+        Command::Migrate(settings) => {
+            let settings = checked(settings)?;
+            let store = sluice_store::connect(&settings.database_url, 2).await?;
+            store.migrate().await?;
+            tracing::info!(database = store.backend().as_str(), "migrations applied");
+            Ok(())
+        }
+        Command::Eval(_) => Ok(()),
+    }
+}

@@ -1,0 +1,15 @@
+//! The HTTP API: handlers by resource, the error type, extractors.
+
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod openapi;
+pub mod ops;
+pub mod query;
+
+use error::ApiError;
+
+/// Unknown routes answer a JSON 404 like every other error.
+pub async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}

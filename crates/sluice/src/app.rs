@@ -1,0 +1,222 @@
+//! Wiring: the shared state, the router with its layers, and starting/stopping a server.
+
+use crate::api;
+use crate::config::Settings;
+use crate::ingest::{IngestConfig, Ingestor};
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sluice_store::{Backend, Store};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every handler can reach. Cheap to clone: pools and `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub ingestor: Ingestor,
+    pub metrics: PrometheusHandle,
+    pub settings: Arc<Settings>,
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed; then ours just stays empty.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Builds the state for a store: starts the group-commit ingestor.
+pub fn state(store: Arc<dyn Store>, settings: Settings) -> AppState {
+    let ingest = match store.backend() {
+        // One writer at a time on SQLite: two flushers let one collect while one writes.
+        Backend::Sqlite => IngestConfig {
+            flushers: 2,
+            ..IngestConfig::default()
+        },
+        Backend::Postgres => IngestConfig::default(),
+    };
+    AppState {
+        ingestor: Ingestor::start(store.clone(), ingest),
+        store,
+        metrics: metrics_handle(),
+        settings: Arc::new(settings),
+    }
+}
+
+/// Every route of the HTTP API, with request ids, tracing, metrics, CORS and the body limit.
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(state.settings.cors_origin.as_deref());
+    let api = Router::new()
+        .route("/events", post(api::events::create_event).get(api::events::list_events))
+        .route("/events/batch", post(api::events::create_batch))
+        .route("/events/stats", get(api::events::event_stats))
+        .route("/events/{id}", get(api::events::get_event))
+        .route("/events/{id}/attempts", get(api::events::list_attempts))
+        .route("/health", get(api::ops::health))
+        .route("/ready", get(api::ops::ready))
+        .route("/metrics", get(api::ops::metrics))
+        .route("/api-docs.json", get(api::openapi::serve_spec))
+        .fallback(api::not_found)
+        .layer(DefaultBodyLimit::max(api::extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(record_http_metrics))
+        .with_state(state);
+    let api = match cors {
+        Some(cors) => api.layer(cors),
+        None => api,
+    };
+    api.layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let route = request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str)
+                .unwrap_or("unmatched");
+            let request_id = request
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("http", method = %request.method(), route, request_id)
+        }))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+fn cors_layer(origin: Option<&str>) -> Option<CorsLayer> {
+    let origin = origin?;
+    let allow = if origin == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origin
+                .split(',')
+                .filter_map(|o| HeaderValue::from_str(o.trim()).ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
+    )
+}
+
+async fn record_http_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("sluice_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("sluice_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A running sluice: its address, and how to stop it.
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningApp {
+    /// Opens the store, migrates it, binds the listener and serves in the background.
+    pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
+        let store = sluice_store::connect(&settings.database_url, settings.database_max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database at {}",
+                    sluice_store::redact_url(&settings.database_url)
+                )
+            })?;
+        store.migrate().await.context("cannot apply migrations")?;
+        let listener = tokio::net::TcpListener::bind((settings.host, settings.port))
+            .await
+            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+        let addr = listener.local_addr()?;
+        let state = state(store, settings);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        Ok(RunningApp {
+            addr,
+            state,
+            shutdown,
+            server,
+        })
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.server.await??;
+        Ok(())
+    }
+
+    /// Serves until SIGTERM or ctrl-c, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.stop().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,68 @@
+//! The command line: `sluice [serve|api|worker|migrate|eval|bench]`, `serve` by default.
+
+use crate::config::Settings;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Event processing platform: ingest, rules, actions, replay, live trace.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// API, worker and console in one process (the default).
+    Serve(Settings),
+    /// The HTTP API (and console) only.
+    Api(Settings),
+    /// Apply database migrations and exit.
+    Migrate(Settings),
+    /// Evaluate a JSONLogic rule: --rule/--data, or JSON lines {"rule","data"} on stdin.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The rule, as JSON.
+    #[arg(long, requires = "data")]
+    pub rule: Option<String>,
+    /// The data to evaluate it against, as JSON.
+    #[arg(long, requires = "rule")]
+    pub data: Option<String>,
+}
+
+impl Cli {
+    /// Parses the command line; on a usage or configuration error prints one line and exits 2.
+    pub fn parse_or_exit() -> Cli {
+        let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        // `sluice` and `sluice --port 4000` mean `sluice serve …`.
+        let first = args.get(1).and_then(|a| a.to_str()).map(str::to_owned);
+        let implicit_serve = match first.as_deref() {
+            None => true,
+            Some("-h" | "--help" | "-V" | "--version") => false,
+            Some(flag) => flag.starts_with('-'),
+        };
+        if implicit_serve {
+            args.insert(1, "serve".into());
+        }
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli,
+            Err(error) => {
+                use clap::error::ErrorKind;
+                if matches!(
+                    error.kind(),
+                    ErrorKind::DisplayHelp
+                        | ErrorKind::DisplayVersion
+                        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                ) {
+                    error.exit();
+                }
+                let rendered = error.to_string();
+                let first = rendered.lines().next().unwrap_or("invalid arguments");
+                eprintln!("sluice: {}", first.trim_start_matches("error: "));
+                std::process::exit(2);
+            }
+        }
+    }
+}

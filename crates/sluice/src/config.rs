@@ -1,0 +1,136 @@
+//! Configuration: every setting is an environment variable (the seed's names) and a flag,
+//! read and validated once at start. Invalid configuration stops the process with one line.
+
+use clap::{Args, ValueEnum};
+use sluice_core::retry::RetryPolicy;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmailMode {
+    Disabled,
+    Log,
+    Smtp,
+}
+
+/// Settings shared by `serve`, `api`, `worker` and `migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Database: postgres://… or sqlite://path (created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://sluice.db")]
+    pub database_url: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// How often an idle worker polls for due events when no wake-up arrives.
+    #[arg(long, env = "WORKER_POLL_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub worker_poll_interval_ms: u64,
+
+    /// Longest one processing attempt may take before it is cancelled and retried.
+    #[arg(long, env = "PROCESSING_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub processing_timeout_ms: u64,
+
+    /// Default timeout of one webhook request (a rule may set its own, lower or higher).
+    #[arg(long, env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub webhook_timeout_ms: u64,
+
+    /// Events processed at once by one worker process.
+    #[arg(long, env = "WORKER_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub worker_concurrency: u64,
+
+    /// Attempts before an event is `failed` (including the first).
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+
+    /// Delays before retries, in milliseconds, comma-separated; the last one repeats.
+    #[arg(long, env = "RETRY_BACKOFF_MS", default_value = "1000,5000,30000",
+          value_parser = parse_backoff)]
+    pub retry_backoff_ms: Backoff,
+
+    /// What `send_email` does: disabled, log, or smtp (needs SMTP_URL).
+    #[arg(long, env = "EMAIL_MODE", value_enum, default_value = "log")]
+    pub email_mode: EmailMode,
+
+    /// SMTP server for EMAIL_MODE=smtp, e.g. smtp://user:pass@host:587.
+    #[arg(long, env = "SMTP_URL")]
+    pub smtp_url: Option<String>,
+
+    /// Standard Webhooks signing secret (whsec_<base64>); webhooks are unsigned without it.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
+    /// Allow webhooks to loopback, private and link-local addresses.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    pub webhook_allow_private: bool,
+
+    /// Origin allowed by CORS (`*` for any); unset disables CORS headers.
+    #[arg(long, env = "CORS_ORIGIN")]
+    pub cors_origin: Option<String>,
+
+    /// Log filter, e.g. info or sluice=debug,sqlx=warn.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// json for machines, pretty for humans.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+
+    /// Database connections per process.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_max_connections: u32,
+}
+
+/// Retry delays as parsed from RETRY_BACKOFF_MS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backoff(pub Vec<u64>);
+
+fn parse_backoff(text: &str) -> Result<Backoff, String> {
+    RetryPolicy::parse_backoff(text).map(Backoff)
+}
+
+impl Settings {
+    /// Cross-field checks clap cannot express. Returns the one line to print on failure.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.email_mode == EmailMode::Smtp && self.smtp_url.is_none() {
+            return Err("EMAIL_MODE=smtp needs SMTP_URL (e.g. smtp://user:pass@host:587)".into());
+        }
+        if let Some(url) = &self.smtp_url {
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err("SMTP_URL must start with smtp:// or smtps://".into());
+            }
+        }
+        if let Some(secret) = &self.webhook_secret {
+            if !secret.starts_with("whsec_") || secret.len() <= "whsec_".len() {
+                return Err("WEBHOOK_SECRET must look like whsec_<base64>".into());
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(format!("LOG_LEVEL '{}' is not a valid log filter", self.log_level));
+        }
+        Ok(())
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            backoff_ms: self.retry_backoff_ms.0.clone(),
+        }
+    }
+}

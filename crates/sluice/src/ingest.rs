@@ -1,0 +1,137 @@
+//! Group commit for `POST /events`: concurrent submissions share one transaction and one
+//! multi-row upsert, and each request still gets its own answer — only after the commit.
+//!
+//! A few flusher tasks take turns at the queue. The one holding it collects submissions for
+//! at most `max_wait` (or until `max_batch`), then lets the next flusher collect while it
+//! writes. Under load batches form by themselves; an idle system pays at most `max_wait`.
+
+use sluice_core::event::NewEvent;
+use sluice_store::{IngestOutcome, Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngestConfig {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub flushers: usize,
+    pub queue: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 500,
+            max_wait: Duration::from_millis(1),
+            flushers: 4,
+            queue: 10_000,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<IngestOutcome, Arc<StoreError>>>;
+
+struct Submission {
+    event: NewEvent,
+    reply: Reply,
+}
+
+/// Why a submission got no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    #[error("ingest is shutting down")]
+    Closed,
+}
+
+/// The handle request handlers submit to. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingestor {
+    queue: mpsc::Sender<Submission>,
+}
+
+impl Ingestor {
+    /// Starts the flusher tasks on the current runtime. They stop when every handle is dropped.
+    pub fn start(store: Arc<dyn Store>, config: IngestConfig) -> Self {
+        let (sender, receiver) = mpsc::channel(config.queue.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..config.flushers.max(1) {
+            tokio::spawn(flush_loop(store.clone(), receiver.clone(), config));
+        }
+        Self { queue: sender }
+    }
+
+    /// Stores one event (or finds its duplicate); returns once the outcome is committed.
+    pub async fn submit(&self, event: NewEvent) -> Result<IngestOutcome, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Submission { event, reply })
+            .await
+            .map_err(|_| IngestError::Closed)?;
+        match answer.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(error)) => Err(IngestError::Store(error)),
+            Err(_) => Err(IngestError::Closed),
+        }
+    }
+}
+
+async fn flush_loop(
+    store: Arc<dyn Store>,
+    receiver: Arc<Mutex<mpsc::Receiver<Submission>>>,
+    config: IngestConfig,
+) {
+    loop {
+        let batch = {
+            let mut queue = receiver.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            collect_batch(&mut queue, first, &config).await
+        };
+        let events: Vec<NewEvent> = batch.iter().map(|s| s.event.clone()).collect();
+        let started = Instant::now();
+        let result = store.ingest(&events).await;
+        metrics::histogram!("sluice_ingest_batch_size").record(events.len() as f64);
+        metrics::histogram!("sluice_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                for (submission, outcome) in batch.into_iter().zip(outcomes) {
+                    // The requester may have gone away; the event is stored regardless.
+                    let _ = submission.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                let error = Arc::new(error);
+                for submission in batch {
+                    let _ = submission.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn collect_batch(
+    queue: &mut mpsc::Receiver<Submission>,
+    first: Submission,
+    config: &IngestConfig,
+) -> Vec<Submission> {
+    let mut batch = vec![first];
+    let deadline = Instant::now() + config.max_wait;
+    while batch.len() < config.max_batch {
+        match queue.try_recv() {
+            Ok(submission) => batch.push(submission),
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                match tokio::time::timeout_at(deadline, queue.recv()).await {
+                    Ok(Some(submission)) => batch.push(submission),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+    batch
+}

@@ -1,0 +1,11 @@
+//! The sluice binary's library: configuration, telemetry, the HTTP API, group-commit ingest
+//! and the CLI subcommands. `main.rs` only parses the command line and calls into here; the
+//! integration tests start the same code on port 0.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+// pub mod eval;
+pub mod ingest;
+pub mod telemetry;

@@ -50,7 +50,10 @@ pub enum IngestOutcome {
     /// The same id with the same payload was already stored; its `received_count` was bumped.
     Duplicate(EventSummary),
     /// The same id is stored with a different payload; nothing was written.
-    Conflict { existing_id: i64, external_id: String },
+    Conflict {
+        existing_id: i64,
+        external_id: String,
+    },
 }
 
 /// Filters of `GET /events`; `None` means "any".

@@ -156,7 +156,9 @@ fn push_event_filter(query: &mut QueryBuilder<'_, Postgres>, filter: &EventFilte
         query.push(" AND type = ").push_bind(event_type.clone());
     }
     if let Some(external_id) = &filter.external_id {
-        query.push(" AND external_id = ").push_bind(external_id.clone());
+        query
+            .push(" AND external_id = ")
+            .push_bind(external_id.clone());
     }
     if let Some(start) = filter.start {
         query.push(" AND created_at >= ").push_bind(start);
@@ -277,7 +279,10 @@ impl Store for PostgresStore {
         .bind(page.offset)
         .fetch_all(&self.pool)
         .await?;
-        let mut attempts: Vec<Attempt> = rows.iter().map(attempt_from_row).collect::<Result<_, _>>()?;
+        let mut attempts: Vec<Attempt> = rows
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<_, _>>()?;
         if attempts.is_empty() {
             return Ok(attempts);
         }
@@ -304,8 +309,11 @@ pub(crate) fn attach_executions(
     attempts: &mut [Attempt],
     executions: impl Iterator<Item = Result<(i64, RuleExecution), StoreError>>,
 ) -> Result<(), StoreError> {
-    let position: HashMap<i64, usize> =
-        attempts.iter().enumerate().map(|(i, a)| (a.id, i)).collect();
+    let position: HashMap<i64, usize> = attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id, i))
+        .collect();
     for execution in executions {
         let (attempt_id, execution) = execution?;
         if let Some(&i) = position.get(&attempt_id) {

@@ -187,10 +187,14 @@ fn push_event_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &EventFilter)
         query.push(" AND type = ").push_bind(event_type.clone());
     }
     if let Some(external_id) = &filter.external_id {
-        query.push(" AND external_id = ").push_bind(external_id.clone());
+        query
+            .push(" AND external_id = ")
+            .push_bind(external_id.clone());
     }
     if let Some(start) = filter.start {
-        query.push(" AND created_at >= ").push_bind(to_micros(start));
+        query
+            .push(" AND created_at >= ")
+            .push_bind(to_micros(start));
     }
     if let Some(end) = filter.end {
         query.push(" AND created_at <= ").push_bind(to_micros(end));
@@ -320,7 +324,10 @@ impl Store for SqliteStore {
         .bind(page.offset)
         .fetch_all(&self.reader)
         .await?;
-        let mut attempts: Vec<Attempt> = rows.iter().map(attempt_from_row).collect::<Result<_, _>>()?;
+        let mut attempts: Vec<Attempt> = rows
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<_, _>>()?;
         if attempts.is_empty() {
             return Ok(attempts);
         }

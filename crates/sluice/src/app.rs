@@ -68,7 +68,10 @@ pub fn state(store: Arc<dyn Store>, settings: Settings) -> AppState {
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(state.settings.cors_origin.as_deref());
     let api = Router::new()
-        .route("/events", post(api::events::create_event).get(api::events::list_events))
+        .route(
+            "/events",
+            post(api::events::create_event).get(api::events::list_events),
+        )
         .route("/events/batch", post(api::events::create_batch))
         .route("/events/stats", get(api::events::event_stats))
         .route("/events/{id}", get(api::events::get_event))
@@ -86,19 +89,21 @@ pub fn router(state: AppState) -> Router {
         None => api,
     };
     api.layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let route = request
-                .extensions()
-                .get::<MatchedPath>()
-                .map(MatchedPath::as_str)
-                .unwrap_or("unmatched");
-            let request_id = request
-                .headers()
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("http", method = %request.method(), route, request_id)
-        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str)
+                    .unwrap_or("unmatched");
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("http", method = %request.method(), route, request_id)
+            }),
+        )
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
 }
 
@@ -117,7 +122,10 @@ fn cors_layer(origin: Option<&str>) -> Option<CorsLayer> {
         CorsLayer::new()
             .allow_origin(allow)
             .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
-            .allow_headers([axum::http::header::CONTENT_TYPE, axum::http::header::AUTHORIZATION]),
+            .allow_headers([
+                axum::http::header::CONTENT_TYPE,
+                axum::http::header::AUTHORIZATION,
+            ]),
     )
 }
 
@@ -149,14 +157,15 @@ pub struct RunningApp {
 impl RunningApp {
     /// Opens the store, migrates it, binds the listener and serves in the background.
     pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
-        let store = sluice_store::connect(&settings.database_url, settings.database_max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database at {}",
-                    sluice_store::redact_url(&settings.database_url)
-                )
-            })?;
+        let store =
+            sluice_store::connect(&settings.database_url, settings.database_max_connections)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot open the database at {}",
+                        sluice_store::redact_url(&settings.database_url)
+                    )
+                })?;
         store.migrate().await.context("cannot apply migrations")?;
         let listener = tokio::net::TcpListener::bind((settings.host, settings.port))
             .await

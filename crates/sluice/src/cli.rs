@@ -4,7 +4,11 @@ use crate::config::Settings;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Event processing platform: ingest, rules, actions, replay, live trace.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Event processing platform: ingest, rules, actions, replay, live trace."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -122,7 +122,10 @@ impl Settings {
             }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return Err(format!("LOG_LEVEL '{}' is not a valid log filter", self.log_level));
+            return Err(format!(
+                "LOG_LEVEL '{}' is not a valid log filter",
+                self.log_level
+            ));
         }
         Ok(())
     }
@@ -132,5 +135,26 @@ impl Settings {
             max_attempts: self.max_attempts,
             backoff_ms: self.retry_backoff_ms.0.clone(),
         }
+    }
+}
+
+#[derive(clap::Parser)]
+struct SettingsOnly {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+impl Settings {
+    /// Settings from flags (and the environment), as `sluice serve` would read them; for
+    /// embedding sluice in tests and tools.
+    pub fn from_args<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::Parser;
+        let args = std::iter::once(std::ffi::OsString::from("sluice"))
+            .chain(args.into_iter().map(Into::into));
+        SettingsOnly::try_parse_from(args).map(|s| s.settings)
     }
 }

@@ -9,9 +9,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse_or_exit();
     let command = cli.command;
     if let Command::Eval(args) = command {
-        let _ = args; return ExitCode::FAILURE;
+        let _ = args;
+        return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("sluice: cannot start the async runtime: {error}");

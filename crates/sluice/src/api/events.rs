@@ -88,7 +88,10 @@ pub async fn create_event(
                 .increment(1);
             Ok((
                 StatusCode::CREATED,
-                [(IDEMPOTENT_REPLAYED.clone(), HeaderValue::from_static("true"))],
+                [(
+                    IDEMPOTENT_REPLAYED.clone(),
+                    HeaderValue::from_static("true"),
+                )],
                 Json(IngestedEvent {
                     event,
                     duplicate: true,
@@ -135,7 +138,12 @@ pub async fn create_batch(
                 format!("must be an array, got {}", json_kind(other)),
             )]))
         }
-        None => return Err(ApiError::invalid(vec![FieldError::new("events", "is required")])),
+        None => {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "events",
+                "is required",
+            )]))
+        }
     };
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::invalid(vec![FieldError::new(
@@ -168,13 +176,22 @@ pub async fn create_batch(
         let outcomes = state.store.ingest(&valid).await?;
         for (index, outcome) in valid_index.into_iter().zip(outcomes) {
             results[index] = Some(match outcome {
-                IngestOutcome::Created(event) => {
-                            BatchResult { index, status: "created", event: Some(event), error: None }
-                }
-                IngestOutcome::Duplicate(event) => {
-                    BatchResult { index, status: "duplicate", event: Some(event), error: None }
-                }
-                IngestOutcome::Conflict { existing_id, external_id } => BatchResult {
+                IngestOutcome::Created(event) => BatchResult {
+                    index,
+                    status: "created",
+                    event: Some(event),
+                    error: None,
+                },
+                IngestOutcome::Duplicate(event) => BatchResult {
+                    index,
+                    status: "duplicate",
+                    event: Some(event),
+                    error: None,
+                },
+                IngestOutcome::Conflict {
+                    existing_id,
+                    external_id,
+                } => BatchResult {
                     index,
                     status: "conflict",
                     event: None,
@@ -226,8 +243,11 @@ fn parse_filter(query: &EventsQuery, errors: &mut QueryErrors) -> EventFilter {
             })
             .ok(),
     };
-    let (start, end) =
-        parse_date_range(query.start_date.as_deref(), query.end_date.as_deref(), errors);
+    let (start, end) = parse_date_range(
+        query.start_date.as_deref(),
+        query.end_date.as_deref(),
+        errors,
+    );
     EventFilter {
         state,
         event_type: query.event_type.clone().filter(|t| !t.is_empty()),
@@ -279,7 +299,10 @@ pub async fn event_stats(
 }
 
 /// `GET /events/{id}`.
-pub async fn get_event(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<Event>> {
+pub async fn get_event(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Event>> {
     state
         .store
         .get_event(id)

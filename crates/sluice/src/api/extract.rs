@@ -97,7 +97,9 @@ fn is_json_media_type(media: &str) -> bool {
 /// NaN/Infinity and numbers out of range, so every accepted number is finite.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::validation("the request body is empty; expected JSON"));
+        return Err(ApiError::validation(
+            "the request body is empty; expected JSON",
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
         let what = if e.to_string().contains("recursion limit") {
@@ -121,13 +123,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
             .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
         match raw.parse::<i64>() {
             Ok(id) if id > 0 => Ok(IdPath(id)),
-            _ => Err(ApiError::validation(format!(
-                "id must be a positive integer, got '{raw}'"
-            ))
-            .with_details(vec![sluice_core::FieldError::new(
-                "id",
-                "must be a positive integer",
-            )])),
+            _ => Err(
+                ApiError::validation(format!("id must be a positive integer, got '{raw}'"))
+                    .with_details(vec![sluice_core::FieldError::new(
+                        "id",
+                        "must be a positive integer",
+                    )]),
+            ),
         }
     }
 }

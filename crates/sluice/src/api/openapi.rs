@@ -17,11 +17,36 @@ pub fn spec() -> Value {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "sluice", description = "Event processing platform: ingest, versioned JSONLogic rules, actions, retries, replay, live trace."),
-    paths(create_event, create_batch, list_events, event_stats, get_event, list_attempts, health, ready, metrics),
+    info(
+        title = "sluice",
+        description = "Event processing platform: ingest, versioned JSONLogic rules, actions, retries, replay, live trace."
+    ),
+    paths(
+        create_event,
+        create_batch,
+        list_events,
+        event_stats,
+        get_event,
+        list_attempts,
+        health,
+        ready,
+        metrics
+    ),
     components(schemas(
-        NewEventBody, IngestedEvent, BatchBody, BatchResults, BatchResult, EventList, Event,
-        EventStats, AttemptList, Attempt, RuleExecution, ErrorBody, FieldErrorBody, EventState
+        NewEventBody,
+        IngestedEvent,
+        BatchBody,
+        BatchResults,
+        BatchResult,
+        EventList,
+        Event,
+        EventStats,
+        AttemptList,
+        Attempt,
+        RuleExecution,
+        ErrorBody,
+        FieldErrorBody,
+        EventState
     ))
 )]
 struct ApiDoc;
@@ -61,7 +86,12 @@ struct NewEventBody {
     #[schema(min_length = 1, max_length = 255, example = "order-123")]
     id: String,
     /// 1..100 characters.
-    #[schema(rename = "type", min_length = 1, max_length = 100, example = "order.created")]
+    #[schema(
+        rename = "type",
+        min_length = 1,
+        max_length = 100,
+        example = "order.created"
+    )]
     event_type: String,
     /// Any JSON object, nested at most 20 deep.
     #[schema(value_type = Object)]

@@ -22,12 +22,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
             "database": state.store.backend().as_str(),
             "timestamp": chrono::Utc::now(),
         }))),
-        Err(StoreError::Migration(message)) => {
-            Err(ApiError::new(ErrorName::ServiceUnavailable, format!("not ready: {message}")))
-        }
+        Err(StoreError::Migration(message)) => Err(ApiError::new(
+            ErrorName::ServiceUnavailable,
+            format!("not ready: {message}"),
+        )),
         Err(error) => {
             tracing::warn!(error = %error, "readiness check failed");
-            Err(ApiError::new(ErrorName::ServiceUnavailable, "not ready: the database is unavailable"))
+            Err(ApiError::new(
+                ErrorName::ServiceUnavailable,
+                "not ready: the database is unavailable",
+            ))
         }
     }
 }

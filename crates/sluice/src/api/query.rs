@@ -33,7 +33,10 @@ pub fn parse_page(limit: Option<&str>, offset: Option<&str>, errors: &mut QueryE
         Some(text) => match text.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
             _ => {
-                errors.push("limit", format!("must be an integer from 1 to {MAX_LIMIT}, got '{text}'"));
+                errors.push(
+                    "limit",
+                    format!("must be an integer from 1 to {MAX_LIMIT}, got '{text}'"),
+                );
                 DEFAULT_LIMIT
             }
         },
@@ -43,7 +46,10 @@ pub fn parse_page(limit: Option<&str>, offset: Option<&str>, errors: &mut QueryE
         Some(text) => match text.parse::<i64>() {
             Ok(n) if n >= 0 => n,
             _ => {
-                errors.push("offset", format!("must be a non-negative integer, got '{text}'"));
+                errors.push(
+                    "offset",
+                    format!("must be a non-negative integer, got '{text}'"),
+                );
                 0
             }
         },

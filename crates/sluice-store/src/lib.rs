@@ -64,7 +64,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Attempts of one event, newest first, each with its rule executions.
     async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError>;
+
+    /// Tells every process listening on `channel` (PostgreSQL `NOTIFY`, one per payload).
+    /// SQLite serves one process, which signals itself in memory: a no-op there.
+    async fn notify(&self, channel: &str, payloads: &[String]) -> Result<(), StoreError>;
+
+    /// Notifications `(channel, payload)` sent by any process, or `None` on SQLite. The stream
+    /// reconnects by itself after a connection loss (notifications sent meanwhile are lost).
+    async fn listen(&self, channels: &[&str]) -> Result<Option<NotificationStream>, StoreError>;
 }
+
+/// `(channel, payload)` pairs from `LISTEN`.
+pub type NotificationStream =
+    futures::stream::BoxStream<'static, Result<(String, String), StoreError>>;
 
 /// Opens the store a `DATABASE_URL` names: `postgres://…`/`postgresql://…` or `sqlite://path`
 /// (also `sqlite:path`, `sqlite::memory:`). A SQLite file is created if missing.

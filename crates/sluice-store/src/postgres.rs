@@ -2,12 +2,13 @@
 
 use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, UpsertRow};
 use crate::model::*;
-use crate::{Backend, Store, StoreError};
+use crate::{Backend, NotificationStream, Store, StoreError};
 use async_trait::async_trait;
 use serde_json::Value;
 use sluice_core::event::NewEvent;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use futures::StreamExt;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -301,6 +302,28 @@ impl Store for PostgresStore {
         .await?;
         attach_executions(&mut attempts, executions.iter().map(execution_from_row))?;
         Ok(attempts)
+    }
+
+    async fn notify(&self, channel: &str, payloads: &[String]) -> Result<(), StoreError> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+            .bind(channel)
+            .bind(payloads)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn listen(&self, channels: &[&str]) -> Result<Option<NotificationStream>, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen_all(channels.iter().copied()).await?;
+        let stream = listener.into_stream().map(|item| {
+            item.map(|n| (n.channel().to_owned(), n.payload().to_owned()))
+                .map_err(StoreError::from)
+        });
+        Ok(Some(Box::pin(stream)))
     }
 }
 

@@ -7,7 +7,7 @@
 use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, UpsertRow};
 use crate::model::*;
 use crate::postgres::{attach_executions, check_migrations_current, parse_text};
-use crate::{Backend, Store, StoreError};
+use crate::{Backend, NotificationStream, Store, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_core::event::NewEvent;
@@ -345,5 +345,13 @@ impl Store for SqliteStore {
         let executions = query.build().fetch_all(&self.reader).await?;
         attach_executions(&mut attempts, executions.iter().map(execution_from_row))?;
         Ok(attempts)
+    }
+
+    async fn notify(&self, _channel: &str, _payloads: &[String]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn listen(&self, _channels: &[&str]) -> Result<Option<NotificationStream>, StoreError> {
+        Ok(None)
     }
 }

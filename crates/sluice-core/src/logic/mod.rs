@@ -104,7 +104,9 @@ impl Logic {
     }
 
     /// Whether the rule's result is truthy (see [`truthy`]). Cheaper than
-    /// [`evaluate`](Self::evaluate): the result is never turned into JSON.
+    /// [`evaluate`](Self::evaluate): the result is never turned into JSON. The truthiness is
+    /// that of the JavaScript value, so a result of ±Infinity (`null` once it is JSON)
+    /// matches, as it does with json-logic-js.
     pub fn matches(&self, data: &Value) -> Result<bool, EvalError> {
         let mut evaluator = eval::Evaluator::new(&self.inner.limits);
         let result = evaluator.eval(&self.inner.root, &value::Val::from_json(data))?;

@@ -3,7 +3,7 @@
 //! json-logic-js would hand out the same object, and JavaScript's coercions between them.
 
 use super::budget::{check_depth, Budget};
-use super::number::{number_to_string, parse_float, string_to_number, MAX_SAFE_INTEGER};
+use super::number::{number_to_string, parse_float, string_to_number};
 use super::EvalError;
 use serde_json::{Map, Number, Value};
 use std::borrow::Cow;
@@ -417,17 +417,21 @@ pub(crate) fn utf16_slice(s: &str, start: usize, end: usize) -> String {
     String::from_utf16_lossy(&units[start..end])
 }
 
-/// A number as JSON: integral values in the safe range as integers (`1`, not `1.0`), -0 as
-/// 0, and NaN and ±Infinity as `null`, which is what `JSON.stringify` writes for them.
+/// A number as JSON: integral values as integers (`1`, not `1.0`; past 2^53 too, while
+/// they fit an i64, so they print as digits and read back exactly), -0 as 0, and NaN and
+/// ±Infinity as `null`, which is what `JSON.stringify` writes for them.
 pub(crate) fn number_to_json(n: f64) -> Value {
     if !n.is_finite() {
         return Value::Null;
     }
-    if n.fract() == 0.0 && n.abs() <= MAX_SAFE_INTEGER {
+    if n.fract() == 0.0 && n.abs() < I64_BOUND {
         return Value::Number(Number::from(n as i64));
     }
     Number::from_f64(n).map_or(Value::Null, Value::Number)
 }
+
+/// 2^63: integral floats below it in magnitude convert to i64 exactly.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
 
 /// Converts a result to JSON, as `JSON.stringify` would see it: `undefined` in an array is
 /// `null`, in an object the key is left out. Copying counts against the byte budget (a

@@ -9,6 +9,7 @@ mod ingest;
 pub mod model;
 mod postgres;
 mod sqlite;
+mod worker;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -64,6 +65,78 @@ pub trait Store: Send + Sync + 'static {
 
     /// Attempts of one event, newest first, each with its rule executions.
     async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError>;
+
+    // ---- rules ----
+
+    async fn create_rule(&self, rule: &NewRuleRecord) -> Result<Rule, StoreError>;
+    async fn get_rule(&self, id: i64) -> Result<Option<Rule>, StoreError>;
+    /// Newest first.
+    async fn list_rules(&self, filter: &RuleFilter, page: Page) -> Result<Vec<Rule>, StoreError>;
+    /// Applies the changes in one transaction (a new version is n+1); `None` if unknown.
+    async fn update_rule(&self, id: i64, changes: &RuleChanges) -> Result<Option<Rule>, StoreError>;
+    /// Newest first.
+    async fn list_rule_versions(&self, rule_id: i64) -> Result<Vec<RuleVersion>, StoreError>;
+    /// Bumped by every rule change: workers compare it to know their cache is current.
+    async fn rule_generation(&self) -> Result<i64, StoreError>;
+    /// Every active rule at its current version.
+    async fn active_rules(&self) -> Result<Vec<RuleSnapshot>, StoreError>;
+    /// The rule versions an event's first attempt evaluated (what `rules: original` replays).
+    async fn original_rules(&self, event_id: i64) -> Result<Vec<RuleSnapshot>, StoreError>;
+
+    // ---- the worker ----
+
+    /// Leases up to `limit` due pending events to `worker` for `lease_ms` and opens an attempt
+    /// for each, in one transaction. Events leased by another worker are skipped, not waited on.
+    async fn claim_due_events(
+        &self,
+        worker: &str,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// Extends the leases of attempts still running.
+    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError>;
+    /// Durably records that a non-idempotent action is about to run; returns the row id.
+    async fn record_started(
+        &self,
+        attempt_id: i64,
+        event_id: i64,
+        rule_id: i64,
+        rule_version_id: i64,
+        idempotency_key: &str,
+    ) -> Result<i64, StoreError>;
+    /// For each key: `Applied` if any execution with it was applied, else `Started` if one was
+    /// started and never completed (its worker died mid-call). Absent keys never ran.
+    async fn prior_executions(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, sluice_core::event::ExecutionResult>, StoreError>;
+    /// Records attempts' ends and moves their events on, in one transaction. Executions are
+    /// always recorded (they happened); the attempt and event are updated only while the
+    /// attempt still holds the lease. Returns the state changes made.
+    async fn complete_attempts(&self, outcomes: &[AttemptOutcome])
+        -> Result<Vec<StateChange>, StoreError>;
+    /// Gives processing events back: pending again (or `failed` once `max_attempts` attempts
+    /// ran), their attempts `abandoned`.
+    async fn release_events(&self, which: Release, max_attempts: i64)
+        -> Result<Vec<StateChange>, StoreError>;
+
+    // ---- replay ----
+
+    /// Sends a processed or failed event back to the queue for a `replay` attempt.
+    async fn replay_event(
+        &self,
+        id: i64,
+        rules: ReplayRules,
+    ) -> Result<Result<Event, ReplayRefusal>, StoreError>;
+    /// Replays those of `ids` that are processed or failed; returns them.
+    async fn replay_events(&self, ids: &[i64], rules: ReplayRules) -> Result<Vec<Event>, StoreError>;
+    /// Replays up to `limit` processed or failed events matching the filter, newest first.
+    async fn replay_matching(
+        &self,
+        filter: &EventFilter,
+        limit: i64,
+        rules: ReplayRules,
+    ) -> Result<Vec<Event>, StoreError>;
 
     /// Tells every process listening on `channel` (PostgreSQL `NOTIFY`, one per payload).
     /// SQLite serves one process, which signals itself in memory: a no-op there.

@@ -118,3 +118,177 @@ pub struct RuleExecution {
     pub executed_at: Timestamp,
     pub duration_ms: Option<i64>,
 }
+
+/// One immutable version of a rule's condition and action.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleVersion {
+    pub id: i64,
+    pub rule_id: i64,
+    pub version: i64,
+    pub condition: Value,
+    pub action: Value,
+    #[serde(skip)]
+    pub action_hash: String,
+    pub created_at: Timestamp,
+}
+
+/// A rule with its current version, as the rules API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    pub id: i64,
+    pub name: String,
+    pub event_type: String,
+    pub active: bool,
+    pub current_version_id: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub current_version: RuleVersion,
+}
+
+/// A rule to create (already validated by the caller).
+#[derive(Debug, Clone)]
+pub struct NewRuleRecord {
+    pub name: String,
+    pub event_type: String,
+    pub active: bool,
+    pub condition: Value,
+    pub action: Value,
+    pub action_hash: String,
+}
+
+/// A new version's content.
+#[derive(Debug, Clone)]
+pub struct VersionContent {
+    pub condition: Value,
+    pub action: Value,
+    pub action_hash: String,
+}
+
+/// What `PUT /rules/{id}` changes; `new_version` is set only when condition or action differ
+/// from the current version.
+#[derive(Debug, Clone, Default)]
+pub struct RuleChanges {
+    pub name: Option<String>,
+    pub event_type: Option<String>,
+    pub active: Option<bool>,
+    pub new_version: Option<VersionContent>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RuleFilter {
+    pub active: Option<bool>,
+    pub event_type: Option<String>,
+}
+
+/// Which rule versions a replay evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayRules {
+    /// Each rule's current version (and rules created since).
+    Current,
+    /// The versions the event's first attempt evaluated.
+    Original,
+}
+
+impl ReplayRules {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayRules::Current => "current",
+            ReplayRules::Original => "original",
+        }
+    }
+}
+
+impl std::str::FromStr for ReplayRules {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "current" => Ok(ReplayRules::Current),
+            "original" => Ok(ReplayRules::Original),
+            other => Err(format!("unknown replay rules '{other}' (expected current or original)")),
+        }
+    }
+}
+
+/// A rule version together with what the worker needs to know about its rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSnapshot {
+    pub rule_id: i64,
+    pub rule_name: String,
+    pub event_type: String,
+    pub version: RuleVersion,
+}
+
+/// An event leased to a worker, with the attempt the claim opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedEvent {
+    pub event: Event,
+    pub attempt_id: i64,
+    pub attempt_no: i64,
+    pub trigger: Trigger,
+    pub replay_rules: ReplayRules,
+    /// Attempts in this run (since ingest or the last replay), this one included.
+    pub run_attempts: i64,
+}
+
+/// What one rule did, to be recorded with the attempt's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionRecord {
+    pub rule_id: i64,
+    pub rule_version_id: i64,
+    pub result: ExecutionResult,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub duration_ms: i64,
+    /// The durable `started` row written before the action ran, which this record completes.
+    pub started_id: Option<i64>,
+}
+
+/// Where an event goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NextState {
+    Processed,
+    RetryAt(Timestamp),
+    Failed,
+}
+
+/// The end of one attempt: its status, the event's next state and the rule executions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptOutcome {
+    pub event_id: i64,
+    pub attempt_id: i64,
+    pub status: AttemptStatus,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+    pub next: NextState,
+    pub executions: Vec<ExecutionRecord>,
+}
+
+/// An event whose state changed, for live updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateChange {
+    pub event_id: i64,
+    pub external_id: String,
+    pub event_type: String,
+    pub state: EventState,
+    pub attempt_id: Option<i64>,
+    pub status: Option<AttemptStatus>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: Option<i64>,
+}
+
+/// Why an event could not be replayed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayRefusal {
+    NotFound,
+    NotTerminal(EventState),
+}
+
+/// Which processing events to give back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Release {
+    /// Leases that expired (their worker stopped renewing them).
+    Expired,
+    /// Everything processing whose last change is older than this many seconds.
+    OlderThan(i64),
+}

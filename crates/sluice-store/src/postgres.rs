@@ -1,6 +1,8 @@
 //! The PostgreSQL store: production, shared by any number of API and worker processes.
 
 use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, UpsertRow};
+use crate::worker::{merge_prior, release_message, snapshot, CompletionPlan};
+use sluice_core::event::{AttemptStatus, ExecutionResult};
 use crate::model::*;
 use crate::{Backend, NotificationStream, Store, StoreError};
 use async_trait::async_trait;
@@ -15,6 +17,22 @@ use std::str::FromStr;
 use std::time::Duration;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Sets a terminal event back to pending for a replay; `$2` is the replay rules and must come
+/// last (replay_matching binds it by position).
+const REPLAY_SET: &str = "state = 'pending', next_attempt_at = now(), next_trigger = 'replay', \
+     run_attempts = 0, replayed_at = now(), processed_at = NULL, last_error = NULL, \
+     updated_at = now(), replay_rules = $2";
+
+const RULE_SELECT: &str = "SELECT r.id, r.name, r.event_type, r.active, r.current_version_id, \
+     r.created_at, r.updated_at, v.id AS v_id, v.rule_id AS v_rule_id, v.version AS v_version, \
+     v.condition AS v_condition, v.action AS v_action, v.action_hash AS v_action_hash, \
+     v.created_at AS v_created_at \
+     FROM rules r JOIN rule_versions v ON v.id = r.current_version_id";
+
+const CLAIMED_COLUMNS: &str = "e.id, e.external_id, e.type, e.payload, e.state, e.received_count, \
+     e.attempts, e.next_attempt_at, e.last_error, e.created_at, e.updated_at, e.processed_at, \
+     e.replayed_at, e.lease_expires_at, e.leased_by, e.run_attempts, e.replay_rules";
 
 const EVENT_COLUMNS: &str = "id, external_id, type, payload, state, received_count, attempts, \
      next_attempt_at, last_error, created_at, updated_at, processed_at, replayed_at, \
@@ -304,6 +322,456 @@ impl Store for PostgresStore {
         Ok(attempts)
     }
 
+    async fn create_rule(&self, rule: &NewRuleRecord) -> Result<Rule, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rule_id: i64 = sqlx::query_scalar(
+            "INSERT INTO rules (name, event_type, active) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(&rule.name)
+        .bind(&rule.event_type)
+        .bind(rule.active)
+        .fetch_one(&mut *tx)
+        .await?;
+        let content = VersionContent {
+            condition: rule.condition.clone(),
+            action: rule.action.clone(),
+            action_hash: rule.action_hash.clone(),
+        };
+        let version_id = insert_version(&mut tx, rule_id, 1, &content).await?;
+        sqlx::query("UPDATE rules SET current_version_id = $1 WHERE id = $2")
+            .bind(version_id)
+            .bind(rule_id)
+            .execute(&mut *tx)
+            .await?;
+        bump_generation(&mut tx).await?;
+        let created = fetch_rule(&mut tx, rule_id).await?;
+        tx.commit().await?;
+        created.ok_or_else(|| StoreError::Corrupt(format!("rule {rule_id} vanished")))
+    }
+
+    async fn get_rule(&self, id: i64) -> Result<Option<Rule>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        fetch_rule(&mut conn, id).await
+    }
+
+    async fn list_rules(&self, filter: &RuleFilter, page: Page) -> Result<Vec<Rule>, StoreError> {
+        let mut query = QueryBuilder::new(format!("{RULE_SELECT} WHERE TRUE"));
+        if let Some(active) = filter.active {
+            query.push(" AND r.active = ").push_bind(active);
+        }
+        if let Some(event_type) = &filter.event_type {
+            query.push(" AND r.event_type = ").push_bind(event_type.clone());
+        }
+        query
+            .push(" ORDER BY r.id DESC LIMIT ")
+            .push_bind(page.limit)
+            .push(" OFFSET ")
+            .push_bind(page.offset);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    async fn update_rule(&self, id: i64, changes: &RuleChanges) -> Result<Option<Rule>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Lock the rule so concurrent updates number their versions one after another.
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM rules WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if current.is_none() {
+            return Ok(None);
+        }
+        let mut version_id: Option<i64> = None;
+        if let Some(content) = &changes.new_version {
+            let next: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(max(version), 0) + 1 FROM rule_versions WHERE rule_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            version_id = Some(insert_version(&mut tx, id, next, content).await?);
+        }
+        sqlx::query(
+            "UPDATE rules SET name = COALESCE($2, name), event_type = COALESCE($3, event_type), \
+             active = COALESCE($4, active), current_version_id = COALESCE($5, current_version_id), \
+             updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&changes.name)
+        .bind(&changes.event_type)
+        .bind(changes.active)
+        .bind(version_id)
+        .execute(&mut *tx)
+        .await?;
+        bump_generation(&mut tx).await?;
+        let updated = fetch_rule(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn list_rule_versions(&self, rule_id: i64) -> Result<Vec<RuleVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id AS v_id, rule_id AS v_rule_id, version AS v_version, condition AS v_condition, \
+                    action AS v_action, action_hash AS v_action_hash, created_at AS v_created_at \
+             FROM rule_versions WHERE rule_id = $1 ORDER BY version DESC",
+        )
+        .bind(rule_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn rule_generation(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT generation FROM rule_generation WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn active_rules(&self) -> Result<Vec<RuleSnapshot>, StoreError> {
+        let rows = sqlx::query(&format!("{RULE_SELECT} WHERE r.active ORDER BY r.id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| rule_from_row(row).map(snapshot)).collect()
+    }
+
+    async fn original_rules(&self, event_id: i64) -> Result<Vec<RuleSnapshot>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id AS rule_id, r.name, r.event_type, v.id AS v_id, v.rule_id AS v_rule_id, \
+                    v.version AS v_version, v.condition AS v_condition, v.action AS v_action, \
+                    v.action_hash AS v_action_hash, v.created_at AS v_created_at \
+             FROM rule_versions v JOIN rules r ON r.id = v.rule_id \
+             WHERE v.id IN ( \
+                SELECT x.rule_version_id FROM rule_executions x \
+                JOIN event_attempts a ON a.id = x.attempt_id \
+                WHERE a.event_id = $1 AND a.attempt_no = ( \
+                    SELECT min(a2.attempt_no) FROM event_attempts a2 \
+                    JOIN rule_executions x2 ON x2.attempt_id = a2.id WHERE a2.event_id = $1)) \
+             ORDER BY r.id",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RuleSnapshot {
+                    rule_id: row.try_get("rule_id")?,
+                    rule_name: row.try_get("name")?,
+                    event_type: row.try_get("event_type")?,
+                    version: version_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_due_events(
+        &self,
+        worker: &str,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        // One statement: pick due events no one holds, lease them, open their attempts.
+        let rows = sqlx::query(&format!(
+            "WITH due AS ( \
+                SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= now() \
+                ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
+             ), attempts AS ( \
+                INSERT INTO event_attempts (event_id, attempt_no, trigger, status, worker) \
+                SELECT e.id, e.attempts + 1, e.next_trigger, 'running', $1 \
+                FROM events e JOIN due ON due.id = e.id \
+                RETURNING id, event_id, attempt_no, trigger \
+             ), claimed AS ( \
+                UPDATE events e SET state = 'processing', attempts = e.attempts + 1, \
+                    run_attempts = e.run_attempts + 1, leased_by = $1, current_attempt_id = a.id, \
+                    lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), \
+                    updated_at = now() \
+                FROM attempts a WHERE e.id = a.event_id \
+                RETURNING {CLAIMED_COLUMNS}, a.id AS attempt_id, a.attempt_no, a.trigger \
+             ) SELECT * FROM claimed ORDER BY next_attempt_at, id"
+        ))
+        .bind(worker)
+        .bind(limit)
+        .bind(lease_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(claimed_from_row).collect()
+    }
+
+    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError> {
+        if attempt_ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE events SET lease_expires_at = now() + make_interval(secs => $2::double precision / 1000) \
+             WHERE current_attempt_id = ANY($1::bigint[]) AND state = 'processing'",
+        )
+        .bind(attempt_ids)
+        .bind(lease_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_started(
+        &self,
+        attempt_id: i64,
+        event_id: i64,
+        rule_id: i64,
+        rule_version_id: i64,
+        idempotency_key: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, result, \
+             idempotency_key) VALUES ($1, $2, $3, $4, 'started', $5) RETURNING id",
+        )
+        .bind(attempt_id)
+        .bind(event_id)
+        .bind(rule_id)
+        .bind(rule_version_id)
+        .bind(idempotency_key)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn prior_executions(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, ExecutionResult>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT idempotency_key, result FROM rule_executions \
+             WHERE idempotency_key = ANY($1::text[]) AND result IN ('applied', 'started')",
+        )
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(merge_prior(rows))
+    }
+
+    async fn complete_attempts(
+        &self,
+        outcomes: &[AttemptOutcome],
+    ) -> Result<Vec<StateChange>, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        let plan = CompletionPlan::new(outcomes);
+        if !plan.new_executions.is_empty() {
+            let x = &plan.new_executions;
+            sqlx::query(
+                "INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, result, \
+                    error, idempotency_key, duration_ms) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+                    $5::text[], $6::text[], $7::text[], $8::bigint[])",
+            )
+            .bind(&x.attempt_ids)
+            .bind(&x.event_ids)
+            .bind(&x.rule_ids)
+            .bind(&x.rule_version_ids)
+            .bind(&x.results)
+            .bind(&x.errors)
+            .bind(&x.keys)
+            .bind(&x.durations)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !plan.started.ids.is_empty() {
+            let s = &plan.started;
+            sqlx::query(
+                "UPDATE rule_executions x SET result = u.result, error = u.error, \
+                    duration_ms = u.duration_ms, executed_at = now() \
+                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
+                    AS u(id, result, error, duration_ms) \
+                 WHERE x.id = u.id",
+            )
+            .bind(&s.ids)
+            .bind(&s.results)
+            .bind(&s.errors)
+            .bind(&s.durations)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let e = &plan.events;
+        let moved = sqlx::query(
+            "UPDATE events e SET state = u.state, next_attempt_at = u.next_at, last_error = u.error, \
+                processed_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END, \
+                next_trigger = CASE WHEN u.state = 'pending' THEN 'retry' ELSE e.next_trigger END, \
+                lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, updated_at = now() \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[]) \
+                AS u(event_id, attempt_id, state, next_at, error) \
+             WHERE e.id = u.event_id AND e.current_attempt_id = u.attempt_id AND e.state = 'processing' \
+             RETURNING e.id, e.external_id, e.type, e.state, u.attempt_id",
+        )
+        .bind(&e.event_ids)
+        .bind(&e.attempt_ids)
+        .bind(&e.states)
+        .bind(&e.next_ats)
+        .bind(&e.errors)
+        .fetch_all(&mut *tx)
+        .await?;
+        let kept: Vec<i64> = moved
+            .iter()
+            .map(|row| row.try_get::<i64, _>("attempt_id"))
+            .collect::<Result<_, _>>()?;
+        let a = plan.attempts_for(&kept);
+        let finished = sqlx::query(
+            "UPDATE event_attempts a SET status = u.status, error = u.error, finished_at = now(), \
+                duration_ms = u.duration_ms \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
+                AS u(id, status, error, duration_ms) \
+             WHERE a.id = u.id AND a.status = 'running' \
+             RETURNING a.id, a.status, a.finished_at, a.duration_ms",
+        )
+        .bind(&a.ids)
+        .bind(&a.statuses)
+        .bind(&a.errors)
+        .bind(&a.durations)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut finished_by_id = HashMap::new();
+        for row in &finished {
+            let id: i64 = row.try_get("id")?;
+            finished_by_id.insert(
+                id,
+                (
+                    parse_text::<AttemptStatus>(row.try_get("status")?)?,
+                    row.try_get::<Timestamp, _>("finished_at")?,
+                    row.try_get::<Option<i64>, _>("duration_ms")?,
+                ),
+            );
+        }
+        moved
+            .iter()
+            .map(|row| {
+                let attempt_id: i64 = row.try_get("attempt_id")?;
+                let finished = finished_by_id.get(&attempt_id);
+                Ok(StateChange {
+                    event_id: row.try_get("id")?,
+                    external_id: row.try_get("external_id")?,
+                    event_type: row.try_get("type")?,
+                    state: parse_text(row.try_get("state")?)?,
+                    attempt_id: Some(attempt_id),
+                    status: finished.map(|f| f.0),
+                    finished_at: finished.map(|f| f.1),
+                    duration_ms: finished.and_then(|f| f.2),
+                })
+            })
+            .collect()
+    }
+
+    async fn release_events(
+        &self,
+        which: Release,
+        max_attempts: i64,
+    ) -> Result<Vec<StateChange>, StoreError> {
+        let (predicate, seconds) = match which {
+            Release::Expired => ("lease_expires_at < now()", 0),
+            Release::OlderThan(seconds) => (
+                "updated_at < now() - make_interval(secs => $3::bigint)",
+                seconds,
+            ),
+        };
+        let message = release_message(which);
+        let rows = sqlx::query(&format!(
+            "WITH stale AS ( \
+                SELECT id, current_attempt_id FROM events \
+                WHERE state = 'processing' AND {predicate} AND $3::bigint >= 0 \
+                FOR UPDATE SKIP LOCKED \
+             ), reset AS ( \
+                UPDATE events e SET \
+                    state = CASE WHEN e.run_attempts >= $1 THEN 'failed' ELSE 'pending' END, \
+                    processed_at = CASE WHEN e.run_attempts >= $1 THEN now() ELSE NULL END, \
+                    next_attempt_at = now(), next_trigger = 'retry', last_error = $2, \
+                    lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, \
+                    updated_at = now() \
+                FROM stale s WHERE e.id = s.id \
+                RETURNING e.id, e.external_id, e.type, e.state, s.current_attempt_id \
+             ), abandoned AS ( \
+                UPDATE event_attempts a SET status = 'abandoned', error = $2, finished_at = now(), \
+                    duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint \
+                FROM stale s WHERE a.id = s.current_attempt_id AND a.status = 'running' \
+                RETURNING a.id, a.finished_at, a.duration_ms \
+             ) SELECT r.id, r.external_id, r.type, r.state, r.current_attempt_id, \
+                      ab.finished_at, ab.duration_ms \
+               FROM reset r LEFT JOIN abandoned ab ON ab.id = r.current_attempt_id"
+        ))
+        .bind(max_attempts)
+        .bind(message)
+        .bind(seconds)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let attempt_id: Option<i64> = row.try_get("current_attempt_id")?;
+                Ok(StateChange {
+                    event_id: row.try_get("id")?,
+                    external_id: row.try_get("external_id")?,
+                    event_type: row.try_get("type")?,
+                    state: parse_text(row.try_get("state")?)?,
+                    attempt_id,
+                    status: attempt_id.map(|_| AttemptStatus::Abandoned),
+                    finished_at: row.try_get("finished_at")?,
+                    duration_ms: row.try_get("duration_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn replay_event(
+        &self,
+        id: i64,
+        rules: ReplayRules,
+    ) -> Result<Result<Event, ReplayRefusal>, StoreError> {
+        let mut replayed = self.replay_events(&[id], rules).await?;
+        if let Some(event) = replayed.pop() {
+            return Ok(Ok(event));
+        }
+        Ok(Err(match self.get_event(id).await? {
+            None => ReplayRefusal::NotFound,
+            Some(event) => ReplayRefusal::NotTerminal(event.state),
+        }))
+    }
+
+    async fn replay_events(&self, ids: &[i64], rules: ReplayRules) -> Result<Vec<Event>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "UPDATE events SET {REPLAY_SET} \
+             WHERE id = ANY($1::bigint[]) AND state IN ('processed', 'failed') \
+             RETURNING {EVENT_COLUMNS}"
+        ))
+        .bind(ids)
+        .bind(rules.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn replay_matching(
+        &self,
+        filter: &EventFilter,
+        limit: i64,
+        rules: ReplayRules,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut query = QueryBuilder::new("UPDATE events SET ");
+        query.push(REPLAY_SET.replace("$2", "")).push_bind(rules.as_str());
+        query.push(
+            " WHERE id IN (SELECT id FROM events WHERE state IN ('processed', 'failed')",
+        );
+        push_event_filter(&mut query, filter);
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(limit)
+            .push(format!(") RETURNING {EVENT_COLUMNS}"));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn notify(&self, channel: &str, payloads: &[String]) -> Result<(), StoreError> {
         if payloads.is_empty() {
             return Ok(());
@@ -363,4 +831,74 @@ pub(crate) fn check_migrations_current(
             "not applied yet: {missing:?} (run `sluice migrate`)"
         )))
     }
+}
+
+async fn insert_version(
+    tx: &mut Transaction<'_, Postgres>,
+    rule_id: i64,
+    version: i64,
+    content: &VersionContent,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO rule_versions (rule_id, version, condition, action, action_hash) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(rule_id)
+    .bind(version)
+    .bind(&content.condition)
+    .bind(&content.action)
+    .bind(&content.action_hash)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+async fn bump_generation(tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE rule_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn fetch_rule(conn: &mut sqlx::PgConnection, id: i64) -> Result<Option<Rule>, StoreError> {
+    let row = sqlx::query(&format!("{RULE_SELECT} WHERE r.id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(rule_from_row).transpose()
+}
+
+fn version_from_row(row: &PgRow) -> Result<RuleVersion, StoreError> {
+    Ok(RuleVersion {
+        id: row.try_get("v_id")?,
+        rule_id: row.try_get("v_rule_id")?,
+        version: row.try_get("v_version")?,
+        condition: row.try_get("v_condition")?,
+        action: row.try_get("v_action")?,
+        action_hash: row.try_get("v_action_hash")?,
+        created_at: row.try_get("v_created_at")?,
+    })
+}
+
+fn rule_from_row(row: &PgRow) -> Result<Rule, StoreError> {
+    Ok(Rule {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        event_type: row.try_get("event_type")?,
+        active: row.try_get("active")?,
+        current_version_id: row.try_get("current_version_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        current_version: version_from_row(row)?,
+    })
+}
+
+fn claimed_from_row(row: &PgRow) -> Result<ClaimedEvent, StoreError> {
+    Ok(ClaimedEvent {
+        event: event_from_row(row)?,
+        attempt_id: row.try_get("attempt_id")?,
+        attempt_no: row.try_get("attempt_no")?,
+        trigger: parse_text(row.try_get("trigger")?)?,
+        replay_rules: parse_text(row.try_get("replay_rules")?)?,
+        run_attempts: row.try_get("run_attempts")?,
+    })
 }

@@ -18,6 +18,15 @@ CREATE TABLE events (
     updated_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     processed_at     TIMESTAMPTZ,
     replayed_at      TIMESTAMPTZ,
+    -- Why the next attempt will run, and with which rules ('current' | 'original').
+    next_trigger     TEXT        NOT NULL DEFAULT 'initial'
+                     CHECK (next_trigger IN ('initial', 'retry', 'replay')),
+    replay_rules     TEXT        NOT NULL DEFAULT 'current'
+                     CHECK (replay_rules IN ('current', 'original')),
+    -- Attempts since the event was ingested or last replayed: what MAX_ATTEMPTS bounds.
+    run_attempts     BIGINT      NOT NULL DEFAULT 0,
+    -- The attempt holding the lease; a completion for any other attempt is stale.
+    current_attempt_id BIGINT,
     CONSTRAINT events_external_id_key UNIQUE (external_id)
 );
 

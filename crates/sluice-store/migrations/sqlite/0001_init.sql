@@ -18,7 +18,13 @@ CREATE TABLE events (
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
     processed_at     INTEGER,
-    replayed_at      INTEGER
+    replayed_at      INTEGER,
+    next_trigger     TEXT    NOT NULL DEFAULT 'initial'
+                     CHECK (next_trigger IN ('initial', 'retry', 'replay')),
+    replay_rules     TEXT    NOT NULL DEFAULT 'current'
+                     CHECK (replay_rules IN ('current', 'original')),
+    run_attempts     INTEGER NOT NULL DEFAULT 0,
+    current_attempt_id INTEGER
 );
 
 CREATE INDEX events_due_idx ON events (next_attempt_at, id) WHERE state = 'pending';

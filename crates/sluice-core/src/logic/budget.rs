@@ -28,7 +28,7 @@ impl Budget {
     /// One node visited or one item iterated.
     #[inline]
     pub(crate) fn tick(&mut self) -> Result<(), EvalError> {
-        self.operations += 1;
+        self.operations = self.operations.saturating_add(1);
         if self.operations > self.max_operations {
             return Err(EvalError::OperationBudget {
                 limit: self.max_operations,

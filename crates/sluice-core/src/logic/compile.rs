@@ -268,7 +268,8 @@ fn check_depth(value: &Value, allowed: usize, max_depth: usize) -> Result<(), Fa
     };
     if allowed == 0 {
         return Err(Fail::new(format!(
-            "nests deeper than {max_depth} levels of arrays and objects, the most a rule may"
+            "is nested more than {max_depth} levels deep; a rule may nest at most {max_depth} \
+             levels of arrays and objects"
         )));
     }
     for (segment, child) in children {
@@ -303,7 +304,7 @@ fn check_size(rule: &Value, max_bytes: usize) -> Result<(), CompileError> {
     };
     serde_json::to_writer(&mut counter, rule).map_err(|_| CompileError {
         path: String::new(),
-        message: format!("is larger than {max_bytes} bytes of JSON, the most a rule may be"),
+        message: format!("the rule is larger than {max_bytes} bytes of JSON, the most allowed"),
     })
 }
 

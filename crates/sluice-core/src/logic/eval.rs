@@ -46,7 +46,8 @@ impl Evaluator {
             }
             Node::Object(map) => Val::JsonObject(map),
             Node::Array(nodes) => {
-                self.budget.build(nodes.len() as u64 * SLOT_BYTES)?;
+                self.budget
+                    .build((nodes.len() as u64).saturating_mul(SLOT_BYTES))?;
                 let mut items = Vec::with_capacity(nodes.len());
                 for node in nodes.iter() {
                     items.push(self.eval(node, data)?);
@@ -118,18 +119,19 @@ impl Evaluator {
         data: &Val<'a>,
         keys: impl Iterator<Item = (&'k str, Option<usize>)>,
     ) -> Result<Option<Val<'a>>, EvalError> {
-        let mut current = data.clone();
+        let mut current: Option<Val<'a>> = None;
         for (name, index) in keys {
             self.budget.tick()?;
-            if matches!(current, Val::Null | Val::Undefined) {
+            let here = current.as_ref().unwrap_or(data);
+            if matches!(here, Val::Null | Val::Undefined) {
                 return Ok(None);
             }
-            match self.property(&current, name, index)? {
+            match self.property(here, name, index)? {
                 None | Some(Val::Undefined) => return Ok(None),
-                Some(next) => current = next,
+                Some(next) => current = Some(next),
             }
         }
-        Ok(Some(current))
+        Ok(Some(current.unwrap_or_else(|| data.clone())))
     }
 
     /// `value[name]` for the properties JSON values have: object keys, array and string
@@ -319,7 +321,8 @@ impl Evaluator {
                     .sum();
                 // Charge before allocating: merge(acc, acc) doubles each time.
                 self.budget.spend(total as u64)?;
-                self.budget.build(total as u64 * SLOT_BYTES)?;
+                self.budget
+                    .build((total as u64).saturating_mul(SLOT_BYTES))?;
                 let mut out = Vec::with_capacity(total);
                 for value in &values {
                     match value.items() {
@@ -411,7 +414,7 @@ impl Evaluator {
         let len = items.len();
         match op {
             Op::Map => {
-                self.budget.build(len as u64 * SLOT_BYTES)?;
+                self.budget.build((len as u64).saturating_mul(SLOT_BYTES))?;
                 let mut out = Vec::with_capacity(len);
                 for i in 0..len {
                     self.budget.tick()?;

@@ -166,7 +166,7 @@ pub struct CompileError {
 impl fmt::Display for CompileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
-            write!(f, "rule {}", self.message)
+            f.write_str(&self.message)
         } else {
             write!(f, "{}: {}", self.path, self.message)
         }

@@ -517,3 +517,22 @@ fn copy_json_object(
     }
     Ok(Value::Object(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_array_slot_is_24_bytes_as_documented_on_limits() {
+        assert_eq!(SLOT_BYTES, 24);
+    }
+
+    #[test]
+    fn strings_order_by_utf16_code_units() {
+        assert_eq!(compare_utf16("a", "b"), Ordering::Less);
+        assert_eq!(compare_utf16("ab", "a"), Ordering::Greater);
+        // U+FFFF sorts after U+1F600 in UTF-16 (0xFFFF > 0xD83D), before it in UTF-8.
+        assert_eq!(compare_utf16("\u{FFFF}", "\u{1F600}"), Ordering::Greater);
+        assert_eq!(compare_utf16("é", "é"), Ordering::Equal);
+    }
+}

@@ -378,8 +378,8 @@ impl Evaluator {
             Op::Missing => {
                 let values = self.all_args(args, data)?;
                 // One array argument is the list of keys; otherwise the arguments are.
-                let keys = match values.first().and_then(|v| v.items()) {
-                    Some(items) => (0..items.len()).filter_map(|i| items.get(i)).collect(),
+                let keys = match values.first().and_then(Val::items) {
+                    Some(items) => items.to_vec(),
                     None => values,
                 };
                 Val::array(self.missing(keys, data)?)?
@@ -549,16 +549,10 @@ impl Evaluator {
         }
         // json-logic-js passes the options back through `missing`, which reads a first
         // item that is an array as the whole list of keys.
-        let keys: Vec<Val<'a>> = match options.items() {
-            Some(items) => match items.get(0) {
-                Some(first) if first.items().is_some() => {
-                    let inner = first.items();
-                    match inner {
-                        Some(inner) => (0..inner.len()).filter_map(|i| inner.get(i)).collect(),
-                        None => Vec::new(),
-                    }
-                }
-                _ => (0..items.len()).filter_map(|i| items.get(i)).collect(),
+        let keys = match options.items() {
+            Some(items) => match items.get(0).as_ref().and_then(Val::items) {
+                Some(inner) => inner.to_vec(),
+                None => items.to_vec(),
             },
             None => vec![options.clone()],
         };

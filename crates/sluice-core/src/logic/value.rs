@@ -79,6 +79,10 @@ impl<'a> Items<'_, 'a> {
         }
     }
 
+    pub(crate) fn to_vec(&self) -> Vec<Val<'a>> {
+        (0..self.len()).filter_map(|i| self.get(i)).collect()
+    }
+
     pub(crate) fn get(&self, index: usize) -> Option<Val<'a>> {
         match self {
             Items::Json(items) => items.get(index).map(Val::from_json),

@@ -1,7 +1,10 @@
 //! Wiring: the shared state, the router with its layers, and starting/stopping a server.
 
+use crate::actions::{ActionConfig, Actions};
 use crate::api;
+use crate::bus::{Bus, LiveMessage};
 use crate::config::Settings;
+use crate::worker::WorkerConfig;
 use crate::ingest::{IngestConfig, Ingestor};
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -11,7 +14,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sluice_store::{Backend, Store};
+use sluice_store::{Backend, EventSummary, Store};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -28,8 +31,43 @@ static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub ingestor: Ingestor,
+    pub bus: Bus,
     pub metrics: PrometheusHandle,
     pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Announces new events and wakes the workers that will process them.
+    pub fn events_created(&self, created: &[&EventSummary]) {
+        if created.is_empty() {
+            return;
+        }
+        self.bus.publish(
+            created
+                .iter()
+                .map(|e| LiveMessage::EventCreated {
+                    event_id: e.id,
+                    external_id: e.external_id.clone(),
+                    event_type: e.event_type.clone(),
+                    state: e.state,
+                })
+                .collect(),
+        );
+        self.bus.wake_workers();
+    }
+}
+
+/// Which parts a process runs: `serve` both, `api` and `worker` one each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+}
+
+impl Roles {
+    pub const SERVE: Roles = Roles { api: true, worker: true };
+    pub const API: Roles = Roles { api: true, worker: false };
+    pub const WORKER: Roles = Roles { api: false, worker: true };
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -47,7 +85,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// Builds the state for a store: starts the group-commit ingestor.
-pub fn state(store: Arc<dyn Store>, settings: Settings) -> AppState {
+pub fn state(store: Arc<dyn Store>, bus: Bus, settings: Settings) -> AppState {
     let ingest = match store.backend() {
         // One writer at a time on SQLite: two flushers let one collect while one writes.
         Backend::Sqlite => IngestConfig {
@@ -59,6 +97,7 @@ pub fn state(store: Arc<dyn Store>, settings: Settings) -> AppState {
     AppState {
         ingestor: Ingestor::start(store.clone(), ingest),
         store,
+        bus,
         metrics: metrics_handle(),
         settings: Arc::new(settings),
     }
@@ -76,6 +115,19 @@ pub fn router(state: AppState) -> Router {
         .route("/events/stats", get(api::events::event_stats))
         .route("/events/{id}", get(api::events::get_event))
         .route("/events/{id}/attempts", get(api::events::list_attempts))
+        .route("/events/{id}/replay", post(api::replay::replay_event))
+        .route("/events/replay-batch", post(api::replay::replay_batch))
+        .route("/events/requeue-stuck", post(api::replay::requeue_stuck))
+        .route("/rules", post(api::rules::create_rule).get(api::rules::list_rules))
+        .route("/rules/test", post(api::rules::test_rule))
+        .route(
+            "/rules/{id}",
+            get(api::rules::get_rule)
+                .put(api::rules::update_rule)
+                .delete(api::rules::delete_rule),
+        )
+        .route("/rules/{id}/versions", get(api::rules::list_versions))
+        .route("/ws", get(api::ws::live))
         .route("/health", get(api::ops::health))
         .route("/ready", get(api::ops::ready))
         .route("/metrics", get(api::ops::metrics))
@@ -148,15 +200,17 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
 
 /// A running sluice: its address, and how to stop it.
 pub struct RunningApp {
-    pub addr: SocketAddr,
+    /// Where the API listens (`None` for a worker-only process).
+    pub addr: Option<SocketAddr>,
     pub state: AppState,
     shutdown: CancellationToken,
-    server: JoinHandle<std::io::Result<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    worker: Option<JoinHandle<()>>,
 }
 
 impl RunningApp {
-    /// Opens the store, migrates it, binds the listener and serves in the background.
-    pub async fn start(settings: Settings) -> anyhow::Result<RunningApp> {
+    /// Opens the store, migrates it, and starts the API (listening) and/or the worker.
+    pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<RunningApp> {
         let store =
             sluice_store::connect(&settings.database_url, settings.database_max_connections)
                 .await
@@ -167,31 +221,51 @@ impl RunningApp {
                     )
                 })?;
         store.migrate().await.context("cannot apply migrations")?;
-        let listener = tokio::net::TcpListener::bind((settings.host, settings.port))
+        let bus = Bus::start(store.clone())
             .await
-            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-        let addr = listener.local_addr()?;
-        let state = state(store, settings);
+            .context("cannot listen for notifications")?;
+        let actions = Actions::new(ActionConfig::from_settings(&settings))
+            .context("invalid action configuration")?;
+        let worker_config = WorkerConfig::from_settings(&settings);
         let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let app = router(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+        let (addr, server, state) = if roles.api {
+            let listener = tokio::net::TcpListener::bind((settings.host, settings.port))
                 .await
+                .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
+            let addr = listener.local_addr()?;
+            let state = state(store.clone(), bus.clone(), settings);
+            let stop = shutdown.clone();
+            let app = router(state.clone());
+            let server = tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            });
+            (Some(addr), Some(server), state)
+        } else {
+            (None, None, state(store.clone(), bus.clone(), settings))
+        };
+        let worker = roles.worker.then(|| {
+            crate::worker::spawn(store, bus, actions, worker_config, shutdown.clone())
         });
         Ok(RunningApp {
             addr,
             state,
             shutdown,
             server,
+            worker,
         })
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, and waits.
+    /// Stops accepting requests and claiming events, lets in-flight work finish, and waits.
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
-        self.server.await??;
+        if let Some(server) = self.server {
+            server.await??;
+        }
+        if let Some(worker) = self.worker {
+            worker.await?;
+        }
         Ok(())
     }
 

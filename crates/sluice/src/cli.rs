@@ -20,6 +20,8 @@ pub enum Command {
     Serve(Settings),
     /// The HTTP API (and console) only.
     Api(Settings),
+    /// A worker only: processes events, serves no HTTP.
+    Worker(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
     /// Evaluate a JSONLogic rule: --rule/--data, or JSON lines {"rule","data"} on stdin.

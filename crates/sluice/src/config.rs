@@ -71,6 +71,10 @@ pub struct Settings {
     #[arg(long, env = "SMTP_URL")]
     pub smtp_url: Option<String>,
 
+    /// Sender address of `send_email`.
+    #[arg(long, env = "EMAIL_FROM", default_value = "sluice@localhost")]
+    pub email_from: String,
+
     /// Standard Webhooks signing secret (whsec_<base64>); webhooks are unsigned without it.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,

@@ -2,10 +2,13 @@
 //! and the CLI subcommands. `main.rs` only parses the command line and calls into here; the
 //! integration tests start the same code on port 0.
 
+pub mod actions;
 pub mod api;
 pub mod app;
+pub mod bus;
 pub mod cli;
 pub mod config;
-// pub mod eval;
+pub mod eval;
 pub mod ingest;
 pub mod telemetry;
+pub mod worker;

@@ -1,6 +1,6 @@
 //! `sluice`: see `sluice --help`.
 
-use sluice::app::RunningApp;
+use sluice::app::{Roles, RunningApp};
 use sluice::cli::{Cli, Command};
 use sluice::config::Settings;
 use std::process::ExitCode;
@@ -37,13 +37,21 @@ fn checked(settings: Settings) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    let app = RunningApp::start(checked(settings)?, roles).await?;
+    let database = app.state.store.backend().as_str();
+    match app.addr {
+        Some(address) => tracing::info!(%address, database, worker = roles.worker, "sluice listening"),
+        None => tracing::info!(database, "sluice worker running"),
+    }
+    app.run_until_signal().await
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve(settings) | Command::Api(settings) => {
-            let app = RunningApp::start(checked(settings)?).await?;
-            tracing::info!(address = %app.addr, database = app.state.store.backend().as_str(), "sluice listening");
-            app.run_until_signal().await
-        }
+        Command::Serve(settings) => serve(settings, Roles::SERVE).await,
+        Command::Api(settings) => serve(settings, Roles::API).await,
+        Command::Worker(settings) => serve(settings, Roles::WORKER).await,
         Command::Migrate(settings) => {
             let settings = checked(settings)?;
             let store = sluice_store::connect(&settings.database_url, 2).await?;

@@ -74,6 +74,7 @@ pub async fn create_event(
     match outcome {
         IngestOutcome::Created(event) => {
             metrics::counter!("sluice_events_ingested_total", "outcome" => "created").increment(1);
+            state.events_created(&[&event]);
             Ok((
                 StatusCode::CREATED,
                 Json(IngestedEvent {
@@ -174,6 +175,14 @@ pub async fn create_batch(
     }
     if !valid.is_empty() {
         let outcomes = state.store.ingest(&valid).await?;
+        let created: Vec<&EventSummary> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                IngestOutcome::Created(event) => Some(event),
+                _ => None,
+            })
+            .collect();
+        state.events_created(&created);
         for (index, outcome) in valid_index.into_iter().zip(outcomes) {
             results[index] = Some(match outcome {
                 IngestOutcome::Created(event) => BatchResult {

@@ -6,6 +6,9 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod query;
+pub mod replay;
+pub mod rules;
+pub mod ws;
 
 use error::ApiError;
 

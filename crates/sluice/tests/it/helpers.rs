@@ -1,7 +1,7 @@
 //! `spawn_app()`: a real sluice on port 0 with a fresh database per test, on either backend.
 
 use serde_json::Value;
-use sluice::app::RunningApp;
+use sluice::app::{Roles, RunningApp};
 use sluice::config::Settings;
 use sqlx::Connection;
 use std::net::SocketAddr;
@@ -77,9 +77,9 @@ pub async fn spawn_app_with(db: Db, extra: &[&str]) -> Option<TestApp> {
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let settings = Settings::from_args(args).expect("test settings parse");
-    let app = RunningApp::start(settings).await.expect("sluice starts");
+    let app = RunningApp::start(settings, Roles::SERVE).await.expect("sluice starts");
     Some(TestApp {
-        addr: app.addr,
+        addr: app.addr.expect("serve listens"),
         client: reqwest::Client::new(),
         db,
         database_url,

@@ -1,0 +1,313 @@
+//! The action executors (§6): run one [`RenderedAction`] for one event and say whether a failure
+//! is worth retrying. The worker owns delivery bookkeeping (started/applied records, dedupe,
+//! backoff); this module only performs the side effect.
+
+mod email;
+pub mod guard;
+mod webhook;
+
+use crate::config::{EmailMode, Settings};
+use sluice_core::action::{LogLevel, RenderedAction};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the executors need from the configuration.
+#[derive(Clone)]
+pub struct ActionConfig {
+    /// For webhooks whose action sets no `timeout_ms`.
+    pub webhook_timeout: Duration,
+    /// `whsec_<base64>`; webhooks are unsigned without it.
+    pub webhook_secret: Option<String>,
+    /// Let webhooks reach loopback, private and link-local addresses.
+    pub allow_private: bool,
+    pub email_mode: EmailMode,
+    /// Only read when `email_mode` is `Smtp`.
+    pub smtp_url: Option<String>,
+    pub email_from: String,
+}
+
+impl ActionConfig {
+    pub fn from_settings(s: &Settings) -> Self {
+        Self {
+            webhook_timeout: Duration::from_millis(s.webhook_timeout_ms),
+            webhook_secret: s.webhook_secret.clone(),
+            allow_private: s.webhook_allow_private,
+            email_mode: s.email_mode,
+            smtp_url: s.smtp_url.clone(),
+            email_from: s.email_from.clone(),
+        }
+    }
+}
+
+/// Keeps the signing secret and SMTP credentials out of logs.
+impl fmt::Debug for ActionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |set: bool| if set { "<set>" } else { "<unset>" };
+        f.debug_struct("ActionConfig")
+            .field("webhook_timeout", &self.webhook_timeout)
+            .field("webhook_secret", &redacted(self.webhook_secret.is_some()))
+            .field("allow_private", &self.allow_private)
+            .field("email_mode", &self.email_mode)
+            .field("smtp_url", &redacted(self.smtp_url.is_some()))
+            .field("email_from", &self.email_from)
+            .finish()
+    }
+}
+
+/// Who the action runs for: logged with it and, for the non-idempotent types, sent along so
+/// receivers can dedupe.
+#[derive(Debug, Clone, Copy)]
+pub struct ActionContext<'a> {
+    pub event_id: i64,
+    pub external_id: &'a str,
+    pub event_type: &'a str,
+    pub rule_id: i64,
+    pub rule_name: &'a str,
+    pub rule_version: i64,
+    /// Stable per event × rule × action content (`sluice_core::idempotency::idempotency_key`).
+    pub idempotency_key: &'a str,
+}
+
+/// A failed action. The message goes into the event's history as operators see it, so it names
+/// what failed and how, briefly.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// Might succeed later (a 5xx, a timeout, a refused connection): the event is retried.
+    #[error("{0}")]
+    Retryable(String),
+    /// Will fail the same way every time (a 4xx, an invalid address, a refused target).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ActionError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ActionError::Retryable(_))
+    }
+}
+
+/// The executors, built once per process and shared by the worker's tasks: one HTTP client (so
+/// connections are pooled) and one SMTP transport. Cloning is cheap.
+#[derive(Clone)]
+pub struct Actions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    webhook: webhook::WebhookSender,
+    email: email::EmailSender,
+}
+
+impl fmt::Debug for Actions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Actions").finish_non_exhaustive()
+    }
+}
+
+impl Actions {
+    /// Fails on configuration the executors cannot use: a secret that is not `whsec_<base64>`,
+    /// an unusable SMTP URL (or none with `EmailMode::Smtp`), an invalid sender address.
+    pub fn new(config: ActionConfig) -> anyhow::Result<Actions> {
+        Ok(Actions {
+            inner: Arc::new(Inner {
+                webhook: webhook::WebhookSender::new(&config)?,
+                email: email::EmailSender::new(&config)?,
+            }),
+        })
+    }
+
+    pub async fn run(
+        &self,
+        action: &RenderedAction,
+        ctx: &ActionContext<'_>,
+    ) -> Result<(), ActionError> {
+        match action {
+            RenderedAction::Log { level, message } => {
+                log(*level, message, ctx);
+                Ok(())
+            }
+            RenderedAction::Noop => Ok(()),
+            RenderedAction::CallWebhook {
+                url,
+                method,
+                headers,
+                body,
+                timeout_ms,
+            } => {
+                self.inner
+                    .webhook
+                    .send(
+                        webhook::Request {
+                            url,
+                            method: *method,
+                            headers,
+                            body,
+                            timeout_ms: *timeout_ms,
+                        },
+                        ctx,
+                    )
+                    .await
+            }
+            RenderedAction::SendEmail {
+                to, subject, body, ..
+            } => self.inner.email.send(to, subject, body, ctx).await,
+        }
+    }
+}
+
+fn log(level: LogLevel, message: &str, ctx: &ActionContext<'_>) {
+    // An empty message is the default: the line's fields still say which event and rule.
+    let message = if message.is_empty() {
+        "log action"
+    } else {
+        message
+    };
+    macro_rules! line {
+        ($macro:ident) => {
+            tracing::$macro!(
+                event_id = ctx.event_id,
+                external_id = ctx.external_id,
+                event_type = ctx.event_type,
+                rule_id = ctx.rule_id,
+                rule_name = ctx.rule_name,
+                rule_version = ctx.rule_version,
+                "{message}"
+            )
+        };
+    }
+    match level {
+        LogLevel::Info => line!(info),
+        LogLevel::Warn => line!(warn),
+        LogLevel::Error => line!(error),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    pub const KEY: &str = "evt_42_rule_7_0123456789abcdef";
+
+    pub fn ctx() -> ActionContext<'static> {
+        ActionContext {
+            event_id: 42,
+            external_id: "order-123",
+            event_type: "order.created",
+            rule_id: 7,
+            rule_name: "notify",
+            rule_version: 3,
+            idempotency_key: KEY,
+        }
+    }
+
+    pub fn config() -> ActionConfig {
+        ActionConfig {
+            webhook_timeout: Duration::from_secs(5),
+            webhook_secret: None,
+            allow_private: true,
+            email_mode: EmailMode::Log,
+            smtp_url: None,
+            email_from: "sluice@example.com".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{config, ctx};
+    use super::*;
+
+    #[tokio::test]
+    async fn log_and_noop_succeed() {
+        let actions = Actions::new(config()).expect("the test config is valid");
+        for level in LogLevel::ALL {
+            let action = RenderedAction::Log {
+                level: *level,
+                message: "order.created for 250".into(),
+            };
+            actions
+                .run(&action, &ctx())
+                .await
+                .expect("logging cannot fail");
+        }
+        actions
+            .run(
+                &RenderedAction::Log {
+                    level: LogLevel::Info,
+                    message: String::new(),
+                },
+                &ctx(),
+            )
+            .await
+            .expect("an empty message is fine");
+        actions
+            .run(&RenderedAction::Noop, &ctx())
+            .await
+            .expect("noop cannot fail");
+    }
+
+    #[test]
+    fn errors_say_whether_to_retry() {
+        assert!(ActionError::Retryable("x".into()).is_retryable());
+        assert!(!ActionError::Permanent("x".into()).is_retryable());
+        assert_eq!(ActionError::Permanent("why".into()).to_string(), "why");
+    }
+
+    #[test]
+    fn bad_configuration_is_an_error() {
+        let mut bad_secret = config();
+        bad_secret.webhook_secret = Some("whsec_not*base64".into());
+        let error = Actions::new(bad_secret).expect_err("the secret is not base64");
+        assert!(error.to_string().contains("WEBHOOK_SECRET"), "{error}");
+
+        let mut no_prefix = config();
+        no_prefix.webhook_secret = Some("c2VjcmV0".into());
+        assert!(Actions::new(no_prefix).is_err());
+
+        let mut no_smtp_url = config();
+        no_smtp_url.email_mode = EmailMode::Smtp;
+        assert!(Actions::new(no_smtp_url).is_err());
+
+        let mut bad_smtp_url = config();
+        bad_smtp_url.email_mode = EmailMode::Smtp;
+        bad_smtp_url.smtp_url = Some("http://mail.example.com".into());
+        assert!(Actions::new(bad_smtp_url).is_err());
+
+        let mut bad_from = config();
+        bad_from.email_from = "not an address".into();
+        let error = Actions::new(bad_from).expect_err("the sender is invalid");
+        assert!(error.to_string().contains("EMAIL_FROM"), "{error}");
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let mut config = config();
+        config.webhook_secret = Some("whsec_c2VjcmV0".into());
+        config.smtp_url = Some("smtp://user:hunter2@mail.example.com".into());
+        let text = format!("{config:?}");
+        assert!(
+            !text.contains("c2VjcmV0") && !text.contains("hunter2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn from_settings_copies_the_action_settings() {
+        let settings = Settings::from_args([
+            "--webhook-timeout-ms",
+            "2500",
+            "--webhook-allow-private",
+            "--email-mode",
+            "disabled",
+            "--email-from",
+            "ops@example.com",
+        ])
+        .expect("the flags are valid");
+        let config = ActionConfig::from_settings(&settings);
+        assert_eq!(config.webhook_timeout, Duration::from_millis(2500));
+        assert!(config.allow_private);
+        assert_eq!(config.email_mode, EmailMode::Disabled);
+        assert_eq!(config.email_from, "ops@example.com");
+    }
+}

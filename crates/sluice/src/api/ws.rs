@@ -1,0 +1,117 @@
+//! `GET /ws`: every state change, from whichever process made it, as JSON messages.
+//! `?event_id=` and `?event_type=` narrow the stream. A client that cannot keep up is
+//! disconnected (close code 1008) rather than allowed to back up the server.
+
+use super::error::{ApiError, ApiResult};
+use super::events::query_or_400;
+use crate::app::AppState;
+use crate::bus::LiveMessage;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// A send that takes longer than this means the client is not reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, Deserialize)]
+pub struct LiveQuery {
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LiveFilter {
+    event_id: Option<i64>,
+    event_type: Option<String>,
+}
+
+impl LiveFilter {
+    fn accepts(&self, message: &LiveMessage) -> bool {
+        let id_ok = self.event_id.is_none_or(|id| message.event_id() == Some(id));
+        let type_ok = self
+            .event_type
+            .as_deref()
+            .is_none_or(|t| message.event_type() == Some(t));
+        // Rule changes concern everyone unless the client asked about one event.
+        match message {
+            LiveMessage::RuleChanged { .. } => self.event_id.is_none() && self.event_type.is_none(),
+            _ => id_ok && type_ok,
+        }
+    }
+}
+
+/// `GET /ws`.
+pub async fn live(
+    State(state): State<AppState>,
+    query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let query = query_or_400(query)?;
+    let event_id = match query.event_id.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(text.parse::<i64>().map_err(|_| {
+            ApiError::validation(format!("event_id must be an integer, got '{text}'"))
+        })?),
+    };
+    let filter = LiveFilter {
+        event_id,
+        event_type: query.event_type.filter(|t| !t.is_empty()),
+    };
+    let receiver = state.bus.subscribe();
+    Ok(upgrade.on_upgrade(move |socket| stream(socket, receiver, filter)))
+}
+
+async fn stream(
+    mut socket: WebSocket,
+    mut receiver: tokio::sync::broadcast::Receiver<Arc<LiveMessage>>,
+    filter: LiveFilter,
+) {
+    metrics::gauge!("sluice_ws_clients").increment(1.0);
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            message = receiver.recv() => match message {
+                Ok(message) => {
+                    if !filter.accepts(&message) {
+                        continue;
+                    }
+                    let Ok(text) = serde_json::to_string(&*message) else { continue };
+                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            metrics::counter!("sluice_ws_dropped_total", "reason" => "send_timeout").increment(1);
+                            break;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    metrics::counter!("sluice_ws_dropped_total", "reason" => "lagged").increment(1);
+                    let close = CloseFrame {
+                        code: 1008,
+                        reason: format!("too slow: missed {missed} messages; reconnect").into(),
+                    };
+                    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(close)))).await;
+                    break;
+                }
+                Err(RecvError::Closed) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    metrics::gauge!("sluice_ws_clients").decrement(1.0);
+}

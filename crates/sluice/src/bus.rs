@@ -1,0 +1,280 @@
+//! The signal bus: live messages for `/ws` and wake-ups for workers, within this process and,
+//! on PostgreSQL, across every process sharing the database (`LISTEN`/`NOTIFY`).
+//!
+//! Local subscribers get a message straight away; other processes get it through a NOTIFY
+//! sent after the change committed. Each process tags its notifications with an origin id and
+//! ignores its own, so nothing is delivered twice. Live messages are best effort (a process
+//! that is down misses them); wake-ups are backed by the workers' polling.
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sluice_core::event::{AttemptStatus, EventState};
+use sluice_store::{StateChange, Store};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc, Notify};
+
+const LIVE_CHANNEL: &str = "sluice_live";
+const WAKE_CHANNEL: &str = "sluice_wake";
+/// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
+const MAX_NOTIFY_BYTES: usize = 7_000;
+/// Live messages a slow subscriber may fall behind by before it is dropped.
+const LIVE_BUFFER: usize = 4_096;
+
+/// A message of `GET /ws`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum LiveMessage {
+    #[serde(rename = "event.created")]
+    EventCreated {
+        event_id: i64,
+        external_id: String,
+        event_type: String,
+        state: EventState,
+    },
+    #[serde(rename = "event.updated")]
+    EventUpdated {
+        event_id: i64,
+        external_id: String,
+        event_type: String,
+        state: EventState,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        attempt_id: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        status: Option<AttemptStatus>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        finished_at: Option<DateTime<Utc>>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        duration_ms: Option<i64>,
+    },
+    #[serde(rename = "rule.changed")]
+    RuleChanged { rule_id: i64, version: i64 },
+}
+
+impl LiveMessage {
+    pub fn event_id(&self) -> Option<i64> {
+        match self {
+            LiveMessage::EventCreated { event_id, .. } | LiveMessage::EventUpdated { event_id, .. } => {
+                Some(*event_id)
+            }
+            LiveMessage::RuleChanged { .. } => None,
+        }
+    }
+
+    pub fn event_type(&self) -> Option<&str> {
+        match self {
+            LiveMessage::EventCreated { event_type, .. }
+            | LiveMessage::EventUpdated { event_type, .. } => Some(event_type),
+            LiveMessage::RuleChanged { .. } => None,
+        }
+    }
+
+    pub fn from_change(change: &StateChange) -> Self {
+        LiveMessage::EventUpdated {
+            event_id: change.event_id,
+            external_id: change.external_id.clone(),
+            event_type: change.event_type.clone(),
+            state: change.state,
+            attempt_id: change.attempt_id,
+            status: change.status,
+            finished_at: change.finished_at,
+            duration_ms: change.duration_ms,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    origin: String,
+    messages: Vec<LiveMessage>,
+}
+
+enum Outgoing {
+    Live(Vec<LiveMessage>),
+    Wake,
+}
+
+/// Cheap to clone; every clone shares the same channels.
+#[derive(Clone)]
+pub struct Bus {
+    live: broadcast::Sender<Arc<LiveMessage>>,
+    wake: Arc<Notify>,
+    /// To other processes; `None` on SQLite (one process, nothing to tell).
+    outgoing: Option<mpsc::Sender<Outgoing>>,
+}
+
+impl Bus {
+    /// A bus for this process only.
+    pub fn local() -> Self {
+        let (live, _) = broadcast::channel(LIVE_BUFFER);
+        Bus {
+            live,
+            wake: Arc::new(Notify::new()),
+            outgoing: None,
+        }
+    }
+
+    /// A bus that also talks to other processes when the store can (`LISTEN`/`NOTIFY`).
+    pub async fn start(store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let mut bus = Bus::local();
+        let Some(mut incoming) = store.listen(&[LIVE_CHANNEL, WAKE_CHANNEL]).await? else {
+            return Ok(bus);
+        };
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let (sender, mut outgoing) = mpsc::channel::<Outgoing>(1024);
+        bus.outgoing = Some(sender);
+
+        let live = bus.live.clone();
+        let wake = bus.wake.clone();
+        let own_origin = origin.clone();
+        tokio::spawn(async move {
+            while let Some(item) = incoming.next().await {
+                match item {
+                    Ok((channel, payload)) if channel == WAKE_CHANNEL => {
+                        if payload != own_origin {
+                            wake.notify_waiters();
+                            wake.notify_one();
+                        }
+                    }
+                    Ok((_, payload)) => match serde_json::from_str::<Envelope>(&payload) {
+                        Ok(envelope) if envelope.origin != own_origin => {
+                            for message in envelope.messages {
+                                let _ = live.send(Arc::new(message));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(error = %error, "ignoring a malformed live notification"),
+                    },
+                    Err(error) => {
+                        tracing::warn!(error = %error, "live notifications interrupted; reconnecting");
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+
+        tokio::spawn(async move {
+            while let Some(first) = outgoing.recv().await {
+                // Coalesce what queued up meanwhile: one NOTIFY round trip per burst.
+                let mut messages = Vec::new();
+                let mut wake = false;
+                let mut take = |item: Outgoing| match item {
+                    Outgoing::Live(batch) => messages.extend(batch),
+                    Outgoing::Wake => wake = true,
+                };
+                take(first);
+                while let Ok(item) = outgoing.try_recv() {
+                    take(item);
+                }
+                if wake {
+                    if let Err(error) = store.notify(WAKE_CHANNEL, &[origin.clone()]).await {
+                        tracing::warn!(error = %error, "cannot send a worker wake-up");
+                    }
+                }
+                let payloads = envelopes(&origin, messages);
+                if let Err(error) = store.notify(LIVE_CHANNEL, &payloads).await {
+                    tracing::warn!(error = %error, "cannot send live notifications");
+                }
+            }
+        });
+        Ok(bus)
+    }
+
+    /// Delivers to local subscribers now and to other processes shortly.
+    pub fn publish(&self, messages: Vec<LiveMessage>) {
+        if messages.is_empty() {
+            return;
+        }
+        for message in &messages {
+            // No subscriber is fine.
+            let _ = self.live.send(Arc::new(message.clone()));
+        }
+        if let Some(outgoing) = &self.outgoing {
+            if outgoing.try_send(Outgoing::Live(messages)).is_err() {
+                metrics::counter!("sluice_live_messages_dropped_total").increment(1);
+            }
+        }
+    }
+
+    /// Tells workers here and elsewhere that events are due.
+    pub fn wake_workers(&self) {
+        self.wake.notify_one();
+        if let Some(outgoing) = &self.outgoing {
+            let _ = outgoing.try_send(Outgoing::Wake);
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
+        self.live.subscribe()
+    }
+
+    /// Notified when events may be due.
+    pub fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+}
+
+/// Packs messages into as few NOTIFY payloads as fit under the size limit.
+fn envelopes(origin: &str, messages: Vec<LiveMessage>) -> Vec<String> {
+    let mut payloads = Vec::new();
+    let mut batch: Vec<LiveMessage> = Vec::new();
+    let mut size = 0;
+    for message in messages {
+        let len = serde_json::to_string(&message).map(|s| s.len()).unwrap_or(0);
+        if !batch.is_empty() && size + len > MAX_NOTIFY_BYTES {
+            payloads.extend(encode(origin, std::mem::take(&mut batch)));
+            size = 0;
+        }
+        size += len + 1;
+        batch.push(message);
+    }
+    if !batch.is_empty() {
+        payloads.extend(encode(origin, batch));
+    }
+    payloads
+}
+
+fn encode(origin: &str, messages: Vec<LiveMessage>) -> Option<String> {
+    serde_json::to_string(&Envelope {
+        origin: origin.to_owned(),
+        messages,
+    })
+    .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(i: i64) -> LiveMessage {
+        LiveMessage::EventCreated {
+            event_id: i,
+            external_id: format!("ext-{i}-{}", "x".repeat(100)),
+            event_type: "order.created".into(),
+            state: EventState::Pending,
+        }
+    }
+
+    #[test]
+    fn envelopes_stay_under_the_notify_limit_and_keep_every_message() {
+        let payloads = envelopes("o", (0..500).map(created).collect());
+        assert!(payloads.len() > 1);
+        let mut seen = 0;
+        for payload in &payloads {
+            assert!(payload.len() < 8000, "{}", payload.len());
+            let envelope: Envelope = serde_json::from_str(payload).unwrap();
+            seen += envelope.messages.len();
+        }
+        assert_eq!(seen, 500);
+    }
+
+    #[test]
+    fn messages_have_the_documented_shape() {
+        let json = serde_json::to_value(created(7)).unwrap();
+        assert_eq!(json["type"], "event.created");
+        assert_eq!(json["event_id"], 7);
+        assert_eq!(json["state"], "pending");
+        let rule = serde_json::to_value(LiveMessage::RuleChanged { rule_id: 1, version: 2 }).unwrap();
+        assert_eq!(rule, serde_json::json!({"type": "rule.changed", "rule_id": 1, "version": 2}));
+    }
+}

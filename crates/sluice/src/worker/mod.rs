@@ -1,0 +1,356 @@
+//! The worker: claims due events in batches under a lease, processes them concurrently, writes
+//! their outcomes in batches, and keeps leases alive. Several workers (in any number of
+//! processes) may share one database: a claim skips what another worker holds.
+//!
+//! Tasks: the claim loop (woken by the bus, polling only as a fallback), one task per event in
+//! flight (bounded by `concurrency`), a completion writer (group commit of outcomes), a lease
+//! heartbeat and a reaper that gives back events whose worker died.
+
+mod process;
+pub mod rules;
+
+use crate::actions::Actions;
+use crate::bus::{Bus, LiveMessage};
+use process::{process, ProcessContext};
+use rules::{CompiledRule, RuleCache, RuleSet};
+use sluice_core::event::{AttemptStatus, EventState};
+use sluice_core::logic::Limits;
+use sluice_core::retry::RetryPolicy;
+use sluice_store::{AttemptOutcome, ClaimedEvent, NextState, Release, ReplayRules, StateChange, Store};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub poll_interval: Duration,
+    pub processing_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// How long a claim holds an event without renewal; a dead worker's events come back
+    /// after at most this (plus the reaper's period).
+    pub lease: Duration,
+    pub reap_interval: Duration,
+    pub claim_batch: usize,
+    pub limits: Limits,
+}
+
+impl WorkerConfig {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        WorkerConfig {
+            worker_id: worker_id(),
+            concurrency: usize::try_from(settings.worker_concurrency).unwrap_or(64),
+            poll_interval: Duration::from_millis(settings.worker_poll_interval_ms),
+            processing_timeout: Duration::from_millis(settings.processing_timeout_ms),
+            retry: settings.retry_policy(),
+            lease: Duration::from_secs(10),
+            reap_interval: Duration::from_secs(1),
+            claim_batch: 256,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// `host:pid:random`, unique per worker instance, shown in attempts.
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Starts a worker; it stops (finishing what it holds) when `shutdown` is cancelled.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    bus: Bus,
+    actions: Actions,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(store, bus, actions, config, shutdown))
+}
+
+async fn run(store: Arc<dyn Store>, bus: Bus, actions: Actions, config: WorkerConfig, shutdown: CancellationToken) {
+    tracing::info!(worker = %config.worker_id, concurrency = config.concurrency, "worker started");
+    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    let (done_sender, done_receiver) = mpsc::channel::<AttemptOutcome>(config.concurrency.max(1) * 2);
+    let writer = tokio::spawn(write_completions(store.clone(), bus.clone(), done_receiver, in_flight.clone()));
+    let background = CancellationToken::new();
+    let heartbeat = tokio::spawn(renew_leases(store.clone(), config.clone(), in_flight.clone(), background.clone()));
+    let reaper = tokio::spawn(reap(store.clone(), bus.clone(), config.clone(), background.clone()));
+
+    let context = Arc::new(ProcessContext {
+        store: store.clone(),
+        actions,
+        retry: config.retry.clone(),
+        timeout: config.processing_timeout,
+    });
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let wake = bus.wake_signal();
+    let mut cache = RuleCache::default();
+    let mut tasks = JoinSet::new();
+
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // Reap finished tasks so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        let first_slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
+            () = shutdown.cancelled() => break,
+        };
+        let free = 1 + slots.available_permits();
+        let claimed = match claim(&*store, &mut cache, &config, free).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(error = %error, "claim failed; retrying shortly");
+                drop(first_slot);
+                tokio::select! {
+                    () = tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))) => {},
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            drop(first_slot);
+            tokio::select! {
+                () = wake.notified() => {},
+                () = tokio::time::sleep(config.poll_interval) => {},
+                () = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
+        bus.publish(claimed.iter().map(processing_message).collect());
+        {
+            let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            held.extend(claimed.iter().map(|c| c.attempt_id));
+        }
+        let mut first_slot = Some(first_slot);
+        for event in claimed {
+            let slot = match first_slot.take() {
+                Some(slot) => slot,
+                // `free` permits were available when we claimed and only this loop takes them.
+                None => match slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => match slots.clone().acquire_owned().await {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                },
+            };
+            let rules = match rules_for(&*store, &cache, &event, &config.limits).await {
+                Ok(rules) => rules,
+                Err(error) => {
+                    tracing::warn!(error = %error, event_id = event.event.id, "cannot load the original rules; retrying");
+                    Arc::new(Vec::new())
+                }
+            };
+            let context = context.clone();
+            let done = done_sender.clone();
+            tasks.spawn(async move {
+                let outcome = process(&event, rules, &context).await;
+                let _ = done.send(outcome).await;
+                drop(slot);
+            });
+        }
+    }
+
+    // Graceful stop: let what we hold finish (each attempt is bounded by its timeout), then
+    // flush the outcomes and stop the helpers.
+    tracing::info!(worker = %config.worker_id, in_flight = tasks.len(), "worker stopping");
+    while tasks.join_next().await.is_some() {}
+    drop(done_sender);
+    let _ = writer.await;
+    background.cancel();
+    let _ = heartbeat.await;
+    let _ = reaper.await;
+    tracing::info!(worker = %config.worker_id, "worker stopped");
+}
+
+async fn claim(
+    store: &dyn Store,
+    cache: &mut RuleCache,
+    config: &WorkerConfig,
+    free: usize,
+) -> Result<Vec<ClaimedEvent>, sluice_store::StoreError> {
+    if cache.refresh(store, &config.limits).await? {
+        tracing::debug!("rule cache reloaded");
+    }
+    let limit = i64::try_from(free.min(config.claim_batch)).unwrap_or(1);
+    store.claim_due_events(&config.worker_id, limit, ms(config.lease)).await
+}
+
+/// The rules an attempt evaluates: current ones from the cache, or the versions the event's
+/// first attempt evaluated when it was replayed with `rules: original`.
+async fn rules_for(
+    store: &dyn Store,
+    cache: &RuleCache,
+    event: &ClaimedEvent,
+    limits: &Limits,
+) -> Result<RuleSet, sluice_store::StoreError> {
+    if event.replay_rules == ReplayRules::Original {
+        let pinned = store.original_rules(event.event.id).await?;
+        return Ok(Arc::new(
+            pinned.iter().map(|s| Arc::new(CompiledRule::compile(s, limits))).collect(),
+        ));
+    }
+    Ok(cache.rules_for(&event.event.event_type))
+}
+
+fn processing_message(event: &ClaimedEvent) -> LiveMessage {
+    LiveMessage::EventUpdated {
+        event_id: event.event.id,
+        external_id: event.event.external_id.clone(),
+        event_type: event.event.event_type.clone(),
+        state: EventState::Processing,
+        attempt_id: Some(event.attempt_id),
+        status: Some(AttemptStatus::Running),
+        finished_at: None,
+        duration_ms: None,
+    }
+}
+
+/// Writes outcomes in batches: whatever finished while the previous batch was being written
+/// goes in the next transaction.
+async fn write_completions(
+    store: Arc<dyn Store>,
+    bus: Bus,
+    mut done: mpsc::Receiver<AttemptOutcome>,
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+) {
+    const MAX_BATCH: usize = 512;
+    while let Some(first) = done.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match done.try_recv() {
+                Ok(outcome) => batch.push(outcome),
+                Err(_) => break,
+            }
+        }
+        let mut delay = Duration::from_millis(100);
+        let changes = loop {
+            match store.complete_attempts(&batch).await {
+                Ok(changes) => break changes,
+                Err(sluice_store::StoreError::Unavailable(error)) => {
+                    // Keep the outcomes and try again; the leases are renewed meanwhile.
+                    tracing::warn!(error = %error, "cannot record outcomes yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "cannot record outcomes; their leases will expire and they will retry");
+                    break Vec::new();
+                }
+            }
+        };
+        {
+            let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for outcome in &batch {
+                held.remove(&outcome.attempt_id);
+            }
+        }
+        record_metrics(&batch);
+        schedule_retries(&bus, &batch);
+        bus.publish(changes.iter().map(LiveMessage::from_change).collect());
+    }
+}
+
+fn record_metrics(batch: &[AttemptOutcome]) {
+    for outcome in batch {
+        let next = match outcome.next {
+            NextState::Processed => "processed",
+            NextState::RetryAt(_) => "retry",
+            NextState::Failed => "failed",
+        };
+        metrics::counter!("sluice_attempts_total", "status" => outcome.status.as_str(), "next" => next)
+            .increment(1);
+        metrics::histogram!("sluice_attempt_seconds").record(outcome.duration_ms as f64 / 1000.0);
+    }
+}
+
+/// Wakes the worker when the earliest scheduled retry is due, so retries do not wait for the
+/// poll interval.
+fn schedule_retries(bus: &Bus, batch: &[AttemptOutcome]) {
+    let earliest = batch
+        .iter()
+        .filter_map(|o| match o.next {
+            NextState::RetryAt(at) => Some(at),
+            _ => None,
+        })
+        .min();
+    if let Some(at) = earliest {
+        let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            bus.wake_workers();
+        });
+    }
+}
+
+async fn renew_leases(
+    store: Arc<dyn Store>,
+    config: WorkerConfig,
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+    stop: CancellationToken,
+) {
+    let period = config.lease / 3;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {},
+            () = stop.cancelled() => return,
+        }
+        let held: Vec<i64> = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        if let Err(error) = store.extend_leases(&held, ms(config.lease)).await {
+            tracing::warn!(error = %error, "cannot renew leases");
+        }
+    }
+}
+
+async fn reap(store: Arc<dyn Store>, bus: Bus, config: WorkerConfig, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(config.reap_interval) => {},
+            () = stop.cancelled() => return,
+        }
+        match store
+            .release_events(Release::Expired, i64::from(config.retry.max_attempts))
+            .await
+        {
+            Ok(changes) if !changes.is_empty() => {
+                tracing::warn!(count = changes.len(), "released events whose lease expired");
+                publish_releases(&bus, &changes);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "cannot release expired leases"),
+        }
+    }
+}
+
+/// Announces released events and wakes workers for those pending again.
+pub fn publish_releases(bus: &Bus, changes: &[StateChange]) {
+    bus.publish(changes.iter().map(LiveMessage::from_change).collect());
+    if changes.iter().any(|c| c.state == EventState::Pending) {
+        bus.wake_workers();
+    }
+}

@@ -1,7 +1,8 @@
 //! `spawn_app()`: a real sluice on port 0 with a fresh database per test, on either backend.
 
 use serde_json::Value;
-use sluice::app::{Roles, RunningApp};
+pub use sluice::app::Roles;
+use sluice::app::RunningApp;
 use sluice::config::Settings;
 use sqlx::Connection;
 use std::net::SocketAddr;
@@ -22,7 +23,6 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: Db,
-    #[allow(dead_code)] // used by worker tests that open a second process on the same database
     pub database_url: String,
     app: Option<RunningApp>,
     _sqlite_dir: Option<tempfile::TempDir>,
@@ -67,9 +67,22 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
 /// Starts sluice with extra flags (e.g. `["--max-attempts", "2"]`).
 pub async fn spawn_app_with(db: Db, extra: &[&str]) -> Option<TestApp> {
     let (database_url, sqlite_dir, postgres_db) = fresh_database(db).await?;
+    let mut app = start(db, &database_url, extra, Roles::SERVE).await;
+    app._sqlite_dir = sqlite_dir;
+    app.postgres_db = postgres_db;
+    Some(app)
+}
+
+/// Another sluice on the same database as `other` (as a second process would be), with the
+/// given roles. It does not own the database: dropping it leaves the database in place.
+pub async fn spawn_sibling(other: &TestApp, extra: &[&str], roles: Roles) -> TestApp {
+    start(other.db, &other.database_url, extra, roles).await
+}
+
+async fn start(db: Db, database_url: &str, extra: &[&str], roles: Roles) -> TestApp {
     let mut args = vec![
         "--database-url".to_owned(),
-        database_url.clone(),
+        database_url.to_owned(),
         "--port".to_owned(),
         "0".to_owned(),
         "--host".to_owned(),
@@ -77,16 +90,17 @@ pub async fn spawn_app_with(db: Db, extra: &[&str]) -> Option<TestApp> {
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let settings = Settings::from_args(args).expect("test settings parse");
-    let app = RunningApp::start(settings, Roles::SERVE).await.expect("sluice starts");
-    Some(TestApp {
-        addr: app.addr.expect("serve listens"),
+    let app = RunningApp::start(settings, roles).await.expect("sluice starts");
+    TestApp {
+        // A worker-only sibling has no API; its address is never used.
+        addr: app.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9))),
         client: reqwest::Client::new(),
         db,
-        database_url,
+        database_url: database_url.to_owned(),
         app: Some(app),
-        _sqlite_dir: sqlite_dir,
-        postgres_db,
-    })
+        _sqlite_dir: None,
+        postgres_db: None,
+    }
 }
 
 impl TestApp {
@@ -131,6 +145,56 @@ impl TestApp {
             request = request.header("content-type", content_type);
         }
         let response = request.send().await.expect("POST");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// Polls `GET /events/stats` until `processed` reaches `count` (panics after 30 s).
+    pub async fn wait_for_processed(&self, count: i64) -> Value {
+        self.wait_for_stats(|stats| stats["processed"].as_i64() == Some(count)).await
+    }
+
+    /// Polls `GET /events/stats` until `done` holds (panics after 30 s).
+    pub async fn wait_for_stats(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, stats) = self.get_json("/events/stats").await;
+            if done(&stats) {
+                return stats;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting; last stats {stats}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls `GET /events/{id}` until its state is one of `states` (panics after 30 s).
+    pub async fn wait_for_state(&self, id: i64, states: &[&str]) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (_, event) = self.get_json(&format!("/events/{id}")).await;
+            if states.iter().any(|s| event["state"] == *s) {
+                return event;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {states:?}; last {event}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Attempts of an event, newest first.
+    pub async fn attempts(&self, id: i64) -> Vec<Value> {
+        let (status, body) = self.get_json(&format!("/events/{id}/attempts")).await;
+        assert_eq!(status, 200, "{body}");
+        body["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.client.put(self.url(path)).json(body).send().await.expect("PUT");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self.client.delete(self.url(path)).send().await.expect("DELETE");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON body"))
     }

@@ -32,7 +32,9 @@ impl std::fmt::Display for FieldError {
 
 /// Joins a parent path and a child key the way every validator here writes paths.
 pub fn join_path(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
+    if key.is_empty() {
+        parent.to_owned()
+    } else if parent.is_empty() {
         key.to_owned()
     } else {
         format!("{parent}.{key}")

@@ -80,7 +80,7 @@ pub struct Settings {
     pub webhook_secret: Option<String>,
 
     /// Allow webhooks to loopback, private and link-local addresses.
-    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false)]
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
 
     /// Origin allowed by CORS (`*` for any); unset disables CORS headers.

@@ -188,11 +188,14 @@ async fn claim(
     config: &WorkerConfig,
     free: usize,
 ) -> Result<Vec<ClaimedEvent>, sluice_store::StoreError> {
-    if cache.refresh(store, &config.limits).await? {
+    let limit = i64::try_from(free.min(config.claim_batch)).unwrap_or(1);
+    let claimed = store.claim_due_events(&config.worker_id, limit, ms(config.lease)).await?;
+    // Checked after the claim, not before: a rule saved before an event was ingested is then
+    // always seen by the attempt that processes that event.
+    if !claimed.is_empty() && cache.refresh(store, &config.limits).await? {
         tracing::debug!("rule cache reloaded");
     }
-    let limit = i64::try_from(free.min(config.claim_batch)).unwrap_or(1);
-    store.claim_due_events(&config.worker_id, limit, ms(config.lease)).await
+    Ok(claimed)
 }
 
 /// The rules an attempt evaluates: current ones from the cache, or the versions the event's

@@ -235,14 +235,15 @@ impl Drop for TestApp {
     }
 }
 
-/// Runs a story against both backends: `story!(name)` expects `async fn name(app: TestApp)`.
+/// Runs a story against both backends: `story!(name)` expects `async fn name(app: TestApp)`;
+/// `story!(name, "--flag", "value", …)` starts sluice with those flags.
 #[macro_export]
 macro_rules! story {
-    ($name:ident) => {
+    ($name:ident $(, $flag:expr)* $(,)?) => {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let app = $crate::helpers::spawn_app($crate::helpers::Db::Sqlite)
+                let app = $crate::helpers::spawn_app_with($crate::helpers::Db::Sqlite, &[$($flag),*])
                     .await
                     .expect("sqlite always works");
                 super::$name(app).await;
@@ -250,7 +251,9 @@ macro_rules! story {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Db::Postgres).await {
+                if let Some(app) =
+                    $crate::helpers::spawn_app_with($crate::helpers::Db::Postgres, &[$($flag),*]).await
+                {
                     super::$name(app).await;
                 }
             }

@@ -1,7 +1,13 @@
 //! Integration tests: one binary, a module per resource, each story run on SQLite and
 //! PostgreSQL against a real server on port 0.
 
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
+mod receiver;
 
 mod events;
 mod ops;
+mod processing;
+mod replay;
+mod rules;

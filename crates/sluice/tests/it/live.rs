@@ -1,0 +1,372 @@
+//! Live updates over `GET /ws`: what a watcher sees while events are created and processed,
+//! filters, messages from another process (PostgreSQL), and a client too slow to keep up.
+
+use crate::helpers::{spawn_app, spawn_sibling, Db, Roles, TestApp};
+use crate::story;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How long a watcher waits for a message it expects.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A `/ws` client that remembers every message it has read.
+struct Watcher {
+    socket: Socket,
+    seen: Vec<Value>,
+}
+
+impl Watcher {
+    async fn connect(app: &TestApp, query: &str) -> Watcher {
+        let url = format!("ws://{}/ws{query}", app.addr);
+        let (socket, response) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap_or_else(|error| panic!("{url} does not upgrade: {error}"));
+        assert_eq!(response.status(), 101);
+        Watcher {
+            socket,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until a message satisfies `wanted` and returns it (panics after `PATIENCE`).
+    async fn until(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("no message {what} within {PATIENCE:?}; saw {:#?}", self.seen)
+                });
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let message: Value = serde_json::from_str(text.as_str())
+                        .unwrap_or_else(|e| panic!("not JSON: {text}: {e}"));
+                    self.seen.push(message.clone());
+                    if wanted(&message) {
+                        return message;
+                    }
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("socket ended while waiting for {what}: {other:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Reads until `event_id` has been announced `processed`.
+    async fn until_processed(&mut self, event_id: i64) -> Value {
+        self.until(&format!("event {event_id} processed"), |m| {
+            m["event_id"] == event_id && m["state"] == "processed"
+        })
+        .await
+    }
+
+    fn about(&self, event_id: i64) -> Vec<&Value> {
+        self.seen.iter().filter(|m| m["event_id"] == event_id).collect()
+    }
+
+    async fn close(mut self) {
+        let _ = self.socket.close(None).await;
+    }
+}
+
+async fn noop_rule(app: &TestApp, event_type: &str) -> Value {
+    let (status, rule) = app
+        .post(
+            "/rules",
+            &json!({"name": format!("noop {event_type}"), "event_type": event_type,
+                    "condition": true, "action": {"type": "noop"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    rule
+}
+
+async fn post_event(app: &TestApp, external_id: &str, event_type: &str) -> i64 {
+    let (status, event) = app
+        .post(
+            "/events",
+            &json!({"id": external_id, "type": event_type, "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    event["id"].as_i64().unwrap()
+}
+
+fn position(messages: &[&Value], wanted: impl Fn(&Value) -> bool) -> Option<usize> {
+    messages.iter().position(|m| wanted(m))
+}
+
+/// The created → processing → processed story of one event, as a watcher sees it. Returns
+/// the attempt id the messages name.
+fn assert_lifecycle(messages: &[&Value], id: i64, external_id: &str, event_type: &str) -> i64 {
+    let created = position(messages, |m| m["type"] == "event.created")
+        .unwrap_or_else(|| panic!("no event.created for {id} in {messages:#?}"));
+    let processing = position(messages, |m| {
+        m["type"] == "event.updated" && m["state"] == "processing"
+    })
+    .unwrap_or_else(|| panic!("no processing update for {id} in {messages:#?}"));
+    let processed = position(messages, |m| {
+        m["type"] == "event.updated" && m["state"] == "processed"
+    })
+    .unwrap_or_else(|| panic!("no processed update for {id} in {messages:#?}"));
+    assert!(created < processed, "created after processed: {messages:#?}");
+    assert!(processing < processed, "processing after processed: {messages:#?}");
+
+    let created = messages[created];
+    assert_eq!(created["event_id"], id);
+    assert_eq!(created["external_id"], external_id);
+    assert_eq!(created["event_type"], event_type);
+    assert_eq!(created["state"], "pending");
+
+    let processing = messages[processing];
+    assert_eq!(processing["external_id"], external_id);
+    assert_eq!(processing["event_type"], event_type);
+    assert_eq!(processing["status"], "running", "{processing}");
+    let attempt_id = processing["attempt_id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no attempt_id in {processing}"));
+
+    let processed = messages[processed];
+    assert_eq!(processed["external_id"], external_id);
+    assert_eq!(processed["event_type"], event_type);
+    assert_eq!(processed["attempt_id"], attempt_id, "{processed}");
+    assert_eq!(processed["status"], "success", "{processed}");
+    let finished_at = processed["finished_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no finished_at in {processed}"));
+    chrono::DateTime::parse_from_rfc3339(finished_at)
+        .unwrap_or_else(|e| panic!("finished_at {finished_at} is not RFC 3339: {e}"));
+    assert!(
+        processed["duration_ms"].as_i64().is_some_and(|d| d >= 0),
+        "{processed}"
+    );
+    attempt_id
+}
+
+story!(a_watcher_sees_an_event_arrive_get_picked_up_and_processed);
+async fn a_watcher_sees_an_event_arrive_get_picked_up_and_processed(app: TestApp) {
+    noop_rule(&app, "t").await;
+    let mut watcher = Watcher::connect(&app, "").await;
+
+    let id = post_event(&app, "live-1", "t").await;
+    watcher.until_processed(id).await;
+
+    let attempt_id = assert_lifecycle(&watcher.about(id), id, "live-1", "t");
+    // The attempt the messages name is the one the API lists.
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0]["id"], attempt_id);
+    assert_eq!(attempts[0]["status"], "success");
+    watcher.close().await;
+    app.stop().await;
+}
+
+story!(filters_narrow_the_stream_to_one_type_or_one_event);
+async fn filters_narrow_the_stream_to_one_type_or_one_event(app: TestApp) {
+    noop_rule(&app, "a").await;
+    // An event that exists before anyone watches it, so its id can be a filter.
+    let watched = post_event(&app, "x-1", "x").await;
+    app.wait_for_state(watched, &["processed"]).await;
+
+    let mut everything = Watcher::connect(&app, "").await;
+    let mut only_a = Watcher::connect(&app, "?event_type=a").await;
+    let mut only_watched = Watcher::connect(&app, &format!("?event_id={watched}")).await;
+
+    let a1 = post_event(&app, "a-1", "a").await;
+    let b1 = post_event(&app, "b-1", "b").await;
+    let a2 = post_event(&app, "a-2", "a").await;
+    let b2 = post_event(&app, "b-2", "b").await;
+    let rule_b = noop_rule(&app, "b").await;
+    for id in [a1, b1, a2, b2] {
+        everything.until_processed(id).await;
+    }
+    everything
+        .until("rule.changed", |m| m["type"] == "rule.changed")
+        .await;
+    let change = everything
+        .seen
+        .iter()
+        .find(|m| m["type"] == "rule.changed")
+        .unwrap();
+    assert_eq!(change["rule_id"], rule_b["id"]);
+    assert_eq!(change["version"], 1);
+
+    // Everything above was published before what follows, and each client reads the one
+    // stream in order: once a filtered client sees what follows, it has been offered all of
+    // the above.
+    let (status, body) = app
+        .post(&format!("/events/{watched}/replay"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let a3 = post_event(&app, "a-3", "a").await;
+    only_a.until_processed(a3).await;
+    only_watched.until_processed(watched).await;
+
+    for message in &only_a.seen {
+        assert_eq!(message["event_type"], "a", "a type-a watcher got {message}");
+    }
+    for (id, external_id) in [(a1, "a-1"), (a2, "a-2"), (a3, "a-3")] {
+        assert_lifecycle(&only_a.about(id), id, external_id, "a");
+    }
+    for message in &only_watched.seen {
+        assert_eq!(message["event_id"], watched, "an event-{watched} watcher got {message}");
+    }
+    // The replay, as the event's own watcher sees it: queued, picked up, processed.
+    let states: Vec<&str> = only_watched
+        .seen
+        .iter()
+        .map(|m| m["state"].as_str().unwrap_or("?"))
+        .collect();
+    // (pending and processing may swap if a polling worker claims the event between the
+    // replay's commit and its announcement; processed is always last.)
+    let mut sorted = states.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, ["pending", "processed", "processing"], "{:#?}", only_watched.seen);
+    assert_eq!(states.last(), Some(&"processed"));
+
+    for watcher in [everything, only_a, only_watched] {
+        watcher.close().await;
+    }
+    app.stop().await;
+}
+
+story!(a_malformed_filter_is_refused_before_the_upgrade);
+async fn a_malformed_filter_is_refused_before_the_upgrade(app: TestApp) {
+    let url = format!("ws://{}/ws?event_id=abc", app.addr);
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+            let body = response.body().as_deref().unwrap_or_default();
+            let body: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+                panic!("not JSON ({e}): {}", String::from_utf8_lossy(body))
+            });
+            assert_eq!(body["error"], "ValidationError", "{body}");
+            assert!(
+                body["message"].as_str().unwrap_or_default().contains("event_id"),
+                "{body}"
+            );
+        }
+        Err(other) => panic!("expected a 400 answer, got {other}"),
+        Ok(_) => panic!("a malformed event_id was accepted"),
+    }
+    // A good filter on the same route still works.
+    let watcher = Watcher::connect(&app, "?event_id=1").await;
+    watcher.close().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_on_one_process_sees_what_another_process_does() {
+    let Some(app) = spawn_app(Db::Postgres).await else {
+        return;
+    };
+    // An API-only process on the same database: it never processes anything itself.
+    let other = spawn_sibling(&app, &[], Roles::API).await;
+    let mut watcher = Watcher::connect(&other, "").await;
+
+    let rule = noop_rule(&app, "t").await;
+    let change = watcher
+        .until("rule.changed", |m| m["type"] == "rule.changed")
+        .await;
+    assert_eq!(change, json!({"type": "rule.changed", "rule_id": rule["id"], "version": 1}));
+
+    let id = post_event(&app, "far-1", "t").await;
+    watcher.until_processed(id).await;
+    let attempt_id = assert_lifecycle(&watcher.about(id), id, "far-1", "t");
+    let attempts = other
+        .get_json(&format!("/events/{id}/attempts"))
+        .await
+        .1["data"]
+        .clone();
+    assert_eq!(attempts[0]["id"], attempt_id, "{attempts}");
+    // Each message arrives once, not once per path it could have taken.
+    let processed = watcher
+        .about(id)
+        .iter()
+        .filter(|m| m["state"] == "processed")
+        .count();
+    assert_eq!(processed, 1, "{:#?}", watcher.seen);
+
+    watcher.close().await;
+    other.stop().await;
+    app.stop().await;
+}
+
+/// Events for the slow-client story: ids and type as long as allowed, so every live message
+/// is large and the flood outgrows any socket buffer.
+fn bulky_events(from: usize, count: usize, event_type: &str) -> Value {
+    let events: Vec<Value> = (from..from + count)
+        .map(|i| json!({"id": format!("{i:0>255}"), "type": event_type, "data": {"i": i}}))
+        .collect();
+    json!({ "events": events })
+}
+
+story!(a_client_that_never_reads_is_dropped_and_the_server_carries_on);
+async fn a_client_that_never_reads_is_dropped_and_the_server_carries_on(app: TestApp) {
+    const EVENTS: usize = 6_000;
+    const CHUNK: usize = 1_000;
+    let event_type = "t".repeat(100);
+    // Connected, then never read while the flood goes by.
+    let mut slow = Watcher::connect(&app, "").await;
+
+    for from in (0..EVENTS).step_by(CHUNK) {
+        let (status, body) = app
+            .post("/events/batch", &bulky_events(from, CHUNK, &event_type))
+            .await;
+        assert_eq!(status, 200);
+        assert!(
+            body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "created"),
+            "{body}"
+        );
+    }
+    app.wait_for_stats(|s| s["processed"] == EVENTS && s["pending"] == 0 && s["processing"] == 0)
+        .await;
+    let (status, _) = app.get_json("/health").await;
+    assert_eq!(status, 200);
+
+    // The slow client's socket was given up: reading what the kernel still holds ends in a
+    // close (1008) or the connection simply ending, never in an endless stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut delivered = 0usize;
+    let ending = loop {
+        let next = tokio::time::timeout_at(deadline, slow.socket.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the slow client is still connected after {delivered} messages")
+            });
+        match next {
+            Some(Ok(Message::Text(_))) => delivered += 1,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                if let Some(frame) = &frame {
+                    assert_eq!(frame.code, CloseCode::Policy, "{frame:?}");
+                }
+                break format!("close frame {frame:?}");
+            }
+            Some(Ok(other)) => panic!("unexpected message {other:?}"),
+            Some(Err(error)) => break format!("error: {error}"),
+            None => break "end of stream".to_owned(),
+        }
+    };
+    eprintln!("slow client: {delivered} of {} messages, then {ending}", EVENTS * 3);
+    assert!(delivered < EVENTS * 3, "the slow client got everything: it was not slow");
+
+    // A new watcher is served as usual.
+    let mut fresh = Watcher::connect(&app, "").await;
+    let id = post_event(&app, "after-the-flood", "t").await;
+    fresh.until_processed(id).await;
+    fresh.close().await;
+    app.stop().await;
+}

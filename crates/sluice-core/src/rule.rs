@@ -112,7 +112,7 @@ pub struct RulePatch {
 
 const RULE_FIELDS: &str = "name, event_type, condition, action, active";
 
-fn object<'a>(body: &'a Value) -> Result<&'a Map<String, Value>, Vec<FieldError>> {
+fn object(body: &Value) -> Result<&Map<String, Value>, Vec<FieldError>> {
     body.as_object().ok_or_else(|| {
         vec![FieldError::new(
             "",

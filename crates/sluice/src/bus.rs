@@ -167,7 +167,7 @@ impl Bus {
                     take(item);
                 }
                 if wake {
-                    if let Err(error) = store.notify(WAKE_CHANNEL, &[origin.clone()]).await {
+                    if let Err(error) = store.notify(WAKE_CHANNEL, std::slice::from_ref(&origin)).await {
                         tracing::warn!(error = %error, "cannot send a worker wake-up");
                     }
                 }

@@ -316,3 +316,304 @@ fn ready() {}
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[allow(dead_code)]
 fn metrics() {}
+
+/// `{"rules": "current" | "original", "dry_run": bool}`, all optional.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReplayBody {
+    /// current (default): each rule's current version; original: the versions the event's first attempt evaluated.
+    rules: Option<String>,
+    /// Evaluate and report what would happen; run no action, change nothing.
+    dry_run: Option<bool>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReplayAnswer {
+    message: String,
+    event: Event,
+    warning: Option<String>,
+    /// current | original
+    rules: String,
+    /// Only for dry runs: per rule `{rule_id, rule_name, rule_version_id, rule_version, would: apply|skip|dedupe|fail, error, idempotency_key?}`.
+    #[schema(value_type = Option<Vec<Object>>)]
+    results: Option<Vec<Value>>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReplayFilter {
+    /// processed | failed
+    state: Option<String>,
+    #[schema(rename = "type")]
+    event_type: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+/// Either `event_ids` (1..100) or `filter` with an optional `limit` (≤ 10000, default 1000).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReplayBatchBody {
+    event_ids: Option<Vec<i64>>,
+    filter: Option<ReplayFilter>,
+    #[schema(maximum = 10000, minimum = 1)]
+    limit: Option<i64>,
+    rules: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReplayBatchAnswer {
+    message: String,
+    requested: usize,
+    replayed: usize,
+    rules: String,
+    /// Ids of the events queued for replay.
+    events: Vec<i64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RequeueBody {
+    /// Processing events untouched for longer than this (default 300).
+    #[schema(minimum = 0)]
+    older_than_seconds: Option<i64>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RequeueAnswer {
+    requeued: usize,
+    events: Vec<i64>,
+}
+
+/// `{"type": "log" | "noop" | "call_webhook" | "send_email", "params": {...}}`; strings in params may hold
+/// `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Action {
+    #[schema(rename = "type")]
+    action_type: String,
+    #[schema(value_type = Object)]
+    params: Option<Value>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct NewRuleBody {
+    #[schema(min_length = 1, max_length = 255)]
+    name: String,
+    #[schema(min_length = 1, max_length = 100)]
+    event_type: String,
+    /// A JSONLogic expression evaluated against the event's data.
+    #[schema(value_type = Object)]
+    condition: Value,
+    action: Action,
+    /// Default true.
+    active: Option<bool>,
+}
+
+/// Any subset of the fields; a changed condition or action writes a new version.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RulePatchBody {
+    name: Option<String>,
+    event_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    condition: Option<Value>,
+    action: Option<Action>,
+    active: Option<bool>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RuleVersion {
+    id: i64,
+    rule_id: i64,
+    version: i64,
+    #[schema(value_type = Object)]
+    condition: Value,
+    action: Action,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct Rule {
+    id: i64,
+    name: String,
+    event_type: String,
+    active: bool,
+    current_version_id: i64,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    current_version: RuleVersion,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RuleList {
+    data: Vec<Rule>,
+    count: usize,
+    limit: i64,
+    offset: i64,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RuleVersionList {
+    /// Newest first.
+    data: Vec<RuleVersion>,
+    count: usize,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct DeletedRule {
+    message: String,
+    rule: Rule,
+}
+
+/// `{condition, data}`, or `{condition, event_type, last}` (last ≤ 1000, default 100).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RuleTestBody {
+    #[schema(value_type = Object)]
+    condition: Value,
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+    event_type: Option<String>,
+    #[schema(minimum = 1, maximum = 1000)]
+    last: Option<i64>,
+}
+
+/// With `data`: `{result, matched}`. With `event_type`: `{event_type, checked, matched, errors, samples}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RuleTestAnswer {
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    #[schema(value_type = Object)]
+    matched: Value,
+    event_type: Option<String>,
+    checked: Option<usize>,
+    errors: Option<usize>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    samples: Option<Vec<Value>>,
+}
+
+/// A message of `GET /ws`: `type` is event.created, event.updated or rule.changed.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct LiveMessage {
+    #[schema(rename = "type")]
+    message_type: String,
+    event_id: Option<i64>,
+    external_id: Option<String>,
+    event_type: Option<String>,
+    state: Option<EventState>,
+    attempt_id: Option<i64>,
+    status: Option<String>,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    duration_ms: Option<i64>,
+    rule_id: Option<i64>,
+    version: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/events/{id}/replay", tag = "replay",
+    params(("id" = i64, Path, description = "Event id", minimum = 1)),
+    request_body(content = Option<ReplayBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Queued for replay (or, with dry_run, what would happen)", body = ReplayAnswer),
+        (status = 400, description = "Bad id or options", body = ErrorBody),
+        (status = 404, description = "Unknown event", body = ErrorBody),
+        (status = 409, description = "The event is not processed or failed", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn replay_event() {}
+
+#[utoipa::path(post, path = "/events/replay-batch", tag = "replay",
+    request_body(content = ReplayBatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Processed or failed events among those asked for are queued", body = ReplayBatchAnswer),
+        (status = 400, description = "Neither or both of event_ids and filter, or bad values", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn replay_batch() {}
+
+#[utoipa::path(post, path = "/events/requeue-stuck", tag = "replay",
+    request_body(content = Option<RequeueBody>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Processing events given back to the queue", body = RequeueAnswer),
+        (status = 400, description = "Bad value", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn requeue_stuck() {}
+
+#[utoipa::path(post, path = "/rules", tag = "rules",
+    request_body(content = NewRuleBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created with version 1", body = Rule),
+        (status = 400, description = "Invalid; details name the part at fault (e.g. condition.and[1], action.params.url)", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn create_rule() {}
+
+#[utoipa::path(get, path = "/rules", tag = "rules",
+    params(
+        ("active" = Option<bool>, Query, description = "true | false"),
+        ("event_type" = Option<String>, Query, description = "Event type"),
+        ("limit" = Option<i64>, Query, description = "1..500, default 50", minimum = 1, maximum = 500),
+        ("offset" = Option<i64>, Query, description = "default 0", minimum = 0),
+    ),
+    responses((status = 200, description = "Newest first", body = RuleList), (status = 400, description = "Bad filter", body = ErrorBody)))]
+#[allow(dead_code)]
+fn list_rules() {}
+
+#[utoipa::path(get, path = "/rules/{id}", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    responses((status = 200, description = "The rule", body = Rule), (status = 400, description = "Bad id", body = ErrorBody), (status = 404, description = "Unknown rule", body = ErrorBody)))]
+#[allow(dead_code)]
+fn get_rule() {}
+
+#[utoipa::path(put, path = "/rules/{id}", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    request_body(content = RulePatchBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated; a new version when condition or action changed", body = Rule),
+        (status = 400, description = "Invalid or empty change", body = ErrorBody),
+        (status = 404, description = "Unknown rule", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn update_rule() {}
+
+#[utoipa::path(delete, path = "/rules/{id}", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    responses((status = 200, description = "Deactivated (kept for history)", body = DeletedRule), (status = 400, description = "Bad id", body = ErrorBody), (status = 404, description = "Unknown rule", body = ErrorBody)))]
+#[allow(dead_code)]
+fn delete_rule() {}
+
+#[utoipa::path(get, path = "/rules/{id}/versions", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    responses((status = 200, description = "Every version, newest first", body = RuleVersionList), (status = 404, description = "Unknown rule", body = ErrorBody)))]
+#[allow(dead_code)]
+fn list_rule_versions() {}
+
+#[utoipa::path(post, path = "/rules/test", tag = "rules",
+    request_body(content = RuleTestBody, content_type = "application/json"),
+    responses((status = 200, description = "What the condition gives", body = RuleTestAnswer), (status = 400, description = "Invalid condition or request", body = ErrorBody)))]
+#[allow(dead_code)]
+fn test_rule() {}
+
+#[utoipa::path(get, path = "/ws", tag = "live",
+    params(
+        ("event_id" = Option<i64>, Query, description = "Only this event"),
+        ("event_type" = Option<String>, Query, description = "Only events of this type"),
+    ),
+    responses(
+        (status = 101, description = "WebSocket of JSON LiveMessage frames; a client that falls behind is closed with code 1008", body = LiveMessage),
+        (status = 400, description = "Bad filter", body = ErrorBody),
+    ))]
+#[allow(dead_code)]
+fn live() {}

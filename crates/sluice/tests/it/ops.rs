@@ -55,6 +55,17 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
         ("/health", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),
+        ("/events/{id}/replay", "post"),
+        ("/events/replay-batch", "post"),
+        ("/events/requeue-stuck", "post"),
+        ("/rules", "post"),
+        ("/rules", "get"),
+        ("/rules/test", "post"),
+        ("/rules/{id}", "get"),
+        ("/rules/{id}", "put"),
+        ("/rules/{id}", "delete"),
+        ("/rules/{id}/versions", "get"),
+        ("/ws", "get"),
     ];
     for (path, method) in documented {
         assert!(

@@ -28,25 +28,27 @@ pub fn spec() -> Value {
         event_stats,
         get_event,
         list_attempts,
+        replay_event,
+        replay_batch,
+        requeue_stuck,
+        create_rule,
+        list_rules,
+        get_rule,
+        update_rule,
+        delete_rule,
+        list_rule_versions,
+        test_rule,
+        live,
         health,
         ready,
         metrics
     ),
     components(schemas(
-        NewEventBody,
-        IngestedEvent,
-        BatchBody,
-        BatchResults,
-        BatchResult,
-        EventList,
-        Event,
-        EventStats,
-        AttemptList,
-        Attempt,
-        RuleExecution,
-        ErrorBody,
-        FieldErrorBody,
-        EventState
+        NewEventBody, IngestedEvent, BatchBody, BatchResults, BatchResult, EventList, Event,
+        EventStats, AttemptList, Attempt, RuleExecution, ErrorBody, FieldErrorBody, EventState,
+        ReplayBody, ReplayAnswer, ReplayBatchBody, ReplayFilter, ReplayBatchAnswer, RequeueBody,
+        RequeueAnswer, NewRuleBody, RulePatchBody, Action, Rule, RuleVersion, RuleList,
+        RuleVersionList, DeletedRule, RuleTestBody, RuleTestAnswer, LiveMessage
     ))
 )]
 struct ApiDoc;

@@ -24,6 +24,8 @@ pub enum Command {
     Worker(Settings),
     /// Apply database migrations and exit.
     Migrate(Settings),
+    /// Load generator: post events, wait until processed, report rates, latency and memory.
+    Bench(crate::bench::BenchArgs),
     /// Evaluate a JSONLogic rule: --rule/--data, or JSON lines {"rule","data"} on stdin.
     Eval(EvalArgs),
 }

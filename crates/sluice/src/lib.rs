@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;

@@ -59,6 +59,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(database = store.backend().as_str(), "migrations applied");
             Ok(())
         }
-        Command::Eval(_) => Ok(()),
+        Command::Eval(_) | Command::Bench(_) => Ok(()),
     }
 }

@@ -1,0 +1,386 @@
+//! `sluice bench`: a load generator. It posts events to a running sluice (`--url`) or to one it
+//! starts itself (`--spawn`, as a child process on the configured database), optionally with
+//! rules of each action type in place (webhooks go to a local sink it runs), waits until every
+//! event is terminal, and reports ingest rate, drain rate, ingest-to-processed latency
+//! percentiles, errors by kind and — for a spawned server — its peak memory.
+
+mod report;
+mod sink;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use report::{percentile, Report};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// A running sluice to drive, e.g. http://127.0.0.1:3000.
+    #[arg(long, conflicts_with = "spawn")]
+    pub url: Option<String>,
+    /// Start sluice as a child process on DATABASE_URL (default sqlite://sluice-bench.db).
+    #[arg(long)]
+    pub spawn: bool,
+    /// Database for --spawn.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://sluice-bench.db")]
+    pub database_url: String,
+    /// Events to post.
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Post at this steady rate (events/s) instead of as fast as possible.
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Fraction of posts that resend an earlier event (0.0–0.9).
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicates: f64,
+    /// Rules to put in place, comma-separated: log, noop, webhook, email (or none).
+    #[arg(long, default_value = "log")]
+    pub actions: String,
+    /// Extra flags for the spawned server, e.g. "--worker-concurrency 128".
+    #[arg(long, allow_hyphen_values = true)]
+    pub server_args: Option<String>,
+    /// Give up waiting for events to finish after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A server this bench started; killed when dropped.
+struct Spawned {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Spawned {
+    fn start(args: &BenchArgs) -> anyhow::Result<Spawned> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
+            .args(["--database-url", &args.database_url])
+            .args(["--webhook-allow-private", "true", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(extra) = &args.server_args {
+            command.args(extra.split_whitespace());
+        }
+        let child = command.spawn().context("cannot start sluice serve")?;
+        Ok(Spawned {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Peak resident memory so far, from /proc (Linux).
+    fn peak_rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(response) = client.get(format!("{url}/ready")).send().await {
+            if response.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("sluice at {url} did not become ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn payload(i: u64) -> Value {
+    // A realistic order: nested customer, a few items, ~350 bytes.
+    let country = ["BR", "PT", "DE", "US"][(i % 4) as usize];
+    let tier = if i % 10 == 0 { "gold" } else { "standard" };
+    json!({
+        "amount": (i * 37) % 1000,
+        "currency": "EUR",
+        "customer": {"id": format!("cus_{}", i % 5000), "country": country, "tier": tier},
+        "items": [
+            {"sku": format!("sku-{}", i % 97), "qty": 1 + i % 3, "price": 19.9},
+            {"sku": format!("sku-{}", (i + 13) % 97), "qty": 1, "price": 5.5}
+        ],
+        "created_by": "bench",
+    })
+}
+
+fn rule_action(kind: &str, sink: &str) -> anyhow::Result<Value> {
+    Ok(match kind {
+        "log" => json!({"type": "log", "params": {"level": "info", "message": "bench order {{ external_id }}"}}),
+        "noop" => json!({"type": "noop"}),
+        "webhook" => json!({"type": "call_webhook", "params": {"url": format!("{sink}/hook"), "body": {"order": "{{ external_id }}", "amount": "{{ data.amount }}"}}}),
+        "email" => json!({"type": "send_email", "params": {"to": "ops@example.com", "subject": "order {{ external_id }}", "template": "amount {{ data.amount }}"}}),
+        other => bail!("unknown action '{other}' (use log, noop, webhook, email or none)"),
+    })
+}
+
+pub fn run(args: BenchArgs) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sluice bench: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice bench: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    if args.events == 0 || args.concurrency == 0 {
+        bail!("--events and --concurrency must be at least 1");
+    }
+    if !(0.0..=0.9).contains(&args.duplicates) {
+        bail!("--duplicates must be between 0.0 and 0.9");
+    }
+    let spawned = if args.spawn { Some(Spawned::start(&args)?) } else { None };
+    let url = match (&spawned, &args.url) {
+        (Some(s), _) => s.url.clone(),
+        (None, Some(url)) => url.trim_end_matches('/').to_owned(),
+        (None, None) => bail!("give --url of a running sluice, or --spawn"),
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    wait_ready(&client, &url).await?;
+
+    let sink = sink::Sink::start().await?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let event_type = format!("bench.{run_id}");
+    let kinds: Vec<String> = args
+        .actions
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && s != "none")
+        .collect();
+    for kind in &kinds {
+        let rule = json!({
+            "name": format!("bench {kind} {run_id}"),
+            "event_type": event_type,
+            "condition": {">=": [{"var": "amount"}, 0]},
+            "action": rule_action(kind, &sink.url)?,
+        });
+        let response = client.post(format!("{url}/rules")).json(&rule).send().await?;
+        if !response.status().is_success() {
+            bail!("cannot create the {kind} rule: {}", response.text().await.unwrap_or_default());
+        }
+    }
+
+    let progress = progress_bar(args.events * 2, args.json);
+    progress.set_message("ingest");
+    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let unique_sent = Arc::new(AtomicU64::new(0));
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut senders = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency {
+        let (client, url, next, errors, unique_sent, progress, event_type, run_id) = (
+            client.clone(),
+            url.clone(),
+            next.clone(),
+            errors.clone(),
+            unique_sent.clone(),
+            progress.clone(),
+            event_type.clone(),
+            run_id.clone(),
+        );
+        let total = args.events;
+        let rate = args.rate;
+        let duplicates = args.duplicates;
+        senders.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return;
+                }
+                if let Some(rate) = rate {
+                    // Event i is due at i/rate seconds after the start.
+                    let due = started + Duration::from_secs_f64(i as f64 / rate.max(1) as f64);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                // Deterministic duplicates: resend an earlier id with the same payload.
+                let resend = duplicates > 0.0 && i > 0 && ((i * 7919) % 1000) < (duplicates * 1000.0) as u64;
+                let n = if resend { (i * 31) % i } else { i };
+                let body = json!({"id": format!("{run_id}-{n}"), "type": event_type, "data": payload(n)});
+                match client.post(format!("{url}/events")).json(&body).send().await {
+                    Ok(response) if response.status().as_u16() == 201 => {
+                        let duplicate = response.headers().contains_key("idempotent-replayed");
+                        if !duplicate {
+                            unique_sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(response) => {
+                        *errors.lock().unwrap_or_else(|e| e.into_inner()).entry(format!("http {}", response.status().as_u16())).or_default() += 1;
+                    }
+                    Err(error) => {
+                        let kind = if error.is_timeout() { "timeout" } else if error.is_connect() { "connect" } else { "transport" };
+                        *errors.lock().unwrap_or_else(|e| e.into_inner()).entry(kind.to_owned()).or_default() += 1;
+                    }
+                }
+                progress.inc(1);
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await?;
+    }
+    let ingest_elapsed = started.elapsed();
+    let unique = unique_sent.load(Ordering::Relaxed);
+    progress.set_message("drain");
+
+    // Wait until every stored event is terminal.
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    let mut peak_rss = spawned.as_ref().and_then(Spawned::peak_rss_bytes);
+    let stats = loop {
+        let stats: Value = client
+            .get(format!("{url}/events/stats?type={event_type}"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let done = stats["processed"].as_u64().unwrap_or(0) + stats["failed"].as_u64().unwrap_or(0);
+        progress.set_position(args.events + done.min(args.events));
+        if let Some(s) = &spawned {
+            peak_rss = s.peak_rss_bytes().max(peak_rss);
+        }
+        if stats["total"].as_u64() == Some(unique) && done == unique {
+            break stats;
+        }
+        if Instant::now() > deadline {
+            progress.finish_and_clear();
+            bail!("gave up after {} s: {stats}", args.timeout_secs);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let drain_elapsed = started.elapsed();
+    progress.finish_and_clear();
+
+    let latencies = collect_latencies(&client, &url, &event_type).await?;
+    let span = latencies.span_seconds.max(1e-9);
+    let report = Report {
+        url: url.clone(),
+        database: spawned.as_ref().map(|_| sluice_store::redact_url(&args.database_url)),
+        events_sent: args.events,
+        unique_events: unique,
+        concurrency: args.concurrency,
+        target_rate: args.rate,
+        actions: kinds.clone(),
+        ingest_seconds: ingest_elapsed.as_secs_f64(),
+        ingest_rate: args.events as f64 / ingest_elapsed.as_secs_f64(),
+        drain_seconds: drain_elapsed.as_secs_f64(),
+        drain_rate: unique as f64 / span,
+        latency_ms_p50: percentile(&latencies.millis, 50.0),
+        latency_ms_p95: percentile(&latencies.millis, 95.0),
+        latency_ms_p99: percentile(&latencies.millis, 99.0),
+        latency_ms_max: latencies.millis.last().copied().unwrap_or(0.0),
+        processed: stats["processed"].as_u64().unwrap_or(0),
+        failed: stats["failed"].as_u64().unwrap_or(0),
+        errors: errors.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        webhooks_received: sink.count(),
+        server_peak_rss_mb: peak_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
+fn progress_bar(length: u64, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>7} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+struct Latencies {
+    /// Sorted ascending.
+    millis: Vec<f64>,
+    /// From the first event's creation to the last one's end, by the server's clock.
+    span_seconds: f64,
+}
+
+/// Reads every bench event back (newest first, page by page) and measures `processed_at - created_at` (server clock).
+async fn collect_latencies(client: &reqwest::Client, url: &str, event_type: &str) -> anyhow::Result<Latencies> {
+    let mut millis = Vec::new();
+    let mut first_created: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut last_done: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut offset = 0usize;
+    loop {
+        let page: Value = client
+            .get(format!("{url}/events"))
+            .query(&[("type", event_type), ("limit", "500"), ("offset", &offset.to_string())])
+            .send()
+            .await?
+            .json()
+            .await?;
+        let data = page["data"].as_array().cloned().unwrap_or_default();
+        for event in &data {
+            let created = parse_time(&event["created_at"]);
+            let done = parse_time(&event["processed_at"]);
+            if let (Some(created), Some(done)) = (created, done) {
+                millis.push((done - created).num_microseconds().unwrap_or(0) as f64 / 1000.0);
+                first_created = Some(first_created.map_or(created, |f| f.min(created)));
+                last_done = Some(last_done.map_or(done, |l| l.max(done)));
+            }
+        }
+        if data.len() < 500 {
+            break;
+        }
+        offset += data.len();
+    }
+    millis.sort_by(f64::total_cmp);
+    let span_seconds = match (first_created, last_done) {
+        (Some(f), Some(l)) => (l - f).num_microseconds().unwrap_or(0) as f64 / 1e6,
+        _ => 0.0,
+    };
+    Ok(Latencies { millis, span_seconds })
+}
+
+fn parse_time(value: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    value
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}

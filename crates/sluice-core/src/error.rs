@@ -34,6 +34,9 @@ impl std::fmt::Display for FieldError {
 pub fn join_path(parent: &str, key: &str) -> String {
     if key.is_empty() {
         parent.to_owned()
+    } else if key.starts_with('[') {
+        // An index path from a nested validator: `condition` + `[1]` → `condition[1]`.
+        format!("{parent}{key}")
     } else if parent.is_empty() {
         key.to_owned()
     } else {

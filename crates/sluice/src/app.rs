@@ -132,6 +132,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(api::ops::ready))
         .route("/metrics", get(api::ops::metrics))
         .route("/api-docs.json", get(api::openapi::serve_spec))
+        .route("/", get(crate::console::to_console))
+        .merge(crate::console::router())
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(api::extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn(record_http_metrics))

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod eval;
 pub mod ingest;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 mod helpers;
 mod receiver;
 
+mod console;
 mod events;
 mod ops;
 mod processing;

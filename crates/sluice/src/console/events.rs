@@ -1,0 +1,521 @@
+//! `/console/events`: the filtered, paginated, live list; one event with every attempt and
+//! what each rule did; replay (current or original rules, or a dry run) from that page.
+
+use super::view::{excerpt, pretty, query_string, When};
+use super::{render, ConsoleError, ConsoleResult, FieldErrors, Flash, Layout, Section};
+use crate::api;
+use crate::api::error::{ApiError, ErrorName};
+use crate::api::events::EventsQuery;
+use crate::api::extract::{IdPath, OptionalJsonBody};
+use crate::app::AppState;
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sluice_core::event::{AttemptStatus, EventState, ExecutionResult};
+use sluice_store::{Attempt, Event, Page, RuleFilter};
+
+/// Events per page of the list.
+pub const PAGE_SIZE: i64 = 50;
+/// Attempts shown on an event's page (newest first).
+const ATTEMPTS_SHOWN: i64 = 100;
+const FILTER_FIELDS: &[&str] = &[
+    "state",
+    "type",
+    "external_id",
+    "start_date",
+    "end_date",
+    "offset",
+];
+
+/// The list's filters, as the form sends them and the links carry them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct EventsParams {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub state: String,
+    #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub external_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub start_date: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub end_date: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub offset: String,
+}
+
+impl EventsParams {
+    fn trimmed(self) -> Self {
+        EventsParams {
+            state: self.state.trim().to_owned(),
+            event_type: self.event_type.trim().to_owned(),
+            external_id: self.external_id.trim().to_owned(),
+            start_date: self.start_date.trim().to_owned(),
+            end_date: self.end_date.trim().to_owned(),
+            offset: self.offset.trim().to_owned(),
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        self.offset.parse().unwrap_or(0).max(0)
+    }
+
+    fn is_filtered(&self) -> bool {
+        !(self.state.is_empty()
+            && self.event_type.is_empty()
+            && self.external_id.is_empty()
+            && self.start_date.is_empty()
+            && self.end_date.is_empty())
+    }
+
+    /// The list's URL with these filters at another offset.
+    fn link(&self, offset: i64) -> String {
+        let params = EventsParams {
+            offset: if offset > 0 {
+                offset.to_string()
+            } else {
+                String::new()
+            },
+            ..self.clone()
+        };
+        format!("/console/events{}", query_string(&params))
+    }
+}
+
+/// One row of the list (the script builds the same row for events that arrive live).
+pub struct EventRow {
+    pub id: i64,
+    pub external_id: String,
+    pub event_type: String,
+    pub state: &'static str,
+    pub received_count: i64,
+    pub attempts: i64,
+    pub created: When,
+    pub error: Option<String>,
+}
+
+impl EventRow {
+    fn new(event: &Event, now: DateTime<Utc>) -> Self {
+        EventRow {
+            id: event.id,
+            external_id: event.external_id.clone(),
+            event_type: event.event_type.clone(),
+            state: event.state.as_str(),
+            received_count: event.received_count,
+            attempts: event.attempts,
+            created: When::new(event.created_at, now),
+            error: event.last_error.as_deref().map(|e| excerpt(e, 90)),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/events.html")]
+struct EventsPage {
+    layout: Layout,
+    params: EventsParams,
+    states: &'static [EventState],
+    known_types: Vec<String>,
+    errors: FieldErrors,
+    rows: Vec<EventRow>,
+    /// Live insertion only makes sense on the first page, newest first.
+    first_page: bool,
+    filtered: bool,
+    newer: Option<String>,
+    older: Option<String>,
+    range: String,
+}
+
+/// `GET /console/events`.
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<EventsParams>, QueryRejection>,
+) -> ConsoleResult<Response> {
+    let now = Utc::now();
+    let mut errors = FieldErrors::default();
+    let params = match query {
+        Ok(Query(params)) => params.trimmed(),
+        Err(rejection) => {
+            errors.push(
+                "",
+                format!("invalid query string: {}", rejection.body_text()),
+            );
+            EventsParams::default()
+        }
+    };
+    let offset = params.offset();
+    let api_query = EventsQuery {
+        state: Some(params.state.clone()),
+        event_type: Some(params.event_type.clone()),
+        external_id: Some(params.external_id.clone()),
+        start_date: Some(params.start_date.clone()),
+        end_date: Some(params.end_date.clone()),
+        // One more than a page says whether an older page exists.
+        limit: Some((PAGE_SIZE + 1).to_string()),
+        offset: Some(offset.to_string()),
+    };
+    let mut events = Vec::new();
+    if errors.is_empty() {
+        match api::events::list_events(State(state.clone()), Ok(Query(api_query))).await {
+            Ok(Json(listing)) => events = listing.data,
+            Err(error) if error.name == ErrorName::ValidationError => {
+                errors = FieldErrors::from_details(&error.details, FILTER_FIELDS);
+                if errors.is_empty() {
+                    errors.push("", error.message);
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let has_older = events.len() as i64 > PAGE_SIZE;
+    events.truncate(PAGE_SIZE as usize);
+    let rows: Vec<EventRow> = events.iter().map(|e| EventRow::new(e, now)).collect();
+    let range = match rows.len() {
+        0 => String::new(),
+        n => format!("{}–{}", offset + 1, offset + n as i64),
+    };
+    let page = EventsPage {
+        layout: Layout::new("Events", Section::Events),
+        states: EventState::ALL,
+        known_types: known_types(&state).await?,
+        first_page: offset == 0,
+        filtered: params.is_filtered(),
+        newer: (offset > 0).then(|| params.link((offset - PAGE_SIZE).max(0))),
+        older: has_older.then(|| params.link(offset + PAGE_SIZE)),
+        range,
+        rows,
+        errors,
+        params,
+    };
+    let status = if page.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    Ok(render(status, &page))
+}
+
+/// Event types the rules watch: suggestions for the type filter and the rule form.
+pub async fn known_types(state: &AppState) -> ConsoleResult<Vec<String>> {
+    let rules = state
+        .store
+        .list_rules(
+            &RuleFilter::default(),
+            Page {
+                limit: 1000,
+                offset: 0,
+            },
+        )
+        .await?;
+    let mut types: Vec<String> = rules.into_iter().map(|r| r.event_type).collect();
+    types.sort();
+    types.dedup();
+    Ok(types)
+}
+
+pub struct ExecutionView {
+    pub rule_id: i64,
+    pub rule_name: String,
+    pub rule_version: i64,
+    pub result: &'static str,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub duration_ms: Option<i64>,
+}
+
+pub struct AttemptView {
+    pub attempt_no: i64,
+    pub trigger: &'static str,
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub worker: Option<String>,
+    pub started: When,
+    pub duration_ms: Option<i64>,
+    pub executions: Vec<ExecutionView>,
+}
+
+impl AttemptView {
+    fn new(attempt: &Attempt, now: DateTime<Utc>) -> Self {
+        AttemptView {
+            attempt_no: attempt.attempt_no,
+            trigger: attempt.trigger.as_str(),
+            status: attempt.status.as_str(),
+            error: attempt.error.clone(),
+            worker: attempt.worker.clone(),
+            started: When::new(attempt.started_at, now),
+            duration_ms: attempt.duration_ms,
+            executions: attempt
+                .rule_executions
+                .iter()
+                .map(|x| ExecutionView {
+                    rule_id: x.rule_id,
+                    rule_name: x.rule_name.clone(),
+                    rule_version: x.rule_version,
+                    result: x.result.as_str(),
+                    error: x.error.clone(),
+                    idempotency_key: x.idempotency_key.clone(),
+                    duration_ms: x.duration_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Why the event failed, up front: the event's last error and the rules that failed in its
+/// latest attempt.
+pub struct Diagnosis {
+    pub last_error: Option<String>,
+    pub attempt_no: Option<i64>,
+    pub attempt_error: Option<String>,
+    pub failed_rules: Vec<FailedRule>,
+}
+
+pub struct FailedRule {
+    pub rule_id: i64,
+    pub rule_name: String,
+    pub rule_version: i64,
+    pub error: String,
+}
+
+fn diagnose(event: &Event, attempts: &[Attempt]) -> Option<Diagnosis> {
+    let latest = attempts.first();
+    let failed_rules: Vec<FailedRule> = latest
+        .map(|a| {
+            a.rule_executions
+                .iter()
+                .filter(|x| x.result == ExecutionResult::Failed)
+                .map(|x| FailedRule {
+                    rule_id: x.rule_id,
+                    rule_name: x.rule_name.clone(),
+                    rule_version: x.rule_version,
+                    error: x
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| "no error recorded".to_owned()),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let attempt_failed = latest
+        .is_some_and(|a| !matches!(a.status, AttemptStatus::Success | AttemptStatus::Running));
+    let troubled = event.state == EventState::Failed
+        || event.last_error.is_some()
+        || attempt_failed
+        || !failed_rules.is_empty();
+    // Errors are shown once: an attempt's error usually quotes its failed rules', and the
+    // event's last error usually is the latest attempt's.
+    let explained = |text: &String| failed_rules.iter().any(|r| text.contains(&r.error));
+    let attempt_error = latest
+        .filter(|_| attempt_failed)
+        .and_then(|a| a.error.clone())
+        .filter(|e| !explained(e));
+    let last_error = event
+        .last_error
+        .clone()
+        .filter(|e| !explained(e) && Some(e) != attempt_error.as_ref());
+    troubled.then(|| Diagnosis {
+        last_error,
+        attempt_no: latest.filter(|_| attempt_failed).map(|a| a.attempt_no),
+        attempt_error,
+        failed_rules,
+    })
+}
+
+/// What a dry run said each rule would do.
+pub struct DryRun {
+    pub rules: String,
+    pub message: String,
+    pub warning: Option<String>,
+    pub results: Vec<DryRunRow>,
+}
+
+pub struct DryRunRow {
+    pub rule_id: i64,
+    pub rule_name: String,
+    pub rule_version: i64,
+    pub would: String,
+    pub error: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+impl DryRun {
+    /// Reads the answer of `POST /events/{id}/replay` with `dry_run: true`.
+    fn from_answer(answer: &Value) -> Self {
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        DryRun {
+            rules: text(&answer["rules"]).unwrap_or_default(),
+            message: text(&answer["message"]).unwrap_or_default(),
+            warning: text(&answer["warning"]),
+            results: answer["results"]
+                .as_array()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| DryRunRow {
+                            rule_id: r["rule_id"].as_i64().unwrap_or_default(),
+                            rule_name: text(&r["rule_name"]).unwrap_or_default(),
+                            rule_version: r["rule_version"].as_i64().unwrap_or_default(),
+                            would: text(&r["would"]).unwrap_or_default(),
+                            error: text(&r["error"]),
+                            idempotency_key: text(&r["idempotency_key"]),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/event.html")]
+struct EventPage {
+    layout: Layout,
+    id: i64,
+    external_id: String,
+    event_type: String,
+    state: &'static str,
+    received_count: i64,
+    attempt_count: i64,
+    payload: String,
+    created: When,
+    updated: When,
+    processed: Option<When>,
+    replayed: Option<When>,
+    next_attempt: Option<When>,
+    can_replay: bool,
+    last_error: Option<String>,
+    diagnosis: Option<Diagnosis>,
+    attempts: Vec<AttemptView>,
+    dry_run: Option<DryRun>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DetailParams {
+    replayed: Option<String>,
+}
+
+/// `GET /console/events/{id}`.
+pub async fn detail(
+    State(state): State<AppState>,
+    id: Result<IdPath, ApiError>,
+    Query(params): Query<DetailParams>,
+) -> ConsoleResult<Response> {
+    let IdPath(id) = id?;
+    let flash = match params.replayed.as_deref() {
+        Some("current") => Some(Flash::success(
+            "Replay queued with each rule's current version. The new attempt appears below.",
+        )),
+        Some("original") => Some(Flash::success(
+            "Replay queued with the rule versions the first attempt evaluated. The new attempt appears below.",
+        )),
+        _ => None,
+    };
+    let page = event_page(&state, id, flash, None).await?;
+    Ok(render(StatusCode::OK, &page))
+}
+
+async fn event_page(
+    state: &AppState,
+    id: i64,
+    flash: Option<Flash>,
+    dry_run: Option<DryRun>,
+) -> ConsoleResult<EventPage> {
+    let now = Utc::now();
+    let event = state
+        .store
+        .get_event(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
+    let attempts = state
+        .store
+        .list_attempts(
+            id,
+            Page {
+                limit: ATTEMPTS_SHOWN,
+                offset: 0,
+            },
+        )
+        .await?;
+    Ok(EventPage {
+        layout: Layout::new(format!("Event {}", event.external_id), Section::Events)
+            .with_flash(flash),
+        id: event.id,
+        state: event.state.as_str(),
+        received_count: event.received_count,
+        attempt_count: event.attempts,
+        payload: pretty(&event.payload),
+        created: When::new(event.created_at, now),
+        updated: When::new(event.updated_at, now),
+        processed: When::maybe(event.processed_at, now),
+        replayed: When::maybe(event.replayed_at, now),
+        next_attempt: When::maybe(event.next_attempt_at, now)
+            .filter(|_| event.state == EventState::Pending),
+        can_replay: event.state.is_terminal(),
+        last_error: event.last_error.clone(),
+        diagnosis: diagnose(&event, &attempts),
+        attempts: attempts.iter().map(|a| AttemptView::new(a, now)).collect(),
+        dry_run,
+        external_id: event.external_id,
+        event_type: event.event_type,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ReplayForm {
+    /// `current`, `original` or `dry_run`.
+    #[serde(default)]
+    mode: String,
+    /// Which rules a dry run evaluates.
+    #[serde(default)]
+    dry_run_rules: String,
+}
+
+/// `POST /console/events/{id}/replay`: a replay redirects back to the event (whose page shows
+/// the new attempt); a dry run shows what each rule would do, on the event's page.
+pub async fn replay(
+    State(state): State<AppState>,
+    id: Result<IdPath, ApiError>,
+    Form(form): Form<ReplayForm>,
+) -> ConsoleResult<Response> {
+    let IdPath(id) = id?;
+    let (rules, dry_run) = match form.mode.as_str() {
+        "current" => ("current", false),
+        "original" => ("original", false),
+        "dry_run" if form.dry_run_rules == "original" => ("original", true),
+        "dry_run" => ("current", true),
+        other => {
+            return Err(ApiError::validation(format!(
+                "unknown replay mode '{other}' (expected current, original or dry_run)"
+            ))
+            .into())
+        }
+    };
+    let body = json!({ "rules": rules, "dry_run": dry_run });
+    let answer = api::replay::replay_event(
+        State(state.clone()),
+        IdPath(id),
+        OptionalJsonBody(Some(body)),
+    )
+    .await;
+    match answer {
+        Ok(Json(answer)) if dry_run => {
+            let page = event_page(&state, id, None, Some(DryRun::from_answer(&answer))).await?;
+            Ok(render(StatusCode::OK, &page))
+        }
+        Ok(_) => Ok(
+            Redirect::to(&format!("/console/events/{id}?replayed={rules}#attempts"))
+                .into_response(),
+        ),
+        Err(error) if error.name == ErrorName::ConflictError => {
+            let status = error.name.status();
+            let page = event_page(&state, id, Some(Flash::error(error.message)), None).await?;
+            Ok(render(status, &page))
+        }
+        Err(error) => Err(ConsoleError(error)),
+    }
+}

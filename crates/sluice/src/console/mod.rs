@@ -1,0 +1,373 @@
+//! The web console (`/console`): server-rendered HTML over the same store and handlers the JSON
+//! API uses, plain CSS and a little script that only enhances (live refresh, relative times,
+//! JSON editing). Every page and form works without JavaScript.
+//!
+//! Writes go through the API's own handlers (`api::rules::create_rule`, `api::replay::replay_event`,
+//! …) called in-process with the JSON body a client would send, so validation, versioning, live
+//! announcements and metrics are exactly the API's. Reads call the store directly.
+
+mod assets;
+mod events;
+mod overview;
+mod rules;
+pub mod view;
+
+use crate::api::error::{ApiError, ErrorName};
+use crate::app::AppState;
+use askama::Template;
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sluice_core::FieldError;
+
+/// The console's routes, all under `/console`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(overview::page))
+        .route("/console/events", get(events::list))
+        .route("/console/events/{id}", get(events::detail))
+        .route("/console/events/{id}/replay", post(events::replay))
+        .route("/console/rules", get(rules::list).post(rules::create))
+        .route("/console/rules/new", get(rules::new_form))
+        .route("/console/rules/{id}", get(rules::detail))
+        .route(
+            "/console/rules/{id}/edit",
+            get(rules::edit_form).post(rules::update),
+        )
+        .route("/console/rules/{id}/active", post(rules::set_active))
+        .route("/console/rules/{id}/test", post(rules::test))
+        .route("/console/assets/{file}", get(assets::serve))
+        .route("/console/{*rest}", get(unknown_page))
+        .layer(middleware::from_fn(guard))
+}
+
+/// `GET /`: the console is the front door.
+pub async fn to_console() -> Redirect {
+    Redirect::to("/console")
+}
+
+/// Which part of the console a page belongs to (highlighted in the navigation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Events,
+    Rules,
+    None,
+}
+
+/// A short message at the top of a page: what just happened.
+#[derive(Debug, Clone)]
+pub struct Flash {
+    /// `success`, `info` or `error` (also the CSS class).
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Flash {
+    pub fn success(message: impl Into<String>) -> Self {
+        Flash {
+            kind: "success",
+            message: message.into(),
+        }
+    }
+
+    pub fn info(message: impl Into<String>) -> Self {
+        Flash {
+            kind: "info",
+            message: message.into(),
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Flash {
+            kind: "error",
+            message: message.into(),
+        }
+    }
+}
+
+/// What every page's frame needs: its title, section, and the versioned asset URLs.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub title: String,
+    pub section: Section,
+    pub css: &'static str,
+    pub js: &'static str,
+    pub icon: &'static str,
+    pub flash: Option<Flash>,
+}
+
+impl Layout {
+    pub fn new(title: impl Into<String>, section: Section) -> Self {
+        Layout {
+            title: title.into(),
+            section,
+            css: assets::css_url(),
+            js: assets::js_url(),
+            icon: assets::icon_url(),
+            flash: None,
+        }
+    }
+
+    pub fn with_flash(mut self, flash: Option<Flash>) -> Self {
+        self.flash = flash;
+        self
+    }
+
+    /// Whether the page is in the named section (`overview`, `events`, `rules`).
+    pub fn is_section(&self, name: &str) -> bool {
+        let current = match self.section {
+            Section::Overview => "overview",
+            Section::Events => "events",
+            Section::Rules => "rules",
+            Section::None => return false,
+        };
+        current == name
+    }
+}
+
+/// Renders a page with a status; a template that fails to render is a logged 500.
+pub fn render<T: Template>(status: StatusCode, page: &T) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(error) => {
+            tracing::error!(error = %error, "cannot render a console page");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<!doctype html><title>Error</title><p>The page could not be rendered.</p>"),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage {
+    layout: Layout,
+    status: u16,
+    heading: &'static str,
+    message: String,
+}
+
+/// An error shown as a console page with the status the API would have answered.
+#[derive(Debug)]
+pub struct ConsoleError(pub ApiError);
+
+impl From<ApiError> for ConsoleError {
+    fn from(error: ApiError) -> Self {
+        ConsoleError(error)
+    }
+}
+
+impl From<sluice_store::StoreError> for ConsoleError {
+    fn from(error: sluice_store::StoreError) -> Self {
+        ConsoleError(ApiError::from_store(&error))
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let error = self.0;
+        let heading = match error.name {
+            ErrorName::ValidationError => "That request is not valid",
+            ErrorName::NotFoundError => "Not found",
+            ErrorName::ConflictError => "Not possible right now",
+            ErrorName::PayloadTooLarge => "Too large",
+            ErrorName::UnsupportedMediaType => "Unsupported request",
+            ErrorName::InternalServerError => "Something went wrong",
+            ErrorName::ServiceUnavailable => "Temporarily unavailable",
+        };
+        error_page(error.name.status(), heading, error.message)
+    }
+}
+
+fn error_page(status: StatusCode, heading: &'static str, message: String) -> Response {
+    render(
+        status,
+        &ErrorPage {
+            layout: Layout::new(heading, Section::None),
+            status: status.as_u16(),
+            heading,
+            message,
+        },
+    )
+}
+
+pub type ConsoleResult<T> = Result<T, ConsoleError>;
+
+async fn unknown_page(uri: axum::http::Uri) -> ConsoleError {
+    ConsoleError(ApiError::not_found(format!(
+        "there is no console page at {}",
+        uri.path()
+    )))
+}
+
+/// Field errors sorted to the form fields they belong to: `condition.and[1]` goes next to
+/// `condition` (with `and[1]` kept in the message); anything unplaced is shown atop the form.
+#[derive(Debug, Clone, Default)]
+pub struct FieldErrors(Vec<(String, String)>);
+
+impl FieldErrors {
+    pub fn from_details(details: &[FieldError], fields: &[&str]) -> Self {
+        let mut errors = FieldErrors::default();
+        for detail in details {
+            let head_len = detail.path.find(['.', '[']).unwrap_or(detail.path.len());
+            let (head, rest) = detail.path.split_at(head_len);
+            let rest = rest.trim_start_matches('.');
+            if fields.contains(&head) {
+                let message = if rest.is_empty() {
+                    detail.message.clone()
+                } else {
+                    format!("at {rest}: {}", detail.message)
+                };
+                errors.push(head, message);
+            } else {
+                errors.push("", detail.to_string());
+            }
+        }
+        errors
+    }
+
+    pub fn push(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push((field.to_owned(), message.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The messages for one field (`""`: the whole form), joined.
+    pub fn get(&self, field: &str) -> Option<String> {
+        let messages: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(f, _)| f == field)
+            .map(|(_, m)| m.as_str())
+            .collect();
+        (!messages.is_empty()).then(|| messages.join("; "))
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.0.iter().any(|(f, _)| f == field)
+    }
+}
+
+impl IntoIterator for FieldErrors {
+    type Item = (String, String);
+    type IntoIter = std::vec::IntoIter<(String, String)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// Refuses cross-site form posts (the console has no other CSRF token) and sets the headers
+/// that keep pages from being framed or running injected script.
+async fn guard(request: Request, next: Next) -> Response {
+    if request.method() != Method::GET
+        && request.method() != Method::HEAD
+        && !same_origin(request.headers())
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form was sent from another site. Open the console and try again.".to_owned(),
+        );
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Browsers say where a request comes from (`Sec-Fetch-Site`, or `Origin` on older ones);
+/// requests without either are not from a browser page and cannot be forged by one.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn cross_site_posts_are_told_apart() {
+        assert!(same_origin(&headers(&[])));
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(same_origin(&headers(&[
+            ("origin", "http://127.0.0.1:3000"),
+            ("host", "127.0.0.1:3000")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:3000")
+        ])));
+        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "x")])));
+    }
+
+    #[test]
+    fn field_errors_land_next_to_their_field() {
+        let details = [
+            FieldError::new("condition.and[1]", "unknown operator 'frobnicate'"),
+            FieldError::new("name", "must not be empty"),
+            FieldError::new("action.params.url", "must be http or https"),
+            FieldError::new("", "body must be an object"),
+        ];
+        let errors =
+            FieldErrors::from_details(&details, &["name", "event_type", "condition", "action"]);
+        assert_eq!(
+            errors.get("condition").as_deref(),
+            Some("at and[1]: unknown operator 'frobnicate'")
+        );
+        assert_eq!(errors.get("name").as_deref(), Some("must not be empty"));
+        assert_eq!(
+            errors.get("action").as_deref(),
+            Some("at params.url: must be http or https")
+        );
+        assert_eq!(errors.get("").as_deref(), Some("body must be an object"));
+        assert!(errors.get("event_type").is_none());
+    }
+}

@@ -8,10 +8,12 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = Cli::parse_or_exit();
     let command = cli.command;
-    if let Command::Eval(args) = command {
-        let _ = args;
-        return ExitCode::FAILURE;
-    }
+    // The two commands that need no server: `eval` is synchronous, `bench` has its own runtime.
+    let command = match command {
+        Command::Eval(args) => return sluice::eval::run(args),
+        Command::Bench(args) => return sluice::bench::run(args),
+        other => other,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,6 +61,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(database = store.backend().as_str(), "migrations applied");
             Ok(())
         }
-        Command::Eval(_) | Command::Bench(_) => Ok(()),
+        Command::Eval(_) | Command::Bench(_) => unreachable_subcommand(),
     }
+}
+
+/// `eval` and `bench` are dispatched in `main` before the runtime starts.
+fn unreachable_subcommand() -> anyhow::Result<()> {
+    anyhow::bail!("this subcommand does not run inside the server runtime")
 }

@@ -4,13 +4,14 @@
 //! event is terminal, and reports ingest rate, drain rate, ingest-to-processed latency
 //! percentiles, errors by kind and — for a spawned server — its peak memory.
 
-mod report;
+pub mod report;
 mod sink;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use report::{percentile, Report};
+pub use report::Report;
+use report::percentile;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -151,8 +152,19 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let json = args.json;
     match runtime.block_on(bench(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(error) => eprintln!("sluice bench: {error}"),
+                }
+            } else {
+                print!("{}", report.text());
+            }
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("sluice bench: {error:#}");
             std::process::ExitCode::FAILURE
@@ -160,7 +172,8 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
     }
 }
 
-async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+/// Runs a benchmark and returns its figures.
+pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
     if args.events == 0 || args.concurrency == 0 {
         bail!("--events and --concurrency must be at least 1");
     }
@@ -313,12 +326,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         webhooks_received: sink.count(),
         server_peak_rss_mb: peak_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.text());
-    }
-    Ok(())
+    Ok(report)
 }
 
 fn progress_bar(length: u64, quiet: bool) -> ProgressBar {

@@ -6,9 +6,14 @@
 mod helpers;
 mod receiver;
 
+mod bench;
+mod cli;
+mod browser;
 mod console;
 mod events;
+mod live;
 mod ops;
 mod processing;
 mod replay;
 mod rules;
+mod workers;

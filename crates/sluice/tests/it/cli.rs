@@ -1,0 +1,86 @@
+//! The binary's subcommands that need no server: `eval`, and configuration errors.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+#[test]
+fn eval_reads_json_lines_and_answers_one_line_each() {
+    let mut child = sluice()
+        .arg("eval")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            concat!(
+                r#"{"rule":{">=":[{"var":"amount"},50]},"data":{"amount":100}}"#, "\n",
+                r#"{"rule":{"cat":["a",{"var":"b"}]},"data":{"b":1}}"#, "\n",
+                r#"{"rule":{"nope":[1]},"data":{}}"#, "\n",
+                "\n",
+                r#"{"rule":{"reduce":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30],{"merge":[{"var":"accumulator"},{"var":"accumulator"}]},[1]]},"data":null}"#, "\n",
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0], serde_json::json!(true));
+    assert_eq!(lines[1], serde_json::json!("a1"));
+    assert!(lines[2]["error"].as_str().unwrap().contains("nope"));
+    assert!(lines[3]["error"].is_string(), "the budget stops the doubling: {}", lines[3]);
+}
+
+#[test]
+fn eval_with_flags_prints_the_result() {
+    let output = sluice()
+        .args(["eval", "--rule", r#"{"+":[1,{"var":"x"}]}"#, "--data", r#"{"x":2}"#])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), "3");
+    let bad = sluice().args(["eval", "--rule", "{", "--data", "{}"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8(bad.stderr).unwrap().contains("--rule is not JSON"));
+}
+
+#[test]
+fn input_that_is_not_json_lines_exits_non_zero() {
+    let mut child = sluice().arg("eval").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"not json\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let line = String::from_utf8(output.stdout).unwrap();
+    assert!(line.contains("error"), "{line}");
+}
+
+#[test]
+fn invalid_configuration_fails_at_start_with_one_line() {
+    let output = sluice().args(["serve", "--port", "http"]).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("port"), "{stderr}");
+    let output = sluice()
+        .args(["serve", "--email-mode", "smtp"])
+        .env_remove("SMTP_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("SMTP_URL"), "{stderr}");
+}

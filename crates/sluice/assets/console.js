@@ -29,15 +29,6 @@
     }
   }
 
-  function timeElement(date) {
-    var time = document.createElement('time');
-    time.setAttribute('datetime', date.toISOString());
-    time.setAttribute('data-relative', '');
-    time.title = date.toISOString().replace('T', ' ').replace('Z', ' UTC');
-    time.textContent = relative(date.toISOString());
-    return time;
-  }
-
   // ---- the live connection ----
 
   var statusEl = document.getElementById('live-status');
@@ -50,20 +41,19 @@
     statusEl.classList.toggle('is-down', state === 'down');
   }
 
-  // Opens /ws with a query and reconnects with backoff; calls onMessage with each parsed
-  // message and onReconnect after a reconnection (messages may have been missed meanwhile).
-  function live(query, onMessage, onReconnect) {
+  // Opens /ws with a query and reconnects with backoff. onOpen runs on every (re)connection:
+  // whatever changed before it (while the page loaded, or while disconnected) was not
+  // announced, so the page catches up then; onMessage gets each parsed message.
+  function live(query, onMessage, onOpen) {
     if (!('WebSocket' in window)) return;
     var url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws' + query;
     var delay = 1000;
-    var opened = false;
     function open() {
       var socket = new WebSocket(url);
       socket.onopen = function () {
         setStatus('Live', 'live');
         delay = 1000;
-        if (opened && onReconnect) onReconnect();
-        opened = true;
+        onOpen();
       };
       socket.onmessage = function (event) {
         var message;
@@ -79,39 +69,18 @@
     open();
   }
 
-  // ---- regions refreshed from the server ----
-
-  // Re-fetches the page a region came from and swaps in the fresh copies of every live region,
-  // at most once per `every` ms.
-  function refresher(every) {
-    var regions = document.querySelectorAll('[data-live-refresh]');
-    if (!regions.length) return null;
-    var src = regions[0].getAttribute('data-src');
+  // Runs `task` (which returns a promise) soon, at most once per `every` ms, never twice at once.
+  function throttled(every, task) {
     var running = false, again = false, last = 0, timer = null;
     function run() {
       timer = null;
       if (running) { again = true; return; }
       running = true;
       last = Date.now();
-      fetch(src, { headers: { 'Accept': 'text/html' }, credentials: 'same-origin' })
-        .then(function (response) { return response.ok ? response.text() : null; })
-        .then(function (html) {
-          if (html === null) return;
-          var fresh = new DOMParser().parseFromString(html, 'text/html');
-          var current = document.querySelectorAll('[data-live-refresh]');
-          for (var i = 0; i < current.length; i++) {
-            var replacement = fresh.getElementById(current[i].id);
-            // Never pull a region out from under someone using it.
-            if (!replacement || current[i].contains(document.activeElement)) continue;
-            current[i].replaceWith(document.importNode(replacement, true));
-          }
-          enhanceEditors(document);
-        })
-        .catch(function () {})
-        .then(function () {
-          running = false;
-          if (again) { again = false; schedule(); }
-        });
+      task().catch(function () {}).then(function () {
+        running = false;
+        if (again) { again = false; schedule(); }
+      });
     }
     function schedule() {
       if (timer) return;
@@ -120,95 +89,103 @@
     return schedule;
   }
 
+  // The server's current rendering of a page, parsed.
+  function fetchPage(src) {
+    return fetch(src, { headers: { 'Accept': 'text/html' }, credentials: 'same-origin' })
+      .then(function (response) { return response.ok ? response.text() : Promise.reject(response.status); })
+      .then(function (html) { return new DOMParser().parseFromString(html, 'text/html'); });
+  }
+
+  // ---- regions refreshed from the server (overview, event page) ----
+
+  function liveRegions(every) {
+    var regions = document.querySelectorAll('[data-live-refresh]');
+    if (!regions.length) return;
+    var src = regions[0].getAttribute('data-src');
+    var schedule = throttled(every, function () {
+      return fetchPage(src).then(function (fresh) {
+        var current = document.querySelectorAll('[data-live-refresh]');
+        for (var i = 0; i < current.length; i++) {
+          var replacement = fresh.getElementById(current[i].id);
+          // Never pull a region out from under someone using it.
+          if (!replacement || current[i].contains(document.activeElement)) continue;
+          current[i].replaceWith(document.importNode(replacement, true));
+        }
+        enhanceEditors(document);
+      });
+    });
+    var head = document.querySelector('[data-live-refresh][data-event-id]');
+    var query = head ? '?event_id=' + encodeURIComponent(head.getAttribute('data-event-id')) : '';
+    live(query, function (message) {
+      if (message.type === 'event.created' || message.type === 'event.updated') schedule();
+    }, schedule);
+  }
+
   // ---- the events list ----
 
+  // Rows come from the server (one template, the same filters and order); on the first page new
+  // ones are inserted, elsewhere only the rows shown are updated.
   function eventsList(body) {
-    var wanted = {
-      state: body.getAttribute('data-state'),
-      type: body.getAttribute('data-type'),
-      externalId: body.getAttribute('data-external-id')
-    };
     var insert = body.getAttribute('data-insert') === 'true';
+    var type = body.getAttribute('data-type');
     var arrived = 0;
 
-    function cell(label, className) {
-      var td = document.createElement('td');
-      td.setAttribute('data-label', label);
-      if (className) td.className = className;
-      return td;
+    function stateOf(row) {
+      var badge = row.querySelector('[data-state-badge]');
+      return badge ? badge.textContent : '';
     }
 
-    function badge(state) {
-      var span = document.createElement('span');
-      span.className = 'badge state-' + state;
-      span.setAttribute('data-state-badge', '');
-      span.textContent = state;
-      return span;
-    }
-
-    function row(message) {
-      var tr = document.createElement('tr');
-      tr.setAttribute('data-event-id', String(message.event_id));
-      tr.className = 'is-new';
-      var first = cell('Event');
-      var link = document.createElement('a');
-      link.className = 'ext-id';
-      link.href = '/console/events/' + encodeURIComponent(message.event_id);
-      link.textContent = message.external_id;
-      var id = document.createElement('span');
-      id.className = 'muted';
-      id.textContent = '#' + message.event_id;
-      first.append(link, ' ', id);
-      var type = cell('Type');
-      type.textContent = message.event_type;
-      var state = cell('State');
-      state.appendChild(badge(message.state));
-      var received = cell('Received', 'num');
-      received.textContent = '1';
-      var attempts = cell('Attempts', 'num');
-      attempts.setAttribute('data-attempts', '');
-      attempts.textContent = '0';
-      var created = cell('Created');
-      created.appendChild(timeElement(new Date()));
-      tr.append(first, type, state, received, attempts, created, cell('Last error', 'error-text'));
-      return tr;
-    }
-
-    function matches(message) {
-      return (!wanted.state || wanted.state === message.state) &&
-        (!wanted.type || wanted.type === message.event_type) &&
-        (!wanted.externalId || wanted.externalId === message.external_id);
-    }
-
-    var query = wanted.type ? '?event_type=' + encodeURIComponent(wanted.type) : '';
-    live(query, function (message) {
-      if (message.type !== 'event.created' && message.type !== 'event.updated') return;
-      var existing = body.querySelector('tr[data-event-id="' + Number(message.event_id) + '"]');
-      if (existing) {
-        var current = existing.querySelector('[data-state-badge]');
-        if (current && current.textContent !== message.state) {
-          current.replaceWith(badge(message.state));
-          existing.querySelector('[data-state-badge]').classList.add('is-updated');
+    function sync(fresh) {
+      var freshBody = fresh.getElementById(body.id);
+      if (!freshBody) return;
+      var seen = {};
+      var anchor = null;
+      var rows = freshBody.querySelectorAll('tr[data-event-id]');
+      for (var i = 0; i < rows.length; i++) {
+        var id = rows[i].getAttribute('data-event-id');
+        seen[id] = true;
+        var existing = body.querySelector('tr[data-event-id="' + id + '"]');
+        var row = document.importNode(rows[i], true);
+        if (existing) {
+          var changed = stateOf(existing) !== stateOf(row);
+          if (existing.contains(document.activeElement)) {
+            // Keep the focused link; refresh the cells around it.
+            var oldBadge = existing.querySelector('[data-state-badge]');
+            if (oldBadge) oldBadge.replaceWith(row.querySelector('[data-state-badge]'));
+            row = existing;
+          } else {
+            existing.replaceWith(row);
+          }
+          if (changed) row.querySelector('[data-state-badge]').classList.add('is-updated');
+          anchor = row;
+        } else if (insert) {
+          row.classList.add('is-new');
+          body.insertBefore(row, anchor ? anchor.nextSibling : body.firstChild);
+          anchor = row;
+          arrived += 1;
         }
-        // Each attempt announces itself with its id; count the ones not seen yet.
-        var attempt = message.attempt_id ? String(message.attempt_id) : '';
-        if (attempt && existing.getAttribute('data-attempt-id') !== attempt) {
-          existing.setAttribute('data-attempt-id', attempt);
-          var count = existing.querySelector('[data-attempts]');
-          if (count && message.status === 'running') {
-            count.textContent = String((Number(count.textContent) || 0) + 1);
+      }
+      if (insert) {
+        var shown = body.querySelectorAll('tr[data-event-id]');
+        for (var j = 0; j < shown.length; j++) {
+          if (!seen[shown[j].getAttribute('data-event-id')] && !shown[j].contains(document.activeElement)) {
+            shown[j].remove();
           }
         }
-        return;
-      }
-      if (message.type === 'event.created' && insert && matches(message)) {
         var empty = document.getElementById('events-empty');
-        if (empty) empty.remove();
-        body.insertBefore(row(message), body.firstChild);
-        arrived += 1;
-        setStatus('Live · ' + arrived + ' new', 'live');
+        if (empty && body.querySelector('tr')) empty.remove();
       }
+      refreshTimes(body);
+      if (arrived) setStatus('Live · ' + arrived + ' new', 'live');
+    }
+
+    var schedule = throttled(1000, function () {
+      return fetchPage(location.pathname + location.search).then(sync);
     });
+    live(type ? '?event_type=' + encodeURIComponent(type) : '', function (message) {
+      if (message.type !== 'event.created' && message.type !== 'event.updated') return;
+      if (insert || body.querySelector('tr[data-event-id="' + Number(message.event_id) + '"]')) schedule();
+    }, schedule);
   }
 
   // ---- JSON editors ----
@@ -230,7 +207,8 @@
     var label = document.querySelector('label[for="' + textarea.id + '"]');
     format.setAttribute('aria-label', 'Format ' + (label ? label.textContent.trim() : 'JSON'));
     tools.appendChild(format);
-    textarea.insertAdjacentElement('afterend', tools);
+    // Below the field's error message, so the message stays right under the field.
+    (error || textarea).insertAdjacentElement('afterend', tools);
 
     function check() {
       var text = textarea.value.trim();
@@ -276,18 +254,9 @@
     refreshTimes(document);
     setInterval(function () { refreshTimes(document); }, 15000);
     enhanceEditors(document);
-
     var events = document.querySelector('[data-live-events]');
     if (events) eventsList(events);
-
-    var schedule = refresher(document.getElementById('overview-live') ? 5000 : 300);
-    if (schedule) {
-      var head = document.querySelector('[data-event-id][data-live-refresh]');
-      var query = head ? '?event_id=' + encodeURIComponent(head.getAttribute('data-event-id')) : '';
-      live(query, function (message) {
-        if (message.type === 'event.created' || message.type === 'event.updated') schedule();
-      }, schedule);
-    }
+    liveRegions(document.getElementById('overview-live') ? 5000 : 300);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);

@@ -331,7 +331,6 @@ fn diagnose(event: &Event, attempts: &[Attempt]) -> Option<Diagnosis> {
 pub struct DryRun {
     pub rules: String,
     pub message: String,
-    pub warning: Option<String>,
     pub results: Vec<DryRunRow>,
 }
 
@@ -351,7 +350,6 @@ impl DryRun {
         DryRun {
             rules: text(&answer["rules"]).unwrap_or_default(),
             message: text(&answer["message"]).unwrap_or_default(),
-            warning: text(&answer["warning"]),
             results: answer["results"]
                 .as_array()
                 .map(|rows| {

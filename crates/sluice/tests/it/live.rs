@@ -3,8 +3,9 @@
 
 use crate::helpers::{spawn_app, spawn_sibling, Db, Roles, TestApp};
 use crate::story;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{json, Value};
+use sqlx::Connection;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -18,13 +19,13 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A `/ws` client that remembers every message it has read.
-struct Watcher {
+pub(crate) struct Watcher {
     socket: Socket,
-    seen: Vec<Value>,
+    pub(crate) seen: Vec<Value>,
 }
 
 impl Watcher {
-    async fn connect(app: &TestApp, query: &str) -> Watcher {
+    pub(crate) async fn connect(app: &TestApp, query: &str) -> Watcher {
         let url = format!("ws://{}/ws{query}", app.addr);
         let (socket, response) = tokio_tungstenite::connect_async(url.as_str())
             .await
@@ -36,32 +37,45 @@ impl Watcher {
         }
     }
 
-    /// Reads until a message satisfies `wanted` and returns it (panics after `PATIENCE`).
-    async fn until(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + PATIENCE;
+    /// The first message, already read or still to come, that satisfies `wanted` (panics
+    /// after `PATIENCE`).
+    pub(crate) async fn until(&mut self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        match self.within(PATIENCE, &wanted).await {
+            Some(message) => message,
+            None => panic!(
+                "no message {what} within {PATIENCE:?}; saw {:#?}",
+                self.seen
+            ),
+        }
+    }
+
+    /// The first message, already read or arriving within `wait`, that satisfies `wanted`.
+    async fn within(&mut self, wait: Duration, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+        if let Some(message) = self.seen.iter().find(|m| wanted(m)) {
+            return Some(message.clone());
+        }
+        let deadline = Instant::now() + wait;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.socket.next())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!("no message {what} within {PATIENCE:?}; saw {:#?}", self.seen)
-                });
+            let Ok(next) = tokio::time::timeout_at(deadline, self.socket.next()).await else {
+                return None;
+            };
             match next {
                 Some(Ok(Message::Text(text))) => {
                     let message: Value = serde_json::from_str(text.as_str())
                         .unwrap_or_else(|e| panic!("not JSON: {text}: {e}"));
                     self.seen.push(message.clone());
                     if wanted(&message) {
-                        return message;
+                        return Some(message);
                     }
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("socket ended while waiting for {what}: {other:?}; saw {:#?}", self.seen),
+                other => panic!("socket ended: {other:?}; saw {:#?}", self.seen),
             }
         }
     }
 
     /// Reads until `event_id` has been announced `processed`.
-    async fn until_processed(&mut self, event_id: i64) -> Value {
+    pub(crate) async fn until_processed(&mut self, event_id: i64) -> Value {
         self.until(&format!("event {event_id} processed"), |m| {
             m["event_id"] == event_id && m["state"] == "processed"
         })
@@ -69,10 +83,13 @@ impl Watcher {
     }
 
     fn about(&self, event_id: i64) -> Vec<&Value> {
-        self.seen.iter().filter(|m| m["event_id"] == event_id).collect()
+        self.seen
+            .iter()
+            .filter(|m| m["event_id"] == event_id)
+            .collect()
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         let _ = self.socket.close(None).await;
     }
 }
@@ -117,8 +134,14 @@ fn assert_lifecycle(messages: &[&Value], id: i64, external_id: &str, event_type:
         m["type"] == "event.updated" && m["state"] == "processed"
     })
     .unwrap_or_else(|| panic!("no processed update for {id} in {messages:#?}"));
-    assert!(created < processed, "created after processed: {messages:#?}");
-    assert!(processing < processed, "processing after processed: {messages:#?}");
+    assert!(
+        created < processed,
+        "created after processed: {messages:#?}"
+    );
+    assert!(
+        processing < processed,
+        "processing after processed: {messages:#?}"
+    );
 
     let created = messages[created];
     assert_eq!(created["event_id"], id);
@@ -217,7 +240,10 @@ async fn filters_narrow_the_stream_to_one_type_or_one_event(app: TestApp) {
         assert_lifecycle(&only_a.about(id), id, external_id, "a");
     }
     for message in &only_watched.seen {
-        assert_eq!(message["event_id"], watched, "an event-{watched} watcher got {message}");
+        assert_eq!(
+            message["event_id"], watched,
+            "an event-{watched} watcher got {message}"
+        );
     }
     // The replay, as the event's own watcher sees it: queued, picked up, processed.
     let states: Vec<&str> = only_watched
@@ -229,7 +255,12 @@ async fn filters_narrow_the_stream_to_one_type_or_one_event(app: TestApp) {
     // replay's commit and its announcement; processed is always last.)
     let mut sorted = states.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, ["pending", "processed", "processing"], "{:#?}", only_watched.seen);
+    assert_eq!(
+        sorted,
+        ["pending", "processed", "processing"],
+        "{:#?}",
+        only_watched.seen
+    );
     assert_eq!(states.last(), Some(&"processed"));
 
     for watcher in [everything, only_a, only_watched] {
@@ -245,12 +276,14 @@ async fn a_malformed_filter_is_refused_before_the_upgrade(app: TestApp) {
         Err(tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 400);
             let body = response.body().as_deref().unwrap_or_default();
-            let body: Value = serde_json::from_slice(body).unwrap_or_else(|e| {
-                panic!("not JSON ({e}): {}", String::from_utf8_lossy(body))
-            });
+            let body: Value = serde_json::from_slice(body)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)));
             assert_eq!(body["error"], "ValidationError", "{body}");
             assert!(
-                body["message"].as_str().unwrap_or_default().contains("event_id"),
+                body["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("event_id"),
                 "{body}"
             );
         }
@@ -276,16 +309,15 @@ async fn a_watcher_on_one_process_sees_what_another_process_does() {
     let change = watcher
         .until("rule.changed", |m| m["type"] == "rule.changed")
         .await;
-    assert_eq!(change, json!({"type": "rule.changed", "rule_id": rule["id"], "version": 1}));
+    assert_eq!(
+        change,
+        json!({"type": "rule.changed", "rule_id": rule["id"], "version": 1})
+    );
 
     let id = post_event(&app, "far-1", "t").await;
     watcher.until_processed(id).await;
     let attempt_id = assert_lifecycle(&watcher.about(id), id, "far-1", "t");
-    let attempts = other
-        .get_json(&format!("/events/{id}/attempts"))
-        .await
-        .1["data"]
-        .clone();
+    let attempts = other.get_json(&format!("/events/{id}/attempts")).await.1["data"].clone();
     assert_eq!(attempts[0]["id"], attempt_id, "{attempts}");
     // Each message arrives once, not once per path it could have taken.
     let processed = watcher
@@ -360,13 +392,159 @@ async fn a_client_that_never_reads_is_dropped_and_the_server_carries_on(app: Tes
             None => break "end of stream".to_owned(),
         }
     };
-    eprintln!("slow client: {delivered} of {} messages, then {ending}", EVENTS * 3);
-    assert!(delivered < EVENTS * 3, "the slow client got everything: it was not slow");
+    eprintln!(
+        "slow client: {delivered} of {} messages, then {ending}",
+        EVENTS * 3
+    );
+    assert!(
+        delivered < EVENTS * 3,
+        "the slow client got everything: it was not slow"
+    );
 
     // A new watcher is served as usual.
     let mut fresh = Watcher::connect(&app, "").await;
     let id = post_event(&app, "after-the-flood", "t").await;
     fresh.until_processed(id).await;
     fresh.close().await;
+    app.stop().await;
+}
+
+/// The finish time and duration a watcher is told are the ones the API then shows.
+async fn the_announced_finish_is_the_recorded_one(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    noop_rule(&app, "t").await;
+    let mut watcher = Watcher::connect(&app, "").await;
+    let id = post_event(&app, "when-1", "t").await;
+    let announced = watcher.until_processed(id).await;
+    let attempts = app.attempts(id).await;
+    assert_eq!(announced["attempt_id"], attempts[0]["id"]);
+    assert_eq!(
+        announced["finished_at"], attempts[0]["finished_at"],
+        "live {announced} vs API {}",
+        attempts[0]
+    );
+    assert_eq!(announced["duration_ms"], attempts[0]["duration_ms"]);
+    watcher.close().await;
+    app.stop().await;
+}
+
+mod the_announced_finish_is_the_recorded_one {
+    use crate::helpers::Db;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "bug: on SQLite the live finished_at has nanoseconds, the stored one microseconds (sqlite.rs complete_attempts/release_events use the untruncated Utc::now())"]
+    async fn sqlite() {
+        super::the_announced_finish_is_the_recorded_one(Db::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::the_announced_finish_is_the_recorded_one(Db::Postgres).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: GET /ws without WebSocket upgrade headers answers a text/plain axum rejection, not the JSON error shape (ws.rs extracts WebSocketUpgrade without mapping its rejection)"]
+async fn a_plain_http_request_to_ws_gets_a_json_error() {
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    for path in ["/ws", "/ws?event_id=abc"] {
+        let response = app.get(path).await;
+        let status = response.status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+        let text = response.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{path}: {status} answered {text:?}, not JSON: {e}"));
+        assert!(body["error"].is_string(), "{path}: {body}");
+        assert!(body["message"].is_string(), "{path}: {body}");
+    }
+    app.stop().await;
+}
+
+/// Waits until `GET /ready` answers `status`.
+async fn wait_for_ready(app: &TestApp, status: u16) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let response = app.get("/ready").await;
+        if response.status().as_u16() == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/ready never answered {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: after a database outage the LISTEN stream ends for good (bus.rs incoming loop; PgListener::into_stream stops after its first error), so no more cross-process live messages or wake-ups"]
+async fn wake_ups_and_live_messages_cross_processes_again_after_a_database_outage() {
+    // A worker that polls only once an hour: it picks up events posted to another process
+    // only when that process's wake-up reaches it.
+    let Some(app) =
+        crate::helpers::spawn_app_with(Db::Postgres, &["--worker-poll-interval-ms", "3600000"])
+            .await
+    else {
+        return;
+    };
+    let api = spawn_sibling(&app, &[], Roles::API).await;
+    noop_rule(&app, "t").await;
+    let mut watcher = Watcher::connect(&api, "").await;
+
+    let before = post_event(&api, "before-outage", "t").await;
+    watcher.until_processed(before).await;
+
+    // The database goes away for a moment: every connection is cut and none is accepted.
+    let name = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&format!(
+        "{}/postgres",
+        crate::helpers::postgres_server_url()
+    ))
+    .await
+    .unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    wait_for_ready(&app, 503).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    wait_for_ready(&app, 200).await;
+    wait_for_ready(&api, 200).await;
+
+    // Back to normal: events posted to the API process are picked up by the worker process
+    // again, and the API process's watcher sees them processed. (Listeners may take a moment
+    // to reconnect, and what is sent meanwhile may be lost: keep posting until one gets
+    // through.)
+    let deadline = Instant::now() + PATIENCE;
+    let mut probes: Vec<i64> = Vec::new();
+    loop {
+        probes.push(post_event(&api, &format!("after-outage-{}", probes.len()), "t").await);
+        let through = watcher
+            .within(Duration::from_secs(1), |m| {
+                m["state"] == "processed"
+                    && m["event_id"]
+                        .as_i64()
+                        .is_some_and(|id| probes.contains(&id))
+            })
+            .await;
+        if through.is_some() {
+            break;
+        }
+        let (_, stats) = api.get_json("/events/stats").await;
+        assert!(
+            Instant::now() < deadline,
+            "nothing posted after the outage was processed and announced; stats {stats}"
+        );
+    }
+    watcher.close().await;
+    api.stop().await;
     app.stop().await;
 }

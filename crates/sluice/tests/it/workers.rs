@@ -1,0 +1,753 @@
+//! Workers as an operator meets them: several processes sharing one database, a worker that
+//! died holding a lease, a slow action outliving the lease, and a graceful stop and restart.
+
+use crate::helpers::{
+    fresh_database, postgres_server_url, spawn_app, spawn_sibling, Db, Roles, TestApp,
+};
+use crate::live::Watcher;
+use crate::story;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde_json::{json, Value};
+use sluice::app::RunningApp;
+use sluice::config::Settings;
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::Connection;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Direct access to a test database, for what the API does not show (or to stage a crash).
+enum Sql {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl Sql {
+    async fn connect(db: Db, url: &str) -> Sql {
+        match db {
+            Db::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .unwrap()
+                    .busy_timeout(Duration::from_secs(10));
+                Sql::Sqlite(SqlitePool::connect_with(options).await.unwrap())
+            }
+            Db::Postgres => Sql::Postgres(PgPool::connect(url).await.unwrap()),
+        }
+    }
+
+    /// One integer (e.g. a count) from SQL both backends understand.
+    async fn number(&self, sql: &str) -> i64 {
+        match self {
+            Sql::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Sql::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// (text, integer) rows from SQL both backends understand.
+    async fn pairs(&self, sql: &str) -> Vec<(String, i64)> {
+        match self {
+            Sql::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+            Sql::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// What a worker that died mid-attempt leaves behind: an event `processing` under a
+    /// lease that ran out a while ago, and its `running` attempt. Returns (event id, attempt id).
+    async fn stage_dead_worker_claim(&self, external_id: &str, event_type: &str) -> (i64, i64) {
+        match self {
+            Sql::Sqlite(pool) => {
+                let now = chrono::Utc::now().timestamp_micros();
+                let (minute_ago, expired) = (now - 60_000_000, now - 30_000_000);
+                let mut tx = pool.begin().await.unwrap();
+                let event_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO events (external_id, type, payload, payload_hash, state, attempts, \
+                        run_attempts, next_attempt_at, lease_expires_at, leased_by, created_at, updated_at) \
+                     VALUES (?, ?, '{\"n\": 1}', 'staged', 'processing', 1, 1, ?, ?, 'dead-worker', ?, ?) \
+                     RETURNING id",
+                )
+                .bind(external_id)
+                .bind(event_type)
+                .bind(minute_ago)
+                .bind(expired)
+                .bind(minute_ago)
+                .bind(minute_ago)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+                let attempt_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO event_attempts (event_id, attempt_no, trigger, status, worker, started_at) \
+                     VALUES (?, 1, 'initial', 'running', 'dead-worker', ?) RETURNING id",
+                )
+                .bind(event_id)
+                .bind(minute_ago)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+                sqlx::query("UPDATE events SET current_attempt_id = ? WHERE id = ?")
+                    .bind(attempt_id)
+                    .bind(event_id)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                (event_id, attempt_id)
+            }
+            Sql::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                let event_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO events (external_id, type, payload, payload_hash, state, attempts, \
+                        run_attempts, next_attempt_at, lease_expires_at, leased_by, created_at, updated_at) \
+                     VALUES ($1, $2, '{\"n\": 1}', 'staged', 'processing', 1, 1, \
+                        now() - interval '60 seconds', now() - interval '30 seconds', 'dead-worker', \
+                        now() - interval '60 seconds', now() - interval '60 seconds') \
+                     RETURNING id",
+                )
+                .bind(external_id)
+                .bind(event_type)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+                let attempt_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO event_attempts (event_id, attempt_no, trigger, status, worker, started_at) \
+                     VALUES ($1, 1, 'initial', 'running', 'dead-worker', now() - interval '60 seconds') \
+                     RETURNING id",
+                )
+                .bind(event_id)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+                sqlx::query("UPDATE events SET current_attempt_id = $1 WHERE id = $2")
+                    .bind(attempt_id)
+                    .bind(event_id)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                (event_id, attempt_id)
+            }
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Sql::Sqlite(pool) => pool.close().await,
+            Sql::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// A webhook receiver that answers 200 after `delay` and remembers each call's
+/// Idempotency-Key (recorded when the call arrives, before the delay).
+struct SlowReceiver {
+    url: String,
+    keys: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Clone)]
+struct SlowState {
+    delay: Duration,
+    keys: Arc<Mutex<Vec<String>>>,
+}
+
+impl SlowReceiver {
+    async fn start(delay: Duration) -> SlowReceiver {
+        async fn answer(State(state): State<SlowState>, headers: HeaderMap) -> &'static str {
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("<none>")
+                .to_owned();
+            state.keys.lock().unwrap().push(key);
+            tokio::time::sleep(state.delay).await;
+            "ok"
+        }
+        let keys: Arc<Mutex<Vec<String>>> = Arc::default();
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(answer))
+            .with_state(SlowState {
+                delay,
+                keys: keys.clone(),
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SlowReceiver {
+            url: format!("http://{addr}/hook"),
+            keys,
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.keys.lock().unwrap().clone()
+    }
+}
+
+/// How many times each key was called, for keys called more than once.
+fn repeated(keys: &[String]) -> HashMap<&str, usize> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for key in keys {
+        *counts.entry(key.as_str()).or_default() += 1;
+    }
+    counts.retain(|_, n| *n > 1);
+    counts
+}
+
+fn webhook_rule(event_type: &str, url: &str) -> Value {
+    json!({"name": format!("hook {event_type}"), "event_type": event_type, "condition": true,
+           "action": {"type": "call_webhook", "params": {"url": url, "timeout_ms": 60000}}})
+}
+
+fn noop_rule(event_type: &str) -> Value {
+    json!({"name": format!("noop {event_type}"), "event_type": event_type, "condition": true,
+           "action": {"type": "noop"}})
+}
+
+fn batch(prefix: &str, from: usize, count: usize, event_type: &str) -> Value {
+    let events: Vec<Value> = (from..from + count)
+        .map(|i| json!({"id": format!("{prefix}-{i}"), "type": event_type, "data": {"i": i}}))
+        .collect();
+    json!({ "events": events })
+}
+
+fn all_created(body: &Value) -> bool {
+    body["results"]
+        .as_array()
+        .is_some_and(|r| r.iter().all(|r| r["status"] == "created"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_share_the_work_and_each_event_runs_once() {
+    const EVENTS: usize = 3_000;
+    let Some(app) = spawn_app(Db::Postgres).await else {
+        return;
+    };
+    let second = spawn_sibling(&app, &[], Roles::WORKER).await;
+    let third = spawn_sibling(&app, &[], Roles::WORKER).await;
+    let (status, rule) = app.post("/rules", &noop_rule("job")).await;
+    assert_eq!(status, 201, "{rule}");
+
+    for from in (0..EVENTS).step_by(1_000) {
+        let (status, body) = app
+            .post("/events/batch", &batch("job", from, 1_000, "job"))
+            .await;
+        assert_eq!(status, 200);
+        assert!(all_created(&body), "{body}");
+    }
+    app.wait_for_stats(|s| s["processed"] == EVENTS && s["pending"] == 0 && s["processing"] == 0)
+        .await;
+
+    let sql = Sql::connect(Db::Postgres, &app.database_url).await;
+    assert_eq!(
+        sql.number("SELECT count(*) FROM events").await,
+        EVENTS as i64
+    );
+    let twice = sql
+        .pairs(
+            "SELECT event_id::text, count(*) FROM event_attempts GROUP BY event_id \
+             HAVING count(*) <> 1 ORDER BY event_id LIMIT 20",
+        )
+        .await;
+    assert!(
+        twice.is_empty(),
+        "events with other than one attempt: {twice:?}"
+    );
+    assert_eq!(
+        sql.number("SELECT count(*) FROM event_attempts WHERE status <> 'success'")
+            .await,
+        0
+    );
+    let not_once = sql
+        .pairs(
+            "SELECT e.id::text, count(x.id) FROM events e \
+             LEFT JOIN rule_executions x ON x.event_id = e.id AND x.result = 'applied' \
+             GROUP BY e.id HAVING count(x.id) <> 1 ORDER BY e.id LIMIT 20",
+        )
+        .await;
+    assert!(
+        not_once.is_empty(),
+        "events not applied exactly once: {not_once:?}"
+    );
+    assert_eq!(
+        sql.number("SELECT count(*) FROM rule_executions").await,
+        EVENTS as i64
+    );
+
+    let split = sql
+        .pairs("SELECT worker, count(*) FROM event_attempts GROUP BY worker ORDER BY worker")
+        .await;
+    eprintln!("work split between worker processes: {split:?}");
+    assert!(split.len() >= 2, "one worker did everything: {split:?}");
+    sql.close().await;
+
+    third.stop().await;
+    second.stop().await;
+    app.stop().await;
+}
+
+story!(a_dead_workers_expired_lease_is_given_back_and_the_event_processed);
+async fn a_dead_workers_expired_lease_is_given_back_and_the_event_processed(app: TestApp) {
+    let (status, rule) = app.post("/rules", &noop_rule("job")).await;
+    assert_eq!(status, 201, "{rule}");
+    let mut watcher = Watcher::connect(&app, "?event_type=job").await;
+
+    let sql = Sql::connect(app.db, &app.database_url).await;
+    let (id, dead_attempt) = sql.stage_dead_worker_claim("orphan-1", "job").await;
+
+    let event = app.wait_for_state(id, &["processed"]).await;
+    assert_eq!(event["attempts"], 2, "{event}");
+
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    let (retry, dead) = (&attempts[0], &attempts[1]);
+    assert_eq!(dead["id"], dead_attempt);
+    assert_eq!(dead["status"], "abandoned", "{dead}");
+    assert_eq!(dead["worker"], "dead-worker");
+    assert!(
+        dead["error"].as_str().unwrap_or_default().contains("lease"),
+        "{dead}"
+    );
+    assert!(dead["finished_at"].is_string(), "{dead}");
+    assert_eq!(retry["attempt_no"], 2);
+    assert_eq!(retry["trigger"], "retry", "{retry}");
+    assert_eq!(retry["status"], "success", "{retry}");
+    assert_ne!(retry["worker"], "dead-worker");
+    assert_eq!(retry["rule_executions"][0]["result"], "applied", "{retry}");
+
+    // A watcher saw the event given back, then processed.
+    let released = watcher
+        .until("the release", |m| {
+            m["event_id"] == id && m["status"] == "abandoned"
+        })
+        .await;
+    assert_eq!(released["type"], "event.updated");
+    assert_eq!(released["state"], "pending", "{released}");
+    assert_eq!(released["attempt_id"], dead_attempt);
+    watcher.until_processed(id).await;
+
+    watcher.close().await;
+    sql.close().await;
+    app.stop().await;
+}
+
+story!(
+    a_slow_action_keeps_its_lease_and_runs_once,
+    "--webhook-allow-private",
+    "true"
+);
+async fn a_slow_action_keeps_its_lease_and_runs_once(app: TestApp) {
+    // Longer than a lease (10 s): only the heartbeat keeps the reaper away.
+    let receiver = SlowReceiver::start(Duration::from_secs(12)).await;
+    let (status, rule) = app
+        .post("/rules", &webhook_rule("slow", &receiver.url))
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    let (status, event) = app
+        .post(
+            "/events",
+            &json!({"id": "slow-1", "type": "slow", "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    let id = event["id"].as_i64().unwrap();
+
+    let event = app.wait_for_state(id, &["processed", "failed"]).await;
+    assert_eq!(event["state"], "processed", "{event}");
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(attempts[0]["status"], "success");
+    assert_eq!(receiver.keys().len(), 1, "the webhook was called again");
+    app.stop().await;
+}
+
+/// A sluice process started and stopped by hand, for stories where the database must outlive
+/// the process.
+struct Process {
+    addr: SocketAddr,
+    client: reqwest::Client,
+    running: RunningApp,
+}
+
+impl Process {
+    async fn start(database_url: &str, extra: &[&str]) -> Process {
+        let mut args = vec![
+            "--database-url",
+            database_url,
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ];
+        args.extend_from_slice(extra);
+        let settings = Settings::from_args(args).expect("settings");
+        let running = RunningApp::start(settings, Roles::SERVE)
+            .await
+            .expect("sluice starts");
+        Process {
+            addr: running.addr.unwrap(),
+            client: reqwest::Client::new(),
+            running,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("http://{}{path}", self.addr))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn stats(&self) -> Value {
+        let response = self
+            .client
+            .get(format!("http://{}/events/stats", self.addr))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
+    async fn wait_for_stats(&self, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out; last stats {stats}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.running.stop().await.expect("clean stop");
+    }
+}
+
+/// Drops a PostgreSQL test database when the story ends, however it ends.
+struct DropDatabase(Option<String>);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.0.take() else {
+            return;
+        };
+        let server = postgres_server_url();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(mut admin) =
+                    sqlx::PgConnection::connect(&format!("{server}/postgres")).await
+                {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Stop a busy worker, start another on the same database: nothing is lost, nothing is left
+/// half-done, and no webhook is sent twice.
+async fn a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest(db: Db) {
+    const EVENTS: usize = 200;
+    let Some((url, _sqlite_dir, postgres_db)) = fresh_database(db).await else {
+        return;
+    };
+    let _cleanup = DropDatabase(postgres_db);
+    let flags = [
+        "--webhook-allow-private",
+        "true",
+        "--worker-concurrency",
+        "16",
+    ];
+    let receiver = SlowReceiver::start(Duration::from_millis(200)).await;
+
+    let first = Process::start(&url, &flags).await;
+    let (status, rule) = first
+        .post("/rules", &webhook_rule("job", &receiver.url))
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    let (status, body) = first
+        .post("/events/batch", &batch("job", 0, EVENTS, "job"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(all_created(&body), "{body}");
+    // Stop once work is under way.
+    first
+        .wait_for_stats(|s| s["processed"].as_i64().is_some_and(|n| n > 0))
+        .await;
+    first.stop().await;
+
+    // What the stopped worker held, it finished: nothing processing, no attempt running or
+    // abandoned, and every webhook it started is recorded as applied.
+    let sql = Sql::connect(db, &url).await;
+    let by_state = sql
+        .pairs("SELECT state, count(*) FROM events GROUP BY state ORDER BY state")
+        .await;
+    let processed_at_stop = sql
+        .number("SELECT count(*) FROM events WHERE state = 'processed'")
+        .await;
+    eprintln!("at stop: {by_state:?}");
+    assert_eq!(
+        sql.number("SELECT count(*) FROM events WHERE state = 'processing'")
+            .await,
+        0,
+        "{by_state:?}"
+    );
+    let attempts = sql
+        .pairs("SELECT status, count(*) FROM event_attempts GROUP BY status ORDER BY status")
+        .await;
+    assert_eq!(
+        attempts,
+        [("success".to_owned(), processed_at_stop)],
+        "{attempts:?}"
+    );
+    assert_eq!(receiver.keys().len() as i64, processed_at_stop);
+    assert!(
+        processed_at_stop < EVENTS as i64,
+        "everything was done before the stop; the story needs work left over"
+    );
+
+    // A new process on the same database does the rest.
+    let second = Process::start(&url, &flags).await;
+    second
+        .wait_for_stats(|s| s["processed"] == EVENTS && s["pending"] == 0 && s["processing"] == 0)
+        .await;
+    assert_eq!(
+        sql.number("SELECT count(*) FROM event_attempts WHERE status <> 'success'")
+            .await,
+        0
+    );
+    let twice = sql
+        .pairs(
+            "SELECT CAST(event_id AS TEXT), count(*) FROM event_attempts GROUP BY event_id \
+             HAVING count(*) <> 1 ORDER BY event_id LIMIT 20",
+        )
+        .await;
+    assert!(
+        twice.is_empty(),
+        "events with other than one attempt: {twice:?}"
+    );
+    let keys = receiver.keys();
+    assert_eq!(keys.len(), EVENTS);
+    assert!(
+        repeated(&keys).is_empty(),
+        "webhooks sent twice: {:?}",
+        repeated(&keys)
+    );
+
+    sql.close().await;
+    second.stop().await;
+}
+
+mod a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest {
+    use crate::helpers::Db;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest(Db::Sqlite)
+            .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest(
+            Db::Postgres,
+        )
+        .await;
+    }
+}
+
+story!(a_dead_workers_last_allowed_attempt_fails_the_event);
+async fn a_dead_workers_last_allowed_attempt_fails_the_event(app: TestApp) {
+    let (status, rule) = app.post("/rules", &noop_rule("job")).await;
+    assert_eq!(status, 201, "{rule}");
+    let sql = Sql::connect(app.db, &app.database_url).await;
+    let (id, dead_attempt) = sql.stage_dead_worker_claim("orphan-last", "job").await;
+    // The staged attempt is the fourth of four allowed (MAX_ATTEMPTS defaults to 4).
+    let staged = match &sql {
+        Sql::Sqlite(pool) => sqlx::query("UPDATE events SET run_attempts = 4 WHERE id = ?")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+        Sql::Postgres(pool) => sqlx::query("UPDATE events SET run_attempts = 4 WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    assert_eq!(staged.unwrap(), 1);
+
+    let event = app.wait_for_state(id, &["failed", "processed"]).await;
+    assert_eq!(event["state"], "failed", "{event}");
+    assert!(
+        event["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("lease"),
+        "{event}"
+    );
+    let attempts = app.attempts(id).await;
+    assert_eq!(
+        attempts.len(),
+        1,
+        "no attempt beyond the last allowed: {attempts:#?}"
+    );
+    assert_eq!(attempts[0]["id"], dead_attempt);
+    assert_eq!(attempts[0]["status"], "abandoned");
+    sql.close().await;
+    app.stop().await;
+}
+
+/// Kill a worker process mid-webhook (its runtime vanishes, as with kill -9), start another:
+/// every event still ends processed, the dead attempts are abandoned, and a webhook is only
+/// ever repeated with the same Idempotency-Key.
+async fn a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_key(db: Db) {
+    const EVENTS: usize = 24;
+    let Some((url, _sqlite_dir, postgres_db)) = fresh_database(db).await else {
+        return;
+    };
+    let _cleanup = DropDatabase(postgres_db);
+    let flags = [
+        "--webhook-allow-private",
+        "true",
+        "--worker-concurrency",
+        "4",
+    ];
+    // (The webhook-id sluice sends is the Idempotency-Key.)
+    let receiver = SlowReceiver::start(Duration::from_secs(2)).await;
+
+    // The doomed process runs on a runtime of its own, so it can be made to vanish.
+    let doomed_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let doomed = {
+        let url = url.clone();
+        doomed_runtime
+            .spawn(async move { Process::start(&url, &flags).await })
+            .await
+            .unwrap()
+    };
+    let (status, rule) = doomed
+        .post("/rules", &webhook_rule("job", &receiver.url))
+        .await;
+    assert_eq!(status, 201, "{rule}");
+    let (status, body) = doomed
+        .post("/events/batch", &batch("job", 0, EVENTS, "job"))
+        .await;
+    assert_eq!(status, 200);
+    assert!(all_created(&body), "{body}");
+    // Kill it while webhooks are in flight.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.keys().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no webhook was ever called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    doomed_runtime.shutdown_background();
+    std::mem::forget(doomed);
+    let at_kill = receiver.keys().len();
+
+    let survivor = Process::start(&url, &flags).await;
+    survivor
+        .wait_for_stats(|s| s["processed"] == EVENTS && s["pending"] == 0 && s["processing"] == 0)
+        .await;
+
+    let sql = Sql::connect(db, &url).await;
+    let statuses = sql
+        .pairs("SELECT status, count(*) FROM event_attempts GROUP BY status ORDER BY status")
+        .await;
+    eprintln!("killed with {at_kill} webhooks started; attempts by status: {statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|(s, _)| s == "success" || s == "abandoned"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().any(|(s, _)| s == "abandoned"),
+        "nothing was in flight when the worker died: {statuses:?}"
+    );
+    assert_eq!(
+        sql.number(
+            "SELECT count(*) FROM event_attempts WHERE status = 'abandoned' AND error NOT LIKE '%lease%'"
+        )
+        .await,
+        0
+    );
+    let not_once = sql
+        .pairs(
+            "SELECT CAST(e.id AS TEXT), count(x.id) FROM events e \
+             LEFT JOIN rule_executions x ON x.event_id = e.id AND x.result = 'applied' \
+             GROUP BY e.id HAVING count(x.id) <> 1 ORDER BY e.id LIMIT 20",
+        )
+        .await;
+    assert!(
+        not_once.is_empty(),
+        "events not applied exactly once: {not_once:?}"
+    );
+    // One key per event, kept across attempts: a repeat after the crash is recognisable.
+    let keys = receiver.keys();
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), EVENTS, "{keys:?}");
+    eprintln!("webhooks repeated after the crash: {:?}", repeated(&keys));
+    // Only events whose attempt was abandoned were called more than once.
+    let abandoned = sql
+        .number("SELECT count(DISTINCT event_id) FROM event_attempts WHERE status = 'abandoned'")
+        .await;
+    assert!(
+        repeated(&keys).len() as i64 <= abandoned,
+        "{:?}",
+        repeated(&keys)
+    );
+
+    sql.close().await;
+    survivor.stop().await;
+}
+
+mod a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_key {
+    use crate::helpers::Db;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_key(
+            Db::Sqlite,
+        )
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_key(
+            Db::Postgres,
+        )
+        .await;
+    }
+}

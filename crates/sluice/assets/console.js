@@ -256,7 +256,8 @@
     enhanceEditors(document);
     var events = document.querySelector('[data-live-events]');
     if (events) eventsList(events);
-    liveRegions(document.getElementById('overview-live') ? 5000 : 300);
+    // The overview counts a lot; it refreshes less often than an event's page.
+    liveRegions(document.getElementById('overview-live') ? 10000 : 300);
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);

@@ -28,6 +28,7 @@ use sluice_core::FieldError;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/console", get(overview::page))
+        .route("/console/", get(to_console))
         .route("/console/events", get(events::list))
         .route("/console/events/{id}", get(events::detail))
         .route("/console/events/{id}/replay", post(events::replay))

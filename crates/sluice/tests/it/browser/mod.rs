@@ -235,20 +235,51 @@ async fn an_operator_creates_a_rule_watches_an_event_and_replays_it() {
         .click(&format!(".failures a[href=\"/console/events/{failed}\"]"))
         .await;
     browser.wait_contains(".diagnosis", "Notify partner").await;
+    browser.wait_contains(".diagnosis", "webhook refused").await;
     shots.take(&browser, "10-event-failed").await;
+
+    // Fix the rule from there (version 2), come back and replay: now it is processed.
+    browser
+        .click(".diagnosis a[href^=\"/console/rules/\"]")
+        .await;
+    browser.click("a[href$=\"/edit\"]").await;
+    browser
+        .type_into(
+            "#rule-action",
+            r#"{"type": "log", "params": {"message": "refund {{ external_id }}"}}"#,
+        )
+        .await;
+    browser.click("button[name=intent][value=save]").await;
+    browser
+        .wait_contains(".flash", "version 2 is current")
+        .await;
+    let history = browser.wait_contains("#versions", "Version 2").await;
+    assert!(
+        history.contains("changed the action since version 1"),
+        "{history}"
+    );
+    shots.take(&browser, "11-rule-versions").await;
+    visit(&browser, &app, &format!("/console/events/{failed}")).await;
+    browser.click("button[name=mode][value=current]").await;
+    browser.wait_contains("h1", "processed").await;
+    let fixed = browser
+        .wait_contains("[data-attempt=\"2\"]", "success")
+        .await;
+    assert!(fixed.contains("v2") && fixed.contains("applied"), "{fixed}");
+    shots.take(&browser, "12-event-fixed").await;
 
     visit(&browser, &app, "/console/rules").await;
     browser.wait_contains("table", "Notify partner").await;
-    shots.take(&browser, "11-rules").await;
+    shots.take(&browser, "13-rules").await;
     assert_console_clean(&browser, "the overview and rules").await;
 
     // A phone: the same pages, readable at 390 px.
     browser.emulate_phone(390, 844).await;
     for (path, name) in [
-        ("/console".to_owned(), "12-phone-overview"),
-        ("/console/events".to_owned(), "13-phone-events"),
-        (format!("/console/events/{failed}"), "14-phone-event-failed"),
-        ("/console/rules/1".to_owned(), "15-phone-rule"),
+        ("/console".to_owned(), "14-phone-overview"),
+        ("/console/events".to_owned(), "15-phone-events"),
+        (format!("/console/events/{failed}"), "16-phone-event"),
+        ("/console/rules/1".to_owned(), "17-phone-rule"),
     ] {
         visit(&browser, &app, &path).await;
         let overflow = browser

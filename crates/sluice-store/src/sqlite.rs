@@ -640,7 +640,8 @@ impl Store for SqliteStore {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let now_at = Utc::now();
+        // Truncated as stored, so what is announced is what is recorded.
+        let now_at = from_micros(to_micros(Utc::now()))?;
         let now = to_micros(now_at);
         let plan = CompletionPlan::new(outcomes);
         let mut tx = self.writer.begin().await?;
@@ -744,7 +745,8 @@ impl Store for SqliteStore {
         which: Release,
         max_attempts: i64,
     ) -> Result<Vec<StateChange>, StoreError> {
-        let now_at = Utc::now();
+        // Truncated as stored, so what is announced is what is recorded.
+        let now_at = from_micros(to_micros(Utc::now()))?;
         let now = to_micros(now_at);
         let message = release_message(which);
         let mut tx = self.writer.begin().await?;

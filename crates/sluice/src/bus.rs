@@ -127,29 +127,37 @@ impl Bus {
         let live = bus.live.clone();
         let wake = bus.wake.clone();
         let own_origin = origin.clone();
+        let listen_store = store.clone();
         tokio::spawn(async move {
-            while let Some(item) = incoming.next().await {
-                match item {
-                    Ok((channel, payload)) if channel == WAKE_CHANNEL => {
-                        if payload != own_origin {
-                            wake.notify_waiters();
-                            wake.notify_one();
-                        }
-                    }
-                    Ok((_, payload)) => match serde_json::from_str::<Envelope>(&payload) {
-                        Ok(envelope) if envelope.origin != own_origin => {
-                            for message in envelope.messages {
-                                let _ = live.send(Arc::new(message));
+            // The stream ends after a connection error (e.g. the database restarted): listen
+            // again until it works, then wake the local worker, since wake-ups sent meanwhile
+            // were lost.
+            loop {
+                while let Some(item) = incoming.next().await {
+                    match item {
+                        Ok((channel, payload)) if channel == WAKE_CHANNEL => {
+                            if payload != own_origin {
+                                wake.notify_waiters();
+                                wake.notify_one();
                             }
                         }
-                        Ok(_) => {}
-                        Err(error) => tracing::warn!(error = %error, "ignoring a malformed live notification"),
-                    },
-                    Err(error) => {
-                        tracing::warn!(error = %error, "live notifications interrupted; reconnecting");
-                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        Ok((_, payload)) => deliver(&live, &own_origin, &payload),
+                        Err(error) => {
+                            tracing::warn!(error = %error, "live notifications interrupted; reconnecting");
+                            break;
+                        }
                     }
                 }
+                incoming = loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    match listen_store.listen(&[LIVE_CHANNEL, WAKE_CHANNEL]).await {
+                        Ok(Some(stream)) => break stream,
+                        Ok(None) => return,
+                        Err(error) => tracing::debug!(error = %error, "cannot listen yet"),
+                    }
+                };
+                tracing::info!("listening for notifications again");
+                wake.notify_one();
             }
         });
 
@@ -214,6 +222,23 @@ impl Bus {
     }
 }
 
+/// Hands another process's live messages to local subscribers. Our own notifications come
+/// back too; they are recognised by their prefix without parsing (they were delivered locally).
+fn deliver(live: &broadcast::Sender<Arc<LiveMessage>>, own_origin: &str, payload: &str) {
+    let own_prefix = format!("{{\"origin\":\"{own_origin}\"");
+    if payload.starts_with(&own_prefix) {
+        return;
+    }
+    match serde_json::from_str::<Envelope>(payload) {
+        Ok(envelope) => {
+            for message in envelope.messages {
+                let _ = live.send(Arc::new(message));
+            }
+        }
+        Err(error) => tracing::warn!(error = %error, "ignoring a malformed live notification"),
+    }
+}
+
 /// Packs messages into as few NOTIFY payloads as fit under the size limit.
 fn envelopes(origin: &str, messages: Vec<LiveMessage>) -> Vec<String> {
     let mut payloads = Vec::new();
@@ -266,6 +291,19 @@ mod tests {
             seen += envelope.messages.len();
         }
         assert_eq!(seen, 500);
+    }
+
+    #[test]
+    fn own_notifications_are_skipped_and_others_delivered() {
+        let (live, mut receiver) = broadcast::channel(16);
+        for payload in envelopes("me", vec![created(1)]) {
+            deliver(&live, "me", &payload);
+        }
+        assert!(receiver.try_recv().is_err(), "our own message came back");
+        for payload in envelopes("other", vec![created(2)]) {
+            deliver(&live, "me", &payload);
+        }
+        assert_eq!(receiver.try_recv().unwrap().event_id(), Some(2));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::error::{ApiError, ApiResult};
 use super::events::query_or_400;
 use crate::app::AppState;
 use crate::bus::LiveMessage;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -49,7 +50,7 @@ impl LiveFilter {
 pub async fn live(
     State(state): State<AppState>,
     query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let query = query_or_400(query)?;
     let event_id = match query.event_id.as_deref() {
@@ -62,6 +63,9 @@ pub async fn live(
         event_id,
         event_type: query.event_type.filter(|t| !t.is_empty()),
     };
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::validation(format!("GET /ws needs a WebSocket upgrade: {}", rejection.body_text()))
+    })?;
     let receiver = state.bus.subscribe();
     Ok(upgrade.on_upgrade(move |socket| stream(socket, receiver, filter)))
 }

@@ -1,10 +1,11 @@
 //! `sluice bench` works end to end (its figures are measured, never asserted: see BENCHMARKS.md).
 
-use crate::helpers::{spawn_app, Db};
+use crate::helpers::{spawn_app_with, Db};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_drives_a_running_instance_and_reports() {
-    let app = spawn_app(Db::Sqlite).await.unwrap();
+    // The bench's webhook sink listens on loopback.
+    let app = spawn_app_with(Db::Sqlite, &["--webhook-allow-private", "true"]).await.unwrap();
     let args = sluice::bench::BenchArgs {
         url: Some(app.url("")),
         spawn: false,

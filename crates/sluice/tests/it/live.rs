@@ -434,7 +434,6 @@ mod the_announced_finish_is_the_recorded_one {
     use crate::helpers::Db;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "bug: on SQLite the live finished_at has nanoseconds, the stored one microseconds (sqlite.rs complete_attempts/release_events use the untruncated Utc::now())"]
     async fn sqlite() {
         super::the_announced_finish_is_the_recorded_one(Db::Sqlite).await;
     }
@@ -446,7 +445,6 @@ mod the_announced_finish_is_the_recorded_one {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: GET /ws without WebSocket upgrade headers answers a text/plain axum rejection, not the JSON error shape (ws.rs extracts WebSocketUpgrade without mapping its rejection)"]
 async fn a_plain_http_request_to_ws_gets_a_json_error() {
     let app = spawn_app(Db::Sqlite).await.unwrap();
     for path in ["/ws", "/ws?event_id=abc"] {
@@ -476,7 +474,6 @@ async fn wait_for_ready(app: &TestApp, status: u16) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: after a database outage the LISTEN stream ends for good (bus.rs incoming loop; PgListener::into_stream stops after its first error), so no more cross-process live messages or wake-ups"]
 async fn wake_ups_and_live_messages_cross_processes_again_after_a_database_outage() {
     // A worker that polls only once an hour: it picks up events posted to another process
     // only when that process's wake-up reaches it.

@@ -557,6 +557,11 @@ impl RuleForm {
         self.active.is_some()
     }
 
+    /// Whether a "Test" button sent the form (rather than "Save").
+    fn is_test(&self) -> bool {
+        matches!(self.intent.as_str(), "test" | "test_last")
+    }
+
     /// The JSON body the rules API takes. Condition and action that are not JSON are left
     /// out and reported; empty ones are left out for the API to call required.
     fn body(&self, errors: &mut FieldErrors) -> Map<String, Value> {
@@ -657,12 +662,18 @@ async fn form_again(
     Ok(render(status, &page))
 }
 
-/// Tries the condition being edited (the "Test" button of the form).
+/// Tries the condition being edited (the form's "Test" buttons): `test` against the sample
+/// payload, `test_last` against stored events.
 async fn test_from_form(
     state: &AppState,
     rule: Option<&Rule>,
-    form: RuleForm,
+    mut form: RuleForm,
 ) -> ConsoleResult<Response> {
+    form.test.test = if form.intent == "test_last" {
+        "last".to_owned()
+    } else {
+        "sample".to_owned()
+    };
     let mut errors = FieldErrors::default();
     let body = form.body(&mut errors);
     let test = match body.get("condition") {
@@ -691,7 +702,7 @@ pub async fn create(
     State(state): State<AppState>,
     Form(form): Form<RuleForm>,
 ) -> ConsoleResult<Response> {
-    if form.intent == "test" {
+    if form.is_test() {
         return test_from_form(&state, None, form).await;
     }
     let mut errors = FieldErrors::default();
@@ -728,7 +739,7 @@ pub async fn update(
 ) -> ConsoleResult<Response> {
     let IdPath(id) = id?;
     let rule = load_rule(&state, id).await?;
-    if form.intent == "test" {
+    if form.is_test() {
         return test_from_form(&state, Some(&rule), form).await;
     }
     let mut errors = FieldErrors::default();

@@ -598,6 +598,8 @@ async fn rules_are_created_edited_tested_and_deactivated_without_javascript(app:
     .await;
     assert_eq!(tried.status, 200);
     tried.assert_contains("Matches: the action would run for this payload.");
+    tried.assert_contains("action=\"/console/rules\"");
+    tried.assert_contains("formaction=\"/console/rules#test\"");
     assert_eq!(app.get_json("/rules").await.1["count"], 0);
 
     // Valid: 303 to the rule.
@@ -710,6 +712,27 @@ async fn rules_are_created_edited_tested_and_deactivated_without_javascript(app:
     broken.assert_contains(">{amount</textarea>");
     post_event(&app, "o-1", "order.created", json!({"amount": 100})).await;
     post_event(&app, "o-2", "order.created", json!({"amount": 5})).await;
+    let from_form = post_form(
+        &app,
+        &format!("/console/rules/{id}/edit"),
+        &[
+            ("name", "Very high value"),
+            ("event_type", "order.created"),
+            ("condition", "{\">=\": [{\"var\": \"amount\"}, 1]}"),
+            ("action", "{\"type\": \"noop\", \"params\": {}}"),
+            ("last", "10"),
+            ("intent", "test_last"),
+        ],
+    )
+    .await;
+    assert_eq!(from_form.status, 200);
+    from_form
+        .assert_contains("2 of the last 2 events of type <strong>order.created</strong> match");
+    assert_eq!(
+        app.get_json(&format!("/rules/{id}/versions")).await.1["count"],
+        2,
+        "a test saves nothing"
+    );
     let stored = post_form(
         &app,
         &format!("/console/rules/{id}/test"),

@@ -2,7 +2,7 @@
 //! payload rules (an object, bounded depth), and the closed sets of states and statuses.
 
 use crate::error::{join_path, FieldError};
-use crate::hash::content_hash;
+use crate::hash::{sha256_hex, write_canonical};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -172,10 +172,26 @@ impl NewEvent {
 
 /// The hash that decides whether a resubmission is "the same payload".
 pub fn payload_hash(event_type: &EventType, data: &Map<String, Value>) -> String {
-    let mut whole = Map::new();
-    whole.insert("type".into(), Value::String(event_type.as_str().into()));
-    whole.insert("data".into(), Value::Object(data.clone()));
-    content_hash(&Value::Object(whole))
+    // The canonical form of `{"data": data, "type": type}`, written without copying `data`.
+    let mut text = String::with_capacity(256);
+    text.push_str("{\"data\":");
+    for (i, (key, value)) in sorted_entries(data).into_iter().enumerate() {
+        text.push(if i == 0 { '{' } else { ',' });
+        text.push_str(&Value::String(key.clone()).to_string());
+        text.push(':');
+        write_canonical(value, &mut text);
+    }
+    text.push_str(if data.is_empty() { "{}" } else { "}" });
+    text.push_str(",\"type\":");
+    text.push_str(&Value::String(event_type.as_str().to_owned()).to_string());
+    text.push('}');
+    sha256_hex(text.as_bytes())
+}
+
+fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
 }
 
 /// Nesting depth of a JSON value: scalars are 0, `{}`/`[]` of scalars are 1.
@@ -341,6 +357,15 @@ mod tests {
         let c = NewEvent::parse(&json!({"id": "x", "type": "u", "data": {"a": 1, "b": 2}})).unwrap();
         assert_eq!(a.payload_hash, b.payload_hash);
         assert_ne!(a.payload_hash, c.payload_hash);
+    }
+
+    #[test]
+    fn the_payload_hash_is_the_hash_of_type_and_data_in_canonical_form() {
+        let event = NewEvent::parse(&json!({"id": "x", "type": "t", "data": {"b": [1, {"d": 2, "c": 3}], "a": "é"}})).unwrap();
+        let whole = json!({"type": "t", "data": {"a": "é", "b": [1, {"c": 3, "d": 2}]}});
+        assert_eq!(event.payload_hash, crate::hash::content_hash(&whole));
+        let empty = NewEvent::parse(&json!({"id": "x", "type": "t", "data": {}})).unwrap();
+        assert_eq!(empty.payload_hash, crate::hash::content_hash(&json!({"type": "t", "data": {}})));
     }
 
     #[test]

@@ -92,22 +92,23 @@ async fn flush_loop(
             };
             collect_batch(&mut queue, first, &config).await
         };
-        let events: Vec<NewEvent> = batch.iter().map(|s| s.event.clone()).collect();
+        let (events, replies): (Vec<NewEvent>, Vec<Reply>) =
+            batch.into_iter().map(|s| (s.event, s.reply)).unzip();
         let started = Instant::now();
         let result = store.ingest(&events).await;
         metrics::histogram!("sluice_ingest_batch_size").record(events.len() as f64);
         metrics::histogram!("sluice_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
-                for (submission, outcome) in batch.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // The requester may have gone away; the event is stored regardless.
-                    let _ = submission.reply.send(Ok(outcome));
+                    let _ = reply.send(Ok(outcome));
                 }
             }
             Err(error) => {
                 let error = Arc::new(error);
-                for submission in batch {
-                    let _ = submission.reply.send(Err(error.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }

@@ -5,6 +5,11 @@ use sluice::cli::{Cli, Command};
 use sluice::config::Settings;
 use std::process::ExitCode;
 
+// glibc's malloc spends a large share of an ingest-heavy profile in contention and
+// consolidation; mimalloc is markedly cheaper for many small short-lived JSON values.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_or_exit();
     let command = cli.command;

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Extra flags for the spawned server, e.g. "--worker-concurrency 128".
     #[arg(long, allow_hyphen_values = true)]
     pub server_args: Option<String>,
+    /// With --spawn: measure ingest and processing apart. Start `sluice api` alone, post every
+    /// event, then start one `sluice worker` process and time how fast it drains them.
+    #[arg(long, requires = "spawn")]
+    pub phased: bool,
     /// Give up waiting for events to finish after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
@@ -63,6 +67,33 @@ struct Spawned {
     url: String,
 }
 
+impl Spawned {
+    /// Starts `sluice <subcommand>` on the bench's database (`api`/`serve` listen on a free port).
+    fn start_role(args: &BenchArgs, subcommand: &str) -> anyhow::Result<Spawned> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg(subcommand);
+        if subcommand != "worker" {
+            command.args(["--port", &port.to_string(), "--host", "127.0.0.1"]);
+        }
+        command
+            .args(["--database-url", &args.database_url])
+            .args(["--webhook-allow-private", "true", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some(extra) = &args.server_args {
+            command.args(extra.split_whitespace());
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start sluice {subcommand}"))?;
+        Ok(Spawned {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        })
+    }
+}
+
 impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -72,23 +103,7 @@ impl Drop for Spawned {
 
 impl Spawned {
     fn start(args: &BenchArgs) -> anyhow::Result<Spawned> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .arg("serve")
-            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
-            .args(["--database-url", &args.database_url])
-            .args(["--webhook-allow-private", "true", "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        if let Some(extra) = &args.server_args {
-            command.args(extra.split_whitespace());
-        }
-        let child = command.spawn().context("cannot start sluice serve")?;
-        Ok(Spawned {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        })
+        Spawned::start_role(args, if args.phased { "api" } else { "serve" })
     }
 
     /// Peak resident memory so far, from /proc (Linux).
@@ -121,7 +136,7 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
 fn payload(i: u64) -> Value {
     // A realistic order: nested customer, a few items, ~350 bytes.
     let country = ["BR", "PT", "DE", "US"][(i % 4) as usize];
-    let tier = if i % 10 == 0 { "gold" } else { "standard" };
+    let tier = if i.is_multiple_of(10) { "gold" } else { "standard" };
     json!({
         "amount": (i * 37) % 1000,
         "currency": "EUR",
@@ -274,10 +289,18 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
     let ingest_elapsed = started.elapsed();
     let unique = unique_sent.load(Ordering::Relaxed);
     progress.set_message("drain");
+    // Phased: nothing has processed yet; one worker process starts now.
+    let drain_started = Instant::now();
+    let worker = if args.phased {
+        Some(Spawned::start_role(&args, "worker")?)
+    } else {
+        None
+    };
 
     // Wait until every stored event is terminal.
     let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
     let mut peak_rss = spawned.as_ref().and_then(Spawned::peak_rss_bytes);
+    let mut worker_rss: Option<u64> = None;
     let stats = loop {
         let stats: Value = client
             .get(format!("{url}/events/stats?type={event_type}"))
@@ -290,6 +313,9 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         if let Some(s) = &spawned {
             peak_rss = s.peak_rss_bytes().max(peak_rss);
         }
+        if let Some(w) = &worker {
+            worker_rss = w.peak_rss_bytes().max(worker_rss);
+        }
         if stats["total"].as_u64() == Some(unique) && done == unique {
             break stats;
         }
@@ -299,7 +325,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let drain_elapsed = started.elapsed();
+    let drain_elapsed = if args.phased { drain_started.elapsed() } else { started.elapsed() };
     progress.finish_and_clear();
 
     let latencies = collect_latencies(&client, &url, &event_type).await?;
@@ -315,7 +341,13 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         ingest_seconds: ingest_elapsed.as_secs_f64(),
         ingest_rate: args.events as f64 / ingest_elapsed.as_secs_f64(),
         drain_seconds: drain_elapsed.as_secs_f64(),
-        drain_rate: unique as f64 / span,
+        drain_rate: if args.phased {
+            // From the worker's start to the last event done, as the client saw it.
+            unique as f64 / drain_elapsed.as_secs_f64()
+        } else {
+            unique as f64 / span
+        },
+        phased: args.phased,
         latency_ms_p50: percentile(&latencies.millis, 50.0),
         latency_ms_p95: percentile(&latencies.millis, 95.0),
         latency_ms_p99: percentile(&latencies.millis, 99.0),
@@ -325,6 +357,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         errors: errors.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         webhooks_received: sink.count(),
         server_peak_rss_mb: peak_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
+        worker_peak_rss_mb: worker_rss.map(|b| b as f64 / (1024.0 * 1024.0)),
     };
     Ok(report)
 }

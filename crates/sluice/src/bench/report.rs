@@ -16,6 +16,8 @@ pub struct Report {
     pub ingest_seconds: f64,
     /// Posts answered per second.
     pub ingest_rate: f64,
+    /// Phased run: ingest by `sluice api` alone, then drain by one `sluice worker` process.
+    pub phased: bool,
     pub drain_seconds: f64,
     /// Events finished per second, from the first creation to the last finish (server clock).
     pub drain_rate: f64,
@@ -28,6 +30,7 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub webhooks_received: u64,
     pub server_peak_rss_mb: Option<f64>,
+    pub worker_peak_rss_mb: Option<f64>,
 }
 
 /// The `p`th percentile of sorted values (nearest rank).
@@ -56,12 +59,16 @@ impl Report {
             if self.actions.is_empty() { "none".to_owned() } else { self.actions.join(", ") }
         );
         let _ = writeln!(out, "  ingest          {:>10.0} events/s  ({:.2} s)", self.ingest_rate, self.ingest_seconds);
-        let _ = writeln!(out, "  drain           {:>10.0} events/s  (all terminal after {:.2} s)", self.drain_rate, self.drain_seconds);
-        let _ = writeln!(
-            out,
-            "  ingest→processed p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
-            self.latency_ms_p50, self.latency_ms_p95, self.latency_ms_p99, self.latency_ms_max
-        );
+        if self.phased {
+            let _ = writeln!(out, "  drain           {:>10.0} events/s  (one worker process; all terminal {:.2} s after it started)", self.drain_rate, self.drain_seconds);
+        } else {
+            let _ = writeln!(out, "  drain           {:>10.0} events/s  (all terminal after {:.2} s)", self.drain_rate, self.drain_seconds);
+            let _ = writeln!(
+                out,
+                "  ingest→processed p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                self.latency_ms_p50, self.latency_ms_p95, self.latency_ms_p99, self.latency_ms_max
+            );
+        }
         let _ = writeln!(out, "  outcome         {} processed, {} failed", self.processed, self.failed);
         if self.webhooks_received > 0 {
             let _ = writeln!(out, "  webhook sink    {} requests received", self.webhooks_received);
@@ -75,6 +82,9 @@ impl Report {
         }
         if let Some(rss) = self.server_peak_rss_mb {
             let _ = writeln!(out, "  server memory   {rss:.1} MB peak RSS");
+        }
+        if let Some(rss) = self.worker_peak_rss_mb {
+            let _ = writeln!(out, "  worker memory   {rss:.1} MB peak RSS");
         }
         out
     }

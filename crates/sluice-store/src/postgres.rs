@@ -502,8 +502,12 @@ impl Store for PostgresStore {
             return Ok(());
         }
         sqlx::query(
+            // SKIP LOCKED: a row locked right now is being completed, so it needs no renewal,
+            // and waiting for it could deadlock with that completion.
             "UPDATE events SET lease_expires_at = now() + make_interval(secs => $2::double precision / 1000) \
-             WHERE current_attempt_id = ANY($1::bigint[]) AND state = 'processing'",
+             WHERE id IN (SELECT id FROM events \
+                WHERE current_attempt_id = ANY($1::bigint[]) AND state = 'processing' \
+                FOR UPDATE SKIP LOCKED)",
         )
         .bind(attempt_ids)
         .bind(lease_ms)

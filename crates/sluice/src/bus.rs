@@ -225,6 +225,9 @@ impl Bus {
 /// Hands another process's live messages to local subscribers. Our own notifications come
 /// back too; they are recognised by their prefix without parsing (they were delivered locally).
 fn deliver(live: &broadcast::Sender<Arc<LiveMessage>>, own_origin: &str, payload: &str) {
+    if live.receiver_count() == 0 {
+        return; // nobody here is watching: not worth parsing
+    }
     let own_prefix = format!("{{\"origin\":\"{own_origin}\"");
     if payload.starts_with(&own_prefix) {
         return;

@@ -106,6 +106,27 @@ pub async fn process(claimed: &ClaimedEvent, rules: RuleSet, context: &ProcessCo
     }
 }
 
+/// The outcome of an attempt that could not even start (its rules could not be loaded): a
+/// retryable failure, so the event comes back later.
+pub fn cannot_start(claimed: &ClaimedEvent, context: &ProcessContext, error: &str) -> AttemptOutcome {
+    let run_attempts = u32::try_from(claimed.run_attempts).unwrap_or(u32::MAX);
+    let next = match context.retry.next_delay_ms(run_attempts, rand::random::<f64>()) {
+        Some(delay) => NextState::RetryAt(
+            Utc::now() + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)),
+        ),
+        None => NextState::Failed,
+    };
+    AttemptOutcome {
+        event_id: claimed.event.id,
+        attempt_id: claimed.attempt_id,
+        status: AttemptStatus::Failed,
+        error: Some(error.to_owned()),
+        duration_ms: 0,
+        next,
+        executions: Vec::new(),
+    }
+}
+
 async fn run_rules(claimed: &ClaimedEvent, rules: &RuleSet, context: &ProcessContext, finished: Finished) {
     for rule in rules.iter() {
         let result = run_rule(claimed, rule, context).await;

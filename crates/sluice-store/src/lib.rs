@@ -138,9 +138,9 @@ pub trait Store: Send + Sync + 'static {
         rules: ReplayRules,
     ) -> Result<Vec<Event>, StoreError>;
 
-    /// Tells every process listening on `channel` (PostgreSQL `NOTIFY`, one per payload).
-    /// SQLite serves one process, which signals itself in memory: a no-op there.
-    async fn notify(&self, channel: &str, payloads: &[String]) -> Result<(), StoreError>;
+    /// Tells every process listening (PostgreSQL `NOTIFY`, one per `(channel, payload)`, all in
+    /// one round trip). SQLite serves one process, which signals itself in memory: a no-op there.
+    async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError>;
 
     /// Notifications `(channel, payload)` sent by any process, or `None` on SQLite. The stream
     /// reconnects by itself after a connection loss (notifications sent meanwhile are lost).

@@ -60,8 +60,20 @@ impl PostgresStore {
     }
 }
 
+async fn existing_ids(
+    conn: &mut sqlx::PgConnection,
+    external_ids: &[&str],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let found: Vec<(String, i64)> =
+        sqlx::query_as("SELECT external_id, id FROM events WHERE external_id = ANY($1::text[])")
+            .bind(external_ids)
+            .fetch_all(conn)
+            .await?;
+    Ok(found.into_iter().collect())
+}
+
 async fn upsert_round(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut sqlx::PgConnection,
     rows: &[UpsertRow<'_>],
 ) -> Result<HashMap<String, EventSummary>, StoreError> {
     let external_ids: Vec<&str> = rows.iter().map(|r| r.external_id).collect();
@@ -86,7 +98,7 @@ async fn upsert_round(
     .bind(&payloads)
     .bind(&hashes)
     .bind(&counts)
-    .fetch_all(&mut **tx)
+    .fetch_all(conn)
     .await?;
     returned
         .iter()
@@ -210,20 +222,31 @@ impl Store for PostgresStore {
 
     async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; events.len()];
-        let mut pending: Vec<usize> = (0..events.len()).collect();
+        let all: Vec<usize> = (0..events.len()).collect();
+        let (rows, leftovers) = plan_round(events, &all);
+        if leftovers.is_empty() {
+            // The usual case: one multi-row upsert, atomic on its own — no BEGIN/COMMIT round
+            // trips. A conflict lookup afterwards is safe outside it: rows never change payload
+            // and are never deleted.
+            let mut conn = self.pool.acquire().await?;
+            let returned = upsert_round(&mut conn, &rows).await?;
+            let conflicting = resolve_round(&rows, returned, &mut outcomes);
+            if !conflicting.is_empty() {
+                let existing = existing_ids(&mut conn, &conflicting).await?;
+                resolve_conflicts(&rows, &existing, &mut outcomes);
+            }
+            return finish(outcomes);
+        }
+        // Equal ids with different payloads in one batch: rounds in one transaction, so the
+        // batch is still all-or-nothing.
+        let mut pending = all;
         let mut tx = self.pool.begin().await?;
         while !pending.is_empty() {
             let (rows, leftovers) = plan_round(events, &pending);
             let returned = upsert_round(&mut tx, &rows).await?;
             let conflicting = resolve_round(&rows, returned, &mut outcomes);
             if !conflicting.is_empty() {
-                let found: Vec<(String, i64)> = sqlx::query_as(
-                    "SELECT external_id, id FROM events WHERE external_id = ANY($1::text[])",
-                )
-                .bind(&conflicting)
-                .fetch_all(&mut *tx)
-                .await?;
-                let existing: HashMap<String, i64> = found.into_iter().collect();
+                let existing = existing_ids(&mut tx, &conflicting).await?;
                 resolve_conflicts(&rows, &existing, &mut outcomes);
             }
             pending = leftovers;
@@ -776,13 +799,15 @@ impl Store for PostgresStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn notify(&self, channel: &str, payloads: &[String]) -> Result<(), StoreError> {
-        if payloads.is_empty() {
+    async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError> {
+        if notifications.is_empty() {
             return Ok(());
         }
-        sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
-            .bind(channel)
-            .bind(payloads)
+        let channels: Vec<&str> = notifications.iter().map(|(c, _)| *c).collect();
+        let payloads: Vec<&str> = notifications.iter().map(|(_, p)| p.as_str()).collect();
+        sqlx::query("SELECT pg_notify(c, p) FROM UNNEST($1::text[], $2::text[]) AS u(c, p)")
+            .bind(&channels)
+            .bind(&payloads)
             .execute(&self.pool)
             .await?;
         Ok(())

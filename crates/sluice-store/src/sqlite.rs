@@ -868,7 +868,7 @@ impl Store for SqliteStore {
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn notify(&self, _channel: &str, _payloads: &[String]) -> Result<(), StoreError> {
+    async fn notify(&self, _notifications: &[(&str, String)]) -> Result<(), StoreError> {
         Ok(())
     }
 

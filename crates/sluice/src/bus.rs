@@ -174,14 +174,16 @@ impl Bus {
                 while let Ok(item) = outgoing.try_recv() {
                     take(item);
                 }
+                // Wake-up and live messages share one round trip.
+                let mut notifications: Vec<(&str, String)> = envelopes(&origin, messages)
+                    .into_iter()
+                    .map(|payload| (LIVE_CHANNEL, payload))
+                    .collect();
                 if wake {
-                    if let Err(error) = store.notify(WAKE_CHANNEL, std::slice::from_ref(&origin)).await {
-                        tracing::warn!(error = %error, "cannot send a worker wake-up");
-                    }
+                    notifications.push((WAKE_CHANNEL, origin.clone()));
                 }
-                let payloads = envelopes(&origin, messages);
-                if let Err(error) = store.notify(LIVE_CHANNEL, &payloads).await {
-                    tracing::warn!(error = %error, "cannot send live notifications");
+                if let Err(error) = store.notify(&notifications).await {
+                    tracing::warn!(error = %error, "cannot send notifications to other processes");
                 }
             }
         });

@@ -322,8 +322,8 @@ mod tests {
 
     #[test]
     fn reports_every_problem_with_its_path() {
-        let errors = NewEvent::parse(&json!({"id": "", "type": 5, "data": [], "extra": 1}))
-            .unwrap_err();
+        let errors =
+            NewEvent::parse(&json!({"id": "", "type": 5, "data": [], "extra": 1})).unwrap_err();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["id", "type", "data", "extra"]);
     }
@@ -352,20 +352,29 @@ mod tests {
 
     #[test]
     fn same_content_in_another_key_order_hashes_the_same() {
-        let a = NewEvent::parse(&json!({"id": "x", "type": "t", "data": {"a": 1, "b": 2}})).unwrap();
-        let b = NewEvent::parse(&json!({"type": "t", "data": {"b": 2, "a": 1}, "id": "x"})).unwrap();
-        let c = NewEvent::parse(&json!({"id": "x", "type": "u", "data": {"a": 1, "b": 2}})).unwrap();
+        let a =
+            NewEvent::parse(&json!({"id": "x", "type": "t", "data": {"a": 1, "b": 2}})).unwrap();
+        let b =
+            NewEvent::parse(&json!({"type": "t", "data": {"b": 2, "a": 1}, "id": "x"})).unwrap();
+        let c =
+            NewEvent::parse(&json!({"id": "x", "type": "u", "data": {"a": 1, "b": 2}})).unwrap();
         assert_eq!(a.payload_hash, b.payload_hash);
         assert_ne!(a.payload_hash, c.payload_hash);
     }
 
     #[test]
     fn the_payload_hash_is_the_hash_of_type_and_data_in_canonical_form() {
-        let event = NewEvent::parse(&json!({"id": "x", "type": "t", "data": {"b": [1, {"d": 2, "c": 3}], "a": "é"}})).unwrap();
+        let event = NewEvent::parse(
+            &json!({"id": "x", "type": "t", "data": {"b": [1, {"d": 2, "c": 3}], "a": "é"}}),
+        )
+        .unwrap();
         let whole = json!({"type": "t", "data": {"a": "é", "b": [1, {"c": 3, "d": 2}]}});
         assert_eq!(event.payload_hash, crate::hash::content_hash(&whole));
         let empty = NewEvent::parse(&json!({"id": "x", "type": "t", "data": {}})).unwrap();
-        assert_eq!(empty.payload_hash, crate::hash::content_hash(&json!({"type": "t", "data": {}})));
+        assert_eq!(
+            empty.payload_hash,
+            crate::hash::content_hash(&json!({"type": "t", "data": {}}))
+        );
     }
 
     #[test]

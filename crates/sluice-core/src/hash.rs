@@ -67,7 +67,10 @@ mod tests {
 
     #[test]
     fn different_values_hash_differently() {
-        assert_ne!(content_hash(&json!({"a": 1})), content_hash(&json!({"a": 2})));
+        assert_ne!(
+            content_hash(&json!({"a": 1})),
+            content_hash(&json!({"a": 2}))
+        );
         assert_ne!(content_hash(&json!([1, 2])), content_hash(&json!([2, 1])));
     }
 }

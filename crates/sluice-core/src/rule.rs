@@ -23,11 +23,17 @@ impl RuleName {
         if chars > Self::MAX_CHARS {
             return Err(FieldError::new(
                 "name",
-                format!("must be at most {} characters (got {chars})", Self::MAX_CHARS),
+                format!(
+                    "must be at most {} characters (got {chars})",
+                    Self::MAX_CHARS
+                ),
             ));
         }
         if value.chars().any(char::is_control) {
-            return Err(FieldError::new("name", "must not contain control characters"));
+            return Err(FieldError::new(
+                "name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -283,7 +289,12 @@ mod tests {
         let rule = NewRule::parse(&seed_rule(), &Limits::default()).unwrap();
         assert_eq!(rule.name.as_str(), "Log high value orders");
         assert!(rule.active);
-        assert!(rule.body.condition.logic().matches(&json!({"amount": 60})).unwrap());
+        assert!(rule
+            .body
+            .condition
+            .logic()
+            .matches(&json!({"amount": 60}))
+            .unwrap());
     }
 
     #[test]
@@ -296,7 +307,10 @@ mod tests {
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert!(paths.contains(&"name"), "{errors:?}");
         assert!(paths.contains(&"condition.and[1]"), "{errors:?}");
-        assert!(paths.iter().any(|p| p.starts_with("action.params.url")), "{errors:?}");
+        assert!(
+            paths.iter().any(|p| p.starts_with("action.params.url")),
+            "{errors:?}"
+        );
     }
 
     #[test]
@@ -311,7 +325,9 @@ mod tests {
         let patch = RulePatch::parse(&json!({"active": false}), &Limits::default()).unwrap();
         assert_eq!(patch.active, Some(false));
         assert!(patch.condition.is_none() && patch.name.is_none());
-        assert!(RulePatch::parse(&json!({}), &Limits::default()).unwrap().is_empty());
+        assert!(RulePatch::parse(&json!({}), &Limits::default())
+            .unwrap()
+            .is_empty());
         let errors = RulePatch::parse(&json!({"active": "yes", "nme": "x"}), &Limits::default())
             .unwrap_err();
         assert_eq!(errors.len(), 2);

@@ -73,7 +73,8 @@ pub trait Store: Send + Sync + 'static {
     /// Newest first.
     async fn list_rules(&self, filter: &RuleFilter, page: Page) -> Result<Vec<Rule>, StoreError>;
     /// Applies the changes in one transaction (a new version is n+1); `None` if unknown.
-    async fn update_rule(&self, id: i64, changes: &RuleChanges) -> Result<Option<Rule>, StoreError>;
+    async fn update_rule(&self, id: i64, changes: &RuleChanges)
+        -> Result<Option<Rule>, StoreError>;
     /// Newest first.
     async fn list_rule_versions(&self, rule_id: i64) -> Result<Vec<RuleVersion>, StoreError>;
     /// Bumped by every rule change: workers compare it to know their cache is current.
@@ -113,12 +114,17 @@ pub trait Store: Send + Sync + 'static {
     /// Records attempts' ends and moves their events on, in one transaction. Executions are
     /// always recorded (they happened); the attempt and event are updated only while the
     /// attempt still holds the lease. Returns the state changes made.
-    async fn complete_attempts(&self, outcomes: &[AttemptOutcome])
-        -> Result<Vec<StateChange>, StoreError>;
+    async fn complete_attempts(
+        &self,
+        outcomes: &[AttemptOutcome],
+    ) -> Result<Vec<StateChange>, StoreError>;
     /// Gives processing events back: pending again (or `failed` once `max_attempts` attempts
     /// ran), their attempts `abandoned`.
-    async fn release_events(&self, which: Release, max_attempts: i64)
-        -> Result<Vec<StateChange>, StoreError>;
+    async fn release_events(
+        &self,
+        which: Release,
+        max_attempts: i64,
+    ) -> Result<Vec<StateChange>, StoreError>;
 
     // ---- replay ----
 
@@ -129,7 +135,11 @@ pub trait Store: Send + Sync + 'static {
         rules: ReplayRules,
     ) -> Result<Result<Event, ReplayRefusal>, StoreError>;
     /// Replays those of `ids` that are processed or failed; returns them.
-    async fn replay_events(&self, ids: &[i64], rules: ReplayRules) -> Result<Vec<Event>, StoreError>;
+    async fn replay_events(
+        &self,
+        ids: &[i64],
+        rules: ReplayRules,
+    ) -> Result<Vec<Event>, StoreError>;
     /// Replays up to `limit` processed or failed events matching the filter, newest first.
     async fn replay_matching(
         &self,

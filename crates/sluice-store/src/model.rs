@@ -205,7 +205,9 @@ impl std::str::FromStr for ReplayRules {
         match s {
             "current" => Ok(ReplayRules::Current),
             "original" => Ok(ReplayRules::Original),
-            other => Err(format!("unknown replay rules '{other}' (expected current or original)")),
+            other => Err(format!(
+                "unknown replay rules '{other}' (expected current or original)"
+            )),
         }
     }
 }

@@ -1,15 +1,15 @@
 //! The PostgreSQL store: production, shared by any number of API and worker processes.
 
 use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, UpsertRow};
-use crate::worker::{merge_prior, release_message, snapshot, CompletionPlan};
-use sluice_core::event::{AttemptStatus, ExecutionResult};
 use crate::model::*;
+use crate::worker::{merge_prior, release_message, snapshot, CompletionPlan};
 use crate::{Backend, NotificationStream, Store, StoreError};
 use async_trait::async_trait;
+use futures::StreamExt;
 use serde_json::Value;
 use sluice_core::event::NewEvent;
+use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sqlx::migrate::Migrator;
-use futures::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use std::collections::HashMap;
@@ -383,7 +383,9 @@ impl Store for PostgresStore {
             query.push(" AND r.active = ").push_bind(active);
         }
         if let Some(event_type) = &filter.event_type {
-            query.push(" AND r.event_type = ").push_bind(event_type.clone());
+            query
+                .push(" AND r.event_type = ")
+                .push_bind(event_type.clone());
         }
         query
             .push(" ORDER BY r.id DESC LIMIT ")
@@ -394,7 +396,11 @@ impl Store for PostgresStore {
         rows.iter().map(rule_from_row).collect()
     }
 
-    async fn update_rule(&self, id: i64, changes: &RuleChanges) -> Result<Option<Rule>, StoreError> {
+    async fn update_rule(
+        &self,
+        id: i64,
+        changes: &RuleChanges,
+    ) -> Result<Option<Rule>, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Lock the rule so concurrent updates number their versions one after another.
         let current: Option<i64> =
@@ -446,16 +452,20 @@ impl Store for PostgresStore {
     }
 
     async fn rule_generation(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT generation FROM rule_generation WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT generation FROM rule_generation WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     async fn active_rules(&self) -> Result<Vec<RuleSnapshot>, StoreError> {
         let rows = sqlx::query(&format!("{RULE_SELECT} WHERE r.active ORDER BY r.id"))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(|row| rule_from_row(row).map(snapshot)).collect()
+        rows.iter()
+            .map(|row| rule_from_row(row).map(snapshot))
+            .collect()
     }
 
     async fn original_rules(&self, event_id: i64) -> Result<Vec<RuleSnapshot>, StoreError> {
@@ -763,7 +773,11 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn replay_events(&self, ids: &[i64], rules: ReplayRules) -> Result<Vec<Event>, StoreError> {
+    async fn replay_events(
+        &self,
+        ids: &[i64],
+        rules: ReplayRules,
+    ) -> Result<Vec<Event>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -786,10 +800,10 @@ impl Store for PostgresStore {
         rules: ReplayRules,
     ) -> Result<Vec<Event>, StoreError> {
         let mut query = QueryBuilder::new("UPDATE events SET ");
-        query.push(REPLAY_SET.replace("$2", "")).push_bind(rules.as_str());
-        query.push(
-            " WHERE id IN (SELECT id FROM events WHERE state IN ('processed', 'failed')",
-        );
+        query
+            .push(REPLAY_SET.replace("$2", ""))
+            .push_bind(rules.as_str());
+        query.push(" WHERE id IN (SELECT id FROM events WHERE state IN ('processed', 'failed')");
         push_event_filter(&mut query, filter);
         query
             .push(" ORDER BY created_at DESC, id DESC LIMIT ")

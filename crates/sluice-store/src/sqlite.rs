@@ -8,11 +8,11 @@ use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, Upsert
 use crate::model::*;
 use crate::postgres::{attach_executions, check_migrations_current, parse_text};
 use crate::worker::{merge_prior, release_message, snapshot, CompletionPlan};
-use sluice_core::event::{AttemptStatus, ExecutionResult};
 use crate::{Backend, NotificationStream, Store, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sluice_core::event::NewEvent;
+use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -397,7 +397,9 @@ impl Store for SqliteStore {
             query.push(" AND r.active = ").push_bind(active);
         }
         if let Some(event_type) = &filter.event_type {
-            query.push(" AND r.event_type = ").push_bind(event_type.clone());
+            query
+                .push(" AND r.event_type = ")
+                .push_bind(event_type.clone());
         }
         query
             .push(" ORDER BY r.id DESC LIMIT ")
@@ -408,7 +410,11 @@ impl Store for SqliteStore {
         rows.iter().map(rule_from_row).collect()
     }
 
-    async fn update_rule(&self, id: i64, changes: &RuleChanges) -> Result<Option<Rule>, StoreError> {
+    async fn update_rule(
+        &self,
+        id: i64,
+        changes: &RuleChanges,
+    ) -> Result<Option<Rule>, StoreError> {
         let now = to_micros(Utc::now());
         let mut tx = self.writer.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM rules WHERE id = ?")
@@ -460,16 +466,20 @@ impl Store for SqliteStore {
     }
 
     async fn rule_generation(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT generation FROM rule_generation WHERE id = 1")
-            .fetch_one(&self.reader)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT generation FROM rule_generation WHERE id = 1")
+                .fetch_one(&self.reader)
+                .await?,
+        )
     }
 
     async fn active_rules(&self) -> Result<Vec<RuleSnapshot>, StoreError> {
         let rows = sqlx::query(&format!("{RULE_SELECT} WHERE r.active = 1 ORDER BY r.id"))
             .fetch_all(&self.reader)
             .await?;
-        rows.iter().map(|row| rule_from_row(row).map(snapshot)).collect()
+        rows.iter()
+            .map(|row| rule_from_row(row).map(snapshot))
+            .collect()
     }
 
     async fn original_rules(&self, event_id: i64) -> Result<Vec<RuleSnapshot>, StoreError> {
@@ -533,7 +543,11 @@ impl Store for SqliteStore {
         for row in &attempts {
             by_event.insert(
                 row.try_get("event_id")?,
-                (row.try_get("id")?, row.try_get("attempt_no")?, row.try_get("trigger")?),
+                (
+                    row.try_get("id")?,
+                    row.try_get("attempt_no")?,
+                    row.try_get("trigger")?,
+                ),
             );
         }
         let mut update = QueryBuilder::new(
@@ -550,14 +564,19 @@ impl Store for SqliteStore {
             .push_bind(now)
             .push(" WHERE id IN ");
         push_in_list(&mut update, due.iter().copied());
-        update.push(format!(" RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules"));
+        update.push(format!(
+            " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules"
+        ));
         let rows = update.build().fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let event = event_from_row(row)?;
             let Some((attempt_id, attempt_no, trigger)) = by_event.remove(&event.id) else {
-                return Err(StoreError::Corrupt(format!("claimed event {} has no attempt", event.id)));
+                return Err(StoreError::Corrupt(format!(
+                    "claimed event {} has no attempt",
+                    event.id
+                )));
             };
             claimed.push(ClaimedEvent {
                 attempt_id,
@@ -790,19 +809,17 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
             let ended: Option<(i64,)> = match attempt_id {
-                Some(attempt_id) => {
-                    sqlx::query_as(
-                        "UPDATE event_attempts SET status = 'abandoned', error = ?, finished_at = ?, \
+                Some(attempt_id) => sqlx::query_as(
+                    "UPDATE event_attempts SET status = 'abandoned', error = ?, finished_at = ?, \
                             duration_ms = (? - started_at) / 1000 \
                          WHERE id = ? AND status = 'running' RETURNING duration_ms",
-                    )
-                    .bind(message)
-                    .bind(now)
-                    .bind(now)
-                    .bind(attempt_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }
+                )
+                .bind(message)
+                .bind(now)
+                .bind(now)
+                .bind(attempt_id)
+                .fetch_optional(&mut *tx)
+                .await?,
                 None => None,
             };
             changes.push(StateChange {
@@ -835,7 +852,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn replay_events(&self, ids: &[i64], rules: ReplayRules) -> Result<Vec<Event>, StoreError> {
+    async fn replay_events(
+        &self,
+        ids: &[i64],
+        rules: ReplayRules,
+    ) -> Result<Vec<Event>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -917,7 +938,10 @@ async fn bump_generation(tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreEr
     Ok(())
 }
 
-async fn fetch_rule(conn: &mut sqlx::SqliteConnection, id: i64) -> Result<Option<Rule>, StoreError> {
+async fn fetch_rule(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+) -> Result<Option<Rule>, StoreError> {
     let row = sqlx::query(&format!("{RULE_SELECT} WHERE r.id = ?"))
         .bind(id)
         .fetch_optional(conn)

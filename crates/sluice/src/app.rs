@@ -4,8 +4,8 @@ use crate::actions::{ActionConfig, Actions};
 use crate::api;
 use crate::bus::{Bus, LiveMessage};
 use crate::config::Settings;
-use crate::worker::WorkerConfig;
 use crate::ingest::{IngestConfig, Ingestor};
+use crate::worker::WorkerConfig;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
@@ -65,9 +65,18 @@ pub struct Roles {
 }
 
 impl Roles {
-    pub const SERVE: Roles = Roles { api: true, worker: true };
-    pub const API: Roles = Roles { api: true, worker: false };
-    pub const WORKER: Roles = Roles { api: false, worker: true };
+    pub const SERVE: Roles = Roles {
+        api: true,
+        worker: true,
+    };
+    pub const API: Roles = Roles {
+        api: true,
+        worker: false,
+    };
+    pub const WORKER: Roles = Roles {
+        api: false,
+        worker: true,
+    };
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -118,7 +127,10 @@ pub fn router(state: AppState) -> Router {
         .route("/events/{id}/replay", post(api::replay::replay_event))
         .route("/events/replay-batch", post(api::replay::replay_batch))
         .route("/events/requeue-stuck", post(api::replay::requeue_stuck))
-        .route("/rules", post(api::rules::create_rule).get(api::rules::list_rules))
+        .route(
+            "/rules",
+            post(api::rules::create_rule).get(api::rules::list_rules),
+        )
         .route("/rules/test", post(api::rules::test_rule))
         .route(
             "/rules/{id}",
@@ -247,9 +259,9 @@ impl RunningApp {
         } else {
             (None, None, state(store.clone(), bus.clone(), settings))
         };
-        let worker = roles.worker.then(|| {
-            crate::worker::spawn(store, bus, actions, worker_config, shutdown.clone())
-        });
+        let worker = roles
+            .worker
+            .then(|| crate::worker::spawn(store, bus, actions, worker_config, shutdown.clone()));
         Ok(RunningApp {
             addr,
             state,

@@ -54,9 +54,8 @@ pub enum LiveMessage {
 impl LiveMessage {
     pub fn event_id(&self) -> Option<i64> {
         match self {
-            LiveMessage::EventCreated { event_id, .. } | LiveMessage::EventUpdated { event_id, .. } => {
-                Some(*event_id)
-            }
+            LiveMessage::EventCreated { event_id, .. }
+            | LiveMessage::EventUpdated { event_id, .. } => Some(*event_id),
             LiveMessage::RuleChanged { .. } => None,
         }
     }
@@ -250,7 +249,9 @@ fn envelopes(origin: &str, messages: Vec<LiveMessage>) -> Vec<String> {
     let mut batch: Vec<LiveMessage> = Vec::new();
     let mut size = 0;
     for message in messages {
-        let len = serde_json::to_string(&message).map(|s| s.len()).unwrap_or(0);
+        let len = serde_json::to_string(&message)
+            .map(|s| s.len())
+            .unwrap_or(0);
         if !batch.is_empty() && size + len > MAX_NOTIFY_BYTES {
             payloads.extend(encode(origin, std::mem::take(&mut batch)));
             size = 0;
@@ -317,7 +318,14 @@ mod tests {
         assert_eq!(json["type"], "event.created");
         assert_eq!(json["event_id"], 7);
         assert_eq!(json["state"], "pending");
-        let rule = serde_json::to_value(LiveMessage::RuleChanged { rule_id: 1, version: 2 }).unwrap();
-        assert_eq!(rule, serde_json::json!({"type": "rule.changed", "rule_id": 1, "version": 2}));
+        let rule = serde_json::to_value(LiveMessage::RuleChanged {
+            rule_id: 1,
+            version: 2,
+        })
+        .unwrap();
+        assert_eq!(
+            rule,
+            serde_json::json!({"type": "rule.changed", "rule_id": 1, "version": 2})
+        );
     }
 }

@@ -74,7 +74,10 @@ pub fn run(args: EvalArgs) -> ExitCode {
             error
         });
         // Flush per line so a driving process can read each answer as it is produced.
-        if writeln!(out, "{answer}").and_then(|()| out.flush()).is_err() {
+        if writeln!(out, "{answer}")
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             return ExitCode::FAILURE; // the reader went away
         }
     }
@@ -92,7 +95,10 @@ mod tests {
     #[test]
     fn lines_answer_results_or_errors() {
         let limits = Limits::default();
-        let ok = evaluate_line(r#"{"rule":{">=":[{"var":"amount"},50]},"data":{"amount":100}}"#, &limits);
+        let ok = evaluate_line(
+            r#"{"rule":{">=":[{"var":"amount"},50]},"data":{"amount":100}}"#,
+            &limits,
+        );
         assert_eq!(ok, Ok(json!(true)));
         let unknown = evaluate_line(r#"{"rule":{"nope":[1]},"data":{}}"#, &limits).unwrap();
         assert!(unknown["error"].as_str().unwrap().contains("nope"));

@@ -48,7 +48,9 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
     let app = RunningApp::start(checked(settings)?, roles).await?;
     let database = app.state.store.backend().as_str();
     match app.addr {
-        Some(address) => tracing::info!(%address, database, worker = roles.worker, "sluice listening"),
+        Some(address) => {
+            tracing::info!(%address, database, worker = roles.worker, "sluice listening")
+        }
         None => tracing::info!(database, "sluice worker running"),
     }
     app.run_until_signal().await

@@ -44,11 +44,38 @@ pub fn spec() -> Value {
         metrics
     ),
     components(schemas(
-        NewEventBody, IngestedEvent, BatchBody, BatchResults, BatchResult, EventList, Event,
-        EventStats, AttemptList, Attempt, RuleExecution, ErrorBody, FieldErrorBody, EventState,
-        ReplayBody, ReplayAnswer, ReplayBatchBody, ReplayFilter, ReplayBatchAnswer, RequeueBody,
-        RequeueAnswer, NewRuleBody, RulePatchBody, Action, Rule, RuleVersion, RuleList,
-        RuleVersionList, DeletedRule, RuleTestBody, RuleTestAnswer, LiveMessage
+        NewEventBody,
+        IngestedEvent,
+        BatchBody,
+        BatchResults,
+        BatchResult,
+        EventList,
+        Event,
+        EventStats,
+        AttemptList,
+        Attempt,
+        RuleExecution,
+        ErrorBody,
+        FieldErrorBody,
+        EventState,
+        ReplayBody,
+        ReplayAnswer,
+        ReplayBatchBody,
+        ReplayFilter,
+        ReplayBatchAnswer,
+        RequeueBody,
+        RequeueAnswer,
+        NewRuleBody,
+        RulePatchBody,
+        Action,
+        Rule,
+        RuleVersion,
+        RuleList,
+        RuleVersionList,
+        DeletedRule,
+        RuleTestBody,
+        RuleTestAnswer,
+        LiveMessage
     ))
 )]
 struct ApiDoc;

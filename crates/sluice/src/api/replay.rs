@@ -32,7 +32,13 @@ fn parse_rules(object: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Rep
             ReplayRules::Current
         }),
         Some(other) => {
-            errors.push(FieldError::new("rules", format!("must be \"current\" or \"original\", got {}", json_kind(other))));
+            errors.push(FieldError::new(
+                "rules",
+                format!(
+                    "must be \"current\" or \"original\", got {}",
+                    json_kind(other)
+                ),
+            ));
             ReplayRules::Current
         }
     }
@@ -40,7 +46,10 @@ fn parse_rules(object: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Rep
 
 fn body_object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
     body.as_object().ok_or_else(|| {
-        ApiError::invalid(vec![FieldError::new("", format!("body must be a JSON object, got {}", json_kind(body)))])
+        ApiError::invalid(vec![FieldError::new(
+            "",
+            format!("body must be a JSON object, got {}", json_kind(body)),
+        )])
     })
 }
 
@@ -89,13 +98,19 @@ pub async fn replay_event(
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
         Some(other) => {
-            errors.push(FieldError::new("dry_run", format!("must be true or false, got {}", json_kind(other))));
+            errors.push(FieldError::new(
+                "dry_run",
+                format!("must be true or false, got {}", json_kind(other)),
+            ));
             false
         }
     };
     for key in object.keys() {
         if !matches!(key.as_str(), "rules" | "dry_run") {
-            errors.push(FieldError::new(key.as_str(), "is not a replay option (expected rules, dry_run)"));
+            errors.push(FieldError::new(
+                key.as_str(),
+                "is not a replay option (expected rules, dry_run)",
+            ));
         }
     }
     if !errors.is_empty() {
@@ -103,7 +118,11 @@ pub async fn replay_event(
     }
     let warning = (rules == ReplayRules::Current).then_some(CURRENT_WARNING);
     if dry_run {
-        let event = state.store.get_event(id).await?.ok_or_else(|| refusal(id, ReplayRefusal::NotFound))?;
+        let event = state
+            .store
+            .get_event(id)
+            .await?
+            .ok_or_else(|| refusal(id, ReplayRefusal::NotFound))?;
         if !event.state.is_terminal() {
             return Err(refusal(id, ReplayRefusal::NotTerminal(event.state)));
         }
@@ -117,7 +136,11 @@ pub async fn replay_event(
             "results": preview,
         })));
     }
-    let event = state.store.replay_event(id, rules).await?.map_err(|r| refusal(id, r))?;
+    let event = state
+        .store
+        .replay_event(id, rules)
+        .await?
+        .map_err(|r| refusal(id, r))?;
     queued(&state, std::slice::from_ref(&event));
     metrics::counter!("sluice_replays_total").increment(1);
     Ok(Json(json!({
@@ -159,7 +182,10 @@ async fn preview(state: &AppState, event: &Event, rules: ReplayRules) -> ApiResu
                 Ok(true) if body.action.is_idempotent() => ("apply", None),
                 Ok(true) => {
                     let key = idempotency_key(event.id, rule.rule_id, &body.action.content_hash());
-                    let prior = state.store.prior_executions(std::slice::from_ref(&key)).await?;
+                    let prior = state
+                        .store
+                        .prior_executions(std::slice::from_ref(&key))
+                        .await?;
                     entry.insert("idempotency_key".into(), json!(key));
                     match prior.get(&key) {
                         Some(ExecutionResult::Applied) => ("dedupe", None),
@@ -176,7 +202,10 @@ async fn preview(state: &AppState, event: &Event, rules: ReplayRules) -> ApiResu
 }
 
 /// `POST /events/replay-batch`: `{"event_ids": [...]}` or `{"filter": {...}, "limit": n}`.
-pub async fn replay_batch(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+pub async fn replay_batch(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let object = body_object(&body)?;
     let mut errors = Vec::new();
     let rules = parse_rules(object, &mut errors);
@@ -196,7 +225,10 @@ pub async fn replay_batch(State(state): State<AppState>, JsonBody(body): JsonBod
                 Some(value) => match value.as_i64() {
                     Some(n) if (1..=MAX_REPLAY_FILTER_LIMIT).contains(&n) => n,
                     _ => {
-                        errors.push(FieldError::new("limit", format!("must be an integer from 1 to {MAX_REPLAY_FILTER_LIMIT}")));
+                        errors.push(FieldError::new(
+                            "limit",
+                            format!("must be an integer from 1 to {MAX_REPLAY_FILTER_LIMIT}"),
+                        ));
                         0
                     }
                 },
@@ -227,17 +259,26 @@ pub async fn replay_batch(State(state): State<AppState>, JsonBody(body): JsonBod
 
 fn parse_ids(value: &Value, errors: &mut Vec<FieldError>) -> Vec<i64> {
     let Some(items) = value.as_array() else {
-        errors.push(FieldError::new("event_ids", "must be an array of event ids"));
+        errors.push(FieldError::new(
+            "event_ids",
+            "must be an array of event ids",
+        ));
         return Vec::new();
     };
     if items.is_empty() || items.len() > MAX_REPLAY_IDS {
-        errors.push(FieldError::new("event_ids", format!("must hold 1 to {MAX_REPLAY_IDS} ids, got {}", items.len())));
+        errors.push(FieldError::new(
+            "event_ids",
+            format!("must hold 1 to {MAX_REPLAY_IDS} ids, got {}", items.len()),
+        ));
     }
     let mut ids = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         match item.as_i64() {
             Some(id) if id > 0 => ids.push(id),
-            _ => errors.push(FieldError::new(format!("event_ids[{i}]"), "must be a positive integer")),
+            _ => errors.push(FieldError::new(
+                format!("event_ids[{i}]"),
+                "must be a positive integer",
+            )),
         }
     }
     ids.sort_unstable();
@@ -247,21 +288,30 @@ fn parse_ids(value: &Value, errors: &mut Vec<FieldError>) -> Vec<i64> {
 
 fn parse_replay_filter(value: &Value, errors: &mut Vec<FieldError>) -> EventFilter {
     let Some(object) = value.as_object() else {
-        errors.push(FieldError::new("filter", "must be an object {state?, type?, start_date?, end_date?}"));
+        errors.push(FieldError::new(
+            "filter",
+            "must be an object {state?, type?, start_date?, end_date?}",
+        ));
         return EventFilter::default();
     };
     let text = |key: &str, errors: &mut Vec<FieldError>| match object.get(key) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
-            errors.push(FieldError::new(format!("filter.{key}"), format!("must be a string, got {}", json_kind(other))));
+            errors.push(FieldError::new(
+                format!("filter.{key}"),
+                format!("must be a string, got {}", json_kind(other)),
+            ));
             None
         }
     };
     let state = text("state", errors).and_then(|s| match s.parse::<EventState>() {
         Ok(state) if state.is_terminal() => Some(state),
         _ => {
-            errors.push(FieldError::new("filter.state", "must be processed or failed (only those can be replayed)"));
+            errors.push(FieldError::new(
+                "filter.state",
+                "must be processed or failed (only those can be replayed)",
+            ));
             None
         }
     });
@@ -270,10 +320,18 @@ fn parse_replay_filter(value: &Value, errors: &mut Vec<FieldError>) -> EventFilt
     let end = text("end_date", errors);
     let mut date_errors = QueryErrors::default();
     let (start, end) = parse_date_range(start.as_deref(), end.as_deref(), &mut date_errors);
-    errors.extend(date_errors.0.into_iter().map(|e| FieldError::new(format!("filter.{}", e.path), e.message)));
+    errors.extend(
+        date_errors
+            .0
+            .into_iter()
+            .map(|e| FieldError::new(format!("filter.{}", e.path), e.message)),
+    );
     for key in object.keys() {
         if !matches!(key.as_str(), "state" | "type" | "start_date" | "end_date") {
-            errors.push(FieldError::new(format!("filter.{key}"), "is not a filter (expected state, type, start_date, end_date)"));
+            errors.push(FieldError::new(
+                format!("filter.{key}"),
+                "is not a filter (expected state, type, start_date, end_date)",
+            ));
         }
     }
     EventFilter {
@@ -306,7 +364,10 @@ pub async fn requeue_stuck(
         },
     };
     let max_attempts = i64::from(state.settings.max_attempts);
-    let changes = state.store.release_events(Release::OlderThan(seconds), max_attempts).await?;
+    let changes = state
+        .store
+        .release_events(Release::OlderThan(seconds), max_attempts)
+        .await?;
     crate::worker::publish_releases(&state.bus, &changes);
     let ids: Vec<i64> = changes.iter().map(|c| c.event_id).collect();
     Ok(Json(json!({ "requeued": ids.len(), "events": ids })))

@@ -16,7 +16,9 @@ use sluice_core::event::{json_kind, EventType};
 use sluice_core::logic::{truthy, Limits};
 use sluice_core::rule::{Condition, NewRule, RulePatch};
 use sluice_core::FieldError;
-use sluice_store::{EventFilter, NewRuleRecord, Page, Rule, RuleChanges, RuleFilter, RuleVersion, VersionContent};
+use sluice_store::{
+    EventFilter, NewRuleRecord, Page, Rule, RuleChanges, RuleFilter, RuleVersion, VersionContent,
+};
 
 /// Most stored events `POST /rules/test` may try a condition against.
 pub const MAX_TEST_EVENTS: i64 = 1000;
@@ -89,7 +91,12 @@ pub async fn list_rules(
 
 /// `GET /rules/{id}`.
 pub async fn get_rule(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<Rule>> {
-    state.store.get_rule(id).await?.map(Json).ok_or_else(|| not_found(id))
+    state
+        .store
+        .get_rule(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(id))
 }
 
 #[derive(Serialize)]
@@ -99,12 +106,18 @@ pub struct Versions {
 }
 
 /// `GET /rules/{id}/versions`, newest first.
-pub async fn list_versions(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<Versions>> {
+pub async fn list_versions(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Versions>> {
     if state.store.get_rule(id).await?.is_none() {
         return Err(not_found(id));
     }
     let data = state.store.list_rule_versions(id).await?;
-    Ok(Json(Versions { count: data.len(), data }))
+    Ok(Json(Versions {
+        count: data.len(),
+        data,
+    }))
 }
 
 /// `PUT /rules/{id}`: name, event type and active change in place; a changed condition or
@@ -120,7 +133,11 @@ pub async fn update_rule(
             "nothing to change: send at least one of name, event_type, condition, action, active",
         ));
     }
-    let current = state.store.get_rule(id).await?.ok_or_else(|| not_found(id))?;
+    let current = state
+        .store
+        .get_rule(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     let version = &current.current_version;
     let condition_changed = patch
         .condition
@@ -153,25 +170,39 @@ pub async fn update_rule(
         active: patch.active,
         new_version,
     };
-    let updated = state.store.update_rule(id, &changes).await?.ok_or_else(|| not_found(id))?;
+    let updated = state
+        .store
+        .update_rule(id, &changes)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     announce(&state, &updated);
     Ok(Json(updated))
 }
 
 /// `DELETE /rules/{id}`: deactivates (history keeps pointing at it).
-pub async fn delete_rule(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<Value>> {
+pub async fn delete_rule(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<Value>> {
     let changes = RuleChanges {
         active: Some(false),
         ..RuleChanges::default()
     };
-    let rule = state.store.update_rule(id, &changes).await?.ok_or_else(|| not_found(id))?;
+    let rule = state
+        .store
+        .update_rule(id, &changes)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     announce(&state, &rule);
     Ok(Json(json!({ "message": "Rule deactivated", "rule": rule })))
 }
 
 /// `POST /rules/test`: `{condition, data}` → `{result, matched}`, or
 /// `{condition, event_type, last}` → how many of the last N events of that type match.
-pub async fn test_rule(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Json<Value>> {
+pub async fn test_rule(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let Some(object) = body.as_object() else {
         return Err(ApiError::invalid(vec![FieldError::new(
             "",
@@ -181,13 +212,23 @@ pub async fn test_rule(State(state): State<AppState>, JsonBody(body): JsonBody) 
     let condition = match object.get("condition") {
         Some(condition) => Condition::parse(condition, &Limits::default())
             .map_err(|e| ApiError::invalid(vec![e]))?,
-        None => return Err(ApiError::invalid(vec![FieldError::new("condition", "is required")])),
+        None => {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "condition",
+                "is required",
+            )]))
+        }
     };
     if let Some(data) = object.get("data") {
         let result = condition.logic().evaluate(data).map_err(|e| {
-            ApiError::invalid(vec![FieldError::new("condition", format!("evaluation failed: {e}"))])
+            ApiError::invalid(vec![FieldError::new(
+                "condition",
+                format!("evaluation failed: {e}"),
+            )])
         })?;
-        return Ok(Json(json!({ "result": result, "matched": truthy(&result) })));
+        return Ok(Json(
+            json!({ "result": result, "matched": truthy(&result) }),
+        ));
     }
     let mut errors = Vec::new();
     let event_type = match object.get("event_type") {
@@ -195,11 +236,17 @@ pub async fn test_rule(State(state): State<AppState>, JsonBody(body): JsonBody) 
             .map_err(|e| errors.push(FieldError::new("event_type", e.message)))
             .ok(),
         Some(other) => {
-            errors.push(FieldError::new("event_type", format!("must be a string, got {}", json_kind(other))));
+            errors.push(FieldError::new(
+                "event_type",
+                format!("must be a string, got {}", json_kind(other)),
+            ));
             None
         }
         None => {
-            errors.push(FieldError::new("", "send either data, or event_type with last"));
+            errors.push(FieldError::new(
+                "",
+                "send either data, or event_type with last",
+            ));
             None
         }
     };
@@ -208,7 +255,10 @@ pub async fn test_rule(State(state): State<AppState>, JsonBody(body): JsonBody) 
         Some(value) => match value.as_i64() {
             Some(n) if (1..=MAX_TEST_EVENTS).contains(&n) => n,
             _ => {
-                errors.push(FieldError::new("last", format!("must be an integer from 1 to {MAX_TEST_EVENTS}")));
+                errors.push(FieldError::new(
+                    "last",
+                    format!("must be an integer from 1 to {MAX_TEST_EVENTS}"),
+                ));
                 0
             }
         },
@@ -220,7 +270,16 @@ pub async fn test_rule(State(state): State<AppState>, JsonBody(body): JsonBody) 
         event_type: Some(event_type.as_str().to_owned()),
         ..EventFilter::default()
     };
-    let events = state.store.list_events(&filter, Page { limit: last, offset: 0 }).await?;
+    let events = state
+        .store
+        .list_events(
+            &filter,
+            Page {
+                limit: last,
+                offset: 0,
+            },
+        )
+        .await?;
     let mut matched = 0;
     let mut failed = 0;
     let mut samples = Vec::new();

@@ -33,7 +33,9 @@ struct LiveFilter {
 
 impl LiveFilter {
     fn accepts(&self, message: &LiveMessage) -> bool {
-        let id_ok = self.event_id.is_none_or(|id| message.event_id() == Some(id));
+        let id_ok = self
+            .event_id
+            .is_none_or(|id| message.event_id() == Some(id));
         let type_ok = self
             .event_type
             .as_deref()
@@ -64,7 +66,10 @@ pub async fn live(
         event_type: query.event_type.filter(|t| !t.is_empty()),
     };
     let upgrade = upgrade.map_err(|rejection| {
-        ApiError::validation(format!("GET /ws needs a WebSocket upgrade: {}", rejection.body_text()))
+        ApiError::validation(format!(
+            "GET /ws needs a WebSocket upgrade: {}",
+            rejection.body_text()
+        ))
     })?;
     let receiver = state.bus.subscribe();
     Ok(upgrade.on_upgrade(move |socket| stream(socket, receiver, filter)))

@@ -10,8 +10,8 @@ mod sink;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-pub use report::Report;
 use report::percentile;
+pub use report::Report;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -70,7 +70,9 @@ struct Spawned {
 impl Spawned {
     /// Starts `sluice <subcommand>` on the bench's database (`api`/`serve` listen on a free port).
     fn start_role(args: &BenchArgs, subcommand: &str) -> anyhow::Result<Spawned> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut command = Command::new(std::env::current_exe()?);
         command.arg(subcommand);
         if subcommand != "worker" {
@@ -136,7 +138,11 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
 fn payload(i: u64) -> Value {
     // A realistic order: nested customer, a few items, ~350 bytes.
     let country = ["BR", "PT", "DE", "US"][(i % 4) as usize];
-    let tier = if i.is_multiple_of(10) { "gold" } else { "standard" };
+    let tier = if i.is_multiple_of(10) {
+        "gold"
+    } else {
+        "standard"
+    };
     json!({
         "amount": (i * 37) % 1000,
         "currency": "EUR",
@@ -151,16 +157,25 @@ fn payload(i: u64) -> Value {
 
 fn rule_action(kind: &str, sink: &str) -> anyhow::Result<Value> {
     Ok(match kind {
-        "log" => json!({"type": "log", "params": {"level": "info", "message": "bench order {{ external_id }}"}}),
+        "log" => {
+            json!({"type": "log", "params": {"level": "info", "message": "bench order {{ external_id }}"}})
+        }
         "noop" => json!({"type": "noop"}),
-        "webhook" => json!({"type": "call_webhook", "params": {"url": format!("{sink}/hook"), "body": {"order": "{{ external_id }}", "amount": "{{ data.amount }}"}}}),
-        "email" => json!({"type": "send_email", "params": {"to": "ops@example.com", "subject": "order {{ external_id }}", "template": "amount {{ data.amount }}"}}),
+        "webhook" => {
+            json!({"type": "call_webhook", "params": {"url": format!("{sink}/hook"), "body": {"order": "{{ external_id }}", "amount": "{{ data.amount }}"}}})
+        }
+        "email" => {
+            json!({"type": "send_email", "params": {"to": "ops@example.com", "subject": "order {{ external_id }}", "template": "amount {{ data.amount }}"}})
+        }
         other => bail!("unknown action '{other}' (use log, noop, webhook, email or none)"),
     })
 }
 
 pub fn run(args: BenchArgs) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("sluice bench: {error}");
@@ -195,7 +210,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
     if !(0.0..=0.9).contains(&args.duplicates) {
         bail!("--duplicates must be between 0.0 and 0.9");
     }
-    let spawned = if args.spawn { Some(Spawned::start(&args)?) } else { None };
+    let spawned = if args.spawn {
+        Some(Spawned::start(&args)?)
+    } else {
+        None
+    };
     let url = match (&spawned, &args.url) {
         (Some(s), _) => s.url.clone(),
         (None, Some(url)) => url.trim_end_matches('/').to_owned(),
@@ -222,9 +241,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
             "condition": {">=": [{"var": "amount"}, 0]},
             "action": rule_action(kind, &sink.url)?,
         });
-        let response = client.post(format!("{url}/rules")).json(&rule).send().await?;
+        let response = client
+            .post(format!("{url}/rules"))
+            .json(&rule)
+            .send()
+            .await?;
         if !response.status().is_success() {
-            bail!("cannot create the {kind} rule: {}", response.text().await.unwrap_or_default());
+            bail!(
+                "cannot create the {kind} rule: {}",
+                response.text().await.unwrap_or_default()
+            );
         }
     }
 
@@ -261,10 +287,17 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 // Deterministic duplicates: resend an earlier id with the same payload.
-                let resend = duplicates > 0.0 && i > 0 && ((i * 7919) % 1000) < (duplicates * 1000.0) as u64;
+                let resend =
+                    duplicates > 0.0 && i > 0 && ((i * 7919) % 1000) < (duplicates * 1000.0) as u64;
                 let n = if resend { (i * 31) % i } else { i };
-                let body = json!({"id": format!("{run_id}-{n}"), "type": event_type, "data": payload(n)});
-                match client.post(format!("{url}/events")).json(&body).send().await {
+                let body =
+                    json!({"id": format!("{run_id}-{n}"), "type": event_type, "data": payload(n)});
+                match client
+                    .post(format!("{url}/events"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
                     Ok(response) if response.status().as_u16() == 201 => {
                         let duplicate = response.headers().contains_key("idempotent-replayed");
                         if !duplicate {
@@ -272,11 +305,25 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
                         }
                     }
                     Ok(response) => {
-                        *errors.lock().unwrap_or_else(|e| e.into_inner()).entry(format!("http {}", response.status().as_u16())).or_default() += 1;
+                        *errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(format!("http {}", response.status().as_u16()))
+                            .or_default() += 1;
                     }
                     Err(error) => {
-                        let kind = if error.is_timeout() { "timeout" } else if error.is_connect() { "connect" } else { "transport" };
-                        *errors.lock().unwrap_or_else(|e| e.into_inner()).entry(kind.to_owned()).or_default() += 1;
+                        let kind = if error.is_timeout() {
+                            "timeout"
+                        } else if error.is_connect() {
+                            "connect"
+                        } else {
+                            "transport"
+                        };
+                        *errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(kind.to_owned())
+                            .or_default() += 1;
                     }
                 }
                 progress.inc(1);
@@ -325,14 +372,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let drain_elapsed = if args.phased { drain_started.elapsed() } else { started.elapsed() };
+    let drain_elapsed = if args.phased {
+        drain_started.elapsed()
+    } else {
+        started.elapsed()
+    };
     progress.finish_and_clear();
 
     let latencies = collect_latencies(&client, &url, &event_type).await?;
     let span = latencies.span_seconds.max(1e-9);
     let report = Report {
         url: url.clone(),
-        database: spawned.as_ref().map(|_| sluice_store::redact_url(&args.database_url)),
+        database: spawned
+            .as_ref()
+            .map(|_| sluice_store::redact_url(&args.database_url)),
         events_sent: args.events,
         unique_events: unique,
         concurrency: args.concurrency,
@@ -383,7 +436,11 @@ struct Latencies {
 }
 
 /// Reads every bench event back (newest first, page by page) and measures `processed_at - created_at` (server clock).
-async fn collect_latencies(client: &reqwest::Client, url: &str, event_type: &str) -> anyhow::Result<Latencies> {
+async fn collect_latencies(
+    client: &reqwest::Client,
+    url: &str,
+    event_type: &str,
+) -> anyhow::Result<Latencies> {
     let mut millis = Vec::new();
     let mut first_created: Option<chrono::DateTime<chrono::Utc>> = None;
     let mut last_done: Option<chrono::DateTime<chrono::Utc>> = None;
@@ -391,7 +448,11 @@ async fn collect_latencies(client: &reqwest::Client, url: &str, event_type: &str
     loop {
         let page: Value = client
             .get(format!("{url}/events"))
-            .query(&[("type", event_type), ("limit", "500"), ("offset", &offset.to_string())])
+            .query(&[
+                ("type", event_type),
+                ("limit", "500"),
+                ("offset", &offset.to_string()),
+            ])
             .send()
             .await?
             .json()
@@ -416,7 +477,10 @@ async fn collect_latencies(client: &reqwest::Client, url: &str, event_type: &str
         (Some(f), Some(l)) => (l - f).num_microseconds().unwrap_or(0) as f64 / 1e6,
         _ => 0.0,
     };
-    Ok(Latencies { millis, span_seconds })
+    Ok(Latencies {
+        millis,
+        span_seconds,
+    })
 }
 
 fn parse_time(value: &Value) -> Option<chrono::DateTime<chrono::Utc>> {

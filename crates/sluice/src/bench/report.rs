@@ -55,23 +55,45 @@ impl Report {
             self.events_sent,
             self.unique_events,
             self.concurrency,
-            self.target_rate.map(|r| format!(", paced at {r}/s")).unwrap_or_default(),
-            if self.actions.is_empty() { "none".to_owned() } else { self.actions.join(", ") }
+            self.target_rate
+                .map(|r| format!(", paced at {r}/s"))
+                .unwrap_or_default(),
+            if self.actions.is_empty() {
+                "none".to_owned()
+            } else {
+                self.actions.join(", ")
+            }
         );
-        let _ = writeln!(out, "  ingest          {:>10.0} events/s  ({:.2} s)", self.ingest_rate, self.ingest_seconds);
+        let _ = writeln!(
+            out,
+            "  ingest          {:>10.0} events/s  ({:.2} s)",
+            self.ingest_rate, self.ingest_seconds
+        );
         if self.phased {
             let _ = writeln!(out, "  drain           {:>10.0} events/s  (one worker process; all terminal {:.2} s after it started)", self.drain_rate, self.drain_seconds);
         } else {
-            let _ = writeln!(out, "  drain           {:>10.0} events/s  (all terminal after {:.2} s)", self.drain_rate, self.drain_seconds);
+            let _ = writeln!(
+                out,
+                "  drain           {:>10.0} events/s  (all terminal after {:.2} s)",
+                self.drain_rate, self.drain_seconds
+            );
             let _ = writeln!(
                 out,
                 "  ingest→processed p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
                 self.latency_ms_p50, self.latency_ms_p95, self.latency_ms_p99, self.latency_ms_max
             );
         }
-        let _ = writeln!(out, "  outcome         {} processed, {} failed", self.processed, self.failed);
+        let _ = writeln!(
+            out,
+            "  outcome         {} processed, {} failed",
+            self.processed, self.failed
+        );
         if self.webhooks_received > 0 {
-            let _ = writeln!(out, "  webhook sink    {} requests received", self.webhooks_received);
+            let _ = writeln!(
+                out,
+                "  webhook sink    {} requests received",
+                self.webhooks_received
+            );
         }
         if self.errors.is_empty() {
             let _ = writeln!(out, "  errors          none");

@@ -16,7 +16,9 @@ use rules::{CompiledRule, RuleCache, RuleSet};
 use sluice_core::event::{AttemptStatus, EventState};
 use sluice_core::logic::Limits;
 use sluice_core::retry::RetryPolicy;
-use sluice_store::{AttemptOutcome, ClaimedEvent, NextState, Release, ReplayRules, StateChange, Store};
+use sluice_store::{
+    AttemptOutcome, ClaimedEvent, NextState, Release, ReplayRules, StateChange, Store,
+};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,14 +84,36 @@ pub fn spawn(
     tokio::spawn(run(store, bus, actions, config, shutdown))
 }
 
-async fn run(store: Arc<dyn Store>, bus: Bus, actions: Actions, config: WorkerConfig, shutdown: CancellationToken) {
+async fn run(
+    store: Arc<dyn Store>,
+    bus: Bus,
+    actions: Actions,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) {
     tracing::info!(worker = %config.worker_id, concurrency = config.concurrency, "worker started");
     let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
-    let (done_sender, done_receiver) = mpsc::channel::<AttemptOutcome>(config.concurrency.max(1) * 2);
-    let writer = tokio::spawn(write_completions(store.clone(), bus.clone(), done_receiver, in_flight.clone()));
+    let (done_sender, done_receiver) =
+        mpsc::channel::<AttemptOutcome>(config.concurrency.max(1) * 2);
+    let writer = tokio::spawn(write_completions(
+        store.clone(),
+        bus.clone(),
+        done_receiver,
+        in_flight.clone(),
+    ));
     let background = CancellationToken::new();
-    let heartbeat = tokio::spawn(renew_leases(store.clone(), config.clone(), in_flight.clone(), background.clone()));
-    let reaper = tokio::spawn(reap(store.clone(), bus.clone(), config.clone(), background.clone()));
+    let heartbeat = tokio::spawn(renew_leases(
+        store.clone(),
+        config.clone(),
+        in_flight.clone(),
+        background.clone(),
+    ));
+    let reaper = tokio::spawn(reap(
+        store.clone(),
+        bus.clone(),
+        config.clone(),
+        background.clone(),
+    ));
 
     let context = Arc::new(ProcessContext {
         store: store.clone(),
@@ -118,8 +142,11 @@ async fn run(store: Arc<dyn Store>, bus: Bus, actions: Actions, config: WorkerCo
         // each claim a batch rather than a single event (a round trip saved per event).
         if backlog && batch_target > 1 {
             let wanted = u32::try_from(batch_target - 1).unwrap_or(u32::MAX);
-            if let Ok(Ok(more)) =
-                tokio::time::timeout(Duration::from_millis(2), slots.clone().acquire_many_owned(wanted)).await
+            if let Ok(Ok(more)) = tokio::time::timeout(
+                Duration::from_millis(2),
+                slots.clone().acquire_many_owned(wanted),
+            )
+            .await
             {
                 permits.merge(more);
             }
@@ -176,7 +203,11 @@ async fn run(store: Arc<dyn Store>, bus: Bus, actions: Actions, config: WorkerCo
                 }
                 Err(error) => {
                     tracing::warn!(error = %error, event_id = event.event.id, "cannot load the original rule versions; retrying");
-                    let outcome = process::cannot_start(&event, &context, &format!("cannot load the original rule versions: {error}"));
+                    let outcome = process::cannot_start(
+                        &event,
+                        &context,
+                        &format!("cannot load the original rule versions: {error}"),
+                    );
                     let _ = done.send(outcome).await;
                     drop(slot);
                 }
@@ -204,7 +235,9 @@ async fn claim(
     free: usize,
 ) -> Result<Vec<ClaimedEvent>, sluice_store::StoreError> {
     let limit = i64::try_from(free.min(config.claim_batch)).unwrap_or(1);
-    let claimed = store.claim_due_events(&config.worker_id, limit, ms(config.lease)).await?;
+    let claimed = store
+        .claim_due_events(&config.worker_id, limit, ms(config.lease))
+        .await?;
     // Checked after the claim, not before: a rule saved before an event was ingested is then
     // always seen by the attempt that processes that event.
     if !claimed.is_empty() && cache.refresh(store, &config.limits).await? {
@@ -224,7 +257,10 @@ async fn rules_for(
     if event.replay_rules == ReplayRules::Original {
         let pinned = store.original_rules(event.event.id).await?;
         return Ok(Arc::new(
-            pinned.iter().map(|s| Arc::new(CompiledRule::compile(s, limits))).collect(),
+            pinned
+                .iter()
+                .map(|s| Arc::new(CompiledRule::compile(s, limits)))
+                .collect(),
         ));
     }
     Ok(cache.rules_for(&event.event.event_type))

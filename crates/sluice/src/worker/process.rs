@@ -35,7 +35,11 @@ fn elapsed_ms(since: Instant) -> i64 {
 }
 
 /// Runs one attempt to its end (or its timeout) and says how it ended.
-pub async fn process(claimed: &ClaimedEvent, rules: RuleSet, context: &ProcessContext) -> AttemptOutcome {
+pub async fn process(
+    claimed: &ClaimedEvent,
+    rules: RuleSet,
+    context: &ProcessContext,
+) -> AttemptOutcome {
     let started = Instant::now();
     let finished: Finished = Arc::new(Mutex::new(Vec::new()));
     let run = run_rules(claimed, &rules, context, finished.clone());
@@ -88,9 +92,13 @@ pub async fn process(claimed: &ClaimedEvent, rules: RuleSet, context: &ProcessCo
     } else if !retryable {
         NextState::Failed
     } else {
-        match context.retry.next_delay_ms(run_attempts, rand::random::<f64>()) {
+        match context
+            .retry
+            .next_delay_ms(run_attempts, rand::random::<f64>())
+        {
             Some(delay) => NextState::RetryAt(
-                Utc::now() + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)),
+                Utc::now()
+                    + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)),
             ),
             None => NextState::Failed,
         }
@@ -108,9 +116,16 @@ pub async fn process(claimed: &ClaimedEvent, rules: RuleSet, context: &ProcessCo
 
 /// The outcome of an attempt that could not even start (its rules could not be loaded): a
 /// retryable failure, so the event comes back later.
-pub fn cannot_start(claimed: &ClaimedEvent, context: &ProcessContext, error: &str) -> AttemptOutcome {
+pub fn cannot_start(
+    claimed: &ClaimedEvent,
+    context: &ProcessContext,
+    error: &str,
+) -> AttemptOutcome {
     let run_attempts = u32::try_from(claimed.run_attempts).unwrap_or(u32::MAX);
-    let next = match context.retry.next_delay_ms(run_attempts, rand::random::<f64>()) {
+    let next = match context
+        .retry
+        .next_delay_ms(run_attempts, rand::random::<f64>())
+    {
         Some(delay) => NextState::RetryAt(
             Utc::now() + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)),
         ),
@@ -127,15 +142,27 @@ pub fn cannot_start(claimed: &ClaimedEvent, context: &ProcessContext, error: &st
     }
 }
 
-async fn run_rules(claimed: &ClaimedEvent, rules: &RuleSet, context: &ProcessContext, finished: Finished) {
+async fn run_rules(
+    claimed: &ClaimedEvent,
+    rules: &RuleSet,
+    context: &ProcessContext,
+    finished: Finished,
+) {
     for rule in rules.iter() {
         let result = run_rule(claimed, rule, context).await;
-        finished.lock().unwrap_or_else(|e| e.into_inner()).push(result);
+        finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(result);
     }
 }
 
 /// Evaluates one rule and runs its action; never fails the others.
-async fn run_rule(claimed: &ClaimedEvent, rule: &CompiledRule, context: &ProcessContext) -> RuleResult {
+async fn run_rule(
+    claimed: &ClaimedEvent,
+    rule: &CompiledRule,
+    context: &ProcessContext,
+) -> RuleResult {
     let started = Instant::now();
     let event = &claimed.event;
     let mut record = ExecutionRecord {
@@ -155,12 +182,24 @@ async fn run_rule(claimed: &ClaimedEvent, rule: &CompiledRule, context: &Process
     };
     let body = match &rule.body {
         Ok(body) => body,
-        Err(message) => return finish(record, ExecutionResult::Failed, Some(message.clone()), false),
+        Err(message) => {
+            return finish(
+                record,
+                ExecutionResult::Failed,
+                Some(message.clone()),
+                false,
+            )
+        }
     };
     match body.condition.logic().matches(&event.payload) {
         Err(error) => {
             // The same data fails the same way every time: not worth a retry.
-            return finish(record, ExecutionResult::Failed, Some(format!("condition: {error}")), false);
+            return finish(
+                record,
+                ExecutionResult::Failed,
+                Some(format!("condition: {error}")),
+                false,
+            );
         }
         Ok(false) => return finish(record, ExecutionResult::Skipped, None, false),
         Ok(true) => {}
@@ -170,12 +209,25 @@ async fn run_rule(claimed: &ClaimedEvent, rule: &CompiledRule, context: &Process
     let key = idempotency_key(event.id, rule.rule_id, &action.content_hash());
     if !action.is_idempotent() {
         record.idempotency_key = Some(key.clone());
-        let prior = match context.store.prior_executions(std::slice::from_ref(&key)).await {
+        let prior = match context
+            .store
+            .prior_executions(std::slice::from_ref(&key))
+            .await
+        {
             Ok(prior) => prior.get(&key).copied(),
-            Err(error) => return finish(record, ExecutionResult::Failed, Some(store_error(&error)), true),
+            Err(error) => {
+                return finish(
+                    record,
+                    ExecutionResult::Failed,
+                    Some(store_error(&error)),
+                    true,
+                )
+            }
         };
         match prior {
-            Some(ExecutionResult::Applied) => return finish(record, ExecutionResult::Deduped, None, false),
+            Some(ExecutionResult::Applied) => {
+                return finish(record, ExecutionResult::Deduped, None, false)
+            }
             Some(_) if action.kind() == ActionKind::SendEmail => {
                 // At most once: an email whose sending was interrupted may have gone out.
                 return finish(
@@ -191,11 +243,24 @@ async fn run_rule(claimed: &ClaimedEvent, rule: &CompiledRule, context: &Process
         }
         match context
             .store
-            .record_started(claimed.attempt_id, event.id, rule.rule_id, rule.version_id, &key)
+            .record_started(
+                claimed.attempt_id,
+                event.id,
+                rule.rule_id,
+                rule.version_id,
+                &key,
+            )
             .await
         {
             Ok(id) => record.started_id = Some(id),
-            Err(error) => return finish(record, ExecutionResult::Failed, Some(store_error(&error)), true),
+            Err(error) => {
+                return finish(
+                    record,
+                    ExecutionResult::Failed,
+                    Some(store_error(&error)),
+                    true,
+                )
+            }
         }
     }
 
@@ -219,7 +284,12 @@ async fn run_rule(claimed: &ClaimedEvent, rule: &CompiledRule, context: &Process
         Ok(()) => finish(record, ExecutionResult::Applied, None, false),
         Err(error) => {
             let retryable = matches!(error, ActionError::Retryable(_));
-            finish(record, ExecutionResult::Failed, Some(error.to_string()), retryable)
+            finish(
+                record,
+                ExecutionResult::Failed,
+                Some(error.to_string()),
+                retryable,
+            )
         }
     }
 }

@@ -20,11 +20,18 @@ pub struct CompiledRule {
 
 impl CompiledRule {
     pub fn compile(snapshot: &RuleSnapshot, limits: &Limits) -> Self {
-        let body = RuleBody::parse(&snapshot.version.condition, &snapshot.version.action, limits)
-            .map_err(|errors| {
-                let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                format!("stored rule version no longer compiles: {}", text.join("; "))
-            });
+        let body = RuleBody::parse(
+            &snapshot.version.condition,
+            &snapshot.version.action,
+            limits,
+        )
+        .map_err(|errors| {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            format!(
+                "stored rule version no longer compiles: {}",
+                text.join("; ")
+            )
+        });
         CompiledRule {
             rule_id: snapshot.rule_id,
             rule_name: snapshot.rule_name.clone(),
@@ -46,7 +53,11 @@ pub struct RuleCache {
 
 impl RuleCache {
     /// Reloads when a rule changed since the last load. Returns whether it reloaded.
-    pub async fn refresh(&mut self, store: &dyn Store, limits: &Limits) -> Result<bool, StoreError> {
+    pub async fn refresh(
+        &mut self,
+        store: &dyn Store,
+        limits: &Limits,
+    ) -> Result<bool, StoreError> {
         let generation = store.rule_generation().await?;
         if self.generation == Some(generation) {
             return Ok(false);
@@ -64,6 +75,9 @@ impl RuleCache {
     }
 
     pub fn rules_for(&self, event_type: &str) -> RuleSet {
-        self.by_type.get(event_type).cloned().unwrap_or_else(|| self.empty.clone())
+        self.by_type
+            .get(event_type)
+            .cloned()
+            .unwrap_or_else(|| self.empty.clone())
     }
 }

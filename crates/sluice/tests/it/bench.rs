@@ -5,7 +5,9 @@ use crate::helpers::{spawn_app_with, Db};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_drives_a_running_instance_and_reports() {
     // The bench's webhook sink listens on loopback.
-    let app = spawn_app_with(Db::Sqlite, &["--webhook-allow-private", "true"]).await.unwrap();
+    let app = spawn_app_with(Db::Sqlite, &["--webhook-allow-private", "true"])
+        .await
+        .unwrap();
     let args = sluice::bench::BenchArgs {
         url: Some(app.url("")),
         spawn: false,
@@ -22,13 +24,19 @@ async fn bench_drives_a_running_instance_and_reports() {
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);
-    assert!(report.unique_events < 300 && report.unique_events > 200, "{report:?}");
+    assert!(
+        report.unique_events < 300 && report.unique_events > 200,
+        "{report:?}"
+    );
     assert_eq!(report.processed, report.unique_events);
     assert_eq!(report.failed, 0);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.webhooks_received, report.unique_events);
     assert!(report.latency_ms_p50 <= report.latency_ms_p99);
-    assert!(report.server_peak_rss_mb.is_none(), "not spawned: no memory figure");
+    assert!(
+        report.server_peak_rss_mb.is_none(),
+        "not spawned: no memory figure"
+    );
     app.stop().await;
 }
 
@@ -36,12 +44,27 @@ async fn bench_drives_a_running_instance_and_reports() {
 fn bench_spawns_its_own_server_and_prints_json() {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "--spawn", "--events", "500", "--json", "--actions", "log"])
+        .args([
+            "bench",
+            "--spawn",
+            "--events",
+            "500",
+            "--json",
+            "--actions",
+            "log",
+        ])
         .arg("--database-url")
-        .arg(format!("sqlite://{}", dir.path().join("bench.db").display()))
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("bench.db").display()
+        ))
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["processed"], 500);
     assert!(report["server_peak_rss_mb"].as_f64().unwrap() > 1.0);

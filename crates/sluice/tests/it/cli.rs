@@ -41,26 +41,51 @@ fn eval_reads_json_lines_and_answers_one_line_each() {
     assert_eq!(lines[0], serde_json::json!(true));
     assert_eq!(lines[1], serde_json::json!("a1"));
     assert!(lines[2]["error"].as_str().unwrap().contains("nope"));
-    assert!(lines[3]["error"].is_string(), "the budget stops the doubling: {}", lines[3]);
+    assert!(
+        lines[3]["error"].is_string(),
+        "the budget stops the doubling: {}",
+        lines[3]
+    );
 }
 
 #[test]
 fn eval_with_flags_prints_the_result() {
     let output = sluice()
-        .args(["eval", "--rule", r#"{"+":[1,{"var":"x"}]}"#, "--data", r#"{"x":2}"#])
+        .args([
+            "eval",
+            "--rule",
+            r#"{"+":[1,{"var":"x"}]}"#,
+            "--data",
+            r#"{"x":2}"#,
+        ])
         .output()
         .unwrap();
     assert!(output.status.success());
     assert_eq!(String::from_utf8(output.stdout).unwrap().trim(), "3");
-    let bad = sluice().args(["eval", "--rule", "{", "--data", "{}"]).output().unwrap();
+    let bad = sluice()
+        .args(["eval", "--rule", "{", "--data", "{}"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8(bad.stderr).unwrap().contains("--rule is not JSON"));
+    assert!(String::from_utf8(bad.stderr)
+        .unwrap()
+        .contains("--rule is not JSON"));
 }
 
 #[test]
 fn input_that_is_not_json_lines_exits_non_zero() {
-    let mut child = sluice().arg("eval").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"not json\n").unwrap();
+    let mut child = sluice()
+        .arg("eval")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"not json\n")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(!output.status.success());
     let line = String::from_utf8(output.stdout).unwrap();

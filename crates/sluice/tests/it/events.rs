@@ -407,7 +407,9 @@ async fn listings_filter_and_page_newest_first(app: TestApp) {
     assert_eq!(stats["total"], 0);
 
     let id = one["data"][0]["id"].as_i64().unwrap();
-    let (status, attempts) = app.get_json(&format!("/events/{id}/attempts?limit=1")).await;
+    let (status, attempts) = app
+        .get_json(&format!("/events/{id}/attempts?limit=1"))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(attempts["count"], 1);
     assert_eq!(attempts["limit"], 1);

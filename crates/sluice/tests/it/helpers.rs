@@ -90,10 +90,14 @@ async fn start(db: Db, database_url: &str, extra: &[&str], roles: Roles) -> Test
     ];
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     let settings = Settings::from_args(args).expect("test settings parse");
-    let app = RunningApp::start(settings, roles).await.expect("sluice starts");
+    let app = RunningApp::start(settings, roles)
+        .await
+        .expect("sluice starts");
     TestApp {
         // A worker-only sibling has no API; its address is never used.
-        addr: app.addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9))),
+        addr: app
+            .addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9))),
         client: reqwest::Client::new(),
         db,
         database_url: database_url.to_owned(),
@@ -151,7 +155,8 @@ impl TestApp {
 
     /// Polls `GET /events/stats` until `processed` reaches `count` (panics after 30 s).
     pub async fn wait_for_processed(&self, count: i64) -> Value {
-        self.wait_for_stats(|stats| stats["processed"].as_i64() == Some(count)).await
+        self.wait_for_stats(|stats| stats["processed"].as_i64() == Some(count))
+            .await
     }
 
     /// Polls `GET /events/stats` until `done` holds (panics after 30 s).
@@ -162,7 +167,10 @@ impl TestApp {
             if done(&stats) {
                 return stats;
             }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting; last stats {stats}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting; last stats {stats}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -175,7 +183,10 @@ impl TestApp {
             if states.iter().any(|s| event["state"] == *s) {
                 return event;
             }
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {states:?}; last {event}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {states:?}; last {event}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -188,13 +199,24 @@ impl TestApp {
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.client.put(self.url(path)).json(body).send().await.expect("PUT");
+        let response = self
+            .client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PUT");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON body"))
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        let response = self.client.delete(self.url(path)).send().await.expect("DELETE");
+        let response = self
+            .client
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON body"))
     }

@@ -7,8 +7,8 @@ mod helpers;
 mod receiver;
 
 mod bench;
-mod cli;
 mod browser;
+mod cli;
 mod console;
 mod events;
 mod live;

@@ -11,12 +11,23 @@ use serde_json::{json, Value};
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub async fn post_event(app: &TestApp, id: &str, event_type: &str, data: Value) -> i64 {
-    let (status, body) = app.post("/events", &json!({"id": id, "type": event_type, "data": data})).await;
+    let (status, body) = app
+        .post(
+            "/events",
+            &json!({"id": id, "type": event_type, "data": data}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     body["id"].as_i64().unwrap()
 }
 
-pub async fn create_rule(app: &TestApp, name: &str, event_type: &str, condition: Value, action: Value) -> i64 {
+pub async fn create_rule(
+    app: &TestApp,
+    name: &str,
+    event_type: &str,
+    condition: Value,
+    action: Value,
+) -> i64 {
     let (status, body) = app
         .post("/rules", &json!({"name": name, "event_type": event_type, "condition": condition, "action": action}))
         .await;
@@ -43,8 +54,14 @@ fn results(attempt: &Value) -> Vec<String> {
 
 story!(a_matching_log_rule_is_applied_and_a_false_condition_skipped);
 async fn a_matching_log_rule_is_applied_and_a_false_condition_skipped(app: TestApp) {
-    let rule = create_rule(&app, "high", "order.created", json!({">=": [{"var": "amount"}, 50]}),
-        json!({"type": "log", "params": {"message": "High value order {{ external_id }}"}})).await;
+    let rule = create_rule(
+        &app,
+        "high",
+        "order.created",
+        json!({">=": [{"var": "amount"}, 50]}),
+        json!({"type": "log", "params": {"message": "High value order {{ external_id }}"}}),
+    )
+    .await;
     let high = post_event(&app, "order-123", "order.created", json!({"amount": 100})).await;
     let low = post_event(&app, "order-124", "order.created", json!({"amount": 10})).await;
 
@@ -69,29 +86,55 @@ async fn a_matching_log_rule_is_applied_and_a_false_condition_skipped(app: TestA
     app.stop().await;
 }
 
-story!(a_webhook_gets_the_templated_body_an_idempotency_key_and_a_valid_signature, "--webhook-allow-private", "true", "--webhook-secret", crate::processing::SECRET);
+story!(
+    a_webhook_gets_the_templated_body_an_idempotency_key_and_a_valid_signature,
+    "--webhook-allow-private",
+    "true",
+    "--webhook-secret",
+    crate::processing::SECRET
+);
 async fn a_webhook_gets_the_templated_body_an_idempotency_key_and_a_valid_signature(app: TestApp) {
     let receiver = Receiver::start(200, 0).await;
-    create_rule(&app, "hook", "order.created", json!(true), webhook(&format!("{}/hooks/orders", receiver.url))).await;
+    create_rule(
+        &app,
+        "hook",
+        "order.created",
+        json!(true),
+        webhook(&format!("{}/hooks/orders", receiver.url)),
+    )
+    .await;
     let id = post_event(&app, "order-9", "order.created", json!({"amount": 250})).await;
     app.wait_for_state(id, &["processed", "failed"]).await;
-    assert_eq!(app.wait_for_state(id, &["processed"]).await["state"], "processed");
+    assert_eq!(
+        app.wait_for_state(id, &["processed"]).await["state"],
+        "processed"
+    );
 
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1);
     let request = &requests[0];
     assert_eq!(request.method, "POST");
-    assert_eq!(request.json(), json!({"order": "order-9", "amount": 250, "note": "order 250 of order.created"}));
+    assert_eq!(
+        request.json(),
+        json!({"order": "order-9", "amount": 250, "note": "order 250 of order.created"})
+    );
     assert_eq!(request.header("x-order").as_deref(), Some("order-9"));
     let key = request.header("idempotency-key").expect("Idempotency-Key");
     let attempts = app.attempts(id).await;
-    assert_eq!(attempts[0]["rule_executions"][0]["idempotency_key"], key.as_str());
+    assert_eq!(
+        attempts[0]["rule_executions"][0]["idempotency_key"],
+        key.as_str()
+    );
     assert_eq!(attempts[0]["rule_executions"][0]["result"], "applied");
 
     // Standard Webhooks: v1,base64(HMAC-SHA256(secret, "id.timestamp.body")).
     let webhook_id = request.header("webhook-id").expect("webhook-id");
-    let timestamp = request.header("webhook-timestamp").expect("webhook-timestamp");
-    let signature = request.header("webhook-signature").expect("webhook-signature");
+    let timestamp = request
+        .header("webhook-timestamp")
+        .expect("webhook-timestamp");
+    let signature = request
+        .header("webhook-signature")
+        .expect("webhook-signature");
     let secret = base64::engine::general_purpose::STANDARD
         .decode(SECRET.trim_start_matches("whsec_"))
         .unwrap();
@@ -103,17 +146,31 @@ async fn a_webhook_gets_the_templated_body_an_idempotency_key_and_a_valid_signat
     app.stop().await;
 }
 
-story!(a_failing_receiver_is_retried_with_backoff_until_failed, "--retry-backoff-ms", "30,60", "--max-attempts", "3", "--webhook-allow-private", "true");
+story!(
+    a_failing_receiver_is_retried_with_backoff_until_failed,
+    "--retry-backoff-ms",
+    "30,60",
+    "--max-attempts",
+    "3",
+    "--webhook-allow-private",
+    "true"
+);
 async fn a_failing_receiver_is_retried_with_backoff_until_failed(app: TestApp) {
     let receiver = Receiver::start(500, 0).await;
     create_rule(&app, "hook", "t", json!(true), webhook(&receiver.url)).await;
     let id = post_event(&app, "e", "t", json!({"amount": 1})).await;
     let event = app.wait_for_state(id, &["failed"]).await;
     assert_eq!(event["attempts"], 3);
-    assert!(event["last_error"].as_str().unwrap().contains("500"), "{event}");
+    assert!(
+        event["last_error"].as_str().unwrap().contains("500"),
+        "{event}"
+    );
     let attempts = app.attempts(id).await;
     assert_eq!(attempts.len(), 3);
-    let triggers: Vec<&str> = attempts.iter().map(|a| a["trigger"].as_str().unwrap()).collect();
+    let triggers: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["trigger"].as_str().unwrap())
+        .collect();
     assert_eq!(triggers, ["retry", "retry", "initial"]);
     for attempt in &attempts {
         assert_eq!(attempt["status"], "failed");
@@ -121,8 +178,11 @@ async fn a_failing_receiver_is_retried_with_backoff_until_failed(app: TestApp) {
         assert!(attempt["error"].as_str().unwrap().contains("500"));
     }
     // The same delivery each time: one Idempotency-Key.
-    let keys: std::collections::HashSet<String> =
-        receiver.requests().iter().map(|r| r.header("idempotency-key").unwrap()).collect();
+    let keys: std::collections::HashSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|r| r.header("idempotency-key").unwrap())
+        .collect();
     assert_eq!(receiver.count(), 3);
     assert_eq!(keys.len(), 1);
     let (_, stats) = app.get_json("/events/stats").await;
@@ -131,7 +191,13 @@ async fn a_failing_receiver_is_retried_with_backoff_until_failed(app: TestApp) {
     app.stop().await;
 }
 
-story!(a_receiver_that_refuses_the_request_fails_the_event_at_once, "--max-attempts", "3", "--webhook-allow-private", "true");
+story!(
+    a_receiver_that_refuses_the_request_fails_the_event_at_once,
+    "--max-attempts",
+    "3",
+    "--webhook-allow-private",
+    "true"
+);
 async fn a_receiver_that_refuses_the_request_fails_the_event_at_once(app: TestApp) {
     let receiver = Receiver::start(400, 0).await;
     create_rule(&app, "hook", "t", json!(true), webhook(&receiver.url)).await;
@@ -142,7 +208,17 @@ async fn a_receiver_that_refuses_the_request_fails_the_event_at_once(app: TestAp
     app.stop().await;
 }
 
-story!(a_receiver_slower_than_the_timeout_times_out_and_is_retried, "--retry-backoff-ms", "30", "--max-attempts", "2", "--webhook-allow-private", "true", "--processing-timeout-ms", "300");
+story!(
+    a_receiver_slower_than_the_timeout_times_out_and_is_retried,
+    "--retry-backoff-ms",
+    "30",
+    "--max-attempts",
+    "2",
+    "--webhook-allow-private",
+    "true",
+    "--processing-timeout-ms",
+    "300"
+);
 async fn a_receiver_slower_than_the_timeout_times_out_and_is_retried(app: TestApp) {
     let slow = Receiver::start(200, 3_000).await;
     create_rule(&app, "slow", "t", json!(true), webhook(&slow.url)).await;
@@ -155,22 +231,43 @@ async fn a_receiver_slower_than_the_timeout_times_out_and_is_retried(app: TestAp
         assert!(attempt["error"].as_str().unwrap().contains("timed out"));
     }
     // A webhook's own timeout fails the execution (retryable) rather than the attempt.
-    let rule_timeout = json!({"type": "call_webhook", "params": {"url": slow.url, "timeout_ms": 100}});
+    let rule_timeout =
+        json!({"type": "call_webhook", "params": {"url": slow.url, "timeout_ms": 100}});
     create_rule(&app, "short", "u", json!(true), rule_timeout).await;
     let other = post_event(&app, "f", "u", json!({})).await;
     app.wait_for_state(other, &["failed"]).await;
     let attempts = app.attempts(other).await;
     assert_eq!(attempts.len(), 2, "retried once");
-    assert!(attempts[0]["rule_executions"][0]["error"].as_str().unwrap().contains("timed out"), "{}", attempts[0]);
+    assert!(
+        attempts[0]["rule_executions"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{}",
+        attempts[0]
+    );
     app.stop().await;
 }
 
-story!(one_failing_rule_never_stops_the_others, "--webhook-allow-private", "true", "--max-attempts", "1");
+story!(
+    one_failing_rule_never_stops_the_others,
+    "--webhook-allow-private",
+    "true",
+    "--max-attempts",
+    "1"
+);
 async fn one_failing_rule_never_stops_the_others(app: TestApp) {
     let refusing = Receiver::start(400, 0).await;
     let first = create_rule(&app, "first", "t", json!(true), json!({"type": "noop"})).await;
     let middle = create_rule(&app, "middle", "t", json!(true), webhook(&refusing.url)).await;
-    let last = create_rule(&app, "last", "t", json!(true), json!({"type": "log", "params": {"message": "hi"}})).await;
+    let last = create_rule(
+        &app,
+        "last",
+        "t",
+        json!(true),
+        json!({"type": "log", "params": {"message": "hi"}}),
+    )
+    .await;
     let id = post_event(&app, "e", "t", json!({})).await;
     app.wait_for_state(id, &["failed"]).await;
     let attempts = app.attempts(id).await;
@@ -178,7 +275,12 @@ async fn one_failing_rule_never_stops_the_others(app: TestApp) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["rule_id"].as_i64().unwrap(), x["result"].as_str().unwrap().to_owned()))
+        .map(|x| {
+            (
+                x["rule_id"].as_i64().unwrap(),
+                x["result"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(by_rule[&first], "applied");
     assert_eq!(by_rule[&middle], "failed");
@@ -197,10 +299,20 @@ async fn a_rule_that_exhausts_its_budget_fails_alone_and_the_worker_goes_on(app:
     assert_eq!(event["attempts"], 1, "a budget error is not retried");
     let attempts = app.attempts(id).await;
     let executions = attempts[0]["rule_executions"].as_array().unwrap();
-    let bomb = executions.iter().find(|x| x["rule_name"] == "bomb").unwrap();
+    let bomb = executions
+        .iter()
+        .find(|x| x["rule_name"] == "bomb")
+        .unwrap();
     assert_eq!(bomb["result"], "failed");
-    assert!(bomb["error"].as_str().unwrap().contains("budget") || bomb["error"].as_str().unwrap().contains("bytes"), "{bomb}");
-    let fine = executions.iter().find(|x| x["rule_name"] == "fine").unwrap();
+    assert!(
+        bomb["error"].as_str().unwrap().contains("budget")
+            || bomb["error"].as_str().unwrap().contains("bytes"),
+        "{bomb}"
+    );
+    let fine = executions
+        .iter()
+        .find(|x| x["rule_name"] == "fine")
+        .unwrap();
     assert_eq!(fine["result"], "applied");
 
     // The worker is still working.

@@ -80,7 +80,8 @@ pub struct Settings {
     pub webhook_secret: Option<String>,
 
     /// Allow webhooks to loopback, private and link-local addresses.
-    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     pub webhook_allow_private: bool,
 
     /// Origin allowed by CORS (`*` for any); unset disables CORS headers.

@@ -40,6 +40,11 @@ const EVENT_COLUMNS: &str = "id, external_id, type, payload, state, received_cou
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// For claims and lease renewals only: `synchronous_commit=off`, so a claim does not wait
+    /// for a WAL flush. Losing one in a database crash is harmless — the event is simply still
+    /// pending — and any later durable commit (a `started` record, an outcome) flushes the WAL
+    /// up to and including it, so no outcome is ever durable without its claim.
+    lease_pool: PgPool,
 }
 
 impl PostgresStore {
@@ -49,9 +54,14 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool })
+        // Lazy: API-only processes never claim, so they never open these connections.
+        let lease_pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
+        Ok(Self { pool, lease_pool })
     }
 
     /// The connection pool, for `LISTEN` connections of the worker and the live feed.
@@ -525,7 +535,7 @@ impl Store for PostgresStore {
         .bind(worker)
         .bind(limit)
         .bind(lease_ms)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.lease_pool)
         .await?;
         rows.iter().map(claimed_from_row).collect()
     }
@@ -544,7 +554,7 @@ impl Store for PostgresStore {
         )
         .bind(attempt_ids)
         .bind(lease_ms)
-        .execute(&self.pool)
+        .execute(&self.lease_pool)
         .await?;
         Ok(())
     }

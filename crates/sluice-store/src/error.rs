@@ -32,11 +32,25 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Tls(_)
             | sqlx::Error::WorkerCrashed => StoreError::Unavailable(error),
             sqlx::Error::Database(db) => {
-                // Postgres: admin shutdown / cannot connect now / too many connections.
+                // Postgres: admin shutdown / cannot connect now / too many connections /
+                // connection failures / database not accepting connections (55000).
                 // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) after the busy timeout.
                 let transient = matches!(
                     db.code().as_deref(),
-                    Some("57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "5" | "6")
+                    Some(
+                        "57P01"
+                            | "57P02"
+                            | "57P03"
+                            | "53300"
+                            | "08000"
+                            | "08001"
+                            | "08003"
+                            | "08004"
+                            | "08006"
+                            | "55000"
+                            | "5"
+                            | "6"
+                    )
                 );
                 if transient {
                     StoreError::Unavailable(error)

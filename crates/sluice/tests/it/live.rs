@@ -508,6 +508,15 @@ async fn wake_ups_and_live_messages_cross_processes_again_after_a_database_outag
         .await
         .unwrap();
     wait_for_ready(&app, 503).await;
+    // Meanwhile the API says so, in its documented shape, rather than failing with a 500.
+    let (status, body) = api
+        .post(
+            "/events",
+            &json!({"id": "during-outage", "type": "t", "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "ServiceUnavailable");
     tokio::time::sleep(Duration::from_secs(2)).await;
     sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .execute(&mut admin)

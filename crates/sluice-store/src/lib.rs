@@ -128,12 +128,23 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- replay ----
 
-    /// Sends a processed or failed event back to the queue for a `replay` attempt.
+    /// Sends a processed or failed event back to the queue for a `replay` attempt; says why
+    /// not otherwise (unknown, or not finished).
     async fn replay_event(
         &self,
         id: i64,
         rules: ReplayRules,
-    ) -> Result<Result<Event, ReplayRefusal>, StoreError>;
+    ) -> Result<Result<Event, ReplayRefusal>, StoreError> {
+        let mut replayed = self.replay_events(&[id], rules).await?;
+        if let Some(event) = replayed.pop() {
+            return Ok(Ok(event));
+        }
+        Ok(Err(match self.get_event(id).await? {
+            None => ReplayRefusal::NotFound,
+            Some(event) => ReplayRefusal::NotTerminal(event.state),
+        }))
+    }
+
     /// Replays those of `ids` that are processed or failed; returns them.
     async fn replay_events(
         &self,

@@ -837,21 +837,6 @@ impl Store for SqliteStore {
         Ok(changes)
     }
 
-    async fn replay_event(
-        &self,
-        id: i64,
-        rules: ReplayRules,
-    ) -> Result<Result<Event, ReplayRefusal>, StoreError> {
-        let mut replayed = self.replay_events(&[id], rules).await?;
-        if let Some(event) = replayed.pop() {
-            return Ok(Ok(event));
-        }
-        Ok(Err(match self.get_event(id).await? {
-            None => ReplayRefusal::NotFound,
-            Some(event) => ReplayRefusal::NotTerminal(event.state),
-        }))
-    }
-
     async fn replay_events(
         &self,
         ids: &[i64],

@@ -1,11 +1,11 @@
-//! What a rule does when it matches (§6): `log`, `noop`, `call_webhook`, `send_email`. An
+//! What a rule does when it matches: `log`, `noop`, `call_webhook`, `send_email`. An
 //! [`Action`] is validated and its templates compiled when the rule is saved; the worker renders
 //! it per event into a [`RenderedAction`] for the executors in the binary crate.
 //!
 //! Validation is strict on purpose: unknown params are rejected (a misspelt `hedaers` would
 //! otherwise be silently dropped), and whatever is literal in a URL or address is checked when
 //! the rule is saved. Parts built from placeholders can only be checked once rendered, which is
-//! the executors' job (they also refuse private addresses, §6).
+//! the executors' job (they also refuse private addresses).
 
 use crate::error::{join_path, FieldError};
 use crate::event::json_kind;
@@ -89,7 +89,7 @@ text_enum!(
 
 impl ActionKind {
     /// Idempotent actions can simply run again on retry or replay; the others are
-    /// at-most-once per event × rule × action content (§6).
+    /// at-most-once per event × rule × action content.
     pub fn is_idempotent(self) -> bool {
         matches!(self, ActionKind::Log | ActionKind::Noop)
     }

@@ -6,6 +6,7 @@ use serde::Serialize;
 /// One thing wrong with an input, located by a path into it (e.g. `data.items[2]`,
 /// `condition.and[1]`, `action.params.url`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     pub path: String,
     pub message: String,

@@ -223,6 +223,7 @@ macro_rules! closed_set {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -283,6 +284,15 @@ closed_set!(
         Failed => "failed",
         Timeout => "timeout",
         Abandoned => "abandoned",
+    }
+);
+
+closed_set!(
+    /// Which rule versions a replay evaluates: each rule's `current` version (and rules created
+    /// since), or the `original` versions the event's first attempt evaluated.
+    ReplayRules {
+        Current => "current",
+        Original => "original",
     }
 );
 

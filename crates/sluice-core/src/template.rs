@@ -9,7 +9,7 @@
 //!
 //! Rendering never fails: a path absent from an event renders as `null` (or as empty text inside
 //! a longer string), because whether an event carries a field is the event's business, not the
-//! rule's (§5 of the design).
+//! rule's.
 
 use crate::error::{index_path, join_path, FieldError};
 use serde_json::{Map, Value};

@@ -1,18 +1,17 @@
 //! The rows sluice stores, as the rest of the program sees them (backend-neutral).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::Value;
+pub use sluice_core::event::ReplayRules;
 use sluice_core::event::{AttemptStatus, EventState, ExecutionResult, Trigger};
 
 pub type Timestamp = DateTime<Utc>;
 
-/// One stored event, everything `GET /events/{id}` shows plus the worker's bookkeeping.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One stored event row, with the worker's bookkeeping (lease) next to what the API shows.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: i64,
     pub external_id: String,
-    #[serde(rename = "type")]
     pub event_type: String,
     pub payload: Value,
     pub state: EventState,
@@ -24,18 +23,15 @@ pub struct Event {
     pub updated_at: Timestamp,
     pub processed_at: Option<Timestamp>,
     pub replayed_at: Option<Timestamp>,
-    #[serde(skip)]
     pub lease_expires_at: Option<Timestamp>,
-    #[serde(skip)]
     pub leased_by: Option<String>,
 }
 
 /// What `POST /events` answers about an event it created or found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventSummary {
     pub id: i64,
     pub external_id: String,
-    #[serde(rename = "type")]
     pub event_type: String,
     pub state: EventState,
     pub received_count: i64,
@@ -76,7 +72,7 @@ pub struct Page {
 }
 
 /// Counts of `GET /events/stats`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventStats {
     pub total: i64,
     pub pending: i64,
@@ -89,7 +85,7 @@ pub struct EventStats {
 }
 
 /// One processing attempt of an event, with what each rule did in it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
     pub id: i64,
     pub event_id: i64,
@@ -105,7 +101,7 @@ pub struct Attempt {
 }
 
 /// What one rule (at one version) did with an event during one attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleExecution {
     pub id: i64,
     pub rule_id: i64,
@@ -120,20 +116,19 @@ pub struct RuleExecution {
 }
 
 /// One immutable version of a rule's condition and action.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleVersion {
     pub id: i64,
     pub rule_id: i64,
     pub version: i64,
     pub condition: Value,
     pub action: Value,
-    #[serde(skip)]
     pub action_hash: String,
     pub created_at: Timestamp,
 }
 
 /// A rule with its current version, as the rules API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub id: i64,
     pub name: String,
@@ -178,38 +173,6 @@ pub struct RuleChanges {
 pub struct RuleFilter {
     pub active: Option<bool>,
     pub event_type: Option<String>,
-}
-
-/// Which rule versions a replay evaluates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplayRules {
-    /// Each rule's current version (and rules created since).
-    Current,
-    /// The versions the event's first attempt evaluated.
-    Original,
-}
-
-impl ReplayRules {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplayRules::Current => "current",
-            ReplayRules::Original => "original",
-        }
-    }
-}
-
-impl std::str::FromStr for ReplayRules {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "current" => Ok(ReplayRules::Current),
-            "original" => Ok(ReplayRules::Original),
-            other => Err(format!(
-                "unknown replay rules '{other}' (expected current or original)"
-            )),
-        }
-    }
 }
 
 /// A rule version together with what the worker needs to know about its rule.

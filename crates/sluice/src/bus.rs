@@ -22,7 +22,7 @@ const MAX_NOTIFY_BYTES: usize = 7_000;
 const LIVE_BUFFER: usize = 4_096;
 
 /// A message of `GET /ws`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type")]
 pub enum LiveMessage {
     #[serde(rename = "event.created")]

@@ -1,5 +1,5 @@
-//! Configuration: every setting is an environment variable (the seed's names) and a flag,
-//! read and validated once at start. Invalid configuration stops the process with one line.
+//! Configuration: every setting is an environment variable (compatible with the names of the
+//! Node system sluice replaces) and a flag, read and validated once at start. Invalid configuration stops the process with one line.
 
 use clap::{Args, ValueEnum};
 use sluice_core::retry::RetryPolicy;
@@ -140,6 +140,12 @@ impl Settings {
             max_attempts: self.max_attempts,
             backoff_ms: self.retry_backoff_ms.0.clone(),
         }
+    }
+
+    /// The limits every rule is compiled and evaluated under — when saved, tested, dry-run
+    /// and processed alike. Not configurable yet: one value, read from here by everyone.
+    pub fn rule_limits(&self) -> sluice_core::logic::Limits {
+        sluice_core::logic::Limits::default()
     }
 }
 

@@ -12,5 +12,7 @@ pub mod config;
 pub mod console;
 pub mod eval;
 pub mod ingest;
+pub mod operations;
+pub mod rule_pass;
 pub mod telemetry;
 pub mod worker;

@@ -1,5 +1,5 @@
 //! JSONLogic rule conditions: compiled once when a rule is saved, evaluated per event inside
-//! a budget, with the semantics of json-logic-js 2.0.5 (the implementation the seed used).
+//! a budget, with the semantics of json-logic-js 2.0.5 (the reference implementation).
 //!
 //! Semantics follow json-logic-js exactly for every operator it has except `method`, down
 //! to JavaScript's coercions (loose `==`, `parseFloat` in `+`/`*`, `String(number)` in

@@ -1,5 +1,5 @@
-//! The `send_email` executor: depending on `EMAIL_MODE`, refuse, log instead of sending (the
-//! seed's simulated sending), or send a plain-text message over SMTP (§6).
+//! The `send_email` executor: depending on `EMAIL_MODE`, refuse, log instead of sending (a
+//! simulated send, for development), or send a plain-text message over SMTP.
 
 use super::{ActionConfig, ActionContext, ActionError};
 use crate::config::EmailMode;

@@ -1,4 +1,4 @@
-//! The private-address guard of webhooks (§6): rule templates can produce any URL, so without it
+//! The private-address guard of webhooks: rule templates can produce any URL, so without it
 //! a rule could make sluice call its own database, the cloud metadata service or anything else
 //! on the internal network.
 //!

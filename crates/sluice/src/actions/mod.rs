@@ -1,4 +1,4 @@
-//! The action executors (§6): run one [`RenderedAction`] for one event and say whether a failure
+//! The action executors: run one [`RenderedAction`] for one event and say whether a failure
 //! is worth retrying. The worker owns delivery bookkeeping (started/applied records, dedupe,
 //! backoff); this module only performs the side effect.
 

@@ -1,5 +1,5 @@
 //! The `call_webhook` executor: one HTTP request with an Idempotency-Key and Standard Webhooks
-//! headers, classified into success, retryable and permanent failure (§6).
+//! headers, classified into success, retryable and permanent failure.
 
 use super::guard::{self, GuardedResolver, Refused};
 use super::{ActionConfig, ActionContext, ActionError};

@@ -9,7 +9,7 @@ use sluice_core::FieldError;
 use sluice_store::StoreError;
 
 /// The documented error names; each has exactly one status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum ErrorName {
     ValidationError,
     NotFoundError,
@@ -54,12 +54,14 @@ pub struct ApiError {
     pub details: Vec<FieldError>,
 }
 
-#[derive(Serialize)]
-pub struct ErrorBody<'a> {
-    pub error: &'a str,
-    pub message: &'a str,
-    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-    pub details: &'a [FieldError],
+/// The body of every error answer: `{"error", "message", "details"?}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorName,
+    pub message: String,
+    /// One entry per problem, located by a path into the request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
 }
 
 impl ApiError {
@@ -103,18 +105,18 @@ impl ApiError {
         Self::new(ErrorName::InternalServerError, "internal server error")
     }
 
-    pub fn body(&self) -> ErrorBody<'_> {
+    pub fn into_body(self) -> ErrorBody {
         ErrorBody {
-            error: self.name.as_str(),
-            message: &self.message,
-            details: &self.details,
+            error: self.name,
+            message: self.message,
+            details: self.details,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.name.status(), Json(self.body())).into_response()
+        (self.name.status(), Json(self.into_body())).into_response()
     }
 }
 

@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde_json::Value;
 
-/// Largest request body accepted (DESIGN.md §4).
+/// Largest request body accepted: 1 MiB.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A JSON request body, checked for content type, size and syntax.

@@ -8,6 +8,7 @@ pub mod ops;
 pub mod query;
 pub mod replay;
 pub mod rules;
+pub mod schema;
 pub mod ws;
 
 use error::ApiError;

@@ -1,27 +1,57 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics.
 
-use super::error::{ApiError, ErrorName};
+use super::error::{ApiError, ErrorBody, ErrorName};
 use crate::app::AppState;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sluice_store::StoreError;
+use utoipa::ToSchema;
 
-/// `GET /health`: the process answers (seed shape).
-pub async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok", "timestamp": chrono::Utc::now() }))
+/// The answer to `GET /health`: `{status: "ok", timestamp}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthOut {
+    /// Always `ok`.
+    pub status: &'static str,
+    pub timestamp: DateTime<Utc>,
 }
 
-/// `GET /ready`: the database answers and its migrations are current.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// The answer to `GET /ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyOut {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// `postgres` or `sqlite`.
+    pub database: &'static str,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The process is alive (never blocked by other work).
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = HealthOut)))]
+pub async fn health() -> Json<HealthOut> {
+    Json(HealthOut {
+        status: "ok",
+        timestamp: Utc::now(),
+    })
+}
+
+/// The database answers and its migrations are current.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Database reachable and migrations current", body = ReadyOut),
+        (status = 503, description = "Not ready", body = ErrorBody),
+    ))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyOut>, ApiError> {
     match state.store.ready().await {
-        Ok(()) => Ok(Json(json!({
-            "status": "ready",
-            "database": state.store.backend().as_str(),
-            "timestamp": chrono::Utc::now(),
-        }))),
+        Ok(()) => Ok(Json(ReadyOut {
+            status: "ready",
+            database: state.store.backend().as_str(),
+            timestamp: Utc::now(),
+        })),
         Err(StoreError::Migration(message)) => Err(ApiError::new(
             ErrorName::ServiceUnavailable,
             format!("not ready: {message}"),
@@ -36,7 +66,9 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],

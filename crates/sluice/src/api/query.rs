@@ -8,6 +8,18 @@ use sluice_store::Page;
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 
+/// `?limit&offset` of a listing, as sent (checked by [`parse_page`]).
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// 1..500, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// Default 0.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub offset: Option<String>,
+}
+
 /// Collects every bad parameter, so one answer lists them all.
 #[derive(Default)]
 pub struct QueryErrors(pub Vec<FieldError>);

@@ -1,34 +1,30 @@
-//! Replay: send processed or failed events back through the rules — one, a list, a filter —
-//! or preview what a replay would do (`dry_run`). Every replay is a new attempt; history is
-//! never rewritten.
+//! The replay API: one event (or a dry run of it), a batch by ids or filter, and
+//! requeue-stuck. Handlers parse the body, then call `operations::replay`.
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IdPath, JsonBody, OptionalJsonBody};
 use super::query::{parse_date_range, QueryErrors};
+use super::schema::{ReplayBatchIn, ReplayIn, RequeueIn};
 use crate::app::AppState;
-use crate::bus::LiveMessage;
-use crate::worker::rules::CompiledRule;
+use crate::operations::replay::{
+    self, ReplayBatchOut, ReplayOut, ReplaySelection, RequeueOut, DEFAULT_REPLAY_FILTER_LIMIT,
+    DEFAULT_STUCK_SECONDS, MAX_REPLAY_FILTER_LIMIT, MAX_REPLAY_IDS,
+};
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Map, Value};
-use sluice_core::event::{json_kind, EventState, ExecutionResult};
-use sluice_core::idempotency::idempotency_key;
-use sluice_core::logic::Limits;
+use serde_json::{Map, Value};
+use sluice_core::event::{json_kind, EventState, ReplayRules};
 use sluice_core::FieldError;
-use sluice_store::{Event, EventFilter, Release, ReplayRefusal, ReplayRules};
-
-pub const MAX_REPLAY_IDS: usize = 100;
-pub const MAX_REPLAY_FILTER_LIMIT: i64 = 10_000;
-/// Default age of `processing` events that `requeue-stuck` gives back.
-pub const DEFAULT_STUCK_SECONDS: i64 = 300;
-
-const CURRENT_WARNING: &str = "replays evaluate each rule's current version, so the outcome may differ from the original processing; use \"rules\": \"original\" to re-run the versions first evaluated";
+use sluice_store::EventFilter;
 
 fn parse_rules(object: &Map<String, Value>, errors: &mut Vec<FieldError>) -> ReplayRules {
     match object.get("rules") {
         None | Some(Value::Null) => ReplayRules::Current,
-        Some(Value::String(text)) => text.parse().unwrap_or_else(|message: String| {
-            errors.push(FieldError::new("rules", message));
+        Some(Value::String(text)) => text.parse().unwrap_or_else(|_| {
+            errors.push(FieldError::new(
+                "rules",
+                format!("unknown replay rules '{text}' (expected current or original)"),
+            ));
             ReplayRules::Current
         }),
         Some(other) => {
@@ -53,44 +49,22 @@ fn body_object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
     })
 }
 
-fn queued(state: &AppState, events: &[Event]) {
-    if events.is_empty() {
-        return;
-    }
-    state.bus.publish(
-        events
-            .iter()
-            .map(|e| LiveMessage::EventUpdated {
-                event_id: e.id,
-                external_id: e.external_id.clone(),
-                event_type: e.event_type.clone(),
-                state: e.state,
-                attempt_id: None,
-                status: None,
-                finished_at: None,
-                duration_ms: None,
-            })
-            .collect(),
-    );
-    state.bus.wake_workers();
-}
-
-fn refusal(id: i64, refusal: ReplayRefusal) -> ApiError {
-    match refusal {
-        ReplayRefusal::NotFound => ApiError::not_found(format!("event {id} not found")),
-        ReplayRefusal::NotTerminal(state) => ApiError::conflict(format!(
-            "event {id} is {state}; only processed or failed events can be replayed"
-        )),
-    }
-}
-
-/// `POST /events/{id}/replay`.
+/// Replays a processed or failed event, or (`dry_run`) says what a replay would do.
+#[utoipa::path(post, path = "/events/{id}/replay", tag = "replay",
+    params(("id" = i64, Path, description = "Event id", minimum = 1)),
+    request_body(content = Option<ReplayIn>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Queued for replay (or, with dry_run, what would happen)", body = ReplayOut),
+        (status = 400, description = "Bad id or options", body = ErrorBody),
+        (status = 404, description = "Unknown event", body = ErrorBody),
+        (status = 409, description = "The event is not processed or failed", body = ErrorBody),
+    ))]
 pub async fn replay_event(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     OptionalJsonBody(body): OptionalJsonBody,
-) -> ApiResult<Json<Value>> {
-    let body = body.unwrap_or_else(|| json!({}));
+) -> ApiResult<Json<ReplayOut>> {
+    let body = body.unwrap_or_else(|| Value::Object(Map::new()));
     let object = body_object(&body)?;
     let mut errors = Vec::new();
     let rules = parse_rules(object, &mut errors);
@@ -116,112 +90,34 @@ pub async fn replay_event(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    let warning = (rules == ReplayRules::Current).then_some(CURRENT_WARNING);
-    if dry_run {
-        let event = state
-            .store
-            .get_event(id)
-            .await?
-            .ok_or_else(|| refusal(id, ReplayRefusal::NotFound))?;
-        if !event.state.is_terminal() {
-            return Err(refusal(id, ReplayRefusal::NotTerminal(event.state)));
-        }
-        let preview = preview(&state, &event, rules).await?;
-        return Ok(Json(json!({
-            "message": "Dry run: nothing was changed and no action ran",
-            "dry_run": true,
-            "rules": rules,
-            "event": event,
-            "warning": warning,
-            "results": preview,
-        })));
-    }
-    let event = state
-        .store
-        .replay_event(id, rules)
-        .await?
-        .map_err(|r| refusal(id, r))?;
-    queued(&state, std::slice::from_ref(&event));
-    metrics::counter!("sluice_replays_total").increment(1);
-    Ok(Json(json!({
-        "message": "Event queued for replay",
-        "rules": rules,
-        "event": event,
-        "warning": warning,
-    })))
-}
-
-/// What each rule would do with the event: `apply`, `skip`, `dedupe` or `fail` (with why).
-async fn preview(state: &AppState, event: &Event, rules: ReplayRules) -> ApiResult<Vec<Value>> {
-    let limits = Limits::default();
-    let snapshots = match rules {
-        ReplayRules::Current => state
-            .store
-            .active_rules()
-            .await?
-            .into_iter()
-            .filter(|r| r.event_type == event.event_type)
-            .collect(),
-        ReplayRules::Original => state.store.original_rules(event.id).await?,
+    let answer = if dry_run {
+        replay::dry_run(&state, id, rules).await?
+    } else {
+        replay::replay(&state, id, rules).await?
     };
-    let mut results = Vec::with_capacity(snapshots.len());
-    for snapshot in &snapshots {
-        let rule = CompiledRule::compile(snapshot, &limits);
-        let base = json!({
-            "rule_id": rule.rule_id,
-            "rule_name": rule.rule_name,
-            "rule_version_id": rule.version_id,
-            "rule_version": rule.version,
-        });
-        let mut entry = base.as_object().cloned().unwrap_or_default();
-        let (would, error) = match &rule.body {
-            Err(message) => ("fail", Some(message.clone())),
-            Ok(body) => match body.condition.logic().matches(&event.payload) {
-                Err(e) => ("fail", Some(format!("condition: {e}"))),
-                Ok(false) => ("skip", None),
-                Ok(true) if body.action.is_idempotent() => ("apply", None),
-                Ok(true) => {
-                    let key = idempotency_key(event.id, rule.rule_id, &body.action.content_hash());
-                    let prior = state
-                        .store
-                        .prior_executions(std::slice::from_ref(&key))
-                        .await?;
-                    entry.insert("idempotency_key".into(), json!(key));
-                    match prior.get(&key) {
-                        Some(ExecutionResult::Applied) => ("dedupe", None),
-                        _ => ("apply", None),
-                    }
-                }
-            },
-        };
-        entry.insert("would".into(), json!(would));
-        entry.insert("error".into(), json!(error));
-        results.push(Value::Object(entry));
-    }
-    Ok(results)
+    Ok(Json(answer))
 }
 
-/// `POST /events/replay-batch`: `{"event_ids": [...]}` or `{"filter": {...}, "limit": n}`.
+/// Replays events by ids, or by filter.
+#[utoipa::path(post, path = "/events/replay-batch", tag = "replay",
+    request_body(content = ReplayBatchIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Processed or failed events among those asked for are queued", body = ReplayBatchOut),
+        (status = 400, description = "Neither or both of event_ids and filter, or bad values", body = ErrorBody),
+    ))]
 pub async fn replay_batch(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ReplayBatchOut>> {
     let object = body_object(&body)?;
     let mut errors = Vec::new();
     let rules = parse_rules(object, &mut errors);
-    let (requested, events) = match (object.get("event_ids"), object.get("filter")) {
-        (Some(ids), None) => {
-            let ids = parse_ids(ids, &mut errors);
-            if !errors.is_empty() {
-                return Err(ApiError::invalid(errors));
-            }
-            let events = state.store.replay_events(&ids, rules).await?;
-            (ids.len(), events)
-        }
+    let selection = match (object.get("event_ids"), object.get("filter")) {
+        (Some(ids), None) => ReplaySelection::Ids(parse_ids(ids, &mut errors)),
         (None, Some(filter)) => {
             let filter = parse_replay_filter(filter, &mut errors);
             let limit = match object.get("limit") {
-                None => 1000,
+                None => DEFAULT_REPLAY_FILTER_LIMIT,
                 Some(value) => match value.as_i64() {
                     Some(n) if (1..=MAX_REPLAY_FILTER_LIMIT).contains(&n) => n,
                     _ => {
@@ -233,11 +129,7 @@ pub async fn replay_batch(
                     }
                 },
             };
-            if !errors.is_empty() {
-                return Err(ApiError::invalid(errors));
-            }
-            let events = state.store.replay_matching(&filter, limit, rules).await?;
-            (events.len(), events)
+            ReplaySelection::Matching { filter, limit }
         }
         _ => {
             return Err(ApiError::invalid(vec![FieldError::new(
@@ -246,15 +138,10 @@ pub async fn replay_batch(
             )]))
         }
     };
-    queued(&state, &events);
-    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-    Ok(Json(json!({
-        "message": format!("{} of {requested} events queued for replay", ids.len()),
-        "requested": requested,
-        "replayed": ids.len(),
-        "rules": rules,
-        "events": ids,
-    })))
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(errors));
+    }
+    Ok(Json(replay::replay_batch(&state, &selection, rules).await?))
 }
 
 fn parse_ids(value: &Value, errors: &mut Vec<FieldError>) -> Vec<i64> {
@@ -343,13 +230,18 @@ fn parse_replay_filter(value: &Value, errors: &mut Vec<FieldError>) -> EventFilt
     }
 }
 
-/// `POST /events/requeue-stuck`: gives back `processing` events untouched for a while (with
-/// leases this is rarely needed: expired leases are released automatically).
+/// Gives back `processing` events untouched for a while.
+#[utoipa::path(post, path = "/events/requeue-stuck", tag = "replay",
+    request_body(content = Option<RequeueIn>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Processing events given back to the queue", body = RequeueOut),
+        (status = 400, description = "Bad value", body = ErrorBody),
+    ))]
 pub async fn requeue_stuck(
     State(state): State<AppState>,
     OptionalJsonBody(body): OptionalJsonBody,
-) -> ApiResult<Json<Value>> {
-    let body = body.unwrap_or_else(|| json!({}));
+) -> ApiResult<Json<RequeueOut>> {
+    let body = body.unwrap_or_else(|| Value::Object(Map::new()));
     let object = body_object(&body)?;
     let seconds = match object.get("older_than_seconds") {
         None | Some(Value::Null) => DEFAULT_STUCK_SECONDS,
@@ -363,12 +255,5 @@ pub async fn requeue_stuck(
             }
         },
     };
-    let max_attempts = i64::from(state.settings.max_attempts);
-    let changes = state
-        .store
-        .release_events(Release::OlderThan(seconds), max_attempts)
-        .await?;
-    crate::worker::publish_releases(&state.bus, &changes);
-    let ids: Vec<i64> = changes.iter().map(|c| c.event_id).collect();
-    Ok(Json(json!({ "requeued": ids.len(), "events": ids })))
+    Ok(Json(replay::requeue_stuck(&state, seconds).await?))
 }

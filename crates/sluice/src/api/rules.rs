@@ -1,73 +1,63 @@
 //! The rules API: create, list, read, update (versioned), deactivate, version history, and
-//! trying a condition before saving it.
+//! trying a condition before saving it. Handlers parse, then call `operations::rules`.
 
-use super::error::{ApiError, ApiResult};
-use super::events::{query_or_400, Listing};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::events::query_or_400;
 use super::extract::{IdPath, JsonBody};
 use super::query::{parse_page, QueryErrors};
+use super::schema::{NewRuleIn, RulePatchIn, RuleTestIn};
 use crate::app::AppState;
-use crate::bus::LiveMessage;
+use crate::operations::rules::{
+    self, DeactivatedRuleOut, RuleList, RuleOut, RuleTestOut, RuleVersionList, TestRuleIn,
+};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use sluice_core::event::{json_kind, EventType};
-use sluice_core::logic::{truthy, Limits};
-use sluice_core::rule::{Condition, NewRule, RulePatch};
-use sluice_core::FieldError;
-use sluice_store::{
-    EventFilter, NewRuleRecord, Page, Rule, RuleChanges, RuleFilter, RuleVersion, VersionContent,
-};
+use serde::Deserialize;
+use sluice_core::rule::{NewRule, RulePatch};
+use sluice_store::RuleFilter;
 
-/// Most stored events `POST /rules/test` may try a condition against.
-pub const MAX_TEST_EVENTS: i64 = 1000;
-/// Matching events shown as samples by `POST /rules/test`.
-const TEST_SAMPLES: usize = 10;
-
-fn not_found(id: i64) -> ApiError {
-    ApiError::not_found(format!("rule {id} not found"))
-}
-
-fn announce(state: &AppState, rule: &Rule) {
-    state.bus.publish(vec![LiveMessage::RuleChanged {
-        rule_id: rule.id,
-        version: rule.current_version.version,
-    }]);
-}
-
-/// `POST /rules`.
+/// Creates a rule (version 1).
+#[utoipa::path(post, path = "/rules", tag = "rules",
+    request_body(content = NewRuleIn, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created with version 1", body = RuleOut),
+        (status = 400, description = "Invalid; details name the part at fault (e.g. condition.and[1], action.params.url)", body = ErrorBody),
+    ))]
 pub async fn create_rule(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
-) -> ApiResult<(StatusCode, Json<Rule>)> {
-    let rule = NewRule::parse(&body, &Limits::default()).map_err(ApiError::invalid)?;
-    let record = NewRuleRecord {
-        name: rule.name.as_str().to_owned(),
-        event_type: rule.event_type.as_str().to_owned(),
-        active: rule.active,
-        condition: rule.body.condition.source().clone(),
-        action: rule.body.action.source().clone(),
-        action_hash: rule.body.action.content_hash(),
-    };
-    let created = state.store.create_rule(&record).await?;
-    announce(&state, &created);
+) -> ApiResult<(StatusCode, Json<RuleOut>)> {
+    let rule = NewRule::parse(&body, &state.settings.rule_limits()).map_err(ApiError::invalid)?;
+    let created = rules::create_rule(&state, rule).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `?active&event_type&limit&offset` of `GET /rules`, as sent.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RulesQuery {
+    /// true | false
+    #[param(value_type = Option<bool>)]
     pub active: Option<String>,
+    /// Event type.
     pub event_type: Option<String>,
+    /// 1..500, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
     pub limit: Option<String>,
+    /// Default 0.
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
 }
 
-/// `GET /rules`.
+/// Rules, newest first.
+#[utoipa::path(get, path = "/rules", tag = "rules",
+    params(RulesQuery),
+    responses((status = 200, description = "Newest first", body = RuleList), (status = 400, description = "Bad filter", body = ErrorBody)))]
 pub async fn list_rules(
     State(state): State<AppState>,
     query: Result<Query<RulesQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Listing<Rule>>> {
+) -> ApiResult<Json<RuleList>> {
     let query = query_or_400(query)?;
     let mut errors = QueryErrors::default();
     let active = match query.active.as_deref() {
@@ -85,226 +75,69 @@ pub async fn list_rules(
         active,
         event_type: query.event_type.filter(|t| !t.is_empty()),
     };
-    let rules = state.store.list_rules(&filter, page).await?;
-    Ok(Json(Listing::new(rules, page)))
+    Ok(Json(rules::list_rules(&state, &filter, page).await?))
 }
 
-/// `GET /rules/{id}`.
-pub async fn get_rule(State(state): State<AppState>, IdPath(id): IdPath) -> ApiResult<Json<Rule>> {
-    state
-        .store
-        .get_rule(id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(id))
+/// One rule with its current version.
+#[utoipa::path(get, path = "/rules/{id}", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    responses((status = 200, description = "The rule", body = RuleOut), (status = 400, description = "Bad id", body = ErrorBody), (status = 404, description = "Unknown rule", body = ErrorBody)))]
+pub async fn get_rule(
+    State(state): State<AppState>,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<RuleOut>> {
+    Ok(Json(rules::get_rule(&state, id).await?))
 }
 
-#[derive(Serialize)]
-pub struct Versions {
-    pub data: Vec<RuleVersion>,
-    pub count: usize,
-}
-
-/// `GET /rules/{id}/versions`, newest first.
+/// Every version of a rule, newest first.
+#[utoipa::path(get, path = "/rules/{id}/versions", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    responses((status = 200, description = "Every version, newest first", body = RuleVersionList), (status = 404, description = "Unknown rule", body = ErrorBody)))]
 pub async fn list_versions(
     State(state): State<AppState>,
     IdPath(id): IdPath,
-) -> ApiResult<Json<Versions>> {
-    if state.store.get_rule(id).await?.is_none() {
-        return Err(not_found(id));
-    }
-    let data = state.store.list_rule_versions(id).await?;
-    Ok(Json(Versions {
-        count: data.len(),
-        data,
-    }))
+) -> ApiResult<Json<RuleVersionList>> {
+    Ok(Json(rules::list_versions(&state, id).await?))
 }
 
-/// `PUT /rules/{id}`: name, event type and active change in place; a changed condition or
-/// action writes version n+1 (versions are never modified).
+/// Changes a rule; a changed condition or action writes a new version.
+#[utoipa::path(put, path = "/rules/{id}", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    request_body(content = RulePatchIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Updated; a new version when condition or action changed", body = RuleOut),
+        (status = 400, description = "Invalid or empty change", body = ErrorBody),
+        (status = 404, description = "Unknown rule", body = ErrorBody),
+    ))]
 pub async fn update_rule(
     State(state): State<AppState>,
     IdPath(id): IdPath,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Rule>> {
-    let patch = RulePatch::parse(&body, &Limits::default()).map_err(ApiError::invalid)?;
-    if patch.is_empty() {
-        return Err(ApiError::validation(
-            "nothing to change: send at least one of name, event_type, condition, action, active",
-        ));
-    }
-    let current = state
-        .store
-        .get_rule(id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let version = &current.current_version;
-    let condition_changed = patch
-        .condition
-        .as_ref()
-        .is_some_and(|c| c.source() != &version.condition);
-    let action_changed = patch
-        .action
-        .as_ref()
-        .is_some_and(|a| a.content_hash() != version.action_hash);
-    let new_version = (condition_changed || action_changed).then(|| VersionContent {
-        condition: patch
-            .condition
-            .as_ref()
-            .map(|c| c.source().clone())
-            .unwrap_or_else(|| version.condition.clone()),
-        action: patch
-            .action
-            .as_ref()
-            .map(|a| a.source().clone())
-            .unwrap_or_else(|| version.action.clone()),
-        action_hash: patch
-            .action
-            .as_ref()
-            .map(|a| a.content_hash())
-            .unwrap_or_else(|| version.action_hash.clone()),
-    });
-    let changes = RuleChanges {
-        name: patch.name.map(|n| n.as_str().to_owned()),
-        event_type: patch.event_type.map(|t| t.as_str().to_owned()),
-        active: patch.active,
-        new_version,
-    };
-    let updated = state
-        .store
-        .update_rule(id, &changes)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    announce(&state, &updated);
-    Ok(Json(updated))
+) -> ApiResult<Json<RuleOut>> {
+    let patch =
+        RulePatch::parse(&body, &state.settings.rule_limits()).map_err(ApiError::invalid)?;
+    Ok(Json(rules::update_rule(&state, id, patch).await?))
 }
 
-/// `DELETE /rules/{id}`: deactivates (history keeps pointing at it).
+/// Deactivates a rule (kept for history).
+#[utoipa::path(delete, path = "/rules/{id}", tag = "rules",
+    params(("id" = i64, Path, description = "Rule id", minimum = 1)),
+    responses((status = 200, description = "Deactivated (kept for history)", body = DeactivatedRuleOut), (status = 400, description = "Bad id", body = ErrorBody), (status = 404, description = "Unknown rule", body = ErrorBody)))]
 pub async fn delete_rule(
     State(state): State<AppState>,
     IdPath(id): IdPath,
-) -> ApiResult<Json<Value>> {
-    let changes = RuleChanges {
-        active: Some(false),
-        ..RuleChanges::default()
-    };
-    let rule = state
-        .store
-        .update_rule(id, &changes)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    announce(&state, &rule);
-    Ok(Json(json!({ "message": "Rule deactivated", "rule": rule })))
+) -> ApiResult<Json<DeactivatedRuleOut>> {
+    Ok(Json(rules::deactivate_rule(&state, id).await?))
 }
 
-/// `POST /rules/test`: `{condition, data}` → `{result, matched}`, or
-/// `{condition, event_type, last}` → how many of the last N events of that type match.
+/// Tries a condition on a sample payload or on the last stored events of a type.
+#[utoipa::path(post, path = "/rules/test", tag = "rules",
+    request_body(content = RuleTestIn, content_type = "application/json"),
+    responses((status = 200, description = "What the condition gives", body = RuleTestOut), (status = 400, description = "Invalid condition or request", body = ErrorBody)))]
 pub async fn test_rule(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
-) -> ApiResult<Json<Value>> {
-    let Some(object) = body.as_object() else {
-        return Err(ApiError::invalid(vec![FieldError::new(
-            "",
-            format!("body must be a JSON object, got {}", json_kind(&body)),
-        )]));
-    };
-    let condition = match object.get("condition") {
-        Some(condition) => Condition::parse(condition, &Limits::default())
-            .map_err(|e| ApiError::invalid(vec![e]))?,
-        None => {
-            return Err(ApiError::invalid(vec![FieldError::new(
-                "condition",
-                "is required",
-            )]))
-        }
-    };
-    if let Some(data) = object.get("data") {
-        let result = condition.logic().evaluate(data).map_err(|e| {
-            ApiError::invalid(vec![FieldError::new(
-                "condition",
-                format!("evaluation failed: {e}"),
-            )])
-        })?;
-        return Ok(Json(
-            json!({ "result": result, "matched": truthy(&result) }),
-        ));
-    }
-    let mut errors = Vec::new();
-    let event_type = match object.get("event_type") {
-        Some(Value::String(t)) => EventType::parse(t)
-            .map_err(|e| errors.push(FieldError::new("event_type", e.message)))
-            .ok(),
-        Some(other) => {
-            errors.push(FieldError::new(
-                "event_type",
-                format!("must be a string, got {}", json_kind(other)),
-            ));
-            None
-        }
-        None => {
-            errors.push(FieldError::new(
-                "",
-                "send either data, or event_type with last",
-            ));
-            None
-        }
-    };
-    let last = match object.get("last") {
-        None => 100,
-        Some(value) => match value.as_i64() {
-            Some(n) if (1..=MAX_TEST_EVENTS).contains(&n) => n,
-            _ => {
-                errors.push(FieldError::new(
-                    "last",
-                    format!("must be an integer from 1 to {MAX_TEST_EVENTS}"),
-                ));
-                0
-            }
-        },
-    };
-    let Some(event_type) = event_type.filter(|_| errors.is_empty()) else {
-        return Err(ApiError::invalid(errors));
-    };
-    let filter = EventFilter {
-        event_type: Some(event_type.as_str().to_owned()),
-        ..EventFilter::default()
-    };
-    let events = state
-        .store
-        .list_events(
-            &filter,
-            Page {
-                limit: last,
-                offset: 0,
-            },
-        )
-        .await?;
-    let mut matched = 0;
-    let mut failed = 0;
-    let mut samples = Vec::new();
-    for event in &events {
-        match condition.logic().evaluate(&event.payload) {
-            Ok(result) if truthy(&result) => {
-                matched += 1;
-                if samples.len() < TEST_SAMPLES {
-                    samples.push(json!({"event_id": event.id, "external_id": event.external_id, "result": result, "data": event.payload}));
-                }
-            }
-            Ok(_) => {}
-            Err(error) => {
-                failed += 1;
-                if samples.len() < TEST_SAMPLES {
-                    samples.push(json!({"event_id": event.id, "external_id": event.external_id, "error": error.to_string()}));
-                }
-            }
-        }
-    }
-    Ok(Json(json!({
-        "event_type": event_type.as_str(),
-        "checked": events.len(),
-        "matched": matched,
-        "errors": failed,
-        "samples": samples,
-    })))
+) -> ApiResult<Json<RuleTestOut>> {
+    let test = TestRuleIn::parse(&body, &state.settings.rule_limits())?;
+    Ok(Json(rules::test_rule(&state, test).await?))
 }

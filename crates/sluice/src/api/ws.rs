@@ -19,9 +19,13 @@ use tokio::sync::broadcast::error::RecvError;
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LiveQuery {
+    /// Only this event.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub event_id: Option<String>,
+    /// Only events of this type.
     pub event_type: Option<String>,
 }
 
@@ -48,7 +52,13 @@ impl LiveFilter {
     }
 }
 
-/// `GET /ws`.
+/// Live state changes as a WebSocket of JSON messages.
+#[utoipa::path(get, path = "/ws", tag = "live",
+    params(LiveQuery),
+    responses(
+        (status = 101, description = "WebSocket of JSON LiveMessage frames; a client that falls behind is closed with code 1008", body = LiveMessage),
+        (status = 400, description = "Bad filter", body = super::error::ErrorBody),
+    ))]
 pub async fn live(
     State(state): State<AppState>,
     query: Result<Query<LiveQuery>, axum::extract::rejection::QueryRejection>,

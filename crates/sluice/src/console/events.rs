@@ -3,22 +3,22 @@
 
 use super::view::{excerpt, pretty, query_string, When};
 use super::{render, ConsoleError, ConsoleResult, FieldErrors, Flash, Layout, Section};
-use crate::api;
 use crate::api::error::{ApiError, ErrorName};
-use crate::api::events::EventsQuery;
-use crate::api::extract::{IdPath, OptionalJsonBody};
+use crate::api::extract::IdPath;
 use crate::app::AppState;
+use crate::operations::events::{self as event_ops, AttemptOut, EventOut, EventsQuery};
+use crate::operations::replay::{self as replay_ops, ReplayOut};
+use crate::operations::rules as rule_ops;
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, Json};
+use axum::Form;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use sluice_core::event::{AttemptStatus, EventState, ExecutionResult};
-use sluice_store::{Attempt, Event, Page, RuleFilter};
+use sluice_core::event::{AttemptStatus, EventState, ExecutionResult, ReplayRules};
+use sluice_store::{Page, RuleFilter};
 
 /// Events per page of the list.
 pub const PAGE_SIZE: i64 = 50;
@@ -88,7 +88,8 @@ impl EventsParams {
     }
 }
 
-/// One row of the list (the script builds the same row for events that arrive live).
+/// One row of the list. Live refresh fetches this page again and imports its new rows, so a
+/// row is rendered here only.
 pub struct EventRow {
     pub id: i64,
     pub external_id: String,
@@ -101,7 +102,7 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    fn new(event: &Event, now: DateTime<Utc>) -> Self {
+    fn new(event: &EventOut, now: DateTime<Utc>) -> Self {
         EventRow {
             id: event.id,
             external_id: event.external_id.clone(),
@@ -162,8 +163,12 @@ pub async fn list(
     };
     let mut events = Vec::new();
     if errors.is_empty() {
-        match api::events::list_events(State(state.clone()), Ok(Query(api_query))).await {
-            Ok(Json(listing)) => events = listing.data,
+        let listing = match api_query.parse() {
+            Ok((filter, page)) => event_ops::list_events(&state, &filter, page).await,
+            Err(error) => Err(error),
+        };
+        match listing {
+            Ok(listing) => events = listing.data,
             Err(error) if error.name == ErrorName::ValidationError => {
                 errors = FieldErrors::from_details(&error.details, FILTER_FIELDS);
                 if errors.is_empty() {
@@ -203,17 +208,16 @@ pub async fn list(
 
 /// Event types the rules watch: suggestions for the type filter and the rule form.
 pub async fn known_types(state: &AppState) -> ConsoleResult<Vec<String>> {
-    let rules = state
-        .store
-        .list_rules(
-            &RuleFilter::default(),
-            Page {
-                limit: 1000,
-                offset: 0,
-            },
-        )
-        .await?;
-    let mut types: Vec<String> = rules.into_iter().map(|r| r.event_type).collect();
+    let rules = rule_ops::list_rules(
+        state,
+        &RuleFilter::default(),
+        Page {
+            limit: 1000,
+            offset: 0,
+        },
+    )
+    .await?;
+    let mut types: Vec<String> = rules.data.into_iter().map(|r| r.event_type).collect();
     types.sort();
     types.dedup();
     Ok(types)
@@ -241,7 +245,7 @@ pub struct AttemptView {
 }
 
 impl AttemptView {
-    fn new(attempt: &Attempt, now: DateTime<Utc>) -> Self {
+    fn new(attempt: &AttemptOut, now: DateTime<Utc>) -> Self {
         AttemptView {
             attempt_no: attempt.attempt_no,
             trigger: attempt.trigger.as_str(),
@@ -283,7 +287,7 @@ pub struct FailedRule {
     pub error: String,
 }
 
-fn diagnose(event: &Event, attempts: &[Attempt]) -> Option<Diagnosis> {
+fn diagnose(event: &EventOut, attempts: &[AttemptOut]) -> Option<Diagnosis> {
     let latest = attempts.first();
     let failed_rules: Vec<FailedRule> = latest
         .map(|a| {
@@ -344,27 +348,23 @@ pub struct DryRunRow {
 }
 
 impl DryRun {
-    /// Reads the answer of `POST /events/{id}/replay` with `dry_run: true`.
-    fn from_answer(answer: &Value) -> Self {
-        let text = |v: &Value| v.as_str().map(str::to_owned);
+    fn new(answer: ReplayOut) -> Self {
         DryRun {
-            rules: text(&answer["rules"]).unwrap_or_default(),
-            message: text(&answer["message"]).unwrap_or_default(),
-            results: answer["results"]
-                .as_array()
-                .map(|rows| {
-                    rows.iter()
-                        .map(|r| DryRunRow {
-                            rule_id: r["rule_id"].as_i64().unwrap_or_default(),
-                            rule_name: text(&r["rule_name"]).unwrap_or_default(),
-                            rule_version: r["rule_version"].as_i64().unwrap_or_default(),
-                            would: text(&r["would"]).unwrap_or_default(),
-                            error: text(&r["error"]),
-                            idempotency_key: text(&r["idempotency_key"]),
-                        })
-                        .collect()
+            rules: answer.rules.as_str().to_owned(),
+            message: answer.message,
+            results: answer
+                .results
+                .unwrap_or_default()
+                .into_iter()
+                .map(|r| DryRunRow {
+                    rule_id: r.rule_id,
+                    rule_name: r.rule_name,
+                    rule_version: r.rule_version,
+                    would: r.would.as_str().to_owned(),
+                    error: r.error,
+                    idempotency_key: r.idempotency_key,
                 })
-                .unwrap_or_default(),
+                .collect(),
         }
     }
 }
@@ -424,21 +424,17 @@ async fn event_page(
     dry_run: Option<DryRun>,
 ) -> ConsoleResult<EventPage> {
     let now = Utc::now();
-    let event = state
-        .store
-        .get_event(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
-    let attempts = state
-        .store
-        .list_attempts(
-            id,
-            Page {
-                limit: ATTEMPTS_SHOWN,
-                offset: 0,
-            },
-        )
-        .await?;
+    let event = event_ops::event_detail(state, id).await?;
+    let attempts = event_ops::list_attempts(
+        state,
+        id,
+        Page {
+            limit: ATTEMPTS_SHOWN,
+            offset: 0,
+        },
+    )
+    .await?
+    .data;
     Ok(EventPage {
         layout: Layout::new(format!("Event {}", event.external_id), Section::Events)
             .with_flash(flash),
@@ -482,10 +478,10 @@ pub async fn replay(
 ) -> ConsoleResult<Response> {
     let IdPath(id) = id?;
     let (rules, dry_run) = match form.mode.as_str() {
-        "current" => ("current", false),
-        "original" => ("original", false),
-        "dry_run" if form.dry_run_rules == "original" => ("original", true),
-        "dry_run" => ("current", true),
+        "current" => (ReplayRules::Current, false),
+        "original" => (ReplayRules::Original, false),
+        "dry_run" if form.dry_run_rules == "original" => (ReplayRules::Original, true),
+        "dry_run" => (ReplayRules::Current, true),
         other => {
             return Err(ApiError::validation(format!(
                 "unknown replay mode '{other}' (expected current, original or dry_run)"
@@ -493,16 +489,14 @@ pub async fn replay(
             .into())
         }
     };
-    let body = json!({ "rules": rules, "dry_run": dry_run });
-    let answer = api::replay::replay_event(
-        State(state.clone()),
-        IdPath(id),
-        OptionalJsonBody(Some(body)),
-    )
-    .await;
+    let answer = if dry_run {
+        replay_ops::dry_run(&state, id, rules).await
+    } else {
+        replay_ops::replay(&state, id, rules).await
+    };
     match answer {
-        Ok(Json(answer)) if dry_run => {
-            let page = event_page(&state, id, None, Some(DryRun::from_answer(&answer))).await?;
+        Ok(answer) if dry_run => {
+            let page = event_page(&state, id, None, Some(DryRun::new(answer))).await?;
             Ok(render(StatusCode::OK, &page))
         }
         Ok(_) => Ok(

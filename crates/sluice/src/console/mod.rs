@@ -2,9 +2,10 @@
 //! API uses, plain CSS and a little script that only enhances (live refresh, relative times,
 //! JSON editing). Every page and form works without JavaScript.
 //!
-//! Writes go through the API's own handlers (`api::rules::create_rule`, `api::replay::replay_event`,
-//! …) called in-process with the JSON body a client would send, so validation, versioning, live
-//! announcements and metrics are exactly the API's. Reads call the store directly.
+//! Pages read and write through the same typed operations as the JSON API (`operations/`),
+//! so validation, versioning, live announcements and metrics are exactly the API's, and they
+//! render the operations' `…Out` structs into view structs of their own (`view.rs` and each
+//! page's module).
 
 mod assets;
 mod events;

@@ -3,6 +3,9 @@
 use super::view::{excerpt, Chart, MinuteCount, When};
 use super::{render, ConsoleResult, Layout, Section};
 use crate::app::AppState;
+use crate::operations::events::{self as event_ops, StatsOut};
+use crate::operations::rules as rule_ops;
+use crate::operations::ApiError;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -10,7 +13,7 @@ use axum::response::Response;
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use futures::{StreamExt, TryStreamExt};
 use sluice_core::event::EventState;
-use sluice_store::{EventFilter, EventStats, Page, RuleFilter, StoreError};
+use sluice_store::{EventFilter, Page, RuleFilter};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
@@ -34,7 +37,7 @@ pub struct FailureRow {
 #[template(path = "console/overview.html")]
 struct OverviewPage {
     layout: Layout,
-    stats: EventStats,
+    stats: StatsOut,
     active_rules: usize,
     chart: Chart,
     failures: Vec<FailureRow>,
@@ -43,21 +46,21 @@ struct OverviewPage {
 /// `GET /console`.
 pub async fn page(State(state): State<AppState>) -> ConsoleResult<Response> {
     let now = Utc::now();
-    let stats = state.store.event_stats(&EventFilter::default()).await?;
-    let failed = state
-        .store
-        .list_events(
-            &EventFilter {
-                state: Some(EventState::Failed),
-                ..EventFilter::default()
-            },
-            Page {
-                limit: FAILURES_SHOWN,
-                offset: 0,
-            },
-        )
-        .await?;
+    let stats = event_ops::event_stats(&state, &EventFilter::default()).await?;
+    let failed = event_ops::list_events(
+        &state,
+        &EventFilter {
+            state: Some(EventState::Failed),
+            ..EventFilter::default()
+        },
+        Page {
+            limit: FAILURES_SHOWN,
+            offset: 0,
+        },
+    )
+    .await?;
     let failures = failed
+        .data
         .into_iter()
         .map(|e| FailureRow {
             id: e.id,
@@ -71,20 +74,19 @@ pub async fn page(State(state): State<AppState>) -> ConsoleResult<Response> {
             event_type: e.event_type,
         })
         .collect();
-    let active_rules = state
-        .store
-        .list_rules(
-            &RuleFilter {
-                active: Some(true),
-                event_type: None,
-            },
-            Page {
-                limit: 1000,
-                offset: 0,
-            },
-        )
-        .await?
-        .len();
+    let active_rules = rule_ops::list_rules(
+        &state,
+        &RuleFilter {
+            active: Some(true),
+            event_type: None,
+        },
+        Page {
+            limit: 1000,
+            offset: 0,
+        },
+    )
+    .await?
+    .count;
     let minutes = throughput(&state, now).await?;
     Ok(render(
         StatusCode::OK,
@@ -131,7 +133,7 @@ fn remember_minutes(database: &str, minutes: &[MinuteCount], settled_before: Dat
 /// Events received per minute over the last hour, by what became of them, from one
 /// `event_stats` per minute (each bounded by the `created_at` index); settled minutes come
 /// from a short-lived cache.
-async fn throughput(state: &AppState, now: DateTime<Utc>) -> Result<Vec<MinuteCount>, StoreError> {
+async fn throughput(state: &AppState, now: DateTime<Utc>) -> Result<Vec<MinuteCount>, ApiError> {
     let minute = Duration::minutes(1);
     let current = now.duration_trunc(minute).unwrap_or(now);
     let first = current - Duration::minutes(CHART_MINUTES - 1);
@@ -149,13 +151,12 @@ async fn throughput(state: &AppState, now: DateTime<Utc>) -> Result<Vec<MinuteCo
                 end: Some(start + minute - Duration::microseconds(1)),
                 ..EventFilter::default()
             };
-            let store = state.store.clone();
             async move {
                 if let Some(count) = cached {
                     return Ok(count);
                 }
-                let stats = store.event_stats(&filter).await?;
-                Ok::<_, StoreError>(MinuteCount {
+                let stats = event_ops::event_stats(state, &filter).await?;
+                Ok::<_, ApiError>(MinuteCount {
                     start: Some(start),
                     processed: stats.processed,
                     failed: stats.failed,

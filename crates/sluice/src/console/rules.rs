@@ -3,39 +3,30 @@
 
 use super::events::known_types;
 use super::view::{diff_lines, pretty, query_string, DiffLine, When};
-use super::{render, ConsoleError, ConsoleResult, FieldErrors, Flash, Layout, Section};
-use crate::api;
+use super::{render, ConsoleResult, FieldErrors, Flash, Layout, Section};
 use crate::api::error::{ApiError, ErrorName};
-use crate::api::extract::{IdPath, JsonBody};
+use crate::api::extract::IdPath;
 use crate::app::AppState;
+use crate::operations::events as event_ops;
+use crate::operations::rules::{
+    self as rule_ops, RuleOut, RuleTestOut, RuleVersionOut, TestRuleIn, DEFAULT_TEST_EVENTS,
+};
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::{Form, Json};
+use axum::Form;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sluice_core::logic::Limits;
-use sluice_core::rule::NewRule;
-use sluice_store::{EventFilter, Page, Rule, RuleFilter, RuleVersion};
+use sluice_core::rule::{NewRule, RulePatch};
+use sluice_store::{EventFilter, Page, RuleFilter};
 
 /// Rules per page of the list.
 const PAGE_SIZE: i64 = 50;
-/// Default number of stored events a test tries the condition against.
-const DEFAULT_TEST_LAST: i64 = 100;
 const RULE_FIELDS: &[&str] = &["name", "event_type", "condition", "action", "active"];
 const TEST_FIELDS: &[&str] = &["condition", "data", "event_type", "last"];
-
-fn not_found(id: i64) -> ConsoleError {
-    ConsoleError(ApiError::not_found(format!("rule {id} not found")))
-}
-
-/// The action's type (`log`, `call_webhook`, …) as stored.
-fn action_type(action: &Value) -> String {
-    action["type"].as_str().unwrap_or("?").to_owned()
-}
 
 // ---- the list ----
 
@@ -110,16 +101,16 @@ pub async fn list(
         active,
         event_type: Some(params.event_type.trim().to_owned()).filter(|t| !t.is_empty()),
     };
-    let mut rules = state
-        .store
-        .list_rules(
-            &filter,
-            Page {
-                limit: PAGE_SIZE + 1,
-                offset,
-            },
-        )
-        .await?;
+    let mut rules = rule_ops::list_rules(
+        &state,
+        &filter,
+        Page {
+            limit: PAGE_SIZE + 1,
+            offset,
+        },
+    )
+    .await?
+    .data;
     let has_older = rules.len() as i64 > PAGE_SIZE;
     rules.truncate(PAGE_SIZE as usize);
     let rows = rules
@@ -130,7 +121,7 @@ pub async fn list(
             event_type: r.event_type.clone(),
             active: r.active,
             version: r.current_version.version,
-            action_type: action_type(&r.current_version.action),
+            action_type: r.action_type().to_owned(),
             updated: When::new(r.updated_at, now),
         })
         .collect();
@@ -158,7 +149,7 @@ pub struct SavedParams {
 }
 
 impl SavedParams {
-    fn flash(&self, rule: Option<&Rule>) -> Option<Flash> {
+    fn flash(&self, rule: Option<&RuleOut>) -> Option<Flash> {
         let name = rule
             .map(|r| format!("“{}”", r.name))
             .or_else(|| self.rule.as_ref().map(|n| format!("“{n}”")))
@@ -190,7 +181,11 @@ pub struct VersionView {
 }
 
 /// Each version against the one before it (the first against itself), newest first.
-fn version_history(versions: &[RuleVersion], current: i64, now: DateTime<Utc>) -> Vec<VersionView> {
+fn version_history(
+    versions: &[RuleVersionOut],
+    current: i64,
+    now: DateTime<Utc>,
+) -> Vec<VersionView> {
     versions
         .iter()
         .enumerate()
@@ -229,9 +224,9 @@ pub struct SampleResult {
 
 pub struct StoredResult {
     pub event_type: String,
-    pub checked: i64,
-    pub matched: i64,
-    pub errors: i64,
+    pub checked: usize,
+    pub matched: usize,
+    pub errors: usize,
     pub samples: Vec<TestSample>,
 }
 
@@ -243,42 +238,34 @@ pub struct TestSample {
 }
 
 impl TestView {
-    fn from_answer(answer: &Value) -> Self {
-        if let Some(matched) = answer["matched"].as_bool() {
-            return TestView {
+    fn new(answer: RuleTestOut) -> Self {
+        match answer {
+            RuleTestOut::Sample(sample) => TestView {
                 sample: Some(SampleResult {
-                    matched,
-                    result: answer["result"].to_string(),
+                    matched: sample.matched,
+                    result: sample.result.to_string(),
                 }),
                 stored: None,
-            };
-        }
-        let count = |key: &str| answer[key].as_i64().unwrap_or_default();
-        TestView {
-            sample: None,
-            stored: Some(StoredResult {
-                event_type: answer["event_type"].as_str().unwrap_or_default().to_owned(),
-                checked: count("checked"),
-                matched: count("matched"),
-                errors: count("errors"),
-                samples: answer["samples"]
-                    .as_array()
-                    .map(|samples| {
-                        samples
-                            .iter()
-                            .map(|s| TestSample {
-                                event_id: s["event_id"].as_i64().unwrap_or_default(),
-                                external_id: s["external_id"]
-                                    .as_str()
-                                    .unwrap_or_default()
-                                    .to_owned(),
-                                result: s.get("result").map(Value::to_string),
-                                error: s["error"].as_str().map(str::to_owned),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-            }),
+            },
+            RuleTestOut::Stored(stored) => TestView {
+                sample: None,
+                stored: Some(StoredResult {
+                    event_type: stored.event_type,
+                    checked: stored.checked,
+                    matched: stored.matched,
+                    errors: stored.errors,
+                    samples: stored
+                        .samples
+                        .into_iter()
+                        .map(|s| TestSample {
+                            event_id: s.event_id,
+                            external_id: s.external_id,
+                            result: s.result.as_ref().map(Value::to_string),
+                            error: s.error,
+                        })
+                        .collect(),
+                }),
+            },
         }
     }
 }
@@ -298,14 +285,14 @@ pub struct TestInput {
 impl TestInput {
     fn last_or_default(&self) -> String {
         if self.last.trim().is_empty() {
-            DEFAULT_TEST_LAST.to_string()
+            DEFAULT_TEST_EVENTS.to_string()
         } else {
             self.last.clone()
         }
     }
 }
 
-/// Tries `condition` through `POST /rules/test`'s handler; problems go into `errors`.
+/// Tries `condition` with the rules-test operation; problems go into `errors`.
 async fn run_test(
     state: &AppState,
     condition: Value,
@@ -331,8 +318,12 @@ async fn run_test(
             }
         }
     };
-    match api::rules::test_rule(State(state.clone()), JsonBody(body)).await {
-        Ok(Json(answer)) => Ok(Some(TestView::from_answer(&answer))),
+    let answer = match TestRuleIn::parse(&body, &state.settings.rule_limits()) {
+        Ok(test) => rule_ops::test_rule(state, test).await,
+        Err(error) => Err(error),
+    };
+    match answer {
+        Ok(answer) => Ok(Some(TestView::new(answer))),
         Err(error) if error.name == ErrorName::ValidationError => {
             let placed = FieldErrors::from_details(&error.details, TEST_FIELDS);
             if placed.is_empty() {
@@ -371,20 +362,20 @@ struct RulePage {
 
 async fn rule_page(
     state: &AppState,
-    rule: Rule,
+    rule: RuleOut,
     flash: Option<Flash>,
     input: Option<TestInput>,
     test: Option<TestView>,
     errors: FieldErrors,
 ) -> ConsoleResult<RulePage> {
     let now = Utc::now();
-    let versions = state.store.list_rule_versions(rule.id).await?;
+    let versions = rule_ops::list_versions(state, rule.id).await?.data;
     let input = match input {
         Some(input) => input,
         None => TestInput {
             test: String::new(),
             data: latest_payload(state, &rule.event_type).await?,
-            last: DEFAULT_TEST_LAST.to_string(),
+            last: DEFAULT_TEST_EVENTS.to_string(),
         },
     };
     Ok(RulePage {
@@ -392,7 +383,7 @@ async fn rule_page(
         id: rule.id,
         active: rule.active,
         version: rule.current_version.version,
-        action_type: action_type(&rule.current_version.action),
+        action_type: rule.action_type().to_owned(),
         created: When::new(rule.created_at, now),
         updated: When::new(rule.updated_at, now),
         condition: pretty(&rule.current_version.condition),
@@ -408,27 +399,27 @@ async fn rule_page(
 
 /// The newest stored payload of a type, pretty: a realistic sample to test against.
 async fn latest_payload(state: &AppState, event_type: &str) -> ConsoleResult<String> {
-    let latest = state
-        .store
-        .list_events(
-            &EventFilter {
-                event_type: Some(event_type.to_owned()),
-                ..EventFilter::default()
-            },
-            Page {
-                limit: 1,
-                offset: 0,
-            },
-        )
-        .await?;
+    let latest = event_ops::list_events(
+        state,
+        &EventFilter {
+            event_type: Some(event_type.to_owned()),
+            ..EventFilter::default()
+        },
+        Page {
+            limit: 1,
+            offset: 0,
+        },
+    )
+    .await?;
     Ok(latest
+        .data
         .first()
         .map(|e| pretty(&e.payload))
         .unwrap_or_else(|| "{}".to_owned()))
 }
 
-async fn load_rule(state: &AppState, id: i64) -> ConsoleResult<Rule> {
-    state.store.get_rule(id).await?.ok_or_else(|| not_found(id))
+async fn load_rule(state: &AppState, id: i64) -> ConsoleResult<RuleOut> {
+    Ok(rule_ops::get_rule(state, id).await?)
 }
 
 /// `GET /console/rules/{id}`.
@@ -472,7 +463,7 @@ pub struct ActiveForm {
     back: String,
 }
 
-/// `POST /console/rules/{id}/active`: activates or deactivates through `PUT /rules/{id}`.
+/// `POST /console/rules/{id}/active`: activates or deactivates.
 pub async fn set_active(
     State(state): State<AppState>,
     id: Result<IdPath, ApiError>,
@@ -489,12 +480,7 @@ pub async fn set_active(
             .into())
         }
     };
-    let Json(rule) = api::rules::update_rule(
-        State(state),
-        IdPath(id),
-        JsonBody(json!({ "active": active })),
-    )
-    .await?;
+    let rule = rule_ops::set_active(&state, id, active).await?;
     let saved = if active { "activated" } else { "deactivated" };
     let to = if form.back == "list" {
         format!(
@@ -530,7 +516,7 @@ pub struct RuleForm {
 }
 
 impl RuleForm {
-    fn from_rule(rule: &Rule) -> Self {
+    fn from_rule(rule: &RuleOut) -> Self {
         RuleForm {
             name: rule.name.clone(),
             event_type: rule.event_type.clone(),
@@ -599,7 +585,7 @@ struct RuleFormPage {
 
 async fn form_page(
     state: &AppState,
-    rule: Option<&Rule>,
+    rule: Option<&RuleOut>,
     form: RuleForm,
     errors: FieldErrors,
     test: Option<TestView>,
@@ -648,7 +634,7 @@ pub async fn edit_form(
 /// Answers a form that was not saved: with the test result, or with what is wrong (400).
 async fn form_again(
     state: &AppState,
-    rule: Option<&Rule>,
+    rule: Option<&RuleOut>,
     form: RuleForm,
     errors: FieldErrors,
     test: Option<TestView>,
@@ -666,7 +652,7 @@ async fn form_again(
 /// payload, `test_last` against stored events.
 async fn test_from_form(
     state: &AppState,
-    rule: Option<&Rule>,
+    rule: Option<&RuleOut>,
     mut form: RuleForm,
 ) -> ConsoleResult<Response> {
     form.test.test = if form.intent == "test_last" {
@@ -697,7 +683,7 @@ async fn test_from_form(
     form_again(state, rule, form, errors, test).await
 }
 
-/// `POST /console/rules`: creates through `POST /rules`.
+/// `POST /console/rules`: creates a rule.
 pub async fn create(
     State(state): State<AppState>,
     Form(form): Form<RuleForm>,
@@ -709,7 +695,7 @@ pub async fn create(
     let body = Value::Object(form.body(&mut errors));
     if !errors.is_empty() {
         // Still report what else is wrong, except what the JSON errors already explain.
-        if let Err(details) = NewRule::parse(&body, &Limits::default()) {
+        if let Err(details) = NewRule::parse(&body, &state.settings.rule_limits()) {
             for (field, message) in FieldErrors::from_details(&details, RULE_FIELDS).into_iter() {
                 if !errors.has(&field) {
                     errors.push(&field, message);
@@ -718,8 +704,12 @@ pub async fn create(
         }
         return form_again(&state, None, form, errors, None).await;
     }
-    match api::rules::create_rule(State(state.clone()), JsonBody(body)).await {
-        Ok((_, Json(rule))) => {
+    let created = match NewRule::parse(&body, &state.settings.rule_limits()) {
+        Ok(rule) => rule_ops::create_rule(&state, rule).await,
+        Err(details) => Err(ApiError::invalid(details)),
+    };
+    match created {
+        Ok(rule) => {
             Ok(Redirect::to(&format!("/console/rules/{}?saved=created", rule.id)).into_response())
         }
         Err(error) if error.name == ErrorName::ValidationError => {
@@ -730,7 +720,7 @@ pub async fn create(
     }
 }
 
-/// `POST /console/rules/{id}/edit`: saves through `PUT /rules/{id}` (a changed condition or
+/// `POST /console/rules/{id}/edit`: saves the rule (a changed condition or
 /// action becomes a new version).
 pub async fn update(
     State(state): State<AppState>,
@@ -752,12 +742,10 @@ pub async fn update(
     if !errors.is_empty() {
         return form_again(&state, Some(&rule), form, errors, None).await;
     }
-    let answer = api::rules::update_rule(
-        State(state.clone()),
-        IdPath(id),
-        JsonBody(Value::Object(body)),
-    )
-    .await;
+    let answer = match RulePatch::parse(&Value::Object(body), &state.settings.rule_limits()) {
+        Ok(patch) => rule_ops::update_rule(&state, id, patch).await,
+        Err(details) => Err(ApiError::invalid(details)),
+    };
     match answer {
         Ok(_) => Ok(Redirect::to(&format!("/console/rules/{id}?saved=updated")).into_response()),
         Err(error) if error.name == ErrorName::ValidationError => {

@@ -7,12 +7,13 @@
 //! heartbeat and a reaper that gives back events whose worker died.
 
 mod process;
-pub mod rules;
+mod rules;
 
 use crate::actions::Actions;
 use crate::bus::{Bus, LiveMessage};
+use crate::rule_pass::{compile_all, RuleSet};
 use process::{process, ProcessContext};
-use rules::{CompiledRule, RuleCache, RuleSet};
+use rules::RuleCache;
 use sluice_core::event::{AttemptStatus, EventState};
 use sluice_core::logic::Limits;
 use sluice_core::retry::RetryPolicy;
@@ -52,7 +53,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(10),
             reap_interval: Duration::from_secs(1),
             claim_batch: 256,
-            limits: Limits::default(),
+            limits: settings.rule_limits(),
         }
     }
 }
@@ -256,12 +257,7 @@ async fn rules_for(
 ) -> Result<RuleSet, sluice_store::StoreError> {
     if event.replay_rules == ReplayRules::Original {
         let pinned = store.original_rules(event.event.id).await?;
-        return Ok(Arc::new(
-            pinned
-                .iter()
-                .map(|s| Arc::new(CompiledRule::compile(s, limits)))
-                .collect(),
-        ));
+        return Ok(compile_all(&pinned, limits));
     }
     Ok(cache.rules_for(&event.event.event_type))
 }

@@ -1,14 +1,16 @@
-//! One attempt at one event: evaluate each rule, run the matching actions with their
-//! delivery guarantees, and decide where the event goes next.
+//! One attempt at one event: take the rule pass's decisions, run the actions they call for
+//! with their delivery guarantees, and decide where the event goes next.
+//!
+//! The retry path: an action's failure is classified retryable or not by its executor
+//! (`actions::ActionError`); `attempt_end` turns the attempt's failures into a status;
+//! [`next_after_failure`] picks retry-with-backoff or `failed`; the outcome writer in
+//! `worker/mod.rs` stores it and wakes the claim loop when the retry is due.
 
-use super::rules::{CompiledRule, RuleSet};
 use crate::actions::{ActionContext, ActionError, Actions};
-use chrono::Utc;
-use sluice_core::action::ActionKind;
+use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
+use chrono::{DateTime, Utc};
 use sluice_core::event::{AttemptStatus, ExecutionResult};
-use sluice_core::idempotency::idempotency_key;
 use sluice_core::retry::RetryPolicy;
-use sluice_core::template::TemplateContext;
 use sluice_store::{AttemptOutcome, ClaimedEvent, ExecutionRecord, NextState, Store, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,8 +32,75 @@ struct RuleResult {
 /// Executions finished so far; shared so a timeout cannot lose them.
 type Finished = Arc<Mutex<Vec<RuleResult>>>;
 
-fn elapsed_ms(since: Instant) -> i64 {
-    i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Where an event goes after an attempt that did not succeed: a retry after the policy's
+/// backoff (with `jitter` in `[0, 1)`), or `failed` when the failure cannot succeed on retry or
+/// no attempt is left. `run_attempts` counts the attempts of this run, this one included.
+pub fn next_after_failure(
+    retry: &RetryPolicy,
+    run_attempts: i64,
+    retryable: bool,
+    now: DateTime<Utc>,
+    jitter: f64,
+) -> NextState {
+    if !retryable {
+        return NextState::Failed;
+    }
+    let done = u32::try_from(run_attempts.max(0)).unwrap_or(u32::MAX);
+    match retry.next_delay_ms(done, jitter) {
+        Some(delay) => NextState::RetryAt(
+            now + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)),
+        ),
+        None => NextState::Failed,
+    }
+}
+
+/// How an attempt ended, from whether it timed out and what its rules did: its status, its
+/// error (naming each failed rule) and whether trying again could help.
+fn attempt_end(
+    timed_out: Option<Duration>,
+    results: &[RuleResult],
+    rules: &RuleSet,
+) -> (AttemptStatus, Option<String>, bool) {
+    if let Some(timeout) = timed_out {
+        let error = format!(
+            "processing timed out after {} ms ({} of {} rules finished)",
+            timeout.as_millis(),
+            results.len(),
+            rules.len()
+        );
+        return (AttemptStatus::Timeout, Some(error), true);
+    }
+    let failures: Vec<&RuleResult> = results
+        .iter()
+        .filter(|r| r.record.result == ExecutionResult::Failed)
+        .collect();
+    if failures.is_empty() {
+        return (AttemptStatus::Success, None, false);
+    }
+    let summary: Vec<String> = failures
+        .iter()
+        .map(|f| {
+            let name = rules
+                .iter()
+                .find(|r| r.rule_id == f.record.rule_id)
+                .map(|r| r.rule_name.as_str())
+                .unwrap_or("?");
+            format!(
+                "rule {} ({name}): {}",
+                f.record.rule_id,
+                f.record.error.as_deref().unwrap_or("failed")
+            )
+        })
+        .collect();
+    (
+        AttemptStatus::Failed,
+        Some(summary.join("; ")),
+        failures.iter().any(|f| f.retryable),
+    )
 }
 
 /// Runs one attempt to its end (or its timeout) and says how it ended.
@@ -43,72 +112,30 @@ pub async fn process(
     let started = Instant::now();
     let finished: Finished = Arc::new(Mutex::new(Vec::new()));
     let run = run_rules(claimed, &rules, context, finished.clone());
-    let timed_out = tokio::time::timeout(context.timeout, run).await.is_err();
+    let outcome = tokio::time::timeout(context.timeout, run).await;
+    let timed_out = outcome.is_err().then_some(context.timeout);
     let results = std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()));
-
-    let failures: Vec<&RuleResult> = results
-        .iter()
-        .filter(|r| r.record.result == ExecutionResult::Failed)
-        .collect();
-    let (status, error, retryable) = if timed_out {
-        (
-            AttemptStatus::Timeout,
-            Some(format!(
-                "processing timed out after {} ms ({} of {} rules finished)",
-                context.timeout.as_millis(),
-                results.len(),
-                rules.len()
-            )),
-            true,
-        )
-    } else if failures.is_empty() {
-        (AttemptStatus::Success, None, false)
-    } else {
-        let summary: Vec<String> = failures
-            .iter()
-            .map(|f| {
-                let name = rules
-                    .iter()
-                    .find(|r| r.rule_id == f.record.rule_id)
-                    .map(|r| r.rule_name.as_str())
-                    .unwrap_or("?");
-                format!(
-                    "rule {} ({name}): {}",
-                    f.record.rule_id,
-                    f.record.error.as_deref().unwrap_or("failed")
-                )
-            })
-            .collect();
-        (
-            AttemptStatus::Failed,
-            Some(summary.join("; ")),
-            failures.iter().any(|f| f.retryable),
-        )
+    let (status, error, retryable) = match outcome {
+        Ok(Err(error)) => (AttemptStatus::Failed, Some(store_error(&error)), true),
+        _ => attempt_end(timed_out, &results, &rules),
     };
-
-    let run_attempts = u32::try_from(claimed.run_attempts).unwrap_or(u32::MAX);
     let next = if status == AttemptStatus::Success {
         NextState::Processed
-    } else if !retryable {
-        NextState::Failed
     } else {
-        match context
-            .retry
-            .next_delay_ms(run_attempts, rand::random::<f64>())
-        {
-            Some(delay) => NextState::RetryAt(
-                Utc::now()
-                    + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)),
-            ),
-            None => NextState::Failed,
-        }
+        next_after_failure(
+            &context.retry,
+            claimed.run_attempts,
+            retryable,
+            Utc::now(),
+            rand::random::<f64>(),
+        )
     };
     AttemptOutcome {
         event_id: claimed.event.id,
         attempt_id: claimed.attempt_id,
         status,
         error,
-        duration_ms: elapsed_ms(started),
+        duration_ms: millis(started.elapsed()),
         next,
         executions: results.into_iter().map(|r| r.record).collect(),
     }
@@ -121,126 +148,83 @@ pub fn cannot_start(
     context: &ProcessContext,
     error: &str,
 ) -> AttemptOutcome {
-    let run_attempts = u32::try_from(claimed.run_attempts).unwrap_or(u32::MAX);
-    let next = match context
-        .retry
-        .next_delay_ms(run_attempts, rand::random::<f64>())
-    {
-        Some(delay) => NextState::RetryAt(
-            Utc::now() + chrono::Duration::milliseconds(i64::try_from(delay).unwrap_or(i64::MAX)),
-        ),
-        None => NextState::Failed,
-    };
     AttemptOutcome {
         event_id: claimed.event.id,
         attempt_id: claimed.attempt_id,
         status: AttemptStatus::Failed,
         error: Some(error.to_owned()),
         duration_ms: 0,
-        next,
+        next: next_after_failure(
+            &context.retry,
+            claimed.run_attempts,
+            true,
+            Utc::now(),
+            rand::random::<f64>(),
+        ),
         executions: Vec::new(),
     }
 }
 
+/// Decides every rule, then executes the decisions in order. A database error while deciding
+/// fails the whole attempt (retryably) before any action ran.
 async fn run_rules(
     claimed: &ClaimedEvent,
     rules: &RuleSet,
     context: &ProcessContext,
     finished: Finished,
-) {
-    for rule in rules.iter() {
-        let result = run_rule(claimed, rule, context).await;
+) -> Result<(), StoreError> {
+    let decisions = rule_pass::decide(&*context.store, rules, &claimed.event).await?;
+    for decided in decisions {
+        let result = execute(claimed, decided, context).await;
         finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(result);
     }
+    Ok(())
 }
 
-/// Evaluates one rule and runs its action; never fails the others.
-async fn run_rule(
+/// Carries out one rule's decision; never fails the others.
+async fn execute(
     claimed: &ClaimedEvent,
-    rule: &CompiledRule,
+    decided: RuleDecision,
     context: &ProcessContext,
 ) -> RuleResult {
     let started = Instant::now();
+    let RuleDecision {
+        rule,
+        decision,
+        decided_in,
+    } = decided;
     let event = &claimed.event;
     let mut record = ExecutionRecord {
         rule_id: rule.rule_id,
         rule_version_id: rule.version_id,
         result: ExecutionResult::Skipped,
         error: None,
-        idempotency_key: None,
+        idempotency_key: decision.recorded_key().map(str::to_owned),
         duration_ms: 0,
         started_id: None,
     };
     let finish = |mut record: ExecutionRecord, result, error: Option<String>, retryable| {
         record.result = result;
         record.error = error;
-        record.duration_ms = elapsed_ms(started);
+        record.duration_ms = millis(decided_in + started.elapsed());
         RuleResult { record, retryable }
     };
-    let body = match &rule.body {
-        Ok(body) => body,
-        Err(message) => {
-            return finish(
-                record,
-                ExecutionResult::Failed,
-                Some(message.clone()),
-                false,
-            )
+    let (action, key, at_most_once) = match decision {
+        Decision::Skip => return finish(record, ExecutionResult::Skipped, None, false),
+        Decision::Dedupe { .. } => return finish(record, ExecutionResult::Deduped, None, false),
+        Decision::Fail { error, .. } => {
+            return finish(record, ExecutionResult::Failed, Some(error), false)
         }
+        Decision::Apply {
+            action,
+            idempotency_key,
+            at_most_once,
+        } => (action, idempotency_key, at_most_once),
     };
-    match body.condition.logic().matches(&event.payload) {
-        Err(error) => {
-            // The same data fails the same way every time: not worth a retry.
-            return finish(
-                record,
-                ExecutionResult::Failed,
-                Some(format!("condition: {error}")),
-                false,
-            );
-        }
-        Ok(false) => return finish(record, ExecutionResult::Skipped, None, false),
-        Ok(true) => {}
-    }
-
-    let action = &body.action;
-    let key = idempotency_key(event.id, rule.rule_id, &action.content_hash());
-    if !action.is_idempotent() {
-        record.idempotency_key = Some(key.clone());
-        let prior = match context
-            .store
-            .prior_executions(std::slice::from_ref(&key))
-            .await
-        {
-            Ok(prior) => prior.get(&key).copied(),
-            Err(error) => {
-                return finish(
-                    record,
-                    ExecutionResult::Failed,
-                    Some(store_error(&error)),
-                    true,
-                )
-            }
-        };
-        match prior {
-            Some(ExecutionResult::Applied) => {
-                return finish(record, ExecutionResult::Deduped, None, false)
-            }
-            Some(_) if action.kind() == ActionKind::SendEmail => {
-                // At most once: an email whose sending was interrupted may have gone out.
-                return finish(
-                    record,
-                    ExecutionResult::Failed,
-                    Some("an earlier attempt stopped while sending this email; outcome unknown, not re-sent".into()),
-                    false,
-                );
-            }
-            // A webhook interrupted mid-call is re-sent with the same Idempotency-Key and
-            // webhook-id, so the receiver can tell it is the same delivery.
-            _ => {}
-        }
+    if at_most_once {
         match context
             .store
             .record_started(
@@ -263,14 +247,6 @@ async fn run_rule(
             }
         }
     }
-
-    let template = TemplateContext {
-        event_id: event.id,
-        external_id: &event.external_id,
-        event_type: &event.event_type,
-        data: &event.payload,
-    };
-    let rendered = action.render(&template);
     let action_context = ActionContext {
         event_id: event.id,
         external_id: &event.external_id,
@@ -280,7 +256,7 @@ async fn run_rule(
         rule_version: rule.version,
         idempotency_key: &key,
     };
-    match context.actions.run(&rendered, &action_context).await {
+    match context.actions.run(&action, &action_context).await {
         Ok(()) => finish(record, ExecutionResult::Applied, None, false),
         Err(error) => {
             let retryable = matches!(error, ActionError::Retryable(_));
@@ -297,4 +273,118 @@ async fn run_rule(
 fn store_error(error: &StoreError) -> String {
     tracing::warn!(error = %error, "store error while processing");
     "database unavailable while processing; will retry".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff_ms: vec![1000, 5000],
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
+    }
+
+    #[test]
+    fn a_retryable_failure_waits_the_backoff_for_its_attempt() {
+        // Jitter 0.5 leaves the delay as configured.
+        let first = next_after_failure(&policy(), 1, true, now(), 0.5);
+        assert_eq!(
+            first,
+            NextState::RetryAt(now() + chrono::Duration::seconds(1))
+        );
+        let second = next_after_failure(&policy(), 2, true, now(), 0.5);
+        assert_eq!(
+            second,
+            NextState::RetryAt(now() + chrono::Duration::seconds(5))
+        );
+    }
+
+    #[test]
+    fn the_last_allowed_attempt_or_a_permanent_failure_fails_the_event() {
+        assert_eq!(
+            next_after_failure(&policy(), 3, true, now(), 0.5),
+            NextState::Failed
+        );
+        assert_eq!(
+            next_after_failure(&policy(), 1, false, now(), 0.5),
+            NextState::Failed
+        );
+    }
+
+    fn result(rule_id: i64, result: ExecutionResult, retryable: bool) -> RuleResult {
+        RuleResult {
+            record: ExecutionRecord {
+                rule_id,
+                rule_version_id: rule_id * 10,
+                result,
+                error: (result == ExecutionResult::Failed).then(|| format!("boom {rule_id}")),
+                idempotency_key: None,
+                duration_ms: 1,
+                started_id: None,
+            },
+            retryable,
+        }
+    }
+
+    fn rules() -> RuleSet {
+        Arc::new(
+            [(1, "first"), (2, "second")]
+                .into_iter()
+                .map(|(id, name)| {
+                    Arc::new(rule_pass::CompiledRule {
+                        rule_id: id,
+                        rule_name: name.to_owned(),
+                        version_id: id * 10,
+                        version: 1,
+                        body: Err("unused".to_owned()),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn an_attempt_fails_retryably_only_if_a_failed_rule_may_succeed_later() {
+        let results = [
+            result(1, ExecutionResult::Failed, false),
+            result(2, ExecutionResult::Applied, false),
+        ];
+        let (status, error, retryable) = attempt_end(None, &results, &rules());
+        assert_eq!(status, AttemptStatus::Failed);
+        assert_eq!(error.as_deref(), Some("rule 1 (first): boom 1"));
+        assert!(!retryable);
+
+        let results = [
+            result(1, ExecutionResult::Failed, false),
+            result(2, ExecutionResult::Failed, true),
+        ];
+        let (_, error, retryable) = attempt_end(None, &results, &rules());
+        assert_eq!(
+            error.as_deref(),
+            Some("rule 1 (first): boom 1; rule 2 (second): boom 2")
+        );
+        assert!(retryable);
+    }
+
+    #[test]
+    fn a_timeout_is_retryable_and_says_how_far_it_got() {
+        let results = [result(1, ExecutionResult::Applied, false)];
+        let (status, error, retryable) =
+            attempt_end(Some(Duration::from_millis(250)), &results, &rules());
+        assert_eq!(status, AttemptStatus::Timeout);
+        assert_eq!(
+            error.as_deref(),
+            Some("processing timed out after 250 ms (1 of 2 rules finished)")
+        );
+        assert!(retryable);
+        let (status, error, _) = attempt_end(None, &results, &rules());
+        assert_eq!((status, error), (AttemptStatus::Success, None));
+    }
 }

@@ -1,48 +1,12 @@
 //! The worker's rule cache: active rules compiled once, grouped by event type, reloaded only
-//! when the store's rule generation moves (one cheap read before each claim).
+//! when the store's rule generation moves. The generation is read after each non-empty claim
+//! (see `claim` in `worker/mod.rs`), so a rule saved before an event arrived always applies.
 
+use crate::rule_pass::{CompiledRule, RuleSet};
 use sluice_core::logic::Limits;
-use sluice_core::rule::RuleBody;
-use sluice_store::{RuleSnapshot, Store, StoreError};
+use sluice_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A rule version ready to run. A stored version that no longer compiles (say, after limits
-/// were lowered) is kept with its error, so its executions fail visibly instead of vanishing.
-#[derive(Debug)]
-pub struct CompiledRule {
-    pub rule_id: i64,
-    pub rule_name: String,
-    pub version_id: i64,
-    pub version: i64,
-    pub body: Result<RuleBody, String>,
-}
-
-impl CompiledRule {
-    pub fn compile(snapshot: &RuleSnapshot, limits: &Limits) -> Self {
-        let body = RuleBody::parse(
-            &snapshot.version.condition,
-            &snapshot.version.action,
-            limits,
-        )
-        .map_err(|errors| {
-            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            format!(
-                "stored rule version no longer compiles: {}",
-                text.join("; ")
-            )
-        });
-        CompiledRule {
-            rule_id: snapshot.rule_id,
-            rule_name: snapshot.rule_name.clone(),
-            version_id: snapshot.version.id,
-            version: snapshot.version.version,
-            body,
-        }
-    }
-}
-
-pub type RuleSet = Arc<Vec<Arc<CompiledRule>>>;
 
 #[derive(Default)]
 pub struct RuleCache {

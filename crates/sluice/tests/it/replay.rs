@@ -67,7 +67,7 @@ async fn replays_never_resend_what_was_applied_unless_the_action_changed(app: Te
     assert_eq!(last_results(&app, id).await, [("deduped".to_owned(), 1)]);
     assert_eq!(receiver.count(), 1);
 
-    // A new version that changes only the condition: still deduped (the seed re-sent here).
+    // A new version that changes only the condition: still deduped (re-sending on any new version would be the naive behaviour).
     app.put(
         &format!("/rules/{rule}"),
         &json!({"condition": {">=": [{"var": "amount"}, 60]}}),

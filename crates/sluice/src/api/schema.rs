@@ -1,0 +1,126 @@
+//! The wire shapes of request bodies, for the OpenAPI document only. Bodies are not
+//! deserialized into these: the domain's validating parsers (`NewEvent::parse`,
+//! `NewRule::parse`, `RulePatch::parse`, `TestRuleIn::parse`, the replay parsers in
+//! `api/replay.rs`) read the JSON themselves, because they report every problem at once with
+//! a path into the body, which serde cannot. Responses, by contrast, are described by the very
+//! `…Out` types the handlers serialize (see `operations/`).
+
+// Never constructed: utoipa reads their fields at compile time.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use sluice_core::event::{EventState, ReplayRules};
+use utoipa::ToSchema;
+
+/// An event as submitted.
+#[derive(ToSchema)]
+pub struct NewEventIn {
+    /// The producer's id, 1..255 characters; the dedupe key.
+    #[schema(min_length = 1, max_length = 255, example = "order-123")]
+    id: String,
+    /// 1..100 characters.
+    #[schema(
+        rename = "type",
+        min_length = 1,
+        max_length = 100,
+        example = "order.created"
+    )]
+    event_type: String,
+    /// Any JSON object, nested at most 20 deep.
+    #[schema(value_type = Object)]
+    data: Value,
+}
+
+#[derive(ToSchema)]
+pub struct BatchIn {
+    /// 1..1000 events.
+    #[schema(min_items = 1, max_items = 1000)]
+    events: Vec<NewEventIn>,
+}
+
+/// `{"rules": "current" | "original", "dry_run": bool}`, all optional.
+#[derive(ToSchema)]
+pub struct ReplayIn {
+    /// current (default): each rule's current version; original: the versions the event's
+    /// first attempt evaluated.
+    rules: Option<ReplayRules>,
+    /// Evaluate and report what would happen; run no action, change nothing.
+    dry_run: Option<bool>,
+}
+
+#[derive(ToSchema)]
+pub struct ReplayFilterIn {
+    /// processed | failed
+    state: Option<EventState>,
+    #[schema(rename = "type")]
+    event_type: Option<String>,
+    start_date: Option<String>,
+    end_date: Option<String>,
+}
+
+/// Either `event_ids` (1..100) or `filter` with an optional `limit` (≤ 10000, default 1000).
+#[derive(ToSchema)]
+pub struct ReplayBatchIn {
+    #[schema(min_items = 1, max_items = 100)]
+    event_ids: Option<Vec<i64>>,
+    filter: Option<ReplayFilterIn>,
+    #[schema(minimum = 1, maximum = 10000)]
+    limit: Option<i64>,
+    rules: Option<ReplayRules>,
+}
+
+#[derive(ToSchema)]
+pub struct RequeueIn {
+    /// Processing events untouched for longer than this (default 300).
+    #[schema(minimum = 0)]
+    older_than_seconds: Option<i64>,
+}
+
+/// `{"type": "log" | "noop" | "call_webhook" | "send_email", "params": {...}}`; strings in
+/// params may hold `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
+#[derive(ToSchema)]
+pub struct ActionIn {
+    #[schema(rename = "type")]
+    action_type: String,
+    #[schema(value_type = Object)]
+    params: Option<Value>,
+}
+
+#[derive(ToSchema)]
+pub struct NewRuleIn {
+    #[schema(min_length = 1, max_length = 255)]
+    name: String,
+    #[schema(min_length = 1, max_length = 100)]
+    event_type: String,
+    /// A JSONLogic expression evaluated against the event's data.
+    #[schema(value_type = Object)]
+    condition: Value,
+    action: ActionIn,
+    /// Default true.
+    active: Option<bool>,
+}
+
+/// Any subset of the fields; a changed condition or action writes a new version.
+#[derive(ToSchema)]
+pub struct RulePatchIn {
+    #[schema(min_length = 1, max_length = 255)]
+    name: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
+    event_type: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    condition: Option<Value>,
+    action: Option<ActionIn>,
+    active: Option<bool>,
+}
+
+/// `{condition, data}`, or `{condition, event_type, last}` (last ≤ 1000, default 100).
+#[derive(ToSchema)]
+pub struct RuleTestIn {
+    #[schema(value_type = Object)]
+    condition: Value,
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+    event_type: Option<String>,
+    #[schema(minimum = 1, maximum = 1000)]
+    last: Option<i64>,
+}

@@ -1,0 +1,520 @@
+//! Events: ingest one or a batch, list with filters, count by state, one event, its attempts.
+
+use super::{ApiError, ApiResult};
+use crate::api::error::{ErrorBody, ErrorName};
+use crate::api::query::{parse_date_range, parse_page, QueryErrors};
+use crate::app::AppState;
+use crate::ingest::IngestError;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_core::event::{AttemptStatus, EventState, ExecutionResult, NewEvent, Trigger};
+use sluice_core::FieldError;
+use sluice_store::{
+    Attempt, Event, EventFilter, EventStats, EventSummary, IngestOutcome, Page, RuleExecution,
+};
+use utoipa::{IntoParams, ToSchema};
+
+/// Most events one `POST /events/batch` may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// An event as `GET /events/{id}` and listings show it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: i64,
+    /// The producer's id (the dedupe key).
+    pub external_id: String,
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub event_type: String,
+    /// The event's `data`, as submitted.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    pub state: EventState,
+    /// How many times this id and payload were submitted.
+    pub received_count: i64,
+    /// Attempts run so far.
+    pub attempts: i64,
+    /// When a pending event is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Event> for EventOut {
+    fn from(event: Event) -> Self {
+        EventOut {
+            id: event.id,
+            external_id: event.external_id,
+            event_type: event.event_type,
+            payload: event.payload,
+            state: event.state,
+            received_count: event.received_count,
+            attempts: event.attempts,
+            next_attempt_at: event.next_attempt_at,
+            last_error: event.last_error,
+            created_at: event.created_at,
+            updated_at: event.updated_at,
+            processed_at: event.processed_at,
+            replayed_at: event.replayed_at,
+        }
+    }
+}
+
+/// What ingest says about an event it stored or found.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EventSummaryOut {
+    pub id: i64,
+    pub external_id: String,
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub event_type: String,
+    pub state: EventState,
+    pub received_count: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<EventSummary> for EventSummaryOut {
+    fn from(event: EventSummary) -> Self {
+        EventSummaryOut {
+            id: event.id,
+            external_id: event.external_id,
+            event_type: event.event_type,
+            state: event.state,
+            received_count: event.received_count,
+            created_at: event.created_at,
+        }
+    }
+}
+
+/// The answer to `POST /events`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct IngestedOut {
+    #[serde(flatten)]
+    pub event: EventSummaryOut,
+    /// True when this id and payload were already stored (header `Idempotent-Replayed: true`).
+    pub duplicate: bool,
+}
+
+fn conflict(existing_id: i64, external_id: &str) -> ApiError {
+    ApiError::conflict(format!(
+        "event '{external_id}' already exists (id {existing_id}) with a different payload"
+    ))
+    .with_details(vec![FieldError::new(
+        "id",
+        format!("already used by event {existing_id} with a different type or data"),
+    )])
+}
+
+fn count_ingested(outcome: &'static str, n: usize) {
+    metrics::counter!("sluice_events_ingested_total", "outcome" => outcome).increment(n as u64);
+}
+
+/// Stores one event (group commit: concurrent calls share a transaction). A duplicate (same
+/// id and payload) is an answer, not an error; a different payload under a stored id is a 409.
+pub async fn ingest(state: &AppState, event: NewEvent) -> ApiResult<IngestedOut> {
+    let outcome = state.ingestor.submit(event).await.map_err(|e| match e {
+        IngestError::Store(error) => ApiError::from_store(&error),
+        IngestError::Closed => {
+            ApiError::new(ErrorName::ServiceUnavailable, "sluice is shutting down")
+        }
+    })?;
+    match outcome {
+        IngestOutcome::Created(event) => {
+            count_ingested("created", 1);
+            state.events_created(&[&event]);
+            Ok(IngestedOut {
+                event: event.into(),
+                duplicate: false,
+            })
+        }
+        IngestOutcome::Duplicate(event) => {
+            count_ingested("duplicate", 1);
+            Ok(IngestedOut {
+                event: event.into(),
+                duplicate: true,
+            })
+        }
+        IngestOutcome::Conflict {
+            existing_id,
+            external_id,
+        } => {
+            count_ingested("conflict", 1);
+            Err(conflict(existing_id, &external_id))
+        }
+    }
+}
+
+/// What became of one item of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    Created,
+    Duplicate,
+    Conflict,
+    Invalid,
+}
+
+/// One line of the answer to `POST /events/batch`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchItemOut {
+    pub index: usize,
+    pub status: BatchStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventSummaryOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+/// The answer to `POST /events/batch`: one result per submitted event, in order.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct BatchOut {
+    pub results: Vec<BatchItemOut>,
+}
+
+/// Stores the valid items of a batch in one transaction; each item's answer says what
+/// happened to it (an invalid item carries its validation error, paths prefixed
+/// `events[i]`).
+pub async fn ingest_batch(
+    state: &AppState,
+    items: Vec<Result<NewEvent, Vec<FieldError>>>,
+) -> ApiResult<BatchOut> {
+    let mut results: Vec<Option<BatchItemOut>> = Vec::with_capacity(items.len());
+    let mut valid = Vec::new();
+    let mut valid_index = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match item {
+            Ok(event) => {
+                valid.push(event);
+                valid_index.push(index);
+                results.push(None);
+            }
+            Err(details) => results.push(Some(BatchItemOut {
+                index,
+                status: BatchStatus::Invalid,
+                event: None,
+                error: Some(ApiError::invalid(prefix_paths(details, index)).into_body()),
+            })),
+        }
+    }
+    if !valid.is_empty() {
+        let outcomes = state.store.ingest(&valid).await?;
+        let created: Vec<&EventSummary> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                IngestOutcome::Created(event) => Some(event),
+                _ => None,
+            })
+            .collect();
+        state.events_created(&created);
+        for (index, outcome) in valid_index.into_iter().zip(outcomes) {
+            let (status, event, error) = match outcome {
+                IngestOutcome::Created(event) => (BatchStatus::Created, Some(event.into()), None),
+                IngestOutcome::Duplicate(event) => {
+                    (BatchStatus::Duplicate, Some(event.into()), None)
+                }
+                IngestOutcome::Conflict {
+                    existing_id,
+                    external_id,
+                } => (
+                    BatchStatus::Conflict,
+                    None,
+                    Some(conflict(existing_id, &external_id).into_body()),
+                ),
+            };
+            results[index] = Some(BatchItemOut {
+                index,
+                status,
+                event,
+                error,
+            });
+        }
+    }
+    Ok(BatchOut {
+        results: results.into_iter().flatten().collect(),
+    })
+}
+
+fn prefix_paths(details: Vec<FieldError>, index: usize) -> Vec<FieldError> {
+    details
+        .into_iter()
+        .map(|e| {
+            let path = if e.path.is_empty() {
+                format!("events[{index}]")
+            } else {
+                format!("events[{index}].{}", e.path)
+            };
+            FieldError::new(path, e.message)
+        })
+        .collect()
+}
+
+/// The filters of `GET /events` (and of the console's events page), as sent: every parameter
+/// is text until [`EventsQuery::parse`] checks them all, so one answer lists every problem.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// pending | processing | processed | failed
+    #[param(value_type = Option<EventState>)]
+    pub state: Option<String>,
+    /// Event type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// The producer's id.
+    pub external_id: Option<String>,
+    /// `YYYY-MM-DD` or RFC 3339; inclusive.
+    pub start_date: Option<String>,
+    /// `YYYY-MM-DD` (the end of that day) or RFC 3339; inclusive.
+    pub end_date: Option<String>,
+    /// 1..500, default 50.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 500)]
+    pub limit: Option<String>,
+    /// Default 0.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    pub offset: Option<String>,
+}
+
+/// The filters of `GET /events/stats`: a type and a date range.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// Event type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// `YYYY-MM-DD` or RFC 3339; inclusive.
+    pub start_date: Option<String>,
+    /// `YYYY-MM-DD` (the end of that day) or RFC 3339; inclusive.
+    pub end_date: Option<String>,
+}
+
+impl StatsQuery {
+    /// The filter these parameters ask for, or a 400 listing every bad one.
+    pub fn parse(self) -> ApiResult<EventFilter> {
+        EventsQuery {
+            event_type: self.event_type,
+            start_date: self.start_date,
+            end_date: self.end_date,
+            ..EventsQuery::default()
+        }
+        .parse_filter()
+    }
+}
+
+impl EventsQuery {
+    /// The filter and page these parameters ask for, or a 400 listing every bad one.
+    pub fn parse(&self) -> ApiResult<(EventFilter, Page)> {
+        let mut errors = QueryErrors::default();
+        let filter = self.filter(&mut errors);
+        let page = parse_page(self.limit.as_deref(), self.offset.as_deref(), &mut errors);
+        errors.into_result()?;
+        Ok((filter, page))
+    }
+
+    /// The filter alone, or a 400.
+    pub fn parse_filter(&self) -> ApiResult<EventFilter> {
+        let mut errors = QueryErrors::default();
+        let filter = self.filter(&mut errors);
+        errors.into_result()?;
+        Ok(filter)
+    }
+
+    fn filter(&self, errors: &mut QueryErrors) -> EventFilter {
+        let state = match self.state.as_deref() {
+            None | Some("") => None,
+            Some(text) => text
+                .parse::<EventState>()
+                .map_err(|_| {
+                    errors.push(
+                        "state",
+                        format!(
+                            "must be one of pending, processing, processed, failed; got '{text}'"
+                        ),
+                    )
+                })
+                .ok(),
+        };
+        let (start, end) =
+            parse_date_range(self.start_date.as_deref(), self.end_date.as_deref(), errors);
+        EventFilter {
+            state,
+            event_type: self.event_type.clone().filter(|t| !t.is_empty()),
+            external_id: self.external_id.clone().filter(|t| !t.is_empty()),
+            start,
+            end,
+        }
+    }
+}
+
+/// A page of events: `{data, count, limit, offset}`, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventList {
+    pub data: Vec<EventOut>,
+    /// Rows in this page.
+    pub count: usize,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Events matching the filter, newest first.
+pub async fn list_events(
+    state: &AppState,
+    filter: &EventFilter,
+    page: Page,
+) -> ApiResult<EventList> {
+    let events = state.store.list_events(filter, page).await?;
+    Ok(EventList {
+        count: events.len(),
+        data: events.into_iter().map(EventOut::from).collect(),
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
+
+/// Counts of `GET /events/stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StatsOut {
+    pub total: i64,
+    pub pending: i64,
+    pub processing: i64,
+    pub processed: i64,
+    pub failed: i64,
+    pub failed_last_24h: i64,
+    /// Pending events that already ran at least once (waiting for a retry).
+    pub retrying: i64,
+}
+
+impl From<EventStats> for StatsOut {
+    fn from(stats: EventStats) -> Self {
+        StatsOut {
+            total: stats.total,
+            pending: stats.pending,
+            processing: stats.processing,
+            processed: stats.processed,
+            failed: stats.failed,
+            failed_last_24h: stats.failed_last_24h,
+            retrying: stats.retrying,
+        }
+    }
+}
+
+/// Counts by state of the events the filter's type and dates select (its state and
+/// external id are not used).
+pub async fn event_stats(state: &AppState, filter: &EventFilter) -> ApiResult<StatsOut> {
+    let scoped = EventFilter {
+        state: None,
+        external_id: None,
+        ..filter.clone()
+    };
+    Ok(state.store.event_stats(&scoped).await?.into())
+}
+
+fn event_not_found(id: i64) -> ApiError {
+    ApiError::not_found(format!("event {id} not found"))
+}
+
+/// One event; 404 if unknown.
+pub async fn event_detail(state: &AppState, id: i64) -> ApiResult<EventOut> {
+    state
+        .store
+        .get_event(id)
+        .await?
+        .map(EventOut::from)
+        .ok_or_else(|| event_not_found(id))
+}
+
+/// What one rule (at one version) did with the event in one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RuleExecutionOut {
+    pub id: i64,
+    pub rule_id: i64,
+    pub rule_name: String,
+    pub rule_version_id: i64,
+    pub rule_version: i64,
+    pub result: ExecutionResult,
+    pub error: Option<String>,
+    /// Set for actions that run at most once (webhooks, emails).
+    pub idempotency_key: Option<String>,
+    pub executed_at: DateTime<Utc>,
+    pub duration_ms: Option<i64>,
+}
+
+impl From<RuleExecution> for RuleExecutionOut {
+    fn from(x: RuleExecution) -> Self {
+        RuleExecutionOut {
+            id: x.id,
+            rule_id: x.rule_id,
+            rule_name: x.rule_name,
+            rule_version_id: x.rule_version_id,
+            rule_version: x.rule_version,
+            result: x.result,
+            error: x.error,
+            idempotency_key: x.idempotency_key,
+            executed_at: x.executed_at,
+            duration_ms: x.duration_ms,
+        }
+    }
+}
+
+/// One processing attempt of an event, with what each rule did in it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct AttemptOut {
+    pub id: i64,
+    pub event_id: i64,
+    pub attempt_no: i64,
+    pub trigger: Trigger,
+    pub status: AttemptStatus,
+    pub error: Option<String>,
+    /// The worker that ran it (`host:pid:random`).
+    pub worker: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub rule_executions: Vec<RuleExecutionOut>,
+}
+
+impl From<Attempt> for AttemptOut {
+    fn from(a: Attempt) -> Self {
+        AttemptOut {
+            id: a.id,
+            event_id: a.event_id,
+            attempt_no: a.attempt_no,
+            trigger: a.trigger,
+            status: a.status,
+            error: a.error,
+            worker: a.worker,
+            started_at: a.started_at,
+            finished_at: a.finished_at,
+            duration_ms: a.duration_ms,
+            rule_executions: a.rule_executions.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A page of attempts, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptList {
+    pub data: Vec<AttemptOut>,
+    pub count: usize,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// An event's attempts, newest first, each with its rule executions; 404 if the event is
+/// unknown.
+pub async fn list_attempts(state: &AppState, id: i64, page: Page) -> ApiResult<AttemptList> {
+    if state.store.get_event(id).await?.is_none() {
+        return Err(event_not_found(id));
+    }
+    let attempts = state.store.list_attempts(id, page).await?;
+    Ok(AttemptList {
+        count: attempts.len(),
+        data: attempts.into_iter().map(AttemptOut::from).collect(),
+        limit: page.limit,
+        offset: page.offset,
+    })
+}

@@ -1,0 +1,456 @@
+//! Rules: create, list, read, update (a changed condition or action is a new immutable
+//! version), deactivate, version history, and trying a condition before saving it.
+
+use super::{ApiError, ApiResult};
+use crate::app::AppState;
+use crate::bus::LiveMessage;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sluice_core::event::{json_kind, EventType};
+use sluice_core::logic::{truthy, Limits};
+use sluice_core::rule::{Condition, NewRule, RulePatch};
+use sluice_core::FieldError;
+use sluice_store::{
+    EventFilter, NewRuleRecord, Page, Rule, RuleChanges, RuleFilter, RuleVersion, VersionContent,
+};
+use utoipa::ToSchema;
+
+/// Most stored events `POST /rules/test` may try a condition against.
+pub const MAX_TEST_EVENTS: i64 = 1000;
+/// Stored events tried when a test names no `last`.
+pub const DEFAULT_TEST_EVENTS: i64 = 100;
+/// Matching events shown as samples by `POST /rules/test`.
+const TEST_SAMPLES: usize = 10;
+
+/// One immutable version of a rule's condition and action.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RuleVersionOut {
+    pub id: i64,
+    pub rule_id: i64,
+    /// 1, 2, … in the order they were written.
+    pub version: i64,
+    /// A JSONLogic expression evaluated against the event's data.
+    #[schema(value_type = Object)]
+    pub condition: Value,
+    /// `{"type": "log" | "noop" | "call_webhook" | "send_email", "params": {...}}`; strings in
+    /// params may hold `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
+    #[schema(value_type = Object)]
+    pub action: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<RuleVersion> for RuleVersionOut {
+    fn from(v: RuleVersion) -> Self {
+        RuleVersionOut {
+            id: v.id,
+            rule_id: v.rule_id,
+            version: v.version,
+            condition: v.condition,
+            action: v.action,
+            created_at: v.created_at,
+        }
+    }
+}
+
+/// A rule with its current version.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RuleOut {
+    pub id: i64,
+    pub name: String,
+    pub event_type: String,
+    pub active: bool,
+    pub current_version_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub current_version: RuleVersionOut,
+}
+
+impl From<Rule> for RuleOut {
+    fn from(r: Rule) -> Self {
+        RuleOut {
+            id: r.id,
+            name: r.name,
+            event_type: r.event_type,
+            active: r.active,
+            current_version_id: r.current_version_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            current_version: r.current_version.into(),
+        }
+    }
+}
+
+impl RuleOut {
+    /// The action's type (`log`, `call_webhook`, …) as stored.
+    pub fn action_type(&self) -> &str {
+        self.current_version.action["type"].as_str().unwrap_or("?")
+    }
+}
+
+/// A page of rules, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleList {
+    pub data: Vec<RuleOut>,
+    pub count: usize,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// Every version of a rule, newest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleVersionList {
+    pub data: Vec<RuleVersionOut>,
+    pub count: usize,
+}
+
+/// The answer to `DELETE /rules/{id}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeactivatedRuleOut {
+    pub message: String,
+    pub rule: RuleOut,
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::not_found(format!("rule {id} not found"))
+}
+
+fn announce(state: &AppState, rule: &Rule) {
+    state.bus.publish(vec![LiveMessage::RuleChanged {
+        rule_id: rule.id,
+        version: rule.current_version.version,
+    }]);
+}
+
+/// Creates a rule at version 1.
+pub async fn create_rule(state: &AppState, rule: NewRule) -> ApiResult<RuleOut> {
+    let record = NewRuleRecord {
+        name: rule.name.as_str().to_owned(),
+        event_type: rule.event_type.as_str().to_owned(),
+        active: rule.active,
+        condition: rule.body.condition.source().clone(),
+        action: rule.body.action.source().clone(),
+        action_hash: rule.body.action.content_hash(),
+    };
+    let created = state.store.create_rule(&record).await?;
+    announce(state, &created);
+    Ok(created.into())
+}
+
+/// Rules matching the filter, newest first.
+pub async fn list_rules(state: &AppState, filter: &RuleFilter, page: Page) -> ApiResult<RuleList> {
+    let rules = state.store.list_rules(filter, page).await?;
+    Ok(RuleList {
+        count: rules.len(),
+        data: rules.into_iter().map(RuleOut::from).collect(),
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
+
+/// One rule; 404 if unknown.
+pub async fn get_rule(state: &AppState, id: i64) -> ApiResult<RuleOut> {
+    state
+        .store
+        .get_rule(id)
+        .await?
+        .map(RuleOut::from)
+        .ok_or_else(|| not_found(id))
+}
+
+/// Every version of a rule, newest first; 404 if the rule is unknown.
+pub async fn list_versions(state: &AppState, id: i64) -> ApiResult<RuleVersionList> {
+    if state.store.get_rule(id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    let data: Vec<RuleVersionOut> = state
+        .store
+        .list_rule_versions(id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(RuleVersionList {
+        count: data.len(),
+        data,
+    })
+}
+
+/// Name, event type and active change in place; a condition or action that differs from the
+/// current version writes version n+1 (versions are never modified). An empty patch is a 400.
+pub async fn update_rule(state: &AppState, id: i64, patch: RulePatch) -> ApiResult<RuleOut> {
+    if patch.is_empty() {
+        return Err(ApiError::validation(
+            "nothing to change: send at least one of name, event_type, condition, action, active",
+        ));
+    }
+    let current = state
+        .store
+        .get_rule(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let version = &current.current_version;
+    let condition_changed = patch
+        .condition
+        .as_ref()
+        .is_some_and(|c| c.source() != &version.condition);
+    let action_changed = patch
+        .action
+        .as_ref()
+        .is_some_and(|a| a.content_hash() != version.action_hash);
+    let new_version = (condition_changed || action_changed).then(|| VersionContent {
+        condition: patch
+            .condition
+            .as_ref()
+            .map(|c| c.source().clone())
+            .unwrap_or_else(|| version.condition.clone()),
+        action: patch
+            .action
+            .as_ref()
+            .map(|a| a.source().clone())
+            .unwrap_or_else(|| version.action.clone()),
+        action_hash: patch
+            .action
+            .as_ref()
+            .map(|a| a.content_hash())
+            .unwrap_or_else(|| version.action_hash.clone()),
+    });
+    let changes = RuleChanges {
+        name: patch.name.map(|n| n.as_str().to_owned()),
+        event_type: patch.event_type.map(|t| t.as_str().to_owned()),
+        active: patch.active,
+        new_version,
+    };
+    let updated = state
+        .store
+        .update_rule(id, &changes)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    announce(state, &updated);
+    Ok(updated.into())
+}
+
+/// Activates or deactivates a rule (history keeps pointing at it either way).
+pub async fn set_active(state: &AppState, id: i64, active: bool) -> ApiResult<RuleOut> {
+    let changes = RuleChanges {
+        active: Some(active),
+        ..RuleChanges::default()
+    };
+    let rule = state
+        .store
+        .update_rule(id, &changes)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    announce(state, &rule);
+    Ok(rule.into())
+}
+
+/// Soft delete: deactivates.
+pub async fn deactivate_rule(state: &AppState, id: i64) -> ApiResult<DeactivatedRuleOut> {
+    Ok(DeactivatedRuleOut {
+        message: "Rule deactivated".to_owned(),
+        rule: set_active(state, id, false).await?,
+    })
+}
+
+/// What a rule test tries the condition against.
+#[derive(Debug, Clone)]
+pub enum TestTarget {
+    /// One sample payload.
+    Data(Value),
+    /// The last `last` stored events of a type.
+    Stored { event_type: EventType, last: i64 },
+}
+
+/// A parsed `POST /rules/test` body.
+#[derive(Debug, Clone)]
+pub struct TestRuleIn {
+    pub condition: Condition,
+    pub target: TestTarget,
+}
+
+impl TestRuleIn {
+    /// `{condition, data}` or `{condition, event_type, last?}`; a 400 names each bad field.
+    pub fn parse(body: &Value, limits: &Limits) -> ApiResult<Self> {
+        let Some(object) = body.as_object() else {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "",
+                format!("body must be a JSON object, got {}", json_kind(body)),
+            )]));
+        };
+        let condition = match object.get("condition") {
+            Some(condition) => {
+                Condition::parse(condition, limits).map_err(|e| ApiError::invalid(vec![e]))?
+            }
+            None => {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    "condition",
+                    "is required",
+                )]))
+            }
+        };
+        if let Some(data) = object.get("data") {
+            return Ok(TestRuleIn {
+                condition,
+                target: TestTarget::Data(data.clone()),
+            });
+        }
+        let mut errors = Vec::new();
+        let event_type = match object.get("event_type") {
+            Some(Value::String(t)) => EventType::parse(t)
+                .map_err(|e| errors.push(FieldError::new("event_type", e.message)))
+                .ok(),
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "event_type",
+                    format!("must be a string, got {}", json_kind(other)),
+                ));
+                None
+            }
+            None => {
+                errors.push(FieldError::new(
+                    "",
+                    "send either data, or event_type with last",
+                ));
+                None
+            }
+        };
+        let last = match object.get("last") {
+            None => DEFAULT_TEST_EVENTS,
+            Some(value) => match value.as_i64() {
+                Some(n) if (1..=MAX_TEST_EVENTS).contains(&n) => n,
+                _ => {
+                    errors.push(FieldError::new(
+                        "last",
+                        format!("must be an integer from 1 to {MAX_TEST_EVENTS}"),
+                    ));
+                    0
+                }
+            },
+        };
+        match event_type {
+            Some(event_type) if errors.is_empty() => Ok(TestRuleIn {
+                condition,
+                target: TestTarget::Stored { event_type, last },
+            }),
+            _ => Err(ApiError::invalid(errors)),
+        }
+    }
+}
+
+/// A condition's verdict on one sample payload.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SampleTestOut {
+    /// What the condition evaluated to.
+    #[schema(value_type = Object)]
+    pub result: Value,
+    /// Whether that result is truthy (the rule would run its action).
+    pub matched: bool,
+}
+
+/// One stored event a test tried: matched (with its result and data) or failed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TestSampleOut {
+    pub event_id: i64,
+    pub external_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A condition's verdict on the last stored events of a type.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StoredTestOut {
+    pub event_type: String,
+    /// Events tried.
+    pub checked: usize,
+    pub matched: usize,
+    /// Events on which evaluation failed.
+    pub errors: usize,
+    /// Up to 10 matching or failing events.
+    pub samples: Vec<TestSampleOut>,
+}
+
+/// The answer to `POST /rules/test`: a sample's verdict, or stored events'.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RuleTestOut {
+    Sample(SampleTestOut),
+    Stored(StoredTestOut),
+}
+
+/// Tries a condition before it is saved.
+pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTestOut> {
+    let logic = test.condition.logic();
+    let (event_type, last) = match test.target {
+        TestTarget::Data(data) => {
+            let result = logic.evaluate(&data).map_err(|e| {
+                ApiError::invalid(vec![FieldError::new(
+                    "condition",
+                    format!("evaluation failed: {e}"),
+                )])
+            })?;
+            return Ok(RuleTestOut::Sample(SampleTestOut {
+                matched: truthy(&result),
+                result,
+            }));
+        }
+        TestTarget::Stored { event_type, last } => (event_type, last),
+    };
+    let filter = EventFilter {
+        event_type: Some(event_type.as_str().to_owned()),
+        ..EventFilter::default()
+    };
+    let events = state
+        .store
+        .list_events(
+            &filter,
+            Page {
+                limit: last,
+                offset: 0,
+            },
+        )
+        .await?;
+    let (mut matched, mut failed) = (0, 0);
+    let mut samples = Vec::new();
+    for event in &events {
+        let sample = match logic.evaluate(&event.payload) {
+            Ok(result) if truthy(&result) => {
+                matched += 1;
+                TestSampleOut {
+                    event_id: event.id,
+                    external_id: event.external_id.clone(),
+                    result: Some(result),
+                    data: Some(event.payload.clone()),
+                    error: None,
+                }
+            }
+            Ok(_) => continue,
+            Err(error) => {
+                failed += 1;
+                TestSampleOut {
+                    event_id: event.id,
+                    external_id: event.external_id.clone(),
+                    result: None,
+                    data: None,
+                    error: Some(error.to_string()),
+                }
+            }
+        };
+        if samples.len() < TEST_SAMPLES {
+            samples.push(sample);
+        }
+    }
+    Ok(RuleTestOut::Stored(StoredTestOut {
+        event_type: event_type.into_string(),
+        checked: events.len(),
+        matched,
+        errors: failed,
+        samples,
+    }))
+}

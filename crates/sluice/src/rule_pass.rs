@@ -1,0 +1,214 @@
+//! What each rule does with an event, decided in one place for the worker and for dry runs:
+//! evaluate the compiled condition, then apply, skip, dedupe or fail — and, for an action to
+//! run, render it and say whether it must be recorded as `started` first. The worker executes
+//! these decisions (`worker/process.rs`); a dry run reports them (`operations/replay.rs`).
+
+use sluice_core::action::{ActionKind, RenderedAction};
+use sluice_core::event::ExecutionResult;
+use sluice_core::idempotency::idempotency_key;
+use sluice_core::logic::Limits;
+use sluice_core::rule::RuleBody;
+use sluice_core::template::TemplateContext;
+use sluice_store::{Event, RuleSnapshot, Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A rule version ready to run. A stored version that no longer compiles (say, after limits
+/// were lowered) is kept with its error, so its executions fail visibly instead of vanishing.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub rule_id: i64,
+    pub rule_name: String,
+    pub version_id: i64,
+    pub version: i64,
+    pub body: Result<RuleBody, String>,
+}
+
+impl CompiledRule {
+    pub fn compile(snapshot: &RuleSnapshot, limits: &Limits) -> Self {
+        let body = RuleBody::parse(
+            &snapshot.version.condition,
+            &snapshot.version.action,
+            limits,
+        )
+        .map_err(|errors| {
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            format!(
+                "stored rule version no longer compiles: {}",
+                text.join("; ")
+            )
+        });
+        CompiledRule {
+            rule_id: snapshot.rule_id,
+            rule_name: snapshot.rule_name.clone(),
+            version_id: snapshot.version.id,
+            version: snapshot.version.version,
+            body,
+        }
+    }
+}
+
+/// The rules one attempt evaluates, in order.
+pub type RuleSet = Arc<Vec<Arc<CompiledRule>>>;
+
+/// Compiles rule versions into a set.
+pub fn compile_all(snapshots: &[RuleSnapshot], limits: &Limits) -> RuleSet {
+    Arc::new(
+        snapshots
+            .iter()
+            .map(|s| Arc::new(CompiledRule::compile(s, limits)))
+            .collect(),
+    )
+}
+
+/// What one rule will do with the event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// The condition is false.
+    Skip,
+    /// The rule cannot succeed with this event: its version does not compile, its condition
+    /// fails on this data (the same data fails the same way every time), or an earlier
+    /// attempt stopped while sending its email. Not worth a retry.
+    Fail {
+        error: String,
+        idempotency_key: Option<String>,
+    },
+    /// An earlier attempt already applied this action (same event, rule and action content).
+    Dedupe { idempotency_key: String },
+    /// Run the action. `at_most_once` actions are recorded as `started` before they run.
+    Apply {
+        action: RenderedAction,
+        idempotency_key: String,
+        at_most_once: bool,
+    },
+}
+
+impl Decision {
+    /// The execution result this decision is recorded as when no action has to run.
+    pub fn settled_result(&self) -> Option<ExecutionResult> {
+        match self {
+            Decision::Skip => Some(ExecutionResult::Skipped),
+            Decision::Fail { .. } => Some(ExecutionResult::Failed),
+            Decision::Dedupe { .. } => Some(ExecutionResult::Deduped),
+            Decision::Apply { .. } => None,
+        }
+    }
+
+    /// The idempotency key worth recording and showing: that of an at-most-once action.
+    pub fn recorded_key(&self) -> Option<&str> {
+        match self {
+            Decision::Skip => None,
+            Decision::Fail {
+                idempotency_key, ..
+            } => idempotency_key.as_deref(),
+            Decision::Dedupe { idempotency_key } => Some(idempotency_key),
+            Decision::Apply {
+                idempotency_key,
+                at_most_once,
+                ..
+            } => at_most_once.then_some(idempotency_key.as_str()),
+        }
+    }
+}
+
+/// A rule and its decision, with the time deciding took.
+#[derive(Debug, Clone)]
+pub struct RuleDecision {
+    pub rule: Arc<CompiledRule>,
+    pub decision: Decision,
+    pub decided_in: Duration,
+}
+
+const EMAIL_OUTCOME_UNKNOWN: &str =
+    "an earlier attempt stopped while sending this email; outcome unknown, not re-sent";
+
+/// Decides every rule for one event. Prior executions of at-most-once actions are looked up
+/// in one query; a webhook interrupted mid-call (`started`, no outcome) is sent again with the
+/// same Idempotency-Key and webhook-id so the receiver can tell it is the same delivery, while
+/// an interrupted email is not re-sent.
+pub async fn decide(
+    store: &dyn Store,
+    rules: &[Arc<CompiledRule>],
+    event: &Event,
+) -> Result<Vec<RuleDecision>, StoreError> {
+    let mut decisions: Vec<RuleDecision> = rules.iter().map(|r| evaluate(r, event)).collect();
+    let keys: Vec<String> = decisions
+        .iter()
+        .filter_map(|d| match &d.decision {
+            Decision::Apply {
+                idempotency_key,
+                at_most_once: true,
+                ..
+            } => Some(idempotency_key.clone()),
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(decisions);
+    }
+    let prior = store.prior_executions(&keys).await?;
+    for decided in &mut decisions {
+        let Decision::Apply {
+            idempotency_key,
+            at_most_once: true,
+            ..
+        } = &decided.decision
+        else {
+            continue;
+        };
+        let key = idempotency_key.clone();
+        let is_email = decided
+            .rule
+            .body
+            .as_ref()
+            .is_ok_and(|b| b.action.kind() == ActionKind::SendEmail);
+        decided.decision = match prior.get(&key) {
+            Some(ExecutionResult::Applied) => Decision::Dedupe {
+                idempotency_key: key,
+            },
+            Some(_) if is_email => Decision::Fail {
+                error: EMAIL_OUTCOME_UNKNOWN.to_owned(),
+                idempotency_key: Some(key),
+            },
+            _ => continue,
+        };
+    }
+    Ok(decisions)
+}
+
+/// The part of a decision that needs no database: compile errors, the condition, rendering.
+fn evaluate(rule: &Arc<CompiledRule>, event: &Event) -> RuleDecision {
+    let started = Instant::now();
+    let decision = match &rule.body {
+        Err(message) => Decision::Fail {
+            error: message.clone(),
+            idempotency_key: None,
+        },
+        Ok(body) => match body.condition.logic().matches(&event.payload) {
+            Err(error) => Decision::Fail {
+                error: format!("condition: {error}"),
+                idempotency_key: None,
+            },
+            Ok(false) => Decision::Skip,
+            Ok(true) => Decision::Apply {
+                action: body.action.render(&TemplateContext {
+                    event_id: event.id,
+                    external_id: &event.external_id,
+                    event_type: &event.event_type,
+                    data: &event.payload,
+                }),
+                idempotency_key: idempotency_key(
+                    event.id,
+                    rule.rule_id,
+                    &body.action.content_hash(),
+                ),
+                at_most_once: !body.action.is_idempotent(),
+            },
+        },
+    };
+    RuleDecision {
+        rule: rule.clone(),
+        decision,
+        decided_in: started.elapsed(),
+    }
+}

@@ -212,3 +212,102 @@ fn evaluate(rule: &Arc<CompiledRule>, event: &Event) -> RuleDecision {
         decided_in: started.elapsed(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use sluice_core::event::EventState;
+    use sluice_store::RuleVersion;
+
+    fn rule(condition: serde_json::Value, action: serde_json::Value) -> Arc<CompiledRule> {
+        let snapshot = RuleSnapshot {
+            rule_id: 7,
+            rule_name: "big orders".to_owned(),
+            event_type: "order.created".to_owned(),
+            version: RuleVersion {
+                id: 70,
+                rule_id: 7,
+                version: 3,
+                condition,
+                action,
+                action_hash: String::new(),
+                created_at: chrono::Utc::now(),
+            },
+        };
+        Arc::new(CompiledRule::compile(&snapshot, &Limits::default()))
+    }
+
+    fn event(amount: i64) -> Event {
+        let now = chrono::Utc::now();
+        Event {
+            id: 42,
+            external_id: "ord-1".to_owned(),
+            event_type: "order.created".to_owned(),
+            payload: json!({"amount": amount}),
+            state: EventState::Processing,
+            received_count: 1,
+            attempts: 1,
+            next_attempt_at: None,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            processed_at: None,
+            replayed_at: None,
+            lease_expires_at: None,
+            leased_by: None,
+        }
+    }
+
+    #[test]
+    fn a_false_condition_skips_and_a_true_one_renders_the_action() {
+        let log = json!({"type": "log", "params": {"message": "order {{ external_id }} of {{ data.amount }}"}});
+        let r = rule(json!({">=": [{"var": "amount"}, 50]}), log);
+        assert_eq!(evaluate(&r, &event(10)).decision, Decision::Skip);
+        match evaluate(&r, &event(250)).decision {
+            Decision::Apply {
+                action: RenderedAction::Log { message, .. },
+                at_most_once,
+                idempotency_key,
+            } => {
+                assert_eq!(message, "order ord-1 of 250");
+                assert!(!at_most_once, "a log line is idempotent");
+                assert!(idempotency_key.starts_with("evt_42_rule_7_"));
+            }
+            other => panic!("expected a rendered log action, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn webhooks_run_at_most_once_and_show_their_key() {
+        let hook = json!({"type": "call_webhook", "params": {"url": "https://example.com/hook"}});
+        let decided = evaluate(&rule(json!(true), hook), &event(1));
+        let key = decided.decision.recorded_key().map(str::to_owned);
+        assert!(matches!(
+            decided.decision,
+            Decision::Apply {
+                at_most_once: true,
+                ..
+            }
+        ));
+        assert!(key.is_some_and(|k| k.starts_with("evt_42_rule_7_")));
+    }
+
+    #[test]
+    fn a_version_that_no_longer_compiles_fails_without_a_retry() {
+        let broken = rule(json!({"frobnicate": []}), json!({"type": "noop"}));
+        match evaluate(&broken, &event(1)).decision {
+            Decision::Fail { error, .. } => {
+                assert!(
+                    error.starts_with("stored rule version no longer compiles"),
+                    "{error}"
+                )
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert_eq!(
+            Decision::Skip.settled_result(),
+            Some(ExecutionResult::Skipped)
+        );
+    }
+}

@@ -25,18 +25,30 @@ pub struct TestApp {
     pub db: Db,
     pub database_url: String,
     app: Option<RunningApp>,
+    /// Dropped after the app (fields drop in order): the database outlives its last user.
+    _database: Option<TestDatabase>,
+}
+
+/// A test database that is removed when this guard drops, however the test ends: a temporary
+/// SQLite file, or a new PostgreSQL database.
+pub struct TestDatabase {
+    pub url: String,
     _sqlite_dir: Option<tempfile::TempDir>,
     postgres_db: Option<String>,
 }
 
-/// A test database: a temporary SQLite file, or a new PostgreSQL database. `None` when
-/// PostgreSQL is unreachable outside CI (in CI — `CI=true` — that is a failure instead).
-pub async fn fresh_database(db: Db) -> Option<(String, Option<tempfile::TempDir>, Option<String>)> {
+/// A fresh test database. `None` when PostgreSQL is unreachable outside CI (in CI —
+/// `CI=true` — that is a failure instead).
+pub async fn fresh_database(db: Db) -> Option<TestDatabase> {
     match db {
         Db::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("sluice.db").display());
-            Some((url, Some(dir), None))
+            Some(TestDatabase {
+                url,
+                _sqlite_dir: Some(dir),
+                postgres_db: None,
+            })
         }
         Db::Postgres => {
             let server = postgres_server_url();
@@ -55,8 +67,41 @@ pub async fn fresh_database(db: Db) -> Option<(String, Option<tempfile::TempDir>
                 .execute(&mut admin)
                 .await
                 .expect("create test database");
-            Some((format!("{server}/{name}"), None, Some(name)))
+            Some(TestDatabase {
+                url: format!("{server}/{name}"),
+                _sqlite_dir: None,
+                postgres_db: Some(name),
+            })
         }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_db.take() else {
+            return;
+        };
+        // Drop the database from a separate thread: Drop cannot await, and the test's runtime
+        // may be shutting down.
+        let server = postgres_server_url();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime {
+                runtime.block_on(async {
+                    if let Ok(mut admin) =
+                        sqlx::PgConnection::connect(&format!("{server}/postgres")).await
+                    {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut admin)
+                                .await;
+                    }
+                });
+            }
+        })
+        .join();
     }
 }
 
@@ -66,11 +111,16 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
 
 /// Starts sluice with extra flags (e.g. `["--max-attempts", "2"]`).
 pub async fn spawn_app_with(db: Db, extra: &[&str]) -> Option<TestApp> {
-    let (database_url, sqlite_dir, postgres_db) = fresh_database(db).await?;
-    let mut app = start(db, &database_url, extra, Roles::SERVE).await;
-    app._sqlite_dir = sqlite_dir;
-    app.postgres_db = postgres_db;
+    let database = fresh_database(db).await?;
+    let mut app = start(db, &database.url, extra, Roles::SERVE).await;
+    app._database = Some(database);
     Some(app)
+}
+
+/// A sluice on a database the test keeps (a [`TestDatabase`]), for stories where the
+/// database must outlive a process, e.g. a stop and a restart.
+pub async fn start_on(db: Db, database_url: &str, extra: &[&str]) -> TestApp {
+    start(db, database_url, extra, Roles::SERVE).await
 }
 
 /// Another sluice on the same database as `other` (as a second process would be), with the
@@ -102,8 +152,7 @@ async fn start(db: Db, database_url: &str, extra: &[&str], roles: Roles) -> Test
         db,
         database_url: database_url.to_owned(),
         app: Some(app),
-        _sqlite_dir: None,
-        postgres_db: None,
+        _database: None,
     }
 }
 
@@ -225,35 +274,6 @@ impl TestApp {
         if let Some(app) = self.app.take() {
             app.stop().await.expect("clean stop");
         }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        let Some(name) = self.postgres_db.take() else {
-            return;
-        };
-        // Drop the database from a separate thread: Drop cannot await, and the test's runtime
-        // may be shutting down.
-        let server = postgres_server_url();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime {
-                runtime.block_on(async {
-                    if let Ok(mut admin) =
-                        sqlx::PgConnection::connect(&format!("{server}/postgres")).await
-                    {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut admin)
-                                .await;
-                    }
-                });
-            }
-        })
-        .join();
     }
 }
 

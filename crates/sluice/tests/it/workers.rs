@@ -1,23 +1,15 @@
 //! Workers as an operator meets them: several processes sharing one database, a worker that
 //! died holding a lease, a slow action outliving the lease, and a graceful stop and restart.
 
-use crate::helpers::{
-    fresh_database, postgres_server_url, spawn_app, spawn_sibling, Db, Roles, TestApp,
-};
+use crate::helpers::{fresh_database, spawn_app, spawn_sibling, start_on, Db, Roles, TestApp};
 use crate::live::Watcher;
+use crate::receiver::Receiver;
 use crate::story;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use serde_json::{json, Value};
-use sluice::app::RunningApp;
-use sluice::config::Settings;
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
-use sqlx::Connection;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Direct access to a test database, for what the API does not show (or to stage a crash).
@@ -142,52 +134,17 @@ impl Sql {
     }
 }
 
-/// A webhook receiver that answers 200 after `delay` and remembers each call's
-/// Idempotency-Key (recorded when the call arrives, before the delay).
-struct SlowReceiver {
-    url: String,
-    keys: Arc<Mutex<Vec<String>>>,
-}
-
-#[derive(Clone)]
-struct SlowState {
-    delay: Duration,
-    keys: Arc<Mutex<Vec<String>>>,
-}
-
-impl SlowReceiver {
-    async fn start(delay: Duration) -> SlowReceiver {
-        async fn answer(State(state): State<SlowState>, headers: HeaderMap) -> &'static str {
-            let key = headers
-                .get("idempotency-key")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("<none>")
-                .to_owned();
-            state.keys.lock().unwrap().push(key);
-            tokio::time::sleep(state.delay).await;
-            "ok"
-        }
-        let keys: Arc<Mutex<Vec<String>>> = Arc::default();
-        let app = axum::Router::new()
-            .route("/hook", axum::routing::post(answer))
-            .with_state(SlowState {
-                delay,
-                keys: keys.clone(),
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        SlowReceiver {
-            url: format!("http://{addr}/hook"),
-            keys,
-        }
-    }
-
-    fn keys(&self) -> Vec<String> {
-        self.keys.lock().unwrap().clone()
-    }
+/// The Idempotency-Key of each call the receiver got, in arrival order (recorded as the call
+/// arrives, before the receiver's delay).
+fn idempotency_keys(receiver: &Receiver) -> Vec<String> {
+    receiver
+        .requests()
+        .iter()
+        .map(|r| {
+            r.header("idempotency-key")
+                .unwrap_or_else(|| "<none>".to_owned())
+        })
+        .collect()
 }
 
 /// How many times each key was called, for keys called more than once.
@@ -344,7 +301,7 @@ story!(
 );
 async fn a_slow_action_keeps_its_lease_and_runs_once(app: TestApp) {
     // Longer than a lease (10 s): only the heartbeat keeps the reaper away.
-    let receiver = SlowReceiver::start(Duration::from_secs(12)).await;
+    let receiver = Receiver::start(200, 12_000).await;
     let (status, rule) = app
         .post("/rules", &webhook_rule("slow", &receiver.url))
         .await;
@@ -363,128 +320,31 @@ async fn a_slow_action_keeps_its_lease_and_runs_once(app: TestApp) {
     let attempts = app.attempts(id).await;
     assert_eq!(attempts.len(), 1, "{attempts:#?}");
     assert_eq!(attempts[0]["status"], "success");
-    assert_eq!(receiver.keys().len(), 1, "the webhook was called again");
+    assert_eq!(
+        idempotency_keys(&receiver).len(),
+        1,
+        "the webhook was called again"
+    );
     app.stop().await;
-}
-
-/// A sluice process started and stopped by hand, for stories where the database must outlive
-/// the process.
-struct Process {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    running: RunningApp,
-}
-
-impl Process {
-    async fn start(database_url: &str, extra: &[&str]) -> Process {
-        let mut args = vec![
-            "--database-url",
-            database_url,
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-        ];
-        args.extend_from_slice(extra);
-        let settings = Settings::from_args(args).expect("settings");
-        let running = RunningApp::start(settings, Roles::SERVE)
-            .await
-            .expect("sluice starts");
-        Process {
-            addr: running.addr.unwrap(),
-            client: reqwest::Client::new(),
-            running,
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("http://{}{path}", self.addr))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (response.status().as_u16(), response.json().await.unwrap())
-    }
-
-    async fn stats(&self) -> Value {
-        let response = self
-            .client
-            .get(format!("http://{}/events/stats", self.addr))
-            .send()
-            .await
-            .unwrap();
-        response.json().await.unwrap()
-    }
-
-    async fn wait_for_stats(&self, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let stats = self.stats().await;
-            if done(&stats) {
-                return stats;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out; last stats {stats}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn stop(self) {
-        self.running.stop().await.expect("clean stop");
-    }
-}
-
-/// Drops a PostgreSQL test database when the story ends, however it ends.
-struct DropDatabase(Option<String>);
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let Some(name) = self.0.take() else {
-            return;
-        };
-        let server = postgres_server_url();
-        let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                if let Ok(mut admin) =
-                    sqlx::PgConnection::connect(&format!("{server}/postgres")).await
-                {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// Stop a busy worker, start another on the same database: nothing is lost, nothing is left
 /// half-done, and no webhook is sent twice.
 async fn a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest(db: Db) {
     const EVENTS: usize = 200;
-    let Some((url, _sqlite_dir, postgres_db)) = fresh_database(db).await else {
+    let Some(database) = fresh_database(db).await else {
         return;
     };
-    let _cleanup = DropDatabase(postgres_db);
+    let url = database.url.clone();
     let flags = [
         "--webhook-allow-private",
         "true",
         "--worker-concurrency",
         "16",
     ];
-    let receiver = SlowReceiver::start(Duration::from_millis(200)).await;
+    let receiver = Receiver::start(200, 200).await;
 
-    let first = Process::start(&url, &flags).await;
+    let first = start_on(db, &url, &flags).await;
     let (status, rule) = first
         .post("/rules", &webhook_rule("job", &receiver.url))
         .await;
@@ -524,14 +384,14 @@ async fn a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest
         [("success".to_owned(), processed_at_stop)],
         "{attempts:?}"
     );
-    assert_eq!(receiver.keys().len() as i64, processed_at_stop);
+    assert_eq!(idempotency_keys(&receiver).len() as i64, processed_at_stop);
     assert!(
         processed_at_stop < EVENTS as i64,
         "everything was done before the stop; the story needs work left over"
     );
 
     // A new process on the same database does the rest.
-    let second = Process::start(&url, &flags).await;
+    let second = start_on(db, &url, &flags).await;
     second
         .wait_for_stats(|s| s["processed"] == EVENTS && s["pending"] == 0 && s["processing"] == 0)
         .await;
@@ -550,7 +410,7 @@ async fn a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest
         twice.is_empty(),
         "events with other than one attempt: {twice:?}"
     );
-    let keys = receiver.keys();
+    let keys = idempotency_keys(&receiver);
     assert_eq!(keys.len(), EVENTS);
     assert!(
         repeated(&keys).is_empty(),
@@ -627,10 +487,10 @@ async fn a_dead_workers_last_allowed_attempt_fails_the_event(app: TestApp) {
 /// ever repeated with the same Idempotency-Key.
 async fn a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_key(db: Db) {
     const EVENTS: usize = 24;
-    let Some((url, _sqlite_dir, postgres_db)) = fresh_database(db).await else {
+    let Some(database) = fresh_database(db).await else {
         return;
     };
-    let _cleanup = DropDatabase(postgres_db);
+    let url = database.url.clone();
     let flags = [
         "--webhook-allow-private",
         "true",
@@ -638,7 +498,7 @@ async fn a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_
         "4",
     ];
     // (The webhook-id sluice sends is the Idempotency-Key.)
-    let receiver = SlowReceiver::start(Duration::from_secs(2)).await;
+    let receiver = Receiver::start(200, 2_000).await;
 
     // The doomed process runs on a runtime of its own, so it can be made to vanish.
     let doomed_runtime = tokio::runtime::Builder::new_multi_thread()
@@ -649,7 +509,7 @@ async fn a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_
     let doomed = {
         let url = url.clone();
         doomed_runtime
-            .spawn(async move { Process::start(&url, &flags).await })
+            .spawn(async move { start_on(db, &url, &flags).await })
             .await
             .unwrap()
     };
@@ -664,7 +524,7 @@ async fn a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_
     assert!(all_created(&body), "{body}");
     // Kill it while webhooks are in flight.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while receiver.keys().is_empty() {
+    while idempotency_keys(&receiver).is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "no webhook was ever called"
@@ -673,9 +533,9 @@ async fn a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_
     }
     doomed_runtime.shutdown_background();
     std::mem::forget(doomed);
-    let at_kill = receiver.keys().len();
+    let at_kill = idempotency_keys(&receiver).len();
 
-    let survivor = Process::start(&url, &flags).await;
+    let survivor = start_on(db, &url, &flags).await;
     survivor
         .wait_for_stats(|s| s["processed"] == EVENTS && s["pending"] == 0 && s["processing"] == 0)
         .await;
@@ -714,7 +574,7 @@ async fn a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_
         "events not applied exactly once: {not_once:?}"
     );
     // One key per event, kept across attempts: a repeat after the crash is recognisable.
-    let keys = receiver.keys();
+    let keys = idempotency_keys(&receiver);
     let distinct: std::collections::HashSet<&String> = keys.iter().collect();
     assert_eq!(distinct.len(), EVENTS, "{keys:?}");
     eprintln!("webhooks repeated after the crash: {:?}", repeated(&keys));

@@ -269,3 +269,90 @@ fn unknown_operators_are_refused_with_their_path() {
     .unwrap_err();
     assert_eq!(err.path, "if[1].var");
 }
+
+/// Data with a 400,000-character string under `big` (and a second, equal one under `twin`),
+/// and 20,000 items to loop over: every string operator applied to `big` once per item must
+/// be paid for by the length it reads, not only by the (small) result it builds.
+fn long_text_data(unit: &str) -> Value {
+    let big = unit.repeat(400_000 / unit.chars().count());
+    json!({"items": range(20_000), "big": big, "twin": big.clone()})
+}
+
+/// A `reduce` over the 20,000 items whose step evaluates `step` (with the long text in the
+/// accumulator) and keeps the accumulator as it is.
+fn step_over_long_text(step: Value) -> Value {
+    json!({"reduce": [
+        {"var": "items"},
+        {"if": [step, {"var": "accumulator"}, {"var": "accumulator"}]},
+        {"var": "big"}
+    ]})
+}
+
+/// Fails with a budget error (however long it takes: timings are measured in benchmarks).
+fn fails_on_budget(rule: &Value, data: &Value) -> EvalError {
+    let err = compile(rule).evaluate(data).unwrap_err();
+    assert!(err.is_budget(), "{err:?}");
+    err
+}
+
+#[test]
+fn every_string_operator_pays_for_the_text_it_reads() {
+    let acc = json!({"var": "accumulator"});
+    let twin = json!({"var": "twin"});
+    let steps = [
+        ("substr", json!({"substr": [acc, -1]})),
+        ("substr, negative length", json!({"substr": [acc, 1, -1]})),
+        ("==", json!({"==": [acc, twin]})),
+        ("===", json!({"===": [acc, twin]})),
+        ("!=", json!({"!=": [acc, twin]})),
+        ("<", json!({"<": [acc, twin]})),
+        ("<=, three arguments", json!({"<=": ["a", acc, twin]})),
+        ("+", json!({"+": [acc, 1]})),
+        ("*", json!({"*": [acc, 2]})),
+        ("-", json!({"-": [acc, 1]})),
+        ("max", json!({"max": [acc, 1]})),
+        ("in (text)", json!({"in": ["needle", acc]})),
+        ("in (list)", json!({"in": [acc, [twin, twin]]})),
+        ("var length", json!({"var": "accumulator.length"})),
+        ("missing_some", json!({"missing_some": [1, acc]})),
+    ];
+    for unit in ["x", "é"] {
+        let data = long_text_data(unit);
+        for (name, step) in &steps {
+            let rule = step_over_long_text(step.clone());
+            let err = compile(&rule).evaluate(&data).unwrap_err();
+            assert!(err.is_budget(), "{name} over {unit:?} text: {err:?}");
+        }
+    }
+}
+
+#[test]
+fn a_short_string_operation_costs_no_more_than_before() {
+    // Thousands of steps on short text stay within the budget: the charge follows length.
+    let rule = json!({"reduce": [
+        {"var": "items"},
+        {"+": [{"var": "accumulator"}, {"substr": ["12345", 1, 1]}]},
+        0
+    ]});
+    let data = json!({"items": range(5_000)});
+    assert_eq!(compile(&rule).evaluate(&data).unwrap(), json!(10_000));
+}
+
+#[test]
+fn array_operators_pay_per_item_over_large_lists() {
+    let data = json!({"items": range(200_000)});
+    for rule in [
+        json!({"map": [{"var": "items"}, {"var": ""}]}),
+        json!({"filter": [{"var": "items"}, true]}),
+        json!({"all": [{"var": "items"}, {">=": [{"var": ""}, 0]}]}),
+        json!({"none": [{"var": "items"}, {"<": [{"var": ""}, 0]}]}),
+        json!({"some": [{"var": "items"}, {"<": [{"var": ""}, 0]}]}),
+        json!({"reduce": [{"var": "items"}, {"var": "current"}, 0]}),
+        json!({"merge": [{"var": "items"}, {"var": "items"}]}),
+        json!({"in": [-1, {"var": "items"}]}),
+        json!({"cat": [{"var": "items"}]}),
+        json!({"missing": {"var": "items"}}),
+    ] {
+        fails_on_budget(&rule, &data);
+    }
+}

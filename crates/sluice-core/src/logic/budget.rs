@@ -8,6 +8,9 @@ use super::{EvalError, Limits};
 /// JSON from the API nests at most 128 levels and rules at most `Limits::max_depth`.
 pub const MAX_VALUE_DEPTH: usize = 512;
 
+/// How many bytes of text one operation pays for reading.
+pub const SCAN_BYTES_PER_OPERATION: usize = 64;
+
 pub(crate) struct Budget {
     operations: u64,
     max_operations: u64,
@@ -46,6 +49,13 @@ impl Budget {
             });
         }
         Ok(())
+    }
+
+    /// Text of `bytes` bytes read (measured, compared, sliced, parsed): one operation per 64
+    /// bytes, so work on long strings is paid for even when its result is small.
+    #[inline]
+    pub(crate) fn scan(&mut self, bytes: usize) -> Result<(), EvalError> {
+        self.spend((bytes / SCAN_BYTES_PER_OPERATION) as u64)
     }
 
     /// Called before building a string or array of `n` bytes, so nothing over the limit is

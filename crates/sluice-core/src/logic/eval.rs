@@ -154,13 +154,14 @@ impl Evaluator {
                 "accumulator" => Some(scope.accumulator.clone()),
                 _ => None,
             },
-            Val::Str(s) if s.is_ascii() => match index {
+            Val::Str(s) if s.len() <= 64 && s.is_ascii() => match index {
                 Some(i) => s.get(i..i + 1).map(Val::Str),
                 None if name == "length" => Some(Val::Num(s.len() as f64)),
                 None => None,
             },
             Val::Str(_) | Val::String(_) => {
                 let s = value.as_str().unwrap_or_default();
+                self.budget.scan(s.len())?;
                 let len = utf16_len(s);
                 match index {
                     Some(i) if i < len => {
@@ -226,8 +227,8 @@ impl Evaluator {
                 Val::Bool(match op {
                     Op::Eq => loose_equals(&a, &b, &mut self.budget)?,
                     Op::Ne => !loose_equals(&a, &b, &mut self.budget)?,
-                    Op::StrictEq => strict_equals(&a, &b),
-                    _ => !strict_equals(&a, &b),
+                    Op::StrictEq => strict_equals(&a, &b, &mut self.budget)?,
+                    _ => !strict_equals(&a, &b, &mut self.budget)?,
                 })
             }
             Op::Not => Val::Bool(!self.arg(args, 0, data)?.truthy()),
@@ -344,17 +345,15 @@ impl Evaluator {
                     (Some(""), _) => Val::Bool(false),
                     (Some(text), _) => {
                         let needle = to_js_string(&needle, &mut self.budget)?;
-                        self.budget.spend(text.len() as u64 / 64)?;
+                        self.budget.scan(text.len())?;
                         Val::Bool(text.contains(needle.as_ref()))
                     }
                     (None, Some(items)) => {
                         let mut found = false;
                         for i in 0..items.len() {
                             self.budget.tick()?;
-                            if items
-                                .get(i)
-                                .is_some_and(|item| strict_equals(&needle, &item))
-                            {
+                            let Some(item) = items.get(i) else { continue };
+                            if strict_equals(&needle, &item, &mut self.budget)? {
                                 found = true;
                                 break;
                             }
@@ -484,12 +483,16 @@ impl Evaluator {
         let start = self.arg(args, 1, data)?;
         let length = self.arg(args, 2, data)?;
         let text = to_js_string(&source, &mut self.budget)?;
+        // Measuring and slicing read the whole text, however short the result.
+        self.budget.scan(text.len())?;
         let start = to_integer(&start, &mut self.budget)?;
         let result = if less_than(&length, &Val::Num(0.0), &mut self.budget)? == Some(true) {
             // `temp.substr(0, temp.length + end)`. For a number that is "all but the last
             // |end| units". Anything else below 0 is text or an array (`"-1"`, `[-1]`), and
             // `+` then concatenates ("5-1"): a length of NaN, which counts as 0.
             let temp = substring(&text, start, None);
+            self.budget.build(temp.len() as u64)?;
+            self.budget.scan(temp.len())?;
             let keep = match length {
                 Val::Num(end) => (utf16_len(&temp) as f64 + end).trunc(),
                 _ => 0.0,
@@ -563,7 +566,10 @@ impl Evaluator {
         let missing = self.missing(keys, data)?;
         let options_len = match (options.items(), options.as_str()) {
             (Some(items), _) => items.len() as f64,
-            (None, Some(text)) => utf16_len(text) as f64,
+            (None, Some(text)) => {
+                self.budget.scan(text.len())?;
+                utf16_len(text) as f64
+            }
             // `length` of a number or an object is undefined: NaN, and NaN >= need is false.
             (None, None) => f64::NAN,
         };

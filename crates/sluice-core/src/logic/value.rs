@@ -287,14 +287,18 @@ fn to_primitive<'v>(value: &'v Val<'_>, budget: &mut Budget) -> Result<Prim<'v>,
     })
 }
 
-fn prim_to_number(prim: &Prim<'_>) -> f64 {
-    match prim {
+/// `Number(primitive)`; reading a string is paid for by its length.
+fn prim_to_number(prim: &Prim<'_>, budget: &mut Budget) -> Result<f64, EvalError> {
+    Ok(match prim {
         Prim::Undefined => f64::NAN,
         Prim::Null => 0.0,
         Prim::Bool(b) => f64::from(u8::from(*b)),
         Prim::Num(n) => *n,
-        Prim::Str(s) => string_to_number(s),
-    }
+        Prim::Str(s) => {
+            budget.scan(s.len())?;
+            string_to_number(s)
+        }
+    })
 }
 
 /// JavaScript's `Number(value)`.
@@ -302,7 +306,10 @@ pub(crate) fn to_number(value: &Val<'_>, budget: &mut Budget) -> Result<f64, Eva
     Ok(match value {
         Val::Num(n) => *n,
         Val::JsonObject(_) | Val::Scope(_) => f64::NAN,
-        other => prim_to_number(&to_primitive(other, budget)?),
+        other => {
+            let prim = to_primitive(other, budget)?;
+            prim_to_number(&prim, budget)?
+        }
     })
 }
 
@@ -313,7 +320,11 @@ pub(crate) fn to_float(value: &Val<'_>, budget: &mut Budget) -> Result<f64, Eval
         Val::Num(n) if *n == 0.0 => 0.0,
         Val::Num(n) => *n,
         Val::Undefined | Val::Null | Val::Bool(_) => f64::NAN,
-        other => parse_float(&to_js_string(other, budget)?),
+        other => {
+            let text = to_js_string(other, budget)?;
+            budget.scan(text.len())?;
+            parse_float(&text)
+        }
     })
 }
 
@@ -323,17 +334,24 @@ pub(crate) fn to_integer(value: &Val<'_>, budget: &mut Budget) -> Result<f64, Ev
     Ok(if n.is_nan() { 0.0 } else { n.trunc() })
 }
 
-/// JavaScript's `a === b`.
-pub(crate) fn strict_equals(a: &Val<'_>, b: &Val<'_>) -> bool {
-    match (a, b) {
+/// JavaScript's `a === b`. Comparing two strings is paid for by their shorter length.
+pub(crate) fn strict_equals(
+    a: &Val<'_>,
+    b: &Val<'_>,
+    budget: &mut Budget,
+) -> Result<bool, EvalError> {
+    Ok(match (a, b) {
         (Val::Num(x), Val::Num(y)) => x == y,
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::Undefined, Val::Undefined) | (Val::Null, Val::Null) => true,
         _ => match (a.as_str(), b.as_str()) {
-            (Some(x), Some(y)) => x == y,
+            (Some(x), Some(y)) => {
+                budget.scan(x.len().min(y.len()))?;
+                x == y
+            }
             _ => same_object(a, b),
         },
-    }
+    })
 }
 
 /// JavaScript's `a == b` (IsLooselyEqual).
@@ -345,7 +363,7 @@ pub(crate) fn loose_equals(
     use Kind::*;
     let (ka, kb) = (a.kind(), b.kind());
     if ka == kb {
-        return Ok(strict_equals(a, b));
+        return strict_equals(a, b, budget);
     }
     Ok(match (ka, kb) {
         (Null | Undefined, Null | Undefined) => true,
@@ -362,8 +380,11 @@ pub(crate) fn loose_equals(
             let pa = to_primitive(a, budget)?;
             let pb = to_primitive(b, budget)?;
             match (&pa, &pb) {
-                (Prim::Str(x), Prim::Str(y)) => x == y,
-                _ => prim_to_number(&pa) == prim_to_number(&pb),
+                (Prim::Str(x), Prim::Str(y)) => {
+                    budget.scan(x.len().min(y.len()))?;
+                    x == y
+                }
+                _ => prim_to_number(&pa, budget)? == prim_to_number(&pb, budget)?,
             }
         }
         _ => false,
@@ -382,9 +403,11 @@ pub(crate) fn less_than(
     let pa = to_primitive(a, budget)?;
     let pb = to_primitive(b, budget)?;
     if let (Prim::Str(x), Prim::Str(y)) = (&pa, &pb) {
+        // Comparing walks both strings (their lengths in characters decide ties).
+        budget.scan(x.len().saturating_add(y.len()))?;
         return Ok(Some(compare_utf16(x, y) == Ordering::Less));
     }
-    let (x, y) = (prim_to_number(&pa), prim_to_number(&pb));
+    let (x, y) = (prim_to_number(&pa, budget)?, prim_to_number(&pb, budget)?);
     Ok(x.partial_cmp(&y).map(|o| o == Ordering::Less))
 }
 

@@ -117,3 +117,119 @@ pub(crate) fn finish(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+    use sluice_core::event::EventState;
+
+    fn event(id: &str, amount: i64) -> NewEvent {
+        NewEvent::parse(&json!({"id": id, "type": "order.created", "data": {"amount": amount}}))
+            .expect("a valid event")
+    }
+
+    fn summary(id: i64, external_id: &str, received_count: i64) -> EventSummary {
+        EventSummary {
+            id,
+            external_id: external_id.to_owned(),
+            event_type: "order.created".to_owned(),
+            state: EventState::Pending,
+            received_count,
+            created_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn plan_round_collapses_equal_submissions_into_one_row() {
+        let events = [event("a", 1), event("a", 1), event("a", 1)];
+        let (rows, leftovers) = plan_round(&events, &[0, 1, 2]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].external_id, "a");
+        assert_eq!(rows[0].count, 3);
+        assert_eq!(rows[0].indices, vec![0, 1, 2]);
+        assert_eq!(rows[0].payload, r#"{"amount":1}"#);
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn plan_round_defers_a_different_payload_for_the_same_id() {
+        let events = [event("a", 1), event("a", 2), event("a", 1), event("a", 2)];
+        let (rows, leftovers) = plan_round(&events, &[0, 1, 2, 3]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].payload_hash, events[0].payload_hash);
+        assert_eq!(rows[0].indices, vec![0, 2]);
+        assert_eq!(leftovers, vec![1, 3]);
+
+        let (next, rest) = plan_round(&events, &leftovers);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].payload_hash, events[1].payload_hash);
+        assert_eq!(next[0].indices, vec![1, 3]);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn plan_round_sorts_rows_by_external_id() {
+        let events = [event("c", 1), event("a", 1), event("b", 1), event("a", 1)];
+        let (rows, leftovers) = plan_round(&events, &[0, 1, 2, 3]);
+        let ids: Vec<&str> = rows.iter().map(|r| r.external_id).collect();
+        assert_eq!(ids, vec!["a", "b", "c"]);
+        assert_eq!(rows[0].indices, vec![1, 3]);
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn plan_round_plans_only_the_pending_indices() {
+        let events = [event("a", 1), event("b", 1), event("c", 1)];
+        let (rows, _) = plan_round(&events, &[2, 0]);
+        let ids: Vec<&str> = rows.iter().map(|r| r.external_id).collect();
+        assert_eq!(ids, vec!["a", "c"]);
+    }
+
+    #[test]
+    fn resolve_round_creates_once_then_counts_duplicates() {
+        let events = [event("a", 1), event("a", 1), event("b", 1)];
+        let (rows, _) = plan_round(&events, &[0, 1, 2]);
+        let mut outcomes = vec![None; events.len()];
+        // "a" is new (its count is this round's two submissions); "b" existed (count grew).
+        let returned = HashMap::from([
+            ("a".to_owned(), summary(1, "a", 2)),
+            ("b".to_owned(), summary(2, "b", 5)),
+        ]);
+        let conflicting = resolve_round(&rows, returned, &mut outcomes);
+        assert!(conflicting.is_empty());
+        assert!(matches!(&outcomes[0], Some(IngestOutcome::Created(s)) if s.id == 1));
+        assert!(matches!(&outcomes[1], Some(IngestOutcome::Duplicate(s)) if s.id == 1));
+        assert!(matches!(&outcomes[2], Some(IngestOutcome::Duplicate(s)) if s.id == 2));
+    }
+
+    #[test]
+    fn rows_that_did_not_come_back_are_conflicts() {
+        let events = [event("a", 1), event("a", 1)];
+        let (rows, _) = plan_round(&events, &[0, 1]);
+        let mut outcomes = vec![None; events.len()];
+        let conflicting = resolve_round(&rows, HashMap::new(), &mut outcomes);
+        assert_eq!(conflicting, vec!["a"]);
+        resolve_conflicts(&rows, &HashMap::from([("a".to_owned(), 7)]), &mut outcomes);
+        let outcomes = finish(outcomes).expect("every submission resolved");
+        for outcome in outcomes {
+            assert_eq!(
+                outcome,
+                IngestOutcome::Conflict {
+                    existing_id: 7,
+                    external_id: "a".to_owned()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn finish_reports_an_unresolved_submission() {
+        let outcomes = vec![None];
+        assert!(matches!(
+            finish(outcomes),
+            Err(crate::StoreError::Corrupt(_))
+        ));
+    }
+}

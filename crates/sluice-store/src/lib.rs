@@ -3,11 +3,16 @@
 //!
 //! Invariant: all SQL lives in this crate. Each backend has its own migrations folder and
 //! translates database errors into [`StoreError`] here, so callers never see SQL text.
+//!
+//! The one [`Store`] implementation is in `shared`, written once for both databases; each
+//! backend adds only what it does its own way (connection setup, ingest, the worker's claim,
+//! lease, completion and release, notifications) and its SQL dialect.
 
 mod error;
 mod ingest;
 pub mod model;
 mod postgres;
+mod shared;
 mod sqlite;
 mod worker;
 

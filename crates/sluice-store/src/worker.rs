@@ -158,3 +158,126 @@ impl NextState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use sluice_core::event::AttemptStatus;
+
+    fn execution(
+        rule_id: i64,
+        result: ExecutionResult,
+        started_id: Option<i64>,
+    ) -> ExecutionRecord {
+        ExecutionRecord {
+            rule_id,
+            rule_version_id: rule_id * 10,
+            result,
+            error: None,
+            idempotency_key: started_id.map(|id| format!("key-{id}")),
+            duration_ms: 5,
+            started_id,
+        }
+    }
+
+    fn outcome(
+        attempt_id: i64,
+        next: NextState,
+        executions: Vec<ExecutionRecord>,
+    ) -> AttemptOutcome {
+        AttemptOutcome {
+            event_id: attempt_id * 100,
+            attempt_id,
+            status: AttemptStatus::Success,
+            error: None,
+            duration_ms: 42,
+            next,
+            executions,
+        }
+    }
+
+    #[test]
+    fn executions_started_before_their_action_are_updates_the_rest_inserts() {
+        let outcomes = [
+            outcome(
+                1,
+                NextState::Processed,
+                vec![
+                    execution(7, ExecutionResult::Applied, Some(70)),
+                    execution(8, ExecutionResult::Skipped, None),
+                ],
+            ),
+            outcome(
+                2,
+                NextState::Failed,
+                vec![execution(9, ExecutionResult::Failed, None)],
+            ),
+        ];
+        let plan = CompletionPlan::new(&outcomes);
+
+        assert_eq!(plan.started.ids, vec![70]);
+        assert_eq!(plan.started.results, vec!["applied"]);
+
+        let x = &plan.new_executions;
+        assert_eq!(x.attempt_ids, vec![1, 2]);
+        assert_eq!(x.event_ids, vec![100, 200]);
+        assert_eq!(x.rule_ids, vec![8, 9]);
+        assert_eq!(x.rule_version_ids, vec![80, 90]);
+        assert_eq!(x.results, vec!["skipped", "failed"]);
+
+        assert_eq!(plan.events.event_ids, vec![100, 200]);
+        assert_eq!(plan.events.attempt_ids, vec![1, 2]);
+        assert_eq!(plan.events.states, vec!["processed", "failed"]);
+    }
+
+    #[test]
+    fn a_plan_without_new_executions_is_empty() {
+        let outcomes = [outcome(
+            1,
+            NextState::Processed,
+            vec![execution(7, ExecutionResult::Applied, Some(70))],
+        )];
+        assert!(CompletionPlan::new(&outcomes).new_executions.is_empty());
+    }
+
+    #[test]
+    fn a_retry_moves_the_event_back_to_pending_at_its_time() {
+        let at = Utc::now();
+        let outcomes = [outcome(1, NextState::RetryAt(at), Vec::new())];
+        let plan = CompletionPlan::new(&outcomes);
+        assert_eq!(plan.events.states, vec!["pending"]);
+        assert_eq!(plan.events.next_ats, vec![Some(at)]);
+    }
+
+    #[test]
+    fn attempts_for_keeps_only_attempts_that_held_their_lease() {
+        let outcomes = [
+            outcome(1, NextState::Processed, Vec::new()),
+            outcome(2, NextState::Processed, Vec::new()),
+            outcome(3, NextState::Failed, Vec::new()),
+        ];
+        let plan = CompletionPlan::new(&outcomes);
+        let ends = plan.attempts_for(&[3, 1]);
+        assert_eq!(ends.ids, vec![1, 3]);
+        assert_eq!(ends.statuses, vec!["success", "success"]);
+        assert_eq!(ends.durations, vec![42, 42]);
+        assert!(plan.attempts_for(&[]).ids.is_empty());
+    }
+
+    #[test]
+    fn merge_prior_applied_beats_started_in_either_order() {
+        let rows = vec![
+            ("a".to_owned(), "started".to_owned()),
+            ("a".to_owned(), "applied".to_owned()),
+            ("b".to_owned(), "applied".to_owned()),
+            ("b".to_owned(), "started".to_owned()),
+            ("c".to_owned(), "started".to_owned()),
+        ];
+        let prior = merge_prior(rows);
+        assert_eq!(prior.len(), 3);
+        assert_eq!(prior["a"], ExecutionResult::Applied);
+        assert_eq!(prior["b"], ExecutionResult::Applied);
+        assert_eq!(prior["c"], ExecutionResult::Started);
+    }
+}

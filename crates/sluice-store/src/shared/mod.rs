@@ -1,0 +1,681 @@
+//! The one [`Store`] implementation both backends share. A backend implements [`Engine`] —
+//! its pools and the statements that differ in substance (ingest, the worker's claim, lease,
+//! completion and release, notifications) — and gets listings, stats, rule CRUD, replay and
+//! the rest from here, written once against its [`Dialect`].
+
+pub(crate) mod dialect;
+pub(crate) mod rows;
+
+use crate::model::*;
+use crate::worker::{merge_prior, snapshot};
+use crate::{Backend, NotificationStream, Store, StoreError};
+use async_trait::async_trait;
+use chrono::Utc;
+use dialect::{Dialect, QueryBuilderExt, RowExt};
+use rows::*;
+use sluice_core::event::{ExecutionResult, NewEvent};
+use sqlx::migrate::Migrator;
+use sqlx::types::Json;
+use sqlx::{Pool, QueryBuilder};
+use std::collections::HashMap;
+
+/// What a backend implements itself. Every [`Engine`] is a [`Store`]; the methods here are the
+/// [`Store`] methods of the same name.
+#[async_trait]
+pub(crate) trait Engine: Send + Sync + 'static {
+    type Dialect: Dialect;
+    const BACKEND: Backend;
+
+    fn migrator() -> &'static Migrator;
+    /// Where reads go.
+    fn reads(&self) -> &Pool<Self::Dialect>;
+    /// Where writes go, and reads that must see the latest writes.
+    fn writes(&self) -> &Pool<Self::Dialect>;
+
+    async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError>;
+    async fn claim_due_events(
+        &self,
+        worker: &str,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError>;
+    async fn complete_attempts(
+        &self,
+        outcomes: &[AttemptOutcome],
+    ) -> Result<Vec<StateChange>, StoreError>;
+    async fn release_events(
+        &self,
+        which: Release,
+        max_attempts: i64,
+    ) -> Result<Vec<StateChange>, StoreError>;
+    async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError>;
+    async fn listen(&self, channels: &[&str]) -> Result<Option<NotificationStream>, StoreError>;
+}
+
+#[async_trait]
+impl<E: Engine> Store for E {
+    fn backend(&self) -> Backend {
+        E::BACKEND
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // sqlx takes a lock (an advisory lock on PostgreSQL), so concurrent starts of several
+        // processes are safe.
+        E::migrator().run(self.writes()).await?;
+        Ok(())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+        );
+        let mut conn = self.reads().acquire().await?;
+        let applied = query
+            .fetch_all(&mut conn)
+            .await?
+            .iter()
+            .map(|row| row.value("version"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        check_migrations_current(E::migrator(), &applied)
+    }
+
+    async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
+        Engine::ingest(self, events).await
+    }
+
+    async fn get_event(&self, id: i64) -> Result<Option<Event>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id = "
+        ));
+        query.push_value(id);
+        let mut conn = self.reads().acquire().await?;
+        let row = query.fetch_optional(&mut conn).await?;
+        row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: Page,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE TRUE"
+        ));
+        push_event_filter(&mut query, filter);
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_value(page.limit)
+            .push(" OFFSET ")
+            .push_value(page.offset);
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT count(*) AS total, \
+             count(*) FILTER (WHERE state = 'pending') AS pending, \
+             count(*) FILTER (WHERE state = 'processing') AS processing, \
+             count(*) FILTER (WHERE state = 'processed') AS processed, \
+             count(*) FILTER (WHERE state = 'failed') AS failed, \
+             count(*) FILTER (WHERE state = 'failed' AND updated_at > ",
+        );
+        E::Dialect::push_hours_ago(&mut query, Utc::now(), 24);
+        query.push(
+            ") AS failed_last_24h, \
+             count(*) FILTER (WHERE state = 'pending' AND attempts > 0) AS retrying \
+             FROM events WHERE TRUE",
+        );
+        let scoped = EventFilter {
+            state: None,
+            external_id: None,
+            ..filter.clone()
+        };
+        push_event_filter(&mut query, &scoped);
+        let mut conn = self.reads().acquire().await?;
+        let row = query.fetch_one(&mut conn).await?;
+        Ok(EventStats {
+            total: row.value("total")?,
+            pending: row.value("pending")?,
+            processing: row.value("processing")?,
+            processed: row.value("processed")?,
+            failed: row.value("failed")?,
+            failed_last_24h: row.value("failed_last_24h")?,
+            retrying: row.value("retrying")?,
+        })
+    }
+
+    async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM event_attempts WHERE event_id = "
+        ));
+        query
+            .push_value(event_id)
+            .push(" ORDER BY attempt_no DESC LIMIT ")
+            .push_value(page.limit)
+            .push(" OFFSET ")
+            .push_value(page.offset);
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        let mut attempts: Vec<Attempt> = rows
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<_, _>>()?;
+        if attempts.is_empty() {
+            return Ok(attempts);
+        }
+        let ids: Vec<i64> = attempts.iter().map(|a| a.id).collect();
+        let mut query = QueryBuilder::<E::Dialect>::new(format!("{EXECUTION_SELECT} WHERE "));
+        query
+            .push_in_ids("x.attempt_id", &ids)
+            .push(" ORDER BY x.id");
+        let executions = query.fetch_all(&mut conn).await?;
+        attach_executions(&mut attempts, executions.iter().map(execution_from_row))?;
+        Ok(attempts)
+    }
+
+    async fn create_rule(&self, rule: &NewRuleRecord) -> Result<Rule, StoreError> {
+        let now = Utc::now();
+        let mut tx = self.writes().begin().await?;
+        let mut insert = QueryBuilder::<E::Dialect>::new(
+            "INSERT INTO rules (name, event_type, active, created_at, updated_at) VALUES (",
+        );
+        insert
+            .push_value(rule.name.clone())
+            .push(", ")
+            .push_value(rule.event_type.clone())
+            .push(", ")
+            .push_value(rule.active)
+            .push(", ")
+            .push_now(now)
+            .push(", ")
+            .push_now(now)
+            .push(") RETURNING id");
+        let rule_id: i64 = insert.fetch_one(&mut tx).await?.value("id")?;
+        let content = VersionContent {
+            condition: rule.condition.clone(),
+            action: rule.action.clone(),
+            action_hash: rule.action_hash.clone(),
+        };
+        let version_id = insert_version::<E::Dialect>(&mut tx, rule_id, 1, &content, now).await?;
+        let mut update = QueryBuilder::<E::Dialect>::new("UPDATE rules SET current_version_id = ");
+        update
+            .push_value(version_id)
+            .push(" WHERE id = ")
+            .push_value(rule_id);
+        update.execute(&mut tx).await?;
+        bump_generation::<E::Dialect>(&mut tx).await?;
+        let created = fetch_rule::<E::Dialect>(&mut tx, rule_id).await?;
+        tx.commit().await?;
+        created.ok_or_else(|| StoreError::Corrupt(format!("rule {rule_id} vanished")))
+    }
+
+    async fn get_rule(&self, id: i64) -> Result<Option<Rule>, StoreError> {
+        let mut conn = self.reads().acquire().await?;
+        fetch_rule::<E::Dialect>(&mut conn, id).await
+    }
+
+    async fn list_rules(&self, filter: &RuleFilter, page: Page) -> Result<Vec<Rule>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(format!("{RULE_SELECT} WHERE TRUE"));
+        if let Some(active) = filter.active {
+            query.push(" AND r.active = ").push_value(active);
+        }
+        if let Some(event_type) = &filter.event_type {
+            query
+                .push(" AND r.event_type = ")
+                .push_value(event_type.clone());
+        }
+        query
+            .push(" ORDER BY r.id DESC LIMIT ")
+            .push_value(page.limit)
+            .push(" OFFSET ")
+            .push_value(page.offset);
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    async fn update_rule(
+        &self,
+        id: i64,
+        changes: &RuleChanges,
+    ) -> Result<Option<Rule>, StoreError> {
+        let now = Utc::now();
+        let mut tx = self.writes().begin().await?;
+        // Lock the rule so concurrent updates number their versions one after another.
+        let mut lock = QueryBuilder::<E::Dialect>::new("SELECT id FROM rules WHERE id = ");
+        lock.push_value(id).push(E::Dialect::FOR_UPDATE);
+        if lock.fetch_optional(&mut tx).await?.is_none() {
+            return Ok(None);
+        }
+        let mut version_id: Option<i64> = None;
+        if let Some(content) = &changes.new_version {
+            let mut next = QueryBuilder::<E::Dialect>::new(
+                "SELECT COALESCE(max(version), 0) + 1 AS next FROM rule_versions WHERE rule_id = ",
+            );
+            next.push_value(id);
+            let next: i64 = next.fetch_one(&mut tx).await?.value("next")?;
+            version_id = Some(insert_version::<E::Dialect>(&mut tx, id, next, content, now).await?);
+        }
+        let mut update = QueryBuilder::<E::Dialect>::new("UPDATE rules SET name = COALESCE(");
+        update
+            .push_value(changes.name.clone())
+            .push(", name), event_type = COALESCE(")
+            .push_value(changes.event_type.clone())
+            .push(", event_type), active = COALESCE(")
+            .push_value(changes.active)
+            .push(", active), current_version_id = COALESCE(")
+            .push_value(version_id)
+            .push(", current_version_id), updated_at = ")
+            .push_now(now)
+            .push(" WHERE id = ")
+            .push_value(id);
+        update.execute(&mut tx).await?;
+        bump_generation::<E::Dialect>(&mut tx).await?;
+        let updated = fetch_rule::<E::Dialect>(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(updated)
+    }
+
+    async fn list_rule_versions(&self, rule_id: i64) -> Result<Vec<RuleVersion>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(format!(
+            "SELECT {VERSION_COLUMNS} FROM rule_versions WHERE rule_id = "
+        ));
+        query.push_value(rule_id).push(" ORDER BY version DESC");
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter().map(version_from_row).collect()
+    }
+
+    async fn rule_generation(&self) -> Result<i64, StoreError> {
+        let mut query =
+            QueryBuilder::<E::Dialect>::new("SELECT generation FROM rule_generation WHERE id = 1");
+        let mut conn = self.reads().acquire().await?;
+        query.fetch_one(&mut conn).await?.value("generation")
+    }
+
+    async fn active_rules(&self) -> Result<Vec<RuleSnapshot>, StoreError> {
+        let mut query =
+            QueryBuilder::<E::Dialect>::new(format!("{RULE_SELECT} WHERE r.active ORDER BY r.id"));
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter()
+            .map(|row| rule_from_row(row).map(snapshot))
+            .collect()
+    }
+
+    async fn original_rules(&self, event_id: i64) -> Result<Vec<RuleSnapshot>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT r.id AS rule_id, r.name, r.event_type, v.id AS v_id, v.rule_id AS v_rule_id, \
+                    v.version AS v_version, v.condition AS v_condition, v.action AS v_action, \
+                    v.action_hash AS v_action_hash, v.created_at AS v_created_at \
+             FROM rule_versions v JOIN rules r ON r.id = v.rule_id \
+             WHERE v.id IN ( \
+                SELECT x.rule_version_id FROM rule_executions x \
+                JOIN event_attempts a ON a.id = x.attempt_id \
+                WHERE a.event_id = ",
+        );
+        query
+            .push_value(event_id)
+            .push(
+                " AND a.attempt_no = ( \
+                    SELECT min(a2.attempt_no) FROM event_attempts a2 \
+                    JOIN rule_executions x2 ON x2.attempt_id = a2.id WHERE a2.event_id = ",
+            )
+            .push_value(event_id)
+            .push(")) ORDER BY r.id");
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RuleSnapshot {
+                    rule_id: row.value("rule_id")?,
+                    rule_name: row.value("name")?,
+                    event_type: row.value("event_type")?,
+                    version: version_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_due_events(
+        &self,
+        worker: &str,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        Engine::claim_due_events(self, worker, limit, lease_ms).await
+    }
+
+    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError> {
+        Engine::extend_leases(self, attempt_ids, lease_ms).await
+    }
+
+    async fn record_started(
+        &self,
+        attempt_id: i64,
+        event_id: i64,
+        rule_id: i64,
+        rule_version_id: i64,
+        idempotency_key: &str,
+    ) -> Result<i64, StoreError> {
+        let mut insert = QueryBuilder::<E::Dialect>::new(
+            "INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, result, \
+             idempotency_key, executed_at) VALUES (",
+        );
+        insert
+            .push_value(attempt_id)
+            .push(", ")
+            .push_value(event_id)
+            .push(", ")
+            .push_value(rule_id)
+            .push(", ")
+            .push_value(rule_version_id)
+            .push(", 'started', ")
+            .push_value(idempotency_key.to_owned())
+            .push(", ")
+            .push_now(Utc::now())
+            .push(") RETURNING id");
+        let mut conn = self.writes().acquire().await?;
+        insert.fetch_one(&mut conn).await?.value("id")
+    }
+
+    async fn prior_executions(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, ExecutionResult>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT idempotency_key, result FROM rule_executions \
+             WHERE result IN ('applied', 'started') AND ",
+        );
+        query.push_in_texts("idempotency_key", keys);
+        // Read through the writer: a `started` row written moments ago must be seen.
+        let mut conn = self.writes().acquire().await?;
+        let pairs = query
+            .fetch_all(&mut conn)
+            .await?
+            .iter()
+            .map(|row| Ok((row.value("idempotency_key")?, row.value("result")?)))
+            .collect::<Result<Vec<(String, String)>, StoreError>>()?;
+        Ok(merge_prior(pairs))
+    }
+
+    async fn complete_attempts(
+        &self,
+        outcomes: &[AttemptOutcome],
+    ) -> Result<Vec<StateChange>, StoreError> {
+        Engine::complete_attempts(self, outcomes).await
+    }
+
+    async fn release_events(
+        &self,
+        which: Release,
+        max_attempts: i64,
+    ) -> Result<Vec<StateChange>, StoreError> {
+        Engine::release_events(self, which, max_attempts).await
+    }
+
+    async fn replay_events(
+        &self,
+        ids: &[i64],
+        rules: ReplayRules,
+    ) -> Result<Vec<Event>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::<E::Dialect>::new("UPDATE events SET ");
+        push_replay_set(&mut query, rules);
+        query.push(" WHERE ").push_in_ids("id", ids).push(format!(
+            " AND state IN ('processed', 'failed') RETURNING {EVENT_COLUMNS}"
+        ));
+        let mut conn = self.writes().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn replay_matching(
+        &self,
+        filter: &EventFilter,
+        limit: i64,
+        rules: ReplayRules,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new("UPDATE events SET ");
+        push_replay_set(&mut query, rules);
+        query.push(" WHERE id IN (SELECT id FROM events WHERE state IN ('processed', 'failed')");
+        push_event_filter(&mut query, filter);
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_value(limit)
+            .push(format!(") RETURNING {EVENT_COLUMNS}"));
+        let mut conn = self.writes().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError> {
+        Engine::notify(self, notifications).await
+    }
+
+    async fn listen(&self, channels: &[&str]) -> Result<Option<NotificationStream>, StoreError> {
+        Engine::listen(self, channels).await
+    }
+}
+
+/// Appends ` AND …` for each filter set.
+fn push_event_filter<D: Dialect>(query: &mut QueryBuilder<'_, D>, filter: &EventFilter) {
+    if let Some(state) = filter.state {
+        query
+            .push(" AND state = ")
+            .push_value(state.as_str().to_owned());
+    }
+    if let Some(event_type) = &filter.event_type {
+        query.push(" AND type = ").push_value(event_type.clone());
+    }
+    if let Some(external_id) = &filter.external_id {
+        query
+            .push(" AND external_id = ")
+            .push_value(external_id.clone());
+    }
+    if let Some(start) = filter.start {
+        query.push(" AND created_at >= ").push_timestamp(start);
+    }
+    if let Some(end) = filter.end {
+        query.push(" AND created_at <= ").push_timestamp(end);
+    }
+}
+
+/// Sets a terminal event back to pending for a replay.
+fn push_replay_set<D: Dialect>(query: &mut QueryBuilder<'_, D>, rules: ReplayRules) {
+    let now = Utc::now();
+    query
+        .push(
+            "state = 'pending', next_trigger = 'replay', run_attempts = 0, processed_at = NULL, \
+             last_error = NULL, next_attempt_at = ",
+        )
+        .push_now(now)
+        .push(", replayed_at = ")
+        .push_now(now)
+        .push(", updated_at = ")
+        .push_now(now)
+        .push(", replay_rules = ")
+        .push_value(rules.as_str().to_owned());
+}
+
+async fn insert_version<D: Dialect>(
+    conn: &mut D::Connection,
+    rule_id: i64,
+    version: i64,
+    content: &VersionContent,
+    now: chrono::DateTime<Utc>,
+) -> Result<i64, StoreError> {
+    let mut insert = QueryBuilder::<D>::new(
+        "INSERT INTO rule_versions (rule_id, version, condition, action, action_hash, created_at) \
+         VALUES (",
+    );
+    insert
+        .push_value(rule_id)
+        .push(", ")
+        .push_value(version)
+        .push(", ")
+        .push_value(Json(content.condition.clone()))
+        .push(", ")
+        .push_value(Json(content.action.clone()))
+        .push(", ")
+        .push_value(content.action_hash.clone())
+        .push(", ")
+        .push_now(now)
+        .push(") RETURNING id");
+    insert.fetch_one(conn).await?.value("id")
+}
+
+async fn bump_generation<D: Dialect>(conn: &mut D::Connection) -> Result<(), StoreError> {
+    QueryBuilder::<D>::new("UPDATE rule_generation SET generation = generation + 1 WHERE id = 1")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn fetch_rule<D: Dialect>(
+    conn: &mut D::Connection,
+    id: i64,
+) -> Result<Option<Rule>, StoreError> {
+    let mut query = QueryBuilder::<D>::new(format!("{RULE_SELECT} WHERE r.id = "));
+    query.push_value(id);
+    let row = query.fetch_optional(conn).await?;
+    row.as_ref().map(rule_from_row).transpose()
+}
+
+/// Ready means every migration embedded in this binary has been applied.
+fn check_migrations_current(migrator: &Migrator, applied: &[i64]) -> Result<(), StoreError> {
+    let missing: Vec<i64> = migrator
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Migration(format!(
+            "not applied yet: {missing:?} (run `sluice migrate`)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use sluice_core::event::EventState;
+    use sqlx::{Postgres, Sqlite};
+
+    fn full_filter() -> EventFilter {
+        EventFilter {
+            state: Some(EventState::Failed),
+            event_type: Some("order.created".to_owned()),
+            external_id: Some("a".to_owned()),
+            start: Some(Utc.timestamp_opt(1, 0).single().expect("a valid instant")),
+            end: Some(Utc.timestamp_opt(2, 0).single().expect("a valid instant")),
+        }
+    }
+
+    #[test]
+    fn event_filter_binds_each_set_field() {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT id FROM events WHERE TRUE");
+        push_event_filter(&mut query, &full_filter());
+        assert_eq!(
+            query.sql(),
+            "SELECT id FROM events WHERE TRUE AND state = $1 AND type = $2 \
+             AND external_id = $3 AND created_at >= $4 AND created_at <= $5"
+        );
+
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM events WHERE TRUE");
+        push_event_filter(&mut query, &EventFilter::default());
+        assert_eq!(query.sql(), "SELECT id FROM events WHERE TRUE");
+    }
+
+    #[test]
+    fn id_lists_are_an_array_on_postgres_and_placeholders_on_sqlite() {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT 1 WHERE ");
+        query.push_in_ids("id", &[1, 2, 3]);
+        assert_eq!(query.sql(), "SELECT 1 WHERE id = ANY($1::bigint[])");
+
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT 1 WHERE ");
+        query.push_in_ids("id", &[1, 2, 3]);
+        assert_eq!(query.sql(), "SELECT 1 WHERE id IN (?, ?, ?)");
+    }
+
+    #[test]
+    fn replay_uses_the_database_clock_where_there_is_one() {
+        let mut query = QueryBuilder::<Postgres>::new("");
+        push_replay_set(&mut query, ReplayRules::Original);
+        assert_eq!(
+            query.sql(),
+            "state = 'pending', next_trigger = 'replay', run_attempts = 0, processed_at = NULL, \
+             last_error = NULL, next_attempt_at = now(), replayed_at = now(), \
+             updated_at = now(), replay_rules = $1"
+        );
+
+        let mut query = QueryBuilder::<Sqlite>::new("");
+        push_replay_set(&mut query, ReplayRules::Current);
+        assert!(query
+            .sql()
+            .ends_with("next_attempt_at = ?, replayed_at = ?, updated_at = ?, replay_rules = ?"));
+    }
+
+    #[test]
+    fn attach_executions_puts_each_under_its_attempt() {
+        let attempt = |id| Attempt {
+            id,
+            event_id: 1,
+            attempt_no: id,
+            trigger: sluice_core::event::Trigger::Initial,
+            status: sluice_core::event::AttemptStatus::Success,
+            error: None,
+            worker: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            duration_ms: None,
+            rule_executions: Vec::new(),
+        };
+        let execution = |id| RuleExecution {
+            id,
+            rule_id: 1,
+            rule_name: "r".to_owned(),
+            rule_version_id: 1,
+            rule_version: 1,
+            result: ExecutionResult::Applied,
+            error: None,
+            idempotency_key: None,
+            executed_at: Utc::now(),
+            duration_ms: None,
+        };
+        let mut attempts = vec![attempt(2), attempt(1)];
+        let executions = vec![
+            Ok((1, execution(10))),
+            Ok((2, execution(11))),
+            Ok((1, execution(12))),
+            // An attempt not on this page: ignored.
+            Ok((3, execution(13))),
+        ];
+        attach_executions(&mut attempts, executions.into_iter()).expect("no decode errors");
+        let ids = |a: &Attempt| a.rule_executions.iter().map(|x| x.id).collect::<Vec<_>>();
+        assert_eq!(ids(&attempts[0]), vec![11]);
+        assert_eq!(ids(&attempts[1]), vec![10, 12]);
+    }
+
+    #[test]
+    fn ready_needs_every_embedded_migration_applied() {
+        static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+        let all: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+        assert!(check_migrations_current(&MIGRATOR, &all).is_ok());
+        assert!(matches!(
+            check_migrations_current(&MIGRATOR, &all[..1]),
+            Err(StoreError::Migration(_))
+        ));
+    }
+}

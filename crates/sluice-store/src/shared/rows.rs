@@ -1,0 +1,164 @@
+//! How rows become model types, for both backends: the column lists queries select and one
+//! `*_from_row` per model type.
+
+use super::dialect::RowExt;
+use crate::model::*;
+use crate::StoreError;
+use std::collections::HashMap;
+
+/// What [`event_from_row`] reads.
+pub(crate) const EVENT_COLUMNS: &str = "id, external_id, type, payload, state, received_count, \
+     attempts, next_attempt_at, last_error, created_at, updated_at, processed_at, replayed_at, \
+     lease_expires_at, leased_by";
+
+/// What [`attempt_from_row`] reads.
+pub(crate) const ATTEMPT_COLUMNS: &str = "id, event_id, attempt_no, trigger, status, error, \
+     worker, started_at, finished_at, duration_ms";
+
+/// Rule executions with their rule's name and version, as [`execution_from_row`] reads them.
+pub(crate) const EXECUTION_SELECT: &str = "SELECT x.id, x.attempt_id, x.rule_id, \
+     r.name AS rule_name, x.rule_version_id, v.version AS rule_version, x.result, x.error, \
+     x.idempotency_key, x.executed_at, x.duration_ms \
+     FROM rule_executions x \
+     JOIN rules r ON r.id = x.rule_id \
+     JOIN rule_versions v ON v.id = x.rule_version_id";
+
+/// Rules with their current version, as [`rule_from_row`] reads them.
+pub(crate) const RULE_SELECT: &str = "SELECT r.id, r.name, r.event_type, r.active, \
+     r.current_version_id, r.created_at, r.updated_at, v.id AS v_id, v.rule_id AS v_rule_id, \
+     v.version AS v_version, v.condition AS v_condition, v.action AS v_action, \
+     v.action_hash AS v_action_hash, v.created_at AS v_created_at \
+     FROM rules r JOIN rule_versions v ON v.id = r.current_version_id";
+
+/// The columns of `rule_versions`, named as [`version_from_row`] reads them.
+pub(crate) const VERSION_COLUMNS: &str = "id AS v_id, rule_id AS v_rule_id, version AS v_version, \
+     condition AS v_condition, action AS v_action, action_hash AS v_action_hash, \
+     created_at AS v_created_at";
+
+pub(crate) fn summary_from_row<R: RowExt>(row: &R) -> Result<EventSummary, StoreError> {
+    Ok(EventSummary {
+        id: row.value("id")?,
+        external_id: row.value("external_id")?,
+        event_type: row.value("type")?,
+        state: row.text_enum("state")?,
+        received_count: row.value("received_count")?,
+        created_at: row.timestamp("created_at")?,
+    })
+}
+
+pub(crate) fn event_from_row<R: RowExt>(row: &R) -> Result<Event, StoreError> {
+    Ok(Event {
+        id: row.value("id")?,
+        external_id: row.value("external_id")?,
+        event_type: row.value("type")?,
+        payload: row.json("payload")?,
+        state: row.text_enum("state")?,
+        received_count: row.value("received_count")?,
+        attempts: row.value("attempts")?,
+        next_attempt_at: row.opt_timestamp("next_attempt_at")?,
+        last_error: row.value("last_error")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+        processed_at: row.opt_timestamp("processed_at")?,
+        replayed_at: row.opt_timestamp("replayed_at")?,
+        lease_expires_at: row.opt_timestamp("lease_expires_at")?,
+        leased_by: row.value("leased_by")?,
+    })
+}
+
+pub(crate) fn attempt_from_row<R: RowExt>(row: &R) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        id: row.value("id")?,
+        event_id: row.value("event_id")?,
+        attempt_no: row.value("attempt_no")?,
+        trigger: row.text_enum("trigger")?,
+        status: row.text_enum("status")?,
+        error: row.value("error")?,
+        worker: row.value("worker")?,
+        started_at: row.timestamp("started_at")?,
+        finished_at: row.opt_timestamp("finished_at")?,
+        duration_ms: row.value("duration_ms")?,
+        rule_executions: Vec::new(),
+    })
+}
+
+/// An execution and the id of the attempt it belongs to.
+pub(crate) fn execution_from_row<R: RowExt>(row: &R) -> Result<(i64, RuleExecution), StoreError> {
+    Ok((
+        row.value("attempt_id")?,
+        RuleExecution {
+            id: row.value("id")?,
+            rule_id: row.value("rule_id")?,
+            rule_name: row.value("rule_name")?,
+            rule_version_id: row.value("rule_version_id")?,
+            rule_version: row.value("rule_version")?,
+            result: row.text_enum("result")?,
+            error: row.value("error")?,
+            idempotency_key: row.value("idempotency_key")?,
+            executed_at: row.timestamp("executed_at")?,
+            duration_ms: row.value("duration_ms")?,
+        },
+    ))
+}
+
+pub(crate) fn version_from_row<R: RowExt>(row: &R) -> Result<RuleVersion, StoreError> {
+    Ok(RuleVersion {
+        id: row.value("v_id")?,
+        rule_id: row.value("v_rule_id")?,
+        version: row.value("v_version")?,
+        condition: row.json("v_condition")?,
+        action: row.json("v_action")?,
+        action_hash: row.value("v_action_hash")?,
+        created_at: row.timestamp("v_created_at")?,
+    })
+}
+
+pub(crate) fn rule_from_row<R: RowExt>(row: &R) -> Result<Rule, StoreError> {
+    Ok(Rule {
+        id: row.value("id")?,
+        name: row.value("name")?,
+        event_type: row.value("event_type")?,
+        active: row.value("active")?,
+        current_version_id: row.value("current_version_id")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+        current_version: version_from_row(row)?,
+    })
+}
+
+/// The event part of a state change (`id, external_id, type, state`); the attempt's end is
+/// left for the caller to fill in.
+pub(crate) fn state_change_from_row<R: RowExt>(
+    row: &R,
+    attempt_id: Option<i64>,
+) -> Result<StateChange, StoreError> {
+    Ok(StateChange {
+        event_id: row.value("id")?,
+        external_id: row.value("external_id")?,
+        event_type: row.value("type")?,
+        state: row.text_enum("state")?,
+        attempt_id,
+        status: None,
+        finished_at: None,
+        duration_ms: None,
+    })
+}
+
+/// Puts each execution under its attempt.
+pub(crate) fn attach_executions(
+    attempts: &mut [Attempt],
+    executions: impl Iterator<Item = Result<(i64, RuleExecution), StoreError>>,
+) -> Result<(), StoreError> {
+    let position: HashMap<i64, usize> = attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.id, i))
+        .collect();
+    for execution in executions {
+        let (attempt_id, execution) = execution?;
+        if let Some(&i) = position.get(&attempt_id) {
+            attempts[i].rule_executions.push(execution);
+        }
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod eval;
+pub mod evaluation;
 pub mod ingest;
 pub mod operations;
 pub mod rule_pass;

@@ -3,6 +3,7 @@
 //! run, render it and say whether it must be recorded as `started` first. The worker executes
 //! these decisions (`worker/process.rs`); a dry run reports them (`operations/replay.rs`).
 
+use crate::evaluation;
 use sluice_core::action::{ActionKind, RenderedAction};
 use sluice_core::event::ExecutionResult;
 use sluice_core::idempotency::idempotency_key;
@@ -131,7 +132,10 @@ pub async fn decide(
     rules: &[Arc<CompiledRule>],
     event: &Event,
 ) -> Result<Vec<RuleDecision>, StoreError> {
-    let mut decisions: Vec<RuleDecision> = rules.iter().map(|r| evaluate(r, event)).collect();
+    let mut decisions = Vec::with_capacity(rules.len());
+    for rule in rules {
+        decisions.push(evaluate(rule, event).await);
+    }
     let keys: Vec<String> = decisions
         .iter()
         .filter_map(|d| match &d.decision {
@@ -177,14 +181,14 @@ pub async fn decide(
 }
 
 /// The part of a decision that needs no database: compile errors, the condition, rendering.
-fn evaluate(rule: &Arc<CompiledRule>, event: &Event) -> RuleDecision {
+async fn evaluate(rule: &Arc<CompiledRule>, event: &Event) -> RuleDecision {
     let started = Instant::now();
     let decision = match &rule.body {
         Err(message) => Decision::Fail {
             error: message.clone(),
             idempotency_key: None,
         },
-        Ok(body) => match body.condition.logic().matches(&event.payload) {
+        Ok(body) => match evaluation::matches(body.condition.logic(), &event.payload).await {
             Err(error) => Decision::Fail {
                 error: format!("condition: {error}"),
                 idempotency_key: None,
@@ -259,12 +263,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_false_condition_skips_and_a_true_one_renders_the_action() {
+    #[tokio::test]
+    async fn a_false_condition_skips_and_a_true_one_renders_the_action() {
         let log = json!({"type": "log", "params": {"message": "order {{ external_id }} of {{ data.amount }}"}});
         let r = rule(json!({">=": [{"var": "amount"}, 50]}), log);
-        assert_eq!(evaluate(&r, &event(10)).decision, Decision::Skip);
-        match evaluate(&r, &event(250)).decision {
+        assert_eq!(evaluate(&r, &event(10)).await.decision, Decision::Skip);
+        match evaluate(&r, &event(250)).await.decision {
             Decision::Apply {
                 action: RenderedAction::Log { message, .. },
                 at_most_once,
@@ -278,10 +282,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn webhooks_run_at_most_once_and_show_their_key() {
+    #[tokio::test]
+    async fn webhooks_run_at_most_once_and_show_their_key() {
         let hook = json!({"type": "call_webhook", "params": {"url": "https://example.com/hook"}});
-        let decided = evaluate(&rule(json!(true), hook), &event(1));
+        let decided = evaluate(&rule(json!(true), hook), &event(1)).await;
         let key = decided.decision.recorded_key().map(str::to_owned);
         assert!(matches!(
             decided.decision,
@@ -293,10 +297,10 @@ mod tests {
         assert!(key.is_some_and(|k| k.starts_with("evt_42_rule_7_")));
     }
 
-    #[test]
-    fn a_version_that_no_longer_compiles_fails_without_a_retry() {
+    #[tokio::test]
+    async fn a_version_that_no_longer_compiles_fails_without_a_retry() {
         let broken = rule(json!({"frobnicate": []}), json!({"type": "noop"}));
-        match evaluate(&broken, &event(1)).decision {
+        match evaluate(&broken, &event(1)).await.decision {
             Decision::Fail { error, .. } => {
                 assert!(
                     error.starts_with("stored rule version no longer compiles"),

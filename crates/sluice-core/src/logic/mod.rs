@@ -113,6 +113,41 @@ impl Logic {
         Ok(result.truthy())
     }
 
+    /// Like [`matches`](Self::matches), but under a budget no larger than `cap` (each limit
+    /// the smaller of the rule's and the cap's). A budget error when `cap` is below the
+    /// rule's own limits means "too costly to decide under the cap", not that the rule fails:
+    /// callers run cheap evaluations under a cap where they are and move the rest elsewhere.
+    pub fn matches_capped(&self, data: &Value, cap: &Limits) -> Result<bool, EvalError> {
+        let limits = self.capped(cap);
+        let mut evaluator = eval::Evaluator::new(&limits);
+        let result = evaluator.eval(&self.inner.root, &value::Val::from_json(data))?;
+        Ok(result.truthy())
+    }
+
+    /// Like [`evaluate`](Self::evaluate), under a budget no larger than `cap` (see
+    /// [`matches_capped`](Self::matches_capped)).
+    pub fn evaluate_capped(&self, data: &Value, cap: &Limits) -> Result<Value, EvalError> {
+        let limits = self.capped(cap);
+        let mut evaluator = eval::Evaluator::new(&limits);
+        let result = evaluator.eval(&self.inner.root, &value::Val::from_json(data))?;
+        value::to_json(&result, &mut evaluator.budget, 0)
+    }
+
+    /// Whether `cap` leaves this rule less budget than its own limits give it.
+    pub fn is_capped_by(&self, cap: &Limits) -> bool {
+        cap.max_operations < self.inner.limits.max_operations
+            || cap.max_bytes_built < self.inner.limits.max_bytes_built
+    }
+
+    fn capped(&self, cap: &Limits) -> Limits {
+        let own = &self.inner.limits;
+        Limits {
+            max_operations: own.max_operations.min(cap.max_operations),
+            max_bytes_built: own.max_bytes_built.min(cap.max_bytes_built),
+            ..*own
+        }
+    }
+
     /// Evaluates like [`evaluate`](Self::evaluate) and also reports how many operations of
     /// the budget the evaluation used.
     pub fn evaluate_counted(&self, data: &Value) -> Result<(Value, u64), EvalError> {

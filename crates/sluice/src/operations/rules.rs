@@ -4,11 +4,12 @@
 use super::{ApiError, ApiResult};
 use crate::app::AppState;
 use crate::bus::LiveMessage;
+use crate::evaluation;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sluice_core::event::{json_kind, EventType};
-use sluice_core::logic::{truthy, Limits};
+use sluice_core::logic::{truthy, Limits, Logic};
 use sluice_core::rule::{Condition, NewRule, RulePatch};
 use sluice_core::FieldError;
 use sluice_store::{
@@ -386,10 +387,10 @@ pub enum RuleTestOut {
 
 /// Tries a condition before it is saved.
 pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTestOut> {
-    let logic = test.condition.logic();
+    let logic = test.condition.logic().clone();
     let (event_type, last) = match test.target {
         TestTarget::Data(data) => {
-            let result = logic.evaluate(&data).map_err(|e| {
+            let result = evaluation::evaluate(&logic, &data).await.map_err(|e| {
                 ApiError::invalid(vec![FieldError::new(
                     "condition",
                     format!("evaluation failed: {e}"),
@@ -416,9 +417,30 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
             },
         )
         .await?;
+    // Up to a thousand evaluations: on the blocking pool, never on an async thread.
+    let checked = events.len();
+    let tried = evaluation::off_the_runtime(move || try_on_events(&logic, &events))
+        .await
+        .map_err(|e| ApiError::invalid(vec![FieldError::new("condition", e.to_string())]))?;
+    Ok(RuleTestOut::Stored(StoredTestOut {
+        event_type: event_type.into_string(),
+        checked,
+        matched: tried.matched,
+        errors: tried.failed,
+        samples: tried.samples,
+    }))
+}
+
+struct Tried {
+    matched: usize,
+    failed: usize,
+    samples: Vec<TestSampleOut>,
+}
+
+fn try_on_events(logic: &Logic, events: &[sluice_store::Event]) -> Tried {
     let (mut matched, mut failed) = (0, 0);
     let mut samples = Vec::new();
-    for event in &events {
+    for event in events {
         let sample = match logic.evaluate(&event.payload) {
             Ok(result) if truthy(&result) => {
                 matched += 1;
@@ -446,11 +468,9 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
             samples.push(sample);
         }
     }
-    Ok(RuleTestOut::Stored(StoredTestOut {
-        event_type: event_type.into_string(),
-        checked: events.len(),
+    Tried {
         matched,
-        errors: failed,
+        failed,
         samples,
-    }))
+    }
 }

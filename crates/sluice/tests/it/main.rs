@@ -11,6 +11,7 @@ mod browser;
 mod cli;
 mod console;
 mod events;
+mod hostile;
 mod live;
 mod ops;
 mod processing;

@@ -202,6 +202,9 @@ impl Action {
     /// - `send_email`: `to` (a single address), `subject`, `template` (the body text), all
     ///   required templates, and `data`, an optional object with templated strings.
     pub fn parse(action: &Value) -> Result<Self, Vec<FieldError>> {
+        if let Some(path) = crate::event::nul_path(action, ROOT) {
+            return Err(vec![FieldError::new(path, "must not contain U+0000 (NUL)")]);
+        }
         let Some(object) = action.as_object() else {
             return Err(vec![FieldError::new(
                 ROOT,
@@ -745,7 +748,9 @@ fn check_url(url: &Template) -> Result<(), String> {
     check_authority(authority).map_err(|problem| format!("{URL_EXPECTED}: {problem}"))
 }
 
-/// `[user@]host[:port]` with a DNS-like or IP host, or `[IPv6]`.
+/// `[user@]host[:port]` with a DNS-like or IP host, or `[IPv6]`. Messages never quote the
+/// authority: it may hold credentials (`user:password@`), and a malformed one cannot be split
+/// reliably into what is secret and what is not.
 fn check_authority(authority: &str) -> Result<(), String> {
     let host_port = authority
         .rsplit_once('@')
@@ -761,7 +766,7 @@ fn check_authority(authority: &str) -> Result<(), String> {
         match after.strip_prefix(':') {
             Some(port) => (ok, Some(port)),
             None if after.is_empty() => (ok, None),
-            None => return Err(format!("unexpected '{after}' after its host")),
+            None => return Err("unexpected text after its host".into()),
         }
     } else {
         let (host, port) = match host_port.rsplit_once(':') {
@@ -777,14 +782,14 @@ fn check_authority(authority: &str) -> Result<(), String> {
         (ok, port)
     };
     if !host_ok {
-        return Err(format!("'{host_port}' is not a valid host"));
+        return Err("its host is not a valid name or address".into());
     }
     if let Some(port) = port {
         let valid = !port.is_empty()
             && port.bytes().all(|b| b.is_ascii_digit())
             && port.parse::<u16>().is_ok_and(|p| p > 0);
         if !valid {
-            return Err(format!("'{port}' is not a valid port"));
+            return Err("its port is not a number from 1 to 65535".into());
         }
     }
     Ok(())
@@ -793,6 +798,22 @@ fn check_authority(authority: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_url_is_refused_without_echoing_its_credentials() {
+        for url in [
+            "https://ops:hunter2/x@example.com",
+            "https://ops:hunter2@exa mple.com",
+            "https://ops:hunter2@example.com:99999",
+            "https://ops:hunter2@[::1]zz",
+        ] {
+            let errors = Action::parse(&json!({"type": "call_webhook", "params": {"url": url}}))
+                .expect_err(url);
+            let text = format!("{errors:?}");
+            assert!(!text.contains("hunter2"), "{url}: {text}");
+            assert!(text.contains("action.params.url"), "{url}: {text}");
+        }
+    }
 
     fn parse(action: Value) -> Action {
         Action::parse(&action).unwrap_or_else(|errors| panic!("{action}: {errors:?}"))

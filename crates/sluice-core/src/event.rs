@@ -131,6 +131,9 @@ impl NewEvent {
                         format!("nests {depth} levels deep; at most {MAX_DATA_DEPTH} are allowed"),
                     ));
                     None
+                } else if let Some(path) = nul_path_in(map, "data") {
+                    errors.push(FieldError::new(path, "must not contain U+0000 (NUL)"));
+                    None
                 } else {
                     Some(map.clone())
                 }
@@ -192,6 +195,32 @@ fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries
+}
+
+/// The path of the first string (key or value) in `value` that holds U+0000, which no
+/// backend can store as JSON text (PostgreSQL's `jsonb` refuses it), or `None`.
+pub fn nul_path(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
+        Value::Object(map) => nul_path_in(map, path),
+        _ => None,
+    }
+}
+
+/// [`nul_path`] of an object's keys and values.
+pub fn nul_path_in(map: &Map<String, Value>, path: &str) -> Option<String> {
+    map.iter().find_map(|(key, item)| {
+        let here = join_path(path, &key.replace('\0', "\\u0000"));
+        if key.contains('\0') {
+            Some(here)
+        } else {
+            nul_path(item, &here)
+        }
+    })
 }
 
 /// Nesting depth of a JSON value: scalars are 0, `{}`/`[]` of scalars are 1.

@@ -57,6 +57,9 @@ pub struct Condition {
 
 impl Condition {
     pub fn parse(condition: &Value, limits: &Limits) -> Result<Self, FieldError> {
+        if let Some(path) = crate::event::nul_path(condition, "condition") {
+            return Err(FieldError::new(path, "must not contain U+0000 (NUL)"));
+        }
         Logic::compile(condition, limits)
             .map(|logic| Condition { logic })
             .map_err(|e| FieldError::new(join_path("condition", &e.path), e.message))

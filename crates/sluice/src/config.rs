@@ -18,11 +18,17 @@ pub enum EmailMode {
     Smtp,
 }
 
-/// Settings shared by `serve`, `api`, `worker` and `migrate`.
-#[derive(Debug, Clone, Args)]
+/// Settings shared by `serve`, `api`, `worker` and `migrate`. Secrets (passwords in
+/// `DATABASE_URL` and `SMTP_URL`, `WEBHOOK_SECRET`) are hidden from `--help` and `Debug`.
+#[derive(Clone, Args)]
 pub struct Settings {
     /// Database: postgres://… or sqlite://path (created if missing).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://sluice.db")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://sluice.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// Address to listen on.
@@ -68,7 +74,7 @@ pub struct Settings {
     pub email_mode: EmailMode,
 
     /// SMTP server for EMAIL_MODE=smtp, e.g. smtp://user:pass@host:587.
-    #[arg(long, env = "SMTP_URL")]
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
 
     /// Sender address of `send_email`.
@@ -100,6 +106,40 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field(
+                "database_url",
+                &sluice_store::redact_url(&self.database_url),
+            )
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("worker_poll_interval_ms", &self.worker_poll_interval_ms)
+            .field("processing_timeout_ms", &self.processing_timeout_ms)
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("worker_concurrency", &self.worker_concurrency)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_backoff_ms", &self.retry_backoff_ms)
+            .field("email_mode", &self.email_mode)
+            .field(
+                "smtp_url",
+                &self.smtp_url.as_deref().map(sluice_store::redact_url),
+            )
+            .field("email_from", &self.email_from)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "***"),
+            )
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("cors_origin", &self.cors_origin)
+            .field("log_level", &self.log_level)
+            .field("log_format", &self.log_format)
+            .field("database_max_connections", &self.database_max_connections)
+            .finish()
+    }
 }
 
 /// Retry delays as parsed from RETRY_BACKOFF_MS.

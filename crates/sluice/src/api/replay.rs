@@ -8,7 +8,7 @@ use super::schema::{ReplayBatchIn, ReplayIn, RequeueIn};
 use crate::app::AppState;
 use crate::operations::replay::{
     self, ReplayBatchOut, ReplayOut, ReplaySelection, RequeueOut, DEFAULT_REPLAY_FILTER_LIMIT,
-    DEFAULT_STUCK_SECONDS, MAX_REPLAY_FILTER_LIMIT, MAX_REPLAY_IDS,
+    DEFAULT_STUCK_SECONDS, MAX_REPLAY_FILTER_LIMIT, MAX_REPLAY_IDS, MAX_STUCK_SECONDS,
 };
 use axum::extract::State;
 use axum::Json;
@@ -246,11 +246,11 @@ pub async fn requeue_stuck(
     let seconds = match object.get("older_than_seconds") {
         None | Some(Value::Null) => DEFAULT_STUCK_SECONDS,
         Some(value) => match value.as_i64() {
-            Some(n) if n >= 0 => n,
+            Some(n) if (1..=MAX_STUCK_SECONDS).contains(&n) => n,
             _ => {
                 return Err(ApiError::invalid(vec![FieldError::new(
                     "older_than_seconds",
-                    "must be a non-negative integer",
+                    format!("must be an integer from 1 to {MAX_STUCK_SECONDS} (a year)"),
                 )]))
             }
         },

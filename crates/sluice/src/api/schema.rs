@@ -72,7 +72,7 @@ pub struct ReplayBatchIn {
 #[derive(ToSchema)]
 pub struct RequeueIn {
     /// Processing events untouched for longer than this (default 300).
-    #[schema(minimum = 0)]
+    #[schema(minimum = 1, maximum = 31536000)]
     older_than_seconds: Option<i64>,
 }
 

@@ -18,6 +18,8 @@ pub const MAX_REPLAY_FILTER_LIMIT: i64 = 10_000;
 pub const DEFAULT_REPLAY_FILTER_LIMIT: i64 = 1000;
 /// Default age of `processing` events that `requeue-stuck` gives back.
 pub const DEFAULT_STUCK_SECONDS: i64 = 300;
+/// Oldest age `requeue-stuck` accepts: a year.
+pub const MAX_STUCK_SECONDS: i64 = 31_536_000;
 
 const CURRENT_WARNING: &str = "replays evaluate each rule's current version, so the outcome may differ from the original processing; use \"rules\": \"original\" to re-run the versions first evaluated";
 

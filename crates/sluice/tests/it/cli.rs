@@ -109,3 +109,42 @@ fn invalid_configuration_fails_at_start_with_one_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("SMTP_URL"), "{stderr}");
 }
+
+#[test]
+fn help_and_debug_output_never_show_secrets() {
+    for command in ["serve", "api", "worker", "migrate"] {
+        let output = sluice()
+            .args([command, "--help"])
+            .env(
+                "DATABASE_URL",
+                "postgres://ops:dbpass-hunter2@db.internal/sluice",
+            )
+            .env("SMTP_URL", "smtp://mailer:smtp-hunter2@mail.internal:587")
+            .env("WEBHOOK_SECRET", "whsec_c2VjcmV0LWh1bnRlcjI=")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{command} --help");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("DATABASE_URL"), "{text}");
+        for secret in ["dbpass-hunter2", "smtp-hunter2", "c2VjcmV0LWh1bnRlcjI"] {
+            assert!(
+                !text.contains(secret),
+                "{command} --help shows {secret}:\n{text}"
+            );
+        }
+    }
+    let settings = sluice::config::Settings::from_args([
+        "--database-url",
+        "postgres://ops:dbpass-hunter2@db.internal/sluice",
+        "--smtp-url",
+        "smtp://mailer:smtp-hunter2@mail.internal:587",
+        "--webhook-secret",
+        "whsec_c2VjcmV0LWh1bnRlcjI=",
+    ])
+    .unwrap();
+    let debug = format!("{settings:?}");
+    assert!(debug.contains("db.internal"), "{debug}");
+    for secret in ["dbpass-hunter2", "smtp-hunter2", "c2VjcmV0LWh1bnRlcjI"] {
+        assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
+    }
+}

@@ -104,3 +104,74 @@ async fn a_rule_built_to_freeze_the_server_is_stopped_by_its_budget(app: TestApp
         "/health took {slowest:?} while hostile rules ran"
     );
 }
+
+story!(nul_characters_and_numbers_out_of_range_are_400s_not_500s);
+async fn nul_characters_and_numbers_out_of_range_are_400s_not_500s(app: TestApp) {
+    // PostgreSQL's jsonb cannot hold U+0000: it must be refused before it reaches the store.
+    let cases = [
+        (
+            json!({"id": "n-1", "type": "t", "data": {"a\u{0}b": 1}}),
+            "data.a\\u0000b",
+        ),
+        (
+            json!({"id": "n-2", "type": "t", "data": {"a": ["ok", "x\u{0}"]}}),
+            "data.a[1]",
+        ),
+        (json!({"id": "n\u{0}3", "type": "t", "data": {}}), "id"),
+    ];
+    for (event, path) in &cases {
+        let (status, body) = app.post("/events", event).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"], "ValidationError");
+        assert_eq!(body["details"][0]["path"], *path, "{body}");
+    }
+    let (status, body) = app
+        .post(
+            "/events/batch",
+            &json!({"events": [cases[0].0, {"id": "fine", "type": "t", "data": {}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "invalid", "{body}");
+    assert_eq!(body["results"][1]["status"], "created", "{body}");
+
+    let (status, body) = app
+        .post(
+            "/rules",
+            &json!({"name": "nul", "event_type": "t", "condition": {"==": [{"var": "a"}, "x\u{0}"]},
+                    "action": {"type": "log", "params": {"message": "\u{0}"}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let paths: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.iter().any(|p| p.starts_with("condition")), "{body}");
+    assert!(paths.iter().any(|p| p.starts_with("action")), "{body}");
+
+    for seconds in [
+        json!(9_223_372_036_854_775_806_i64),
+        json!(0),
+        json!(-5),
+        json!(31_536_001),
+    ] {
+        let (status, body) = app
+            .post(
+                "/events/requeue-stuck",
+                &json!({"older_than_seconds": seconds}),
+            )
+            .await;
+        assert_eq!(status, 400, "{seconds}: {body}");
+        assert_eq!(body["details"][0]["path"], "older_than_seconds");
+    }
+    let (status, body) = app
+        .post(
+            "/events/requeue-stuck",
+            &json!({"older_than_seconds": 31_536_000}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -17,7 +17,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sluice_store::{Backend, EventSummary, Store};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -34,6 +34,8 @@ pub struct AppState {
     pub bus: Bus,
     pub metrics: PrometheusHandle,
     pub settings: Arc<Settings>,
+    /// One permit per open `/ws` connection, `WS_MAX_CONNECTIONS` in all.
+    pub live_seats: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -108,6 +110,9 @@ pub fn state(store: Arc<dyn Store>, bus: Bus, settings: Settings) -> AppState {
         store,
         bus,
         metrics: metrics_handle(),
+        live_seats: Arc::new(tokio::sync::Semaphore::new(
+            settings.ws_max_connections as usize,
+        )),
         settings: Arc::new(settings),
     }
 }
@@ -115,6 +120,11 @@ pub fn state(store: Arc<dyn Store>, bus: Bus, settings: Settings) -> AppState {
 /// Every route of the HTTP API, with request ids, tracing, metrics, CORS and the body limit.
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(state.settings.cors_origin.as_deref());
+    let site = Arc::new(api::site::SitePolicy::new(
+        state.settings.allowed_hosts.as_deref(),
+        state.settings.host,
+        state.settings.cors_origin.as_deref(),
+    ));
     let api = Router::new()
         .route(
             "/events",
@@ -148,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::console::router())
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(api::extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(site, api::site::guard))
         .layer(middleware::from_fn(record_http_metrics))
         .with_state(state);
     let api = match cors {
@@ -248,13 +259,13 @@ impl RunningApp {
                 .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
             let addr = listener.local_addr()?;
             let state = state(store.clone(), bus.clone(), settings);
-            let stop = shutdown.clone();
-            let app = router(state.clone());
-            let server = tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            });
+            let header_timeout = Duration::from_secs(state.settings.header_timeout_secs);
+            let server = tokio::spawn(crate::serve::serve(
+                listener,
+                router(state.clone()),
+                header_timeout,
+                shutdown.clone(),
+            ));
             (Some(addr), Some(server), state)
         } else {
             (None, None, state(store.clone(), bus.clone(), settings))

@@ -106,6 +106,21 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub database_max_connections: u32,
+
+    /// Live `/ws` connections one API process accepts at once; more are refused with 503.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub ws_max_connections: u32,
+
+    /// Seconds a client may take to send a request's headers before it is disconnected.
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub header_timeout_secs: u64,
+
+    /// Host names (optionally `host:port`) requests may address, comma-separated; `*` allows
+    /// any. Default: the loopback names when bound to a loopback address, else any.
+    #[arg(long, env = "ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -138,6 +153,9 @@ impl std::fmt::Debug for Settings {
             .field("log_level", &self.log_level)
             .field("log_format", &self.log_format)
             .field("database_max_connections", &self.database_max_connections)
+            .field("ws_max_connections", &self.ws_max_connections)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }

@@ -15,5 +15,6 @@ pub mod evaluation;
 pub mod ingest;
 pub mod operations;
 pub mod rule_pass;
+pub mod serve;
 pub mod telemetry;
 pub mod worker;

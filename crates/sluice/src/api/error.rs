@@ -12,6 +12,7 @@ use sluice_store::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum ErrorName {
     ValidationError,
+    Forbidden,
     NotFoundError,
     ConflictError,
     PayloadTooLarge,
@@ -24,6 +25,7 @@ impl ErrorName {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorName::ValidationError => StatusCode::BAD_REQUEST,
+            ErrorName::Forbidden => StatusCode::FORBIDDEN,
             ErrorName::NotFoundError => StatusCode::NOT_FOUND,
             ErrorName::ConflictError => StatusCode::CONFLICT,
             ErrorName::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -36,6 +38,7 @@ impl ErrorName {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorName::ValidationError => "ValidationError",
+            ErrorName::Forbidden => "Forbidden",
             ErrorName::NotFoundError => "NotFoundError",
             ErrorName::ConflictError => "ConflictError",
             ErrorName::PayloadTooLarge => "PayloadTooLarge",
@@ -89,6 +92,10 @@ impl ApiError {
             many => format!("invalid request: {} problems (see details)", many.len()),
         };
         Self::validation(message).with_details(details)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorName::Forbidden, message)
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

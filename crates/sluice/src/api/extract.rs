@@ -58,6 +58,17 @@ impl<S: Send + Sync> FromRequest<S> for OptionalJsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        // A declared content type is checked even with an empty body: a body-less form post
+        // (which any web page can send) is not a JSON request.
+        if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
+            let media = media_type(content_type.to_str().unwrap_or_default());
+            if !is_json_media_type(&media) {
+                return Err(ApiError::new(
+                    ErrorName::UnsupportedMediaType,
+                    format!("expected Content-Type: application/json, got '{media}'"),
+                ));
+            }
+        }
         let has_body = request
             .headers()
             .get(axum::http::header::CONTENT_LENGTH)

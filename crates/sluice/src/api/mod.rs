@@ -9,6 +9,7 @@ pub mod query;
 pub mod replay;
 pub mod rules;
 pub mod schema;
+pub mod site;
 pub mod ws;
 
 use error::ApiError;

@@ -2,7 +2,7 @@
 //! `?event_id=` and `?event_type=` narrow the stream. A client that cannot keep up is
 //! disconnected (close code 1008) rather than allowed to back up the server.
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorName};
 use super::events::query_or_400;
 use crate::app::AppState;
 use crate::bus::LiveMessage;
@@ -18,6 +18,9 @@ use tokio::sync::broadcast::error::RecvError;
 /// A send that takes longer than this means the client is not reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Largest message or frame a client may send: clients only ever send small control messages,
+/// so anything bigger is refused instead of buffered (the library's default is 64 MiB).
+pub const MAX_INBOUND_BYTES: usize = 4 * 1024;
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -81,8 +84,24 @@ pub async fn live(
             rejection.body_text()
         ))
     })?;
+    let Ok(seat) = state.live_seats.clone().try_acquire_owned() else {
+        metrics::counter!("sluice_ws_refused_total", "reason" => "connection_cap").increment(1);
+        return Err(ApiError::new(
+            ErrorName::ServiceUnavailable,
+            format!(
+                "too many live connections (WS_MAX_CONNECTIONS={}); try again later",
+                state.settings.ws_max_connections
+            ),
+        ));
+    };
     let receiver = state.bus.subscribe();
-    Ok(upgrade.on_upgrade(move |socket| stream(socket, receiver, filter)))
+    Ok(upgrade
+        .max_message_size(MAX_INBOUND_BYTES)
+        .max_frame_size(MAX_INBOUND_BYTES)
+        .on_upgrade(move |socket| async move {
+            stream(socket, receiver, filter).await;
+            drop(seat);
+        }))
 }
 
 async fn stream(

@@ -177,6 +177,7 @@ impl IntoResponse for ConsoleError {
         let error = self.0;
         let heading = match error.name {
             ErrorName::ValidationError => "That request is not valid",
+            ErrorName::Forbidden => "Refused",
             ErrorName::NotFoundError => "Not found",
             ErrorName::ConflictError => "Not possible right now",
             ErrorName::PayloadTooLarge => "Too large",
@@ -305,7 +306,7 @@ async fn guard(request: Request, next: Next) -> Response {
 
 /// Browsers say where a request comes from (`Sec-Fetch-Site`, or `Origin` on older ones);
 /// requests without either are not from a browser page and cannot be forged by one.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return matches!(site.as_bytes(), b"same-origin" | b"none");
     }

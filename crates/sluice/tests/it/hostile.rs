@@ -175,3 +175,162 @@ async fn nul_characters_and_numbers_out_of_range_are_400s_not_500s(app: TestApp)
         .await;
     assert_eq!(status, 200, "{body}");
 }
+
+story!(another_sites_pages_cannot_write_rebind_or_listen);
+async fn another_sites_pages_cannot_write_rebind_or_listen(app: TestApp) {
+    create_rule(&app, "log", "t", json!(true), json!({"type": "log"})).await;
+    let id = post_event(&app, "cs-1", "t", json!({})).await;
+    app.wait_for_state(id, &["processed"]).await;
+
+    // A body-less form post from a page on another site (what a hidden <form> sends).
+    for path in [
+        format!("/events/{id}/replay"),
+        "/events/requeue-stuck".to_owned(),
+    ] {
+        let response = app
+            .client
+            .post(app.url(&path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", "http://evil.example")
+            .header("sec-fetch-site", "cross-site")
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "Forbidden", "{body}");
+        // Even without the browser's headers, a form content type is not JSON.
+        let response = app
+            .client
+            .post(app.url(&path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("content-length", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 415, "{path}");
+    }
+    let event = app.get_json(&format!("/events/{id}")).await.1;
+    assert_eq!(event["state"], "processed", "no replay was queued: {event}");
+    assert!(event["replayed_at"].is_null(), "{event}");
+
+    // DNS rebinding: a name that is not this server's.
+    let response = app
+        .client
+        .get(app.url("/events"))
+        .header("host", format!("evil.example:{}", app.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "Forbidden", "{body}");
+
+    // A WebSocket opened by another site's page.
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/ws", app.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!(
+            "a foreign origin upgraded: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+
+    // Same-origin and non-browser clients are unaffected, and answers say not to sniff or frame.
+    let response = app
+        .client
+        .post(app.url(&format!("/events/{id}/replay")))
+        .header("origin", format!("http://127.0.0.1:{}", app.addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+}
+
+story!(
+    websockets_are_capped_and_take_only_small_messages,
+    "--ws-max-connections",
+    "2"
+);
+async fn websockets_are_capped_and_take_only_small_messages(app: TestApp) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("ws://{}/ws", app.addr);
+    let (mut first, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let (_second, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!(
+            "a third connection was accepted: {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
+    // A 64 KiB message (the library's default would take 64 MiB) ends the connection.
+    let _ = first
+        .send(Message::Text("x".repeat(64 * 1024).into()))
+        .await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match first.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "an oversized message was accepted");
+    // Its seat is free again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(error) => panic!("the freed seat was not given back: {error}"),
+        }
+    }
+}
+
+story!(
+    a_half_sent_request_is_dropped_after_the_header_timeout,
+    "--header-timeout-secs",
+    "1"
+);
+async fn a_half_sent_request_is_dropped_after_the_header_timeout(app: TestApp) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    // Closed by the server (EOF or a 408) within a few seconds, not held open.
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut buffer)).await;
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        Ok(Ok(n)) => {
+            let text = String::from_utf8_lossy(&buffer[..n]);
+            assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        }
+        Err(_) => panic!("a half-sent request was still open after 5 s"),
+    }
+    // Everyone else is served.
+    assert_eq!(app.get("/health").await.status(), 200);
+}

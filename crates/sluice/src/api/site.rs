@@ -1,0 +1,192 @@
+//! Which sites may talk to sluice: requests must name an allowed `Host` (a web page cannot
+//! reach a loopback sluice through DNS rebinding), writes to the JSON API and `/ws` upgrades
+//! from another site's pages are refused (a page cannot forge a replay on the visitor's
+//! sluice), and every answer carries headers that stop sniffing and framing.
+
+use super::error::ApiError;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The `Host` names requests may use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHosts {
+    Any,
+    /// Lowercase names; an entry with a port (`host:port`) matches that port only.
+    Only(Vec<String>),
+}
+
+impl AllowedHosts {
+    /// From `ALLOWED_HOSTS` (comma-separated, `*` for any); unset means the loopback names
+    /// when bound to a loopback address, and any host otherwise.
+    pub fn from_setting(setting: Option<&str>, bound_to: IpAddr) -> Self {
+        match setting.map(str::trim) {
+            Some("*") => AllowedHosts::Any,
+            Some(list) if !list.is_empty() => AllowedHosts::Only(
+                list.split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            ),
+            _ if bound_to.is_loopback() => AllowedHosts::Only(
+                ["localhost", "127.0.0.1", "[::1]"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            ),
+            _ => AllowedHosts::Any,
+        }
+    }
+
+    pub fn allows(&self, host: &str) -> bool {
+        let AllowedHosts::Only(names) = self else {
+            return true;
+        };
+        let host = host.to_ascii_lowercase();
+        let name = host_name(&host);
+        names
+            .iter()
+            .any(|allowed| *allowed == host || (!has_port(allowed) && allowed == name))
+    }
+}
+
+/// `host` without its `:port` (`[::1]:3000` → `[::1]`).
+fn host_name(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+fn has_port(host: &str) -> bool {
+    host_name(host).len() != host.len()
+}
+
+/// What the guard needs to know, built once at start.
+#[derive(Debug, Clone)]
+pub struct SitePolicy {
+    pub hosts: AllowedHosts,
+    /// Origins `CORS_ORIGIN` lets in (their cross-site writes are wanted); `None` = none,
+    /// `Some([])` with `any` = every origin.
+    pub cors_any: bool,
+    pub cors_origins: Vec<String>,
+}
+
+impl SitePolicy {
+    pub fn new(allowed_hosts: Option<&str>, bound_to: IpAddr, cors: Option<&str>) -> Self {
+        let cors = cors.map(str::trim).unwrap_or_default();
+        SitePolicy {
+            hosts: AllowedHosts::from_setting(allowed_hosts, bound_to),
+            cors_any: cors == "*",
+            cors_origins: cors
+                .split(',')
+                .map(|o| o.trim().to_ascii_lowercase())
+                .filter(|o| !o.is_empty() && o != "*")
+                .collect(),
+        }
+    }
+
+    fn cors_allows(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            return false;
+        };
+        self.cors_any || self.cors_origins.contains(&origin.to_ascii_lowercase())
+    }
+}
+
+/// The guard, as a middleware over every route.
+pub async fn guard(
+    State(policy): State<Arc<SitePolicy>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if let Some(host) = host {
+        if !policy.hosts.allows(host) {
+            return ApiError::forbidden(format!(
+                "host '{host}' is not allowed here (set ALLOWED_HOSTS to serve it)"
+            ))
+            .into_response();
+        }
+    }
+    let path = request.uri().path();
+    let is_console = path == "/console" || path.starts_with("/console/");
+    let writes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let upgrades = headers.contains_key(header::UPGRADE);
+    // The console checks its own forms (and shows a page); here, the JSON API and `/ws`.
+    if !is_console
+        && (writes || upgrades)
+        && !crate::console::same_origin(headers)
+        && !policy.cors_allows(headers)
+    {
+        let what = if upgrades {
+            "a WebSocket from another site"
+        } else {
+            "a write from another site's page"
+        };
+        return ApiError::forbidden(format!(
+            "refused {what} (allow its origin with CORS_ORIGIN)"
+        ))
+        .into_response();
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_binds_allow_only_loopback_names_by_default() {
+        let hosts = AllowedHosts::from_setting(None, "127.0.0.1".parse().unwrap());
+        assert!(hosts.allows("127.0.0.1:3000"));
+        assert!(hosts.allows("localhost:3000"));
+        assert!(hosts.allows("LOCALHOST"));
+        assert!(hosts.allows("[::1]:3000"));
+        assert!(!hosts.allows("evil.example:3000"));
+        assert!(!hosts.allows("127.0.0.1.evil.example"));
+        let open = AllowedHosts::from_setting(None, "0.0.0.0".parse().unwrap());
+        assert!(open.allows("evil.example"));
+    }
+
+    #[test]
+    fn listed_hosts_match_with_or_without_their_port() {
+        let hosts = AllowedHosts::from_setting(
+            Some("sluice.example.com, api.example.com:8443"),
+            "0.0.0.0".parse().unwrap(),
+        );
+        assert!(hosts.allows("sluice.example.com"));
+        assert!(hosts.allows("sluice.example.com:443"));
+        assert!(hosts.allows("api.example.com:8443"));
+        assert!(!hosts.allows("api.example.com:9000"));
+        assert!(!hosts.allows("other.example.com"));
+        assert_eq!(
+            AllowedHosts::from_setting(Some("*"), "127.0.0.1".parse().unwrap()),
+            AllowedHosts::Any
+        );
+    }
+}

@@ -61,9 +61,23 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_event(&self, id: i64) -> Result<Option<Event>, StoreError>;
 
-    /// Newest first.
+    /// Newest first, whole events. Loads every payload of the page: for a page whose size
+    /// must be bounded, list headers and fetch payloads with [`Store::event_payloads`].
     async fn list_events(&self, filter: &EventFilter, page: Page)
         -> Result<Vec<Event>, StoreError>;
+
+    /// Newest first, without payloads but with each payload's size.
+    async fn list_event_headers(
+        &self,
+        filter: &EventFilter,
+        page: Page,
+    ) -> Result<Vec<EventHeader>, StoreError>;
+
+    /// The payloads of these events (unknown ids are left out).
+    async fn event_payloads(
+        &self,
+        ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, serde_json::Value>, StoreError>;
 
     /// `filter.state` and `filter.external_id` are ignored.
     async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError>;
@@ -140,9 +154,10 @@ pub trait Store: Send + Sync + 'static {
         id: i64,
         rules: ReplayRules,
     ) -> Result<Result<Event, ReplayRefusal>, StoreError> {
-        let mut replayed = self.replay_events(&[id], rules).await?;
-        if let Some(event) = replayed.pop() {
-            return Ok(Ok(event));
+        if !self.replay_events(&[id], rules).await?.is_empty() {
+            if let Some(event) = self.get_event(id).await? {
+                return Ok(Ok(event));
+            }
         }
         Ok(Err(match self.get_event(id).await? {
             None => ReplayRefusal::NotFound,
@@ -150,19 +165,20 @@ pub trait Store: Send + Sync + 'static {
         }))
     }
 
-    /// Replays those of `ids` that are processed or failed; returns them.
+    /// Replays those of `ids` that are processed or failed; says which (without payloads,
+    /// so a large replay holds no payload in memory).
     async fn replay_events(
         &self,
         ids: &[i64],
         rules: ReplayRules,
-    ) -> Result<Vec<Event>, StoreError>;
+    ) -> Result<Vec<StateChange>, StoreError>;
     /// Replays up to `limit` processed or failed events matching the filter, newest first.
     async fn replay_matching(
         &self,
         filter: &EventFilter,
         limit: i64,
         rules: ReplayRules,
-    ) -> Result<Vec<Event>, StoreError>;
+    ) -> Result<Vec<StateChange>, StoreError>;
 
     /// Tells every process listening (PostgreSQL `NOTIFY`, one per `(channel, payload)`, all in
     /// one round trip). SQLite serves one process, which signals itself in memory: a no-op there.

@@ -62,6 +62,51 @@ pub struct EventFilter {
     pub start: Option<Timestamp>,
     /// Inclusive upper bound on `created_at`.
     pub end: Option<Timestamp>,
+    /// Only events after this one in listing order (newest first): `(created_at, id)` of the
+    /// last event of the previous page. Served by the listing's own index, however deep.
+    pub before: Option<(Timestamp, i64)>,
+}
+
+/// An event without its payload, and how large that payload is: what listings fetch first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventHeader {
+    pub id: i64,
+    pub external_id: String,
+    pub event_type: String,
+    pub state: EventState,
+    pub received_count: i64,
+    pub attempts: i64,
+    pub next_attempt_at: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub processed_at: Option<Timestamp>,
+    pub replayed_at: Option<Timestamp>,
+    /// Size of the payload as JSON text.
+    pub payload_bytes: i64,
+}
+
+impl EventHeader {
+    /// The whole event, given its payload.
+    pub fn with_payload(self, payload: Value) -> Event {
+        Event {
+            id: self.id,
+            external_id: self.external_id,
+            event_type: self.event_type,
+            payload,
+            state: self.state,
+            received_count: self.received_count,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at,
+            last_error: self.last_error,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            processed_at: self.processed_at,
+            replayed_at: self.replayed_at,
+            lease_expires_at: None,
+            leased_by: None,
+        }
+    }
 }
 
 /// A page of a listing.

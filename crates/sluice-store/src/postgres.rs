@@ -112,6 +112,7 @@ async fn upsert_round(
 
 impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const PAYLOAD_BYTES: &'static str = "octet_length(payload::text)::bigint";
 
     fn push_timestamp(query: &mut QueryBuilder<'_, Self>, at: Timestamp) {
         query.push_bind(at);

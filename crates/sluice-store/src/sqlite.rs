@@ -137,6 +137,7 @@ where
 impl Dialect for Sqlite {
     // One writer at a time: a transaction's reads cannot be overtaken by another's writes.
     const FOR_UPDATE: &'static str = "";
+    const PAYLOAD_BYTES: &'static str = "length(CAST(payload AS BLOB))";
 
     fn push_timestamp(query: &mut QueryBuilder<'_, Self>, at: Timestamp) {
         query.push_bind(to_micros(at));

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use dialect::{Dialect, QueryBuilderExt, RowExt};
 use rows::*;
+use serde_json::Value;
 use sluice_core::event::{ExecutionResult, NewEvent};
 use sqlx::migrate::Migrator;
 use sqlx::types::Json;
@@ -92,6 +93,39 @@ impl<E: Engine> Store for E {
         let mut conn = self.reads().acquire().await?;
         let row = query.fetch_optional(&mut conn).await?;
         row.as_ref().map(event_from_row).transpose()
+    }
+
+    async fn list_event_headers(
+        &self,
+        filter: &EventFilter,
+        page: Page,
+    ) -> Result<Vec<EventHeader>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(format!(
+            "SELECT {HEADER_COLUMNS}, {} AS payload_bytes FROM events WHERE TRUE",
+            <E::Dialect as Dialect>::PAYLOAD_BYTES
+        ));
+        push_event_filter(&mut query, filter);
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_value(page.limit)
+            .push(" OFFSET ")
+            .push_value(page.offset);
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter().map(header_from_row).collect()
+    }
+
+    async fn event_payloads(&self, ids: &[i64]) -> Result<HashMap<i64, Value>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut query = QueryBuilder::<E::Dialect>::new("SELECT id, payload FROM events WHERE ");
+        query.push_in_ids("id", ids);
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter()
+            .map(|row| Ok((row.value("id")?, row.json("payload")?)))
+            .collect()
     }
 
     async fn list_events(
@@ -424,18 +458,21 @@ impl<E: Engine> Store for E {
         &self,
         ids: &[i64],
         rules: ReplayRules,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<StateChange>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut query = QueryBuilder::<E::Dialect>::new("UPDATE events SET ");
         push_replay_set(&mut query, rules);
-        query.push(" WHERE ").push_in_ids("id", ids).push(format!(
-            " AND state IN ('processed', 'failed') RETURNING {EVENT_COLUMNS}"
-        ));
+        query
+            .push(" WHERE ")
+            .push_in_ids("id", ids)
+            .push(" AND state IN ('processed', 'failed') RETURNING id, external_id, type, state");
         let mut conn = self.writes().acquire().await?;
         let rows = query.fetch_all(&mut conn).await?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter()
+            .map(|row| state_change_from_row(row, None))
+            .collect()
     }
 
     async fn replay_matching(
@@ -443,7 +480,7 @@ impl<E: Engine> Store for E {
         filter: &EventFilter,
         limit: i64,
         rules: ReplayRules,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<StateChange>, StoreError> {
         let mut query = QueryBuilder::<E::Dialect>::new("UPDATE events SET ");
         push_replay_set(&mut query, rules);
         query.push(" WHERE id IN (SELECT id FROM events WHERE state IN ('processed', 'failed')");
@@ -451,10 +488,12 @@ impl<E: Engine> Store for E {
         query
             .push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_value(limit)
-            .push(format!(") RETURNING {EVENT_COLUMNS}"));
+            .push(") RETURNING id, external_id, type, state");
         let mut conn = self.writes().acquire().await?;
         let rows = query.fetch_all(&mut conn).await?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter()
+            .map(|row| state_change_from_row(row, None))
+            .collect()
     }
 
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError> {
@@ -486,6 +525,18 @@ fn push_event_filter<D: Dialect>(query: &mut QueryBuilder<'_, D>, filter: &Event
     }
     if let Some(end) = filter.end {
         query.push(" AND created_at <= ").push_timestamp(end);
+    }
+    if let Some((created_at, id)) = filter.before {
+        // Spelled out rather than as a row comparison, which not every planner matches to
+        // the (created_at, id) order.
+        query
+            .push(" AND (created_at < ")
+            .push_timestamp(created_at)
+            .push(" OR (created_at = ")
+            .push_timestamp(created_at)
+            .push(" AND id < ")
+            .push_value(id)
+            .push("))");
     }
 }
 
@@ -580,6 +631,10 @@ mod tests {
             external_id: Some("a".to_owned()),
             start: Some(Utc.timestamp_opt(1, 0).single().expect("a valid instant")),
             end: Some(Utc.timestamp_opt(2, 0).single().expect("a valid instant")),
+            before: Some((
+                Utc.timestamp_opt(2, 0).single().expect("a valid instant"),
+                9,
+            )),
         }
     }
 
@@ -590,7 +645,8 @@ mod tests {
         assert_eq!(
             query.sql(),
             "SELECT id FROM events WHERE TRUE AND state = $1 AND type = $2 \
-             AND external_id = $3 AND created_at >= $4 AND created_at <= $5"
+             AND external_id = $3 AND created_at >= $4 AND created_at <= $5 \
+             AND (created_at < $6 OR (created_at = $7 AND id < $8))"
         );
 
         let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM events WHERE TRUE");

@@ -11,6 +11,10 @@ pub(crate) const EVENT_COLUMNS: &str = "id, external_id, type, payload, state, r
      attempts, next_attempt_at, last_error, created_at, updated_at, processed_at, replayed_at, \
      lease_expires_at, leased_by";
 
+/// What [`header_from_row`] reads, but for the payload size its dialect computes.
+pub(crate) const HEADER_COLUMNS: &str = "id, external_id, type, state, received_count, \
+     attempts, next_attempt_at, last_error, created_at, updated_at, processed_at, replayed_at";
+
 /// What [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, event_id, attempt_no, trigger, status, error, \
      worker, started_at, finished_at, duration_ms";
@@ -43,6 +47,24 @@ pub(crate) fn summary_from_row<R: RowExt>(row: &R) -> Result<EventSummary, Store
         state: row.text_enum("state")?,
         received_count: row.value("received_count")?,
         created_at: row.timestamp("created_at")?,
+    })
+}
+
+pub(crate) fn header_from_row<R: RowExt>(row: &R) -> Result<EventHeader, StoreError> {
+    Ok(EventHeader {
+        id: row.value("id")?,
+        external_id: row.value("external_id")?,
+        event_type: row.value("type")?,
+        state: row.text_enum("state")?,
+        received_count: row.value("received_count")?,
+        attempts: row.value("attempts")?,
+        next_attempt_at: row.opt_timestamp("next_attempt_at")?,
+        last_error: row.value("last_error")?,
+        created_at: row.timestamp("created_at")?,
+        updated_at: row.timestamp("updated_at")?,
+        processed_at: row.opt_timestamp("processed_at")?,
+        replayed_at: row.opt_timestamp("replayed_at")?,
+        payload_bytes: row.value("payload_bytes")?,
     })
 }
 

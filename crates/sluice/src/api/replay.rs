@@ -227,6 +227,7 @@ fn parse_replay_filter(value: &Value, errors: &mut Vec<FieldError>) -> EventFilt
         external_id: None,
         start,
         end,
+        before: None,
     }
 }
 

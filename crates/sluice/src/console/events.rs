@@ -6,7 +6,7 @@ use super::{render, ConsoleError, ConsoleResult, FieldErrors, Flash, Layout, Sec
 use crate::api::error::{ApiError, ErrorName};
 use crate::api::extract::IdPath;
 use crate::app::AppState;
-use crate::operations::events::{self as event_ops, AttemptOut, EventOut, EventsQuery};
+use crate::operations::events::{self as event_ops, AttemptOut, EventBrief, EventOut, EventsQuery};
 use crate::operations::replay::{self as replay_ops, ReplayOut};
 use crate::operations::rules as rule_ops;
 use askama::Template;
@@ -102,7 +102,7 @@ pub struct EventRow {
 }
 
 impl EventRow {
-    fn new(event: &EventOut, now: DateTime<Utc>) -> Self {
+    fn new(event: &EventBrief, now: DateTime<Utc>) -> Self {
         EventRow {
             id: event.id,
             external_id: event.external_id.clone(),
@@ -157,18 +157,20 @@ pub async fn list(
         external_id: Some(params.external_id.clone()),
         start_date: Some(params.start_date.clone()),
         end_date: Some(params.end_date.clone()),
-        // One more than a page says whether an older page exists.
-        limit: Some((PAGE_SIZE + 1).to_string()),
+        limit: Some(PAGE_SIZE.to_string()),
         offset: Some(offset.to_string()),
+        cursor: None,
     };
     let mut events = Vec::new();
+    let mut has_older = false;
     if errors.is_empty() {
+        // Rows without payloads: a page of large events costs no more than one of small ones.
         let listing = match api_query.parse() {
-            Ok((filter, page)) => event_ops::list_events(&state, &filter, page).await,
+            Ok((filter, page)) => event_ops::browse_events(&state, &filter, page).await,
             Err(error) => Err(error),
         };
         match listing {
-            Ok(listing) => events = listing.data,
+            Ok((rows, more)) => (events, has_older) = (rows, more),
             Err(error) if error.name == ErrorName::ValidationError => {
                 errors = FieldErrors::from_details(&error.details, FILTER_FIELDS);
                 if errors.is_empty() {
@@ -178,8 +180,6 @@ pub async fn list(
             Err(error) => return Err(error.into()),
         }
     }
-    let has_older = events.len() as i64 > PAGE_SIZE;
-    events.truncate(PAGE_SIZE as usize);
     let rows: Vec<EventRow> = events.iter().map(|e| EventRow::new(e, now)).collect();
     let range = match rows.len() {
         0 => String::new(),

@@ -47,7 +47,7 @@ struct OverviewPage {
 pub async fn page(State(state): State<AppState>) -> ConsoleResult<Response> {
     let now = Utc::now();
     let stats = event_ops::event_stats(&state, &EventFilter::default()).await?;
-    let failed = event_ops::list_events(
+    let (failed, _) = event_ops::browse_events(
         &state,
         &EventFilter {
             state: Some(EventState::Failed),
@@ -60,7 +60,6 @@ pub async fn page(State(state): State<AppState>) -> ConsoleResult<Response> {
     )
     .await?;
     let failures = failed
-        .data
         .into_iter()
         .map(|e| FailureRow {
             id: e.id,

@@ -399,7 +399,7 @@ async fn rule_page(
 
 /// The newest stored payload of a type, pretty: a realistic sample to test against.
 async fn latest_payload(state: &AppState, event_type: &str) -> ConsoleResult<String> {
-    let latest = event_ops::list_events(
+    let (latest, _) = event_ops::browse_events(
         state,
         &EventFilter {
             event_type: Some(event_type.to_owned()),
@@ -411,9 +411,12 @@ async fn latest_payload(state: &AppState, event_type: &str) -> ConsoleResult<Str
         },
     )
     .await?;
-    Ok(latest
-        .data
-        .first()
+    let Some(newest) = latest.first() else {
+        return Ok("{}".to_owned());
+    };
+    Ok(event_ops::event_detail(state, newest.id)
+        .await
+        .ok()
         .map(|e| pretty(&e.payload))
         .unwrap_or_else(|| "{}".to_owned()))
 }

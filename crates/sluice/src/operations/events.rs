@@ -11,12 +11,16 @@ use serde_json::Value;
 use sluice_core::event::{AttemptStatus, EventState, ExecutionResult, NewEvent, Trigger};
 use sluice_core::FieldError;
 use sluice_store::{
-    Attempt, Event, EventFilter, EventStats, EventSummary, IngestOutcome, Page, RuleExecution,
+    Attempt, Event, EventFilter, EventHeader, EventStats, EventSummary, IngestOutcome, Page,
+    RuleExecution,
 };
 use utoipa::{IntoParams, ToSchema};
 
 /// Most events one `POST /events/batch` may carry.
 pub const MAX_BATCH: usize = 1000;
+/// Payload bytes one page of events may carry; a page of large events holds fewer than its
+/// `limit` and `next_cursor` continues it.
+pub const MAX_PAGE_BYTES: i64 = 4 * 1024 * 1024;
 
 /// An event as `GET /events/{id}` and listings show it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -276,6 +280,20 @@ pub struct EventsQuery {
     /// Default 0.
     #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
+    /// A page's `next_cursor`: continues that listing, at a cost that does not grow with depth.
+    pub cursor: Option<String>,
+}
+
+/// Where a page ends, as `next_cursor` carries it: the `(created_at, id)` of its last event.
+pub fn encode_cursor(created_at: DateTime<Utc>, id: i64) -> String {
+    format!("{}_{id}", created_at.timestamp_micros())
+}
+
+/// A cursor this server gave out, or `None`.
+pub fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, i64)> {
+    let (micros, id) = text.split_once('_')?;
+    let at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+    Some((at, id.parse().ok()?))
 }
 
 /// The filters of `GET /events/stats`: a type and a date range.
@@ -340,12 +358,20 @@ impl EventsQuery {
         };
         let (start, end) =
             parse_date_range(self.start_date.as_deref(), self.end_date.as_deref(), errors);
+        let before = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(text) => decode_cursor(text).or_else(|| {
+                errors.push("cursor", "is not a cursor this server gave out");
+                None
+            }),
+        };
         EventFilter {
             state,
             event_type: self.event_type.clone().filter(|t| !t.is_empty()),
             external_id: self.external_id.clone().filter(|t| !t.is_empty()),
             start,
             end,
+            before,
         }
     }
 }
@@ -358,21 +384,119 @@ pub struct EventList {
     pub count: usize,
     pub limit: i64,
     pub offset: i64,
+    /// Continues this listing with `?cursor=` (and the same filters); `null` on the last page.
+    pub next_cursor: Option<String>,
 }
 
-/// Events matching the filter, newest first.
+/// Headers of the next `n` events of a listing, and whether more follow.
+async fn headers_and_more(
+    state: &AppState,
+    filter: &EventFilter,
+    page: Page,
+) -> ApiResult<(Vec<EventHeader>, bool)> {
+    let mut headers = state
+        .store
+        .list_event_headers(
+            filter,
+            Page {
+                limit: page.limit.saturating_add(1),
+                offset: page.offset,
+            },
+        )
+        .await?;
+    let more = headers.len() as i64 > page.limit;
+    headers.truncate(usize::try_from(page.limit).unwrap_or(usize::MAX));
+    Ok((headers, more))
+}
+
+/// How many of `headers`, from the first, fit `budget` bytes of payload (always at least one,
+/// and one event is at most the ingest body limit).
+pub fn fitting(headers: &[EventHeader], budget: i64) -> usize {
+    let mut total = 0i64;
+    headers
+        .iter()
+        .take_while(|h| {
+            total = total.saturating_add(h.payload_bytes);
+            total <= budget
+        })
+        .count()
+        .max(headers.len().min(1))
+}
+
+/// Events matching the filter, newest first: at most `limit`, and at most
+/// [`MAX_PAGE_BYTES`] of payloads (`next_cursor` continues either way). Payloads are fetched
+/// only for the events the page holds.
 pub async fn list_events(
     state: &AppState,
     filter: &EventFilter,
     page: Page,
 ) -> ApiResult<EventList> {
-    let events = state.store.list_events(filter, page).await?;
+    let (mut headers, mut more) = headers_and_more(state, filter, page).await?;
+    let fit = fitting(&headers, MAX_PAGE_BYTES);
+    if fit < headers.len() {
+        headers.truncate(fit);
+        more = true;
+    }
+    let next_cursor = headers
+        .last()
+        .filter(|_| more)
+        .map(|last| encode_cursor(last.created_at, last.id));
+    let ids: Vec<i64> = headers.iter().map(|h| h.id).collect();
+    let mut payloads = state.store.event_payloads(&ids).await?;
+    let data: Vec<EventOut> = headers
+        .into_iter()
+        .filter_map(|h| {
+            let payload = payloads.remove(&h.id)?;
+            Some(EventOut::from(h.with_payload(payload)))
+        })
+        .collect();
     Ok(EventList {
-        count: events.len(),
-        data: events.into_iter().map(EventOut::from).collect(),
+        count: data.len(),
+        data,
         limit: page.limit,
         offset: page.offset,
+        next_cursor,
     })
+}
+
+/// An event in a list, without its payload: what the console's lists show.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventBrief {
+    pub id: i64,
+    pub external_id: String,
+    pub event_type: String,
+    pub state: EventState,
+    pub received_count: i64,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<EventHeader> for EventBrief {
+    fn from(h: EventHeader) -> Self {
+        EventBrief {
+            id: h.id,
+            external_id: h.external_id,
+            event_type: h.event_type,
+            state: h.state,
+            received_count: h.received_count,
+            attempts: h.attempts,
+            last_error: h.last_error,
+            created_at: h.created_at,
+            updated_at: h.updated_at,
+        }
+    }
+}
+
+/// A page of events without payloads, newest first, and whether more follow.
+pub async fn browse_events(
+    state: &AppState,
+    filter: &EventFilter,
+    page: Page,
+) -> ApiResult<(Vec<EventBrief>, bool)> {
+    let (headers, more) = headers_and_more(state, filter, page).await?;
+    Ok((headers.into_iter().map(Into::into).collect(), more))
 }
 
 /// Counts of `GET /events/stats`.

@@ -9,7 +9,7 @@ use crate::bus::LiveMessage;
 use crate::rule_pass::{self, compile_all, Decision};
 use serde::Serialize;
 use sluice_core::event::ReplayRules;
-use sluice_store::{Event, EventFilter, Release, ReplayRefusal};
+use sluice_store::{EventFilter, Release, ReplayRefusal, StateChange};
 use utoipa::ToSchema;
 
 pub const MAX_REPLAY_IDS: usize = 100;
@@ -89,25 +89,13 @@ fn warning(rules: ReplayRules) -> Option<&'static str> {
 }
 
 /// Announces replayed events and wakes the workers that will pick them up.
-fn queued(state: &AppState, events: &[Event]) {
+fn queued(state: &AppState, events: &[StateChange]) {
     if events.is_empty() {
         return;
     }
-    state.bus.publish(
-        events
-            .iter()
-            .map(|e| LiveMessage::EventUpdated {
-                event_id: e.id,
-                external_id: e.external_id.clone(),
-                event_type: e.event_type.clone(),
-                state: e.state,
-                attempt_id: None,
-                status: None,
-                finished_at: None,
-                duration_ms: None,
-            })
-            .collect(),
-    );
+    state
+        .bus
+        .publish(events.iter().map(LiveMessage::from_change).collect());
     state.bus.wake_workers();
 }
 
@@ -118,7 +106,19 @@ pub async fn replay(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult<
         .replay_event(id, rules)
         .await?
         .map_err(|r| refusal(id, r))?;
-    queued(state, std::slice::from_ref(&event));
+    queued(
+        state,
+        &[StateChange {
+            event_id: event.id,
+            external_id: event.external_id.clone(),
+            event_type: event.event_type.clone(),
+            state: event.state,
+            attempt_id: None,
+            status: None,
+            finished_at: None,
+            duration_ms: None,
+        }],
+    );
     metrics::counter!("sluice_replays_total").increment(1);
     Ok(ReplayOut {
         message: "Event queued for replay".to_owned(),
@@ -217,7 +217,7 @@ pub async fn replay_batch(
         }
     };
     queued(state, &events);
-    let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+    let ids: Vec<i64> = events.iter().map(|e| e.event_id).collect();
     Ok(ReplayBatchOut {
         message: format!("{} of {requested} events queued for replay", ids.len()),
         requested,

@@ -5,6 +5,7 @@ use super::{ApiError, ApiResult};
 use crate::app::AppState;
 use crate::bus::LiveMessage;
 use crate::evaluation;
+use crate::operations::events;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -407,9 +408,9 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
         event_type: Some(event_type.as_str().to_owned()),
         ..EventFilter::default()
     };
-    let events = state
+    let headers = state
         .store
-        .list_events(
+        .list_event_headers(
             &filter,
             Page {
                 limit: last,
@@ -417,60 +418,100 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
             },
         )
         .await?;
-    // Up to a thousand evaluations: on the blocking pool, never on an async thread.
-    let checked = events.len();
-    let tried = evaluation::off_the_runtime(move || try_on_events(&logic, &events))
-        .await
-        .map_err(|e| ApiError::invalid(vec![FieldError::new("condition", e.to_string())]))?;
+    // Payloads in chunks of at most a page's bytes, each tried on the blocking pool: a test
+    // over a thousand large events never holds them all, nor runs on an async thread.
+    let mut tried = Tried::default();
+    let mut rest = &headers[..];
+    while !rest.is_empty() {
+        let (chunk, after) = rest.split_at(events::fitting(rest, events::MAX_PAGE_BYTES));
+        rest = after;
+        let ids: Vec<i64> = chunk.iter().map(|h| h.id).collect();
+        let mut payloads = state.store.event_payloads(&ids).await?;
+        let stored: Vec<StoredPayload> = chunk
+            .iter()
+            .filter_map(|h| {
+                Some(StoredPayload {
+                    event_id: h.id,
+                    external_id: h.external_id.clone(),
+                    bytes: usize::try_from(h.payload_bytes).unwrap_or(usize::MAX),
+                    payload: payloads.remove(&h.id)?,
+                })
+            })
+            .collect();
+        let logic = logic.clone();
+        tried = evaluation::off_the_runtime(move || tried.on(&logic, stored))
+            .await
+            .map_err(|e| ApiError::invalid(vec![FieldError::new("condition", e.to_string())]))?;
+    }
     Ok(RuleTestOut::Stored(StoredTestOut {
         event_type: event_type.into_string(),
-        checked,
+        checked: headers.len(),
         matched: tried.matched,
         errors: tried.failed,
         samples: tried.samples,
     }))
 }
 
+/// Payload bytes the samples of one test may quote; later samples come without `data`.
+const SAMPLE_DATA_BYTES: usize = 1024 * 1024;
+
+/// One stored event a test tries.
+struct StoredPayload {
+    event_id: i64,
+    external_id: String,
+    bytes: usize,
+    payload: Value,
+}
+
+/// What a test over stored events found so far.
+#[derive(Default)]
 struct Tried {
     matched: usize,
     failed: usize,
     samples: Vec<TestSampleOut>,
+    sample_bytes: usize,
 }
 
-fn try_on_events(logic: &Logic, events: &[sluice_store::Event]) -> Tried {
-    let (mut matched, mut failed) = (0, 0);
-    let mut samples = Vec::new();
-    for event in events {
-        let sample = match logic.evaluate(&event.payload) {
-            Ok(result) if truthy(&result) => {
-                matched += 1;
-                TestSampleOut {
-                    event_id: event.id,
-                    external_id: event.external_id.clone(),
-                    result: Some(result),
-                    data: Some(event.payload.clone()),
-                    error: None,
+impl Tried {
+    fn on(mut self, logic: &Logic, stored: Vec<StoredPayload>) -> Tried {
+        for StoredPayload {
+            event_id,
+            external_id,
+            bytes,
+            payload,
+        } in stored
+        {
+            let sample = match logic.evaluate(&payload) {
+                Ok(result) if truthy(&result) => {
+                    self.matched += 1;
+                    let quoted = self.sample_bytes.saturating_add(bytes) <= SAMPLE_DATA_BYTES;
+                    if quoted && self.samples.len() < TEST_SAMPLES {
+                        self.sample_bytes += bytes;
+                    }
+                    TestSampleOut {
+                        event_id,
+                        external_id,
+                        result: Some(result),
+                        data: quoted.then_some(payload),
+                        error: None,
+                    }
                 }
-            }
-            Ok(_) => continue,
-            Err(error) => {
-                failed += 1;
-                TestSampleOut {
-                    event_id: event.id,
-                    external_id: event.external_id.clone(),
-                    result: None,
-                    data: None,
-                    error: Some(error.to_string()),
+                Ok(_) => continue,
+                Err(error) => {
+                    self.failed += 1;
+                    TestSampleOut {
+                        event_id,
+                        external_id,
+                        result: None,
+                        data: None,
+                        error: Some(error.to_string()),
+                    }
                 }
+            };
+            if self.samples.len() < TEST_SAMPLES {
+                self.samples.push(sample);
             }
-        };
-        if samples.len() < TEST_SAMPLES {
-            samples.push(sample);
         }
-    }
-    Tried {
-        matched,
-        failed,
-        samples,
+        self
     }
 }

@@ -334,3 +334,95 @@ async fn a_half_sent_request_is_dropped_after_the_header_timeout(app: TestApp) {
     // Everyone else is served.
     assert_eq!(app.get("/health").await.status(), 200);
 }
+
+/// An event whose payload is about 900 KB.
+fn large_event(i: usize) -> Value {
+    json!({"id": format!("big-{i}"), "type": "big.t", "data": {"i": i, "blob": "x".repeat(900_000)}})
+}
+
+story!(listings_of_large_events_are_bounded_in_bytes_and_continue_by_cursor);
+async fn listings_of_large_events_are_bounded_in_bytes_and_continue_by_cursor(app: TestApp) {
+    for i in 0..12 {
+        let (status, body) = app.post("/events", &large_event(i)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    // A page asks for 500; it holds what fits in ~4 MiB, and its cursor continues.
+    let mut seen = Vec::new();
+    let mut path = "/events?type=big.t&limit=500".to_owned();
+    loop {
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), 200);
+        let bytes = response.bytes().await.unwrap();
+        assert!(
+            bytes.len() < 5 * 1024 * 1024,
+            "a page of {} bytes",
+            bytes.len()
+        );
+        let page: Value = serde_json::from_slice(&bytes).unwrap();
+        let data = page["data"].as_array().unwrap();
+        assert!(
+            !data.is_empty() && data.len() <= 4,
+            "{} events in a page",
+            data.len()
+        );
+        assert_eq!(page["count"], data.len());
+        seen.extend(
+            data.iter()
+                .map(|e| e["external_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/events?type=big.t&limit=500&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..12).rev().map(|i| format!("big-{i}")).collect();
+    assert_eq!(seen, expected, "every event once, newest first");
+
+    // A test over the last 1000 of them answers, with its quoted data bounded too.
+    let response = app
+        .post_json(
+            "/rules/test",
+            &json!({"condition": {">=": [{"var": "i"}, 0]}, "event_type": "big.t", "last": 1000}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let bytes = response.bytes().await.unwrap();
+    assert!(
+        bytes.len() < 2 * 1024 * 1024,
+        "a test answer of {} bytes",
+        bytes.len()
+    );
+    let answer: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(answer["checked"], 12, "{}", answer["checked"]);
+    assert_eq!(answer["matched"], 12);
+
+    let (status, body) = app.get_json("/events?cursor=not-a-cursor").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"][0]["path"], "cursor");
+}
+
+story!(a_cursor_walks_a_listing_page_by_page);
+async fn a_cursor_walks_a_listing_page_by_page(app: TestApp) {
+    for i in 0..5 {
+        post_event(&app, &format!("c-{i}"), "walk", json!({"i": i})).await;
+    }
+    let mut sizes = Vec::new();
+    let mut seen = Vec::new();
+    let mut path = "/events?type=walk&limit=2".to_owned();
+    loop {
+        let (status, page) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap();
+        sizes.push(data.len());
+        seen.extend(
+            data.iter()
+                .map(|e| e["external_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/events?type=walk&limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(seen, ["c-4", "c-3", "c-2", "c-1", "c-0"]);
+}

@@ -70,8 +70,8 @@ fn is_private_v6(ip: Ipv6Addr) -> bool {
 }
 
 /// The IPv4 address inside an IPv6 one that only carries it: IPv4-mapped `::ffff:a.b.c.d`,
-/// the deprecated IPv4-compatible `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and 6to4
-/// `2002:aabb:ccdd::`.
+/// IPv4-translated `::ffff:0:a.b.c.d`, the deprecated IPv4-compatible `::a.b.c.d`, NAT64
+/// `64:ff9b::a.b.c.d` (and the local-use `64:ff9b:1::/48`) and 6to4 `2002:aabb:ccdd::`.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let low = |hi: u16, lo: u16| {
@@ -86,7 +86,10 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     if s[..6] == [0; 6] && !(ip.is_unspecified() || ip.is_loopback()) {
         return Some(low(s[6], s[7]));
     }
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return Some(low(s[6], s[7]));
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || s[..3] == [0x64, 0xff9b, 1] {
         return Some(low(s[6], s[7]));
     }
     if s[0] == 0x2002 {
@@ -203,6 +206,10 @@ mod tests {
             ("::ffff:127.0.0.1", true),
             ("::ffff:10.1.2.3", true),
             ("::ffff:8.8.8.8", false),
+            ("::ffff:0:127.0.0.1", true),
+            ("::ffff:0:10.0.0.1", true),
+            ("::ffff:0:8.8.8.8", false),
+            ("64:ff9b:1::10.0.0.1", true),
             ("::127.0.0.1", true),
             ("::8.8.8.8", false),
             ("64:ff9b::192.168.0.1", true),

@@ -84,6 +84,12 @@ pub async fn list(
     let now = Utc::now();
     let mut errors = FieldErrors::default();
     let params = query.map(|Query(p)| p).unwrap_or_default();
+    // The message names the rule as stored, never text from the query string (a link could
+    // otherwise make the console announce anything as a success).
+    let flashed = match flash.rule.as_deref().and_then(|id| id.parse::<i64>().ok()) {
+        Some(id) => rule_ops::get_rule(&state, id).await.ok(),
+        None => None,
+    };
     let active = match params.active.as_str() {
         "" => None,
         "true" => Some(true),
@@ -131,7 +137,7 @@ pub async fn list(
         StatusCode::BAD_REQUEST
     };
     let page = RulesPage {
-        layout: Layout::new("Rules", Section::Rules).with_flash(flash.flash(None)),
+        layout: Layout::new("Rules", Section::Rules).with_flash(flash.flash(flashed.as_ref())),
         newer: (offset > 0).then(|| params.link((offset - PAGE_SIZE).max(0))),
         older: has_older.then(|| params.link(offset + PAGE_SIZE)),
         params,
@@ -152,7 +158,6 @@ impl SavedParams {
     fn flash(&self, rule: Option<&RuleOut>) -> Option<Flash> {
         let name = rule
             .map(|r| format!("“{}”", r.name))
-            .or_else(|| self.rule.as_ref().map(|n| format!("“{n}”")))
             .unwrap_or_else(|| "The rule".to_owned());
         let version = rule.map(|r| r.current_version.version);
         let message = match (self.saved.as_deref()?, version) {
@@ -488,7 +493,7 @@ pub async fn set_active(
     let to = if form.back == "list" {
         format!(
             "/console/rules{}",
-            query_string(&[("saved", saved), ("rule", rule.name.as_str())])
+            query_string(&[("saved", saved), ("rule", rule.id.to_string().as_str())])
         )
     } else {
         format!("/console/rules/{id}?saved={saved}")

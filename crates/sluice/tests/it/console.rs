@@ -770,6 +770,17 @@ async fn rules_are_created_edited_tested_and_deactivated_without_javascript(app:
     );
     let list = get(&app, off.location()).await;
     list.assert_contains("is inactive: it no longer runs.");
+    list.assert_contains("“Very high value” is inactive");
+    // The message names the stored rule: a link cannot make it announce other text.
+    let forged = get(
+        &app,
+        "/console/rules?saved=created&rule=Your%20account%20is%20locked",
+    )
+    .await;
+    assert!(
+        !forged.html.contains("Your account is locked"),
+        "the console announced text from the link"
+    );
     list.assert_contains("class=\"badge active-no\"");
     list.assert_contains("aria-label=\"Activate Very high value\"");
     let on = post_form(

@@ -424,3 +424,21 @@ mod tests {
         assert!("done".parse::<EventState>().is_err());
     }
 }
+
+#[cfg(test)]
+mod number_tests {
+    /// PostgreSQL's jsonb gives numbers back as exact decimals (1e-223 as 0.000…0001…): each
+    /// must parse again to the number that was stored, or a stored event could never be read.
+    #[test]
+    fn numbers_come_back_from_exact_decimal_expansions() {
+        let cases = [
+            ("0.00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000016105932366797209", 1.610_593_236_679_720_9e-223),
+        ];
+        let max = format!("17976931348623157{}", "0".repeat(292));
+        let cases = cases.into_iter().chain([(max.as_str(), f64::MAX)]);
+        for (text, expected) in cases {
+            let value: serde_json::Value = serde_json::from_str(text).expect(text);
+            assert_eq!(value.as_f64(), Some(expected), "{text}");
+        }
+    }
+}

@@ -38,6 +38,19 @@ impl QueryErrors {
     }
 }
 
+/// A text filter: absent or empty is no filter; U+0000 (which no database takes as text)
+/// is a bad parameter.
+pub fn text_param(name: &str, value: Option<&str>, errors: &mut QueryErrors) -> Option<String> {
+    match value {
+        None | Some("") => None,
+        Some(text) if text.contains('\0') => {
+            errors.push(name, "must not contain U+0000 (NUL)");
+            None
+        }
+        Some(text) => Some(text.to_owned()),
+    }
+}
+
 /// `limit` (1..=MAX_LIMIT, default 50) and `offset` (≥ 0, default 0).
 pub fn parse_page(limit: Option<&str>, offset: Option<&str>, errors: &mut QueryErrors) -> Page {
     let limit = match limit {

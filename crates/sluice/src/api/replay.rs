@@ -183,6 +183,13 @@ fn parse_replay_filter(value: &Value, errors: &mut Vec<FieldError>) -> EventFilt
     };
     let text = |key: &str, errors: &mut Vec<FieldError>| match object.get(key) {
         None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.contains('\0') => {
+            errors.push(FieldError::new(
+                format!("filter.{key}"),
+                "must not contain U+0000 (NUL)",
+            ));
+            None
+        }
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
             errors.push(FieldError::new(

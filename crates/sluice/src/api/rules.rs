@@ -4,7 +4,7 @@
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::events::query_or_400;
 use super::extract::{IdPath, JsonBody};
-use super::query::{parse_page, QueryErrors};
+use super::query::{parse_page, text_param, QueryErrors};
 use super::schema::{NewRuleIn, RulePatchIn, RuleTestIn};
 use crate::app::AppState;
 use crate::operations::rules::{
@@ -70,11 +70,9 @@ pub async fn list_rules(
         }
     };
     let page = parse_page(query.limit.as_deref(), query.offset.as_deref(), &mut errors);
+    let event_type = text_param("event_type", query.event_type.as_deref(), &mut errors);
     errors.into_result()?;
-    let filter = RuleFilter {
-        active,
-        event_type: query.event_type.filter(|t| !t.is_empty()),
-    };
+    let filter = RuleFilter { active, event_type };
     Ok(Json(rules::list_rules(&state, &filter, page).await?))
 }
 

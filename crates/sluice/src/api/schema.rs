@@ -5,26 +5,37 @@
 //! a path into the body, which serde cannot. Responses, by contrast, are described by the very
 //! `…Out` types the handlers serialize (see `operations/`).
 
-// Never constructed: utoipa reads their fields at compile time.
+// Never constructed: utoipa reads their fields at compile time. (`Deserialize` is derived
+// only so that `deny_unknown_fields` states, as `additionalProperties: false`, that the
+// parsers refuse unknown fields.)
 #![allow(dead_code)]
 
+use serde::Deserialize;
 use serde_json::Value;
 use sluice_core::event::{EventState, ReplayRules};
 use utoipa::ToSchema;
 
 /// An event as submitted.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewEventIn {
     /// The producer's id, 1..255 characters; the dedupe key.
-    #[schema(min_length = 1, max_length = 255, example = "order-123")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "order-123"
+    )]
     id: String,
     /// 1..100 characters.
     #[schema(
         rename = "type",
         min_length = 1,
         max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
         example = "order.created"
     )]
+    #[serde(rename = "type")]
     event_type: String,
     /// Any JSON object, nested at most 20 deep.
     #[schema(value_type = Object)]
@@ -39,7 +50,8 @@ pub struct BatchIn {
 }
 
 /// `{"rules": "current" | "original", "dry_run": bool}`, all optional.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayIn {
     /// current (default): each rule's current version; original: the versions the event's
     /// first attempt evaluated.
@@ -48,18 +60,21 @@ pub struct ReplayIn {
     dry_run: Option<bool>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayFilterIn {
     /// processed | failed
     state: Option<EventState>,
     #[schema(rename = "type")]
+    #[serde(rename = "type")]
     event_type: Option<String>,
     start_date: Option<String>,
     end_date: Option<String>,
 }
 
 /// Either `event_ids` (1..100) or `filter` with an optional `limit` (≤ 10000, default 1000).
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReplayBatchIn {
     #[schema(min_items = 1, max_items = 100)]
     event_ids: Option<Vec<i64>>,
@@ -69,7 +84,8 @@ pub struct ReplayBatchIn {
     rules: Option<ReplayRules>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RequeueIn {
     /// Processing events untouched for longer than this (default 300).
     #[schema(minimum = 1, maximum = 31536000)]
@@ -78,15 +94,18 @@ pub struct RequeueIn {
 
 /// `{"type": "log" | "noop" | "call_webhook" | "send_email", "params": {...}}`; strings in
 /// params may hold `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionIn {
     #[schema(rename = "type")]
+    #[serde(rename = "type")]
     action_type: String,
     #[schema(value_type = Object)]
     params: Option<Value>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewRuleIn {
     #[schema(min_length = 1, max_length = 255)]
     name: String,
@@ -101,7 +120,8 @@ pub struct NewRuleIn {
 }
 
 /// Any subset of the fields; a changed condition or action writes a new version.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RulePatchIn {
     #[schema(min_length = 1, max_length = 255)]
     name: Option<String>,

@@ -105,7 +105,12 @@ pub async fn list(
     let offset = params.offset.parse::<i64>().unwrap_or(0).max(0);
     let filter = RuleFilter {
         active,
-        event_type: Some(params.event_type.trim().to_owned()).filter(|t| !t.is_empty()),
+        event_type: Some(params.event_type.trim().to_owned()).filter(|t| {
+            if t.contains('\0') {
+                errors.push("event_type", "must not contain U+0000 (NUL)");
+            }
+            !t.is_empty() && !t.contains('\0')
+        }),
     };
     let mut rules = rule_ops::list_rules(
         &state,

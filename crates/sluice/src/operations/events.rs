@@ -2,7 +2,7 @@
 
 use super::{ApiError, ApiResult};
 use crate::api::error::{ErrorBody, ErrorName};
-use crate::api::query::{parse_date_range, parse_page, QueryErrors};
+use crate::api::query::{parse_date_range, parse_page, text_param, QueryErrors};
 use crate::app::AppState;
 use crate::ingest::IngestError;
 use chrono::{DateTime, Utc};
@@ -367,8 +367,8 @@ impl EventsQuery {
         };
         EventFilter {
             state,
-            event_type: self.event_type.clone().filter(|t| !t.is_empty()),
-            external_id: self.external_id.clone().filter(|t| !t.is_empty()),
+            event_type: text_param("type", self.event_type.as_deref(), errors),
+            external_id: text_param("external_id", self.external_id.as_deref(), errors),
             start,
             end,
             before,

@@ -174,6 +174,38 @@ async fn nul_characters_and_numbers_out_of_range_are_400s_not_500s(app: TestApp)
         )
         .await;
     assert_eq!(status, 200, "{body}");
+
+    // Filters reach the database as text: U+0000 in them is a 400 too.
+    for path in [
+        "/events?type=a%00b",
+        "/events/stats?type=a%00b",
+        "/events?external_id=%00",
+        "/rules?event_type=y%07%00",
+    ] {
+        let (status, body) = app.get_json(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, body) = app
+        .post(
+            "/events/replay-batch",
+            &json!({"filter": {"type": "a\u{0}"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        app.get("/console/rules?event_type=a%00").await.status(),
+        400
+    );
+
+    // Numbers that the database hands back as long exact decimals (PostgreSQL's jsonb writes
+    // 1.6e-223 as 0.000…016) are stored, processed and listed like any other.
+    create_rule(&app, "tiny", "tiny", json!(true), json!({"type": "noop"})).await;
+    let data = json!({"x": 1.610_593_236_679_720_9e-223, "m": f64::MAX});
+    let id = post_event(&app, "tiny-1", "tiny", data).await;
+    app.wait_for_state(id, &["processed"]).await;
+    let (status, page) = app.get_json("/events?type=tiny").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"][0]["payload"]["m"], json!(f64::MAX), "{page}");
 }
 
 story!(another_sites_pages_cannot_write_rebind_or_listen);

@@ -198,28 +198,57 @@ fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
 }
 
 /// The path of the first string (key or value) in `value` that holds U+0000, which no
-/// backend can store as JSON text (PostgreSQL's `jsonb` refuses it), or `None`.
+/// backend can store as JSON text (PostgreSQL's `jsonb` refuses it), or `None`. The walk
+/// builds no path until it has found one, so its cost is the size of the value.
 pub fn nul_path(value: &Value, path: &str) -> Option<String> {
-    match value {
-        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| nul_path(item, &format!("{path}[{i}]"))),
-        Value::Object(map) => nul_path_in(map, path),
-        _ => None,
-    }
+    let mut trail = Vec::new();
+    find_nul(value, &mut trail).then(|| render_trail(path, &trail))
 }
 
 /// [`nul_path`] of an object's keys and values.
 pub fn nul_path_in(map: &Map<String, Value>, path: &str) -> Option<String> {
-    map.iter().find_map(|(key, item)| {
-        let here = join_path(path, &key.replace('\0', "\\u0000"));
-        if key.contains('\0') {
-            Some(here)
-        } else {
-            nul_path(item, &here)
+    let mut trail = Vec::new();
+    find_nul_in(map, &mut trail).then(|| render_trail(path, &trail))
+}
+
+/// One step into a value: an array index or an object key.
+enum Step<'a> {
+    Index(usize),
+    Key(&'a str),
+}
+
+/// Whether `value` holds U+0000; on `true`, `trail` leads to it (innermost last).
+fn find_nul<'a>(value: &'a Value, trail: &mut Vec<Step<'a>>) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            trail.push(Step::Index(i));
+            let found = find_nul(item, trail);
+            if !found {
+                trail.pop();
+            }
+            found
+        }),
+        Value::Object(map) => find_nul_in(map, trail),
+        _ => false,
+    }
+}
+
+fn find_nul_in<'a>(map: &'a Map<String, Value>, trail: &mut Vec<Step<'a>>) -> bool {
+    map.iter().any(|(key, item)| {
+        trail.push(Step::Key(key));
+        let found = key.contains('\0') || find_nul(item, trail);
+        if !found {
+            trail.pop();
         }
+        found
+    })
+}
+
+fn render_trail(path: &str, trail: &[Step<'_>]) -> String {
+    trail.iter().fold(path.to_owned(), |path, step| match step {
+        Step::Index(i) => format!("{path}[{i}]"),
+        Step::Key(key) => join_path(&path, &key.replace('\0', "\\u0000")),
     })
 }
 

@@ -315,6 +315,11 @@ fn every_string_operator_pays_for_the_text_it_reads() {
         ("in (list)", json!({"in": [acc, [twin, twin]]})),
         ("var length", json!({"var": "accumulator.length"})),
         ("missing_some", json!({"missing_some": [1, acc]})),
+        ("var with a path read from the data", json!({"var": acc})),
+        (
+            "missing with a key read from the data",
+            json!({"missing": [acc]}),
+        ),
     ];
     for unit in ["x", "é"] {
         let data = long_text_data(unit);

@@ -64,6 +64,8 @@ pub async fn serve(
             }
         });
     }
+    // New connections are refused from here on, while open ones finish.
+    drop(listener);
     connections.close();
     connections.wait().await;
     Ok(())

@@ -108,7 +108,11 @@ impl Evaluator {
     ) -> Result<Val<'a>, EvalError> {
         let found = match var_path(path, &mut self.budget)? {
             None => Some(data.clone()),
-            Some(text) => self.lookup(data, text.split('.').map(|k| (k, array_index(k))))?,
+            Some(text) => {
+                // Splitting and hashing a path built at run time reads all of it.
+                self.budget.scan(text.len())?;
+                self.lookup(data, text.split('.').map(|k| (k, array_index(k))))?
+            }
         };
         Ok(found.unwrap_or(not_found(default)))
     }

@@ -30,13 +30,26 @@ impl AllowedHosts {
                 list.split(',')
                     .map(|h| h.trim().to_ascii_lowercase())
                     .filter(|h| !h.is_empty())
+                    // A bare IPv6 address is written in brackets in a Host header.
+                    .map(|h| match h.parse::<std::net::Ipv6Addr>() {
+                        Ok(ip) => format!("[{ip}]"),
+                        Err(_) => h,
+                    })
                     .collect(),
             ),
-            _ if bound_to.is_loopback() => AllowedHosts::Only(
-                ["localhost", "127.0.0.1", "[::1]"]
+            _ if bound_to.is_loopback() => {
+                let mut names: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
                     .map(str::to_owned)
-                    .to_vec(),
-            ),
+                    .to_vec();
+                let bound = match bound_to {
+                    IpAddr::V4(ip) => ip.to_string(),
+                    IpAddr::V6(ip) => format!("[{ip}]"),
+                };
+                if !names.contains(&bound) {
+                    names.push(bound);
+                }
+                AllowedHosts::Only(names)
+            }
             _ => AllowedHosts::Any,
         }
     }
@@ -56,7 +69,13 @@ impl AllowedHosts {
 /// `host` without its `:port` (`[::1]:3000` → `[::1]`).
 fn host_name(host: &str) -> &str {
     if let Some(end) = host.find(']') {
-        return &host[..=end];
+        // `[v6]` or `[v6]:port`; anything else after the bracket is not a host name.
+        let rest = &host[end + 1..];
+        return if rest.is_empty() || rest.starts_with(':') {
+            &host[..=end]
+        } else {
+            host
+        };
     }
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
@@ -104,14 +123,18 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let headers = request.headers();
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if let Some(host) = host {
-        if !policy.hosts.allows(host) {
+    let host = match headers.get(header::HOST) {
+        Some(value) => value.to_str().ok(),
+        None => request.uri().authority().map(|a| a.as_str()),
+    };
+    match host {
+        Some(host) if policy.hosts.allows(host) => {}
+        // No name (HTTP/1.0) or one that is not text: only an open policy serves it.
+        None if policy.hosts == AllowedHosts::Any => {}
+        _ => {
             return ApiError::forbidden(format!(
-                "host '{host}' is not allowed here (set ALLOWED_HOSTS to serve it)"
+                "host '{}' is not allowed here (set ALLOWED_HOSTS to serve it)",
+                host.unwrap_or("(none)")
             ))
             .into_response();
         }
@@ -169,6 +192,9 @@ mod tests {
         assert!(hosts.allows("[::1]:3000"));
         assert!(!hosts.allows("evil.example:3000"));
         assert!(!hosts.allows("127.0.0.1.evil.example"));
+        assert!(!hosts.allows("[::1]evil.example"));
+        let other_loopback = AllowedHosts::from_setting(None, "127.0.0.2".parse().unwrap());
+        assert!(other_loopback.allows("127.0.0.2:3000"));
         let open = AllowedHosts::from_setting(None, "0.0.0.0".parse().unwrap());
         assert!(open.allows("evil.example"));
     }
@@ -184,6 +210,8 @@ mod tests {
         assert!(hosts.allows("api.example.com:8443"));
         assert!(!hosts.allows("api.example.com:9000"));
         assert!(!hosts.allows("other.example.com"));
+        let v6 = AllowedHosts::from_setting(Some("fe80::1"), "0.0.0.0".parse().unwrap());
+        assert!(v6.allows("[fe80::1]:3000"));
         assert_eq!(
             AllowedHosts::from_setting(Some("*"), "127.0.0.1".parse().unwrap()),
             AllowedHosts::Any

@@ -329,6 +329,10 @@ impl EventsQuery {
         let mut errors = QueryErrors::default();
         let filter = self.filter(&mut errors);
         let page = parse_page(self.limit.as_deref(), self.offset.as_deref(), &mut errors);
+        if filter.before.is_some() && page.offset > 0 {
+            // A cursor says where the page starts; an offset on top would skip events.
+            errors.push("offset", "cannot be combined with cursor");
+        }
         errors.into_result()?;
         Ok((filter, page))
     }

@@ -456,5 +456,14 @@ async fn a_cursor_walks_a_listing_page_by_page(app: TestApp) {
         }
     }
     assert_eq!(sizes, [2, 2, 1]);
+    let (_, first) = app.get_json("/events?type=walk&limit=2").await;
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let (status, body) = app
+        .get_json(&format!("/events?type=walk&cursor={cursor}&offset=2"))
+        .await;
+    assert_eq!(
+        status, 400,
+        "a cursor with an offset would skip events: {body}"
+    );
     assert_eq!(seen, ["c-4", "c-3", "c-2", "c-1", "c-0"]);
 }

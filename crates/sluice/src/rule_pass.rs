@@ -123,61 +123,83 @@ pub struct RuleDecision {
 const EMAIL_OUTCOME_UNKNOWN: &str =
     "an earlier attempt stopped while sending this email; outcome unknown, not re-sent";
 
-/// Decides every rule for one event. Prior executions of at-most-once actions are looked up
-/// in one query; a webhook interrupted mid-call (`started`, no outcome) is sent again with the
-/// same Idempotency-Key and webhook-id so the receiver can tell it is the same delivery, while
-/// an interrupted email is not re-sent.
+/// Decides every rule for one event, as a dry run reports it: [`evaluate_all`], then every
+/// at-most-once action settled against its prior executions ([`settle`]) in one query.
 pub async fn decide(
     store: &dyn Store,
     rules: &[Arc<CompiledRule>],
     event: &Event,
 ) -> Result<Vec<RuleDecision>, StoreError> {
-    let mut decisions = Vec::with_capacity(rules.len());
-    for rule in rules {
-        decisions.push(evaluate(rule, event).await);
-    }
+    let mut decisions = evaluate_all(rules, event).await;
     let keys: Vec<String> = decisions
         .iter()
-        .filter_map(|d| match &d.decision {
-            Decision::Apply {
-                idempotency_key,
-                at_most_once: true,
-                ..
-            } => Some(idempotency_key.clone()),
-            _ => None,
-        })
+        .filter_map(|d| d.at_most_once_key().map(str::to_owned))
         .collect();
     if keys.is_empty() {
         return Ok(decisions);
     }
     let prior = store.prior_executions(&keys).await?;
     for decided in &mut decisions {
-        let Decision::Apply {
-            idempotency_key,
-            at_most_once: true,
-            ..
-        } = &decided.decision
-        else {
-            continue;
+        if let Some(key) = decided.at_most_once_key() {
+            let found = prior.get(key).copied();
+            decided.settle(found);
+        }
+    }
+    Ok(decisions)
+}
+
+/// Every rule's decision as far as it needs no database. The worker settles at-most-once
+/// actions one by one, right before each runs (so a prior execution recorded by another
+/// worker meanwhile is seen); a dry run settles them all at once ([`decide`]).
+pub async fn evaluate_all(rules: &[Arc<CompiledRule>], event: &Event) -> Vec<RuleDecision> {
+    let mut decisions = Vec::with_capacity(rules.len());
+    for rule in rules {
+        decisions.push(evaluate(rule, event).await);
+    }
+    decisions
+}
+
+impl RuleDecision {
+    /// The key to look up before running this rule's action, if it runs at most once.
+    pub fn at_most_once_key(&self) -> Option<&str> {
+        match &self.decision {
+            Decision::Apply {
+                idempotency_key,
+                at_most_once: true,
+                ..
+            } => Some(idempotency_key),
+            _ => None,
+        }
+    }
+
+    /// Settles an at-most-once action against what earlier attempts did with its key: applied
+    /// means dedupe; started without an outcome (its worker died mid-call) means a webhook is
+    /// sent again with the same Idempotency-Key and webhook-id, so the receiver can tell it
+    /// is the same delivery, while an email is not re-sent.
+    pub fn settle(&mut self, prior: Option<ExecutionResult>) {
+        let Some(key) = self.at_most_once_key().map(str::to_owned) else {
+            return;
         };
-        let key = idempotency_key.clone();
-        let is_email = decided
+        let is_email = self
             .rule
             .body
             .as_ref()
             .is_ok_and(|b| b.action.kind() == ActionKind::SendEmail);
-        decided.decision = match prior.get(&key) {
-            Some(ExecutionResult::Applied) => Decision::Dedupe {
-                idempotency_key: key,
-            },
-            Some(_) if is_email => Decision::Fail {
-                error: EMAIL_OUTCOME_UNKNOWN.to_owned(),
-                idempotency_key: Some(key),
-            },
-            _ => continue,
-        };
+        match prior {
+            Some(ExecutionResult::Applied) => {
+                self.decision = Decision::Dedupe {
+                    idempotency_key: key,
+                }
+            }
+            Some(_) if is_email => {
+                self.decision = Decision::Fail {
+                    error: EMAIL_OUTCOME_UNKNOWN.to_owned(),
+                    idempotency_key: Some(key),
+                }
+            }
+            _ => {}
+        }
     }
-    Ok(decisions)
 }
 
 /// The part of a decision that needs no database: compile errors, the condition, rendering.

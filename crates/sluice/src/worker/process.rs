@@ -165,15 +165,14 @@ pub fn cannot_start(
     }
 }
 
-/// Decides every rule, then executes the decisions in order. A database error while deciding
-/// fails the whole attempt (retryably) before any action ran.
+/// Evaluates every rule, then executes the decisions in order.
 async fn run_rules(
     claimed: &ClaimedEvent,
     rules: &RuleSet,
     context: &ProcessContext,
     finished: Finished,
 ) -> Result<(), StoreError> {
-    let decisions = rule_pass::decide(&*context.store, rules, &claimed.event).await?;
+    let decisions = rule_pass::evaluate_all(rules, &claimed.event).await;
     for decided in decisions {
         let result = execute(claimed, decided, context).await;
         finished
@@ -187,10 +186,22 @@ async fn run_rules(
 /// Carries out one rule's decision; never fails the others.
 async fn execute(
     claimed: &ClaimedEvent,
-    decided: RuleDecision,
+    mut decided: RuleDecision,
     context: &ProcessContext,
 ) -> RuleResult {
     let started = Instant::now();
+    // An at-most-once action is settled against its prior executions right before it runs.
+    let mut lookup_failed = None;
+    if let Some(key) = decided.at_most_once_key().map(str::to_owned) {
+        match context
+            .store
+            .prior_executions(std::slice::from_ref(&key))
+            .await
+        {
+            Ok(prior) => decided.settle(prior.get(&key).copied()),
+            Err(error) => lookup_failed = Some(store_error(&error)),
+        }
+    }
     let RuleDecision {
         rule,
         decision,
@@ -212,6 +223,9 @@ async fn execute(
         record.duration_ms = millis(decided_in + started.elapsed());
         RuleResult { record, retryable }
     };
+    if let Some(error) = lookup_failed {
+        return finish(record, ExecutionResult::Failed, Some(error), true);
+    }
     let (action, key, at_most_once) = match decision {
         Decision::Skip => return finish(record, ExecutionResult::Skipped, None, false),
         Decision::Dedupe { .. } => return finish(record, ExecutionResult::Deduped, None, false),

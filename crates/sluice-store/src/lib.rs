@@ -153,8 +153,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: i64,
         rules: ReplayRules,
+        requested_by: Option<&str>,
     ) -> Result<Result<Event, ReplayRefusal>, StoreError> {
-        if !self.replay_events(&[id], rules).await?.is_empty() {
+        if !self
+            .replay_events(&[id], rules, requested_by)
+            .await?
+            .is_empty()
+        {
             if let Some(event) = self.get_event(id).await? {
                 return Ok(Ok(event));
             }
@@ -166,11 +171,13 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Replays those of `ids` that are processed or failed; says which (without payloads,
-    /// so a large replay holds no payload in memory).
+    /// so a large replay holds no payload in memory). `requested_by` (the asking key's name)
+    /// is recorded on the replay attempt.
     async fn replay_events(
         &self,
         ids: &[i64],
         rules: ReplayRules,
+        requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError>;
     /// Replays up to `limit` processed or failed events matching the filter, newest first.
     async fn replay_matching(
@@ -178,7 +185,30 @@ pub trait Store: Send + Sync + 'static {
         filter: &EventFilter,
         limit: i64,
         rules: ReplayRules,
+        requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError>;
+
+    // ---- access control ----
+
+    /// Stores a new key (its hash and prefix; the key itself is never given to the store).
+    async fn create_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord, StoreError>;
+    /// Every key, revoked ones included, newest first.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+    /// Revokes a key (a second revoke keeps the first time) and ends its console sessions;
+    /// `None` if unknown.
+    async fn revoke_api_key(&self, id: i64) -> Result<Option<ApiKeyRecord>, StoreError>;
+    /// Records when keys were last used (a batch of `(key id, time)`; later times win).
+    async fn record_key_use(&self, uses: &[(i64, Timestamp)]) -> Result<(), StoreError>;
+    /// Opens a console session (and forgets expired ones).
+    async fn create_console_session(
+        &self,
+        token_hash: &str,
+        api_key_id: i64,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// The key of an unexpired session.
+    async fn console_session(&self, token_hash: &str) -> Result<Option<i64>, StoreError>;
+    async fn end_console_session(&self, token_hash: &str) -> Result<(), StoreError>;
 
     /// Tells every process listening (PostgreSQL `NOTIFY`, one per `(channel, payload)`, all in
     /// one round trip). SQLite serves one process, which signals itself in memory: a no-op there.

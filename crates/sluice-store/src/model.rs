@@ -142,6 +142,8 @@ pub struct Attempt {
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub duration_ms: Option<i64>,
+    /// For a replay attempt: the name of the API key that asked for it.
+    pub requested_by: Option<String>,
     pub rule_executions: Vec<RuleExecution>,
 }
 
@@ -170,6 +172,8 @@ pub struct RuleVersion {
     pub action: Value,
     pub action_hash: String,
     pub created_at: Timestamp,
+    /// The name of the API key that wrote this version (`None` without access control).
+    pub created_by: Option<String>,
 }
 
 /// A rule with its current version, as the rules API shows it.
@@ -194,6 +198,7 @@ pub struct NewRuleRecord {
     pub condition: Value,
     pub action: Value,
     pub action_hash: String,
+    pub created_by: Option<String>,
 }
 
 /// A new version's content.
@@ -202,6 +207,7 @@ pub struct VersionContent {
     pub condition: Value,
     pub action: Value,
     pub action_hash: String,
+    pub created_by: Option<String>,
 }
 
 /// What `PUT /rules/{id}` changes; `new_version` is set only when condition or action differ
@@ -301,4 +307,26 @@ pub enum Release {
     Expired,
     /// Everything processing whose last change is older than this many seconds.
     OlderThan(i64),
+}
+
+/// An API key as stored: its public prefix and the hash of the whole key, never the key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub key_hash: String,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A key to store.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub name: String,
+    pub prefix: String,
+    pub key_hash: String,
+    pub scopes: Vec<String>,
 }

@@ -219,8 +219,10 @@ impl Engine for PostgresStore {
                 SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= now() \
                 ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
              ), attempts AS ( \
-                INSERT INTO event_attempts (event_id, attempt_no, trigger, status, worker) \
-                SELECT e.id, e.attempts + 1, e.next_trigger, 'running', $1 \
+                INSERT INTO event_attempts \
+                    (event_id, attempt_no, trigger, status, worker, requested_by) \
+                SELECT e.id, e.attempts + 1, e.next_trigger, 'running', $1, \
+                    CASE WHEN e.next_trigger = 'replay' THEN e.replay_requested_by END \
                 FROM events e JOIN due ON due.id = e.id \
                 RETURNING id, event_id, attempt_no, trigger \
              ), claimed AS ( \

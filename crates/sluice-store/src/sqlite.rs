@@ -237,10 +237,12 @@ impl Engine for SqliteStore {
             return Ok(Vec::new());
         }
         let mut insert = QueryBuilder::new(
-            "INSERT INTO event_attempts (event_id, attempt_no, trigger, status, worker, started_at) \
+            "INSERT INTO event_attempts \
+             (event_id, attempt_no, trigger, status, worker, started_at, requested_by) \
              SELECT id, attempts + 1, next_trigger, 'running', ",
         );
         insert.push_bind(worker).push(", ").push_bind(now);
+        insert.push(", CASE WHEN next_trigger = 'replay' THEN replay_requested_by END");
         insert.push(" FROM events WHERE id IN ");
         push_in_list(&mut insert, due.iter().copied());
         insert.push(" RETURNING id, event_id, attempt_no, trigger");

@@ -2,6 +2,8 @@
 
 use crate::actions::{ActionConfig, Actions};
 use crate::api;
+use crate::auth::keyring::KeyRing;
+use crate::auth::{access, AuthMode};
 use crate::bus::{Bus, LiveMessage};
 use crate::config::Settings;
 use crate::ingest::{IngestConfig, Ingestor};
@@ -11,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sluice_store::{Backend, EventSummary, Store};
@@ -36,6 +38,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// One permit per open `/ws` connection, `WS_MAX_CONNECTIONS` in all.
     pub live_seats: Arc<tokio::sync::Semaphore>,
+    /// The API keys, with `AUTH=api_key` (`None`: every route is open).
+    pub keys: Option<Arc<KeyRing>>,
 }
 
 impl AppState {
@@ -96,7 +100,12 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// Builds the state for a store: starts the group-commit ingestor.
-pub fn state(store: Arc<dyn Store>, bus: Bus, settings: Settings) -> AppState {
+pub fn state(
+    store: Arc<dyn Store>,
+    bus: Bus,
+    settings: Settings,
+    keys: Option<Arc<KeyRing>>,
+) -> AppState {
     let ingest = match store.backend() {
         // One writer at a time on SQLite: two flushers let one collect while one writes.
         Backend::Sqlite => IngestConfig {
@@ -114,6 +123,7 @@ pub fn state(store: Arc<dyn Store>, bus: Bus, settings: Settings) -> AppState {
             settings.ws_max_connections as usize,
         )),
         settings: Arc::new(settings),
+        keys,
     }
 }
 
@@ -125,6 +135,11 @@ pub fn router(state: AppState) -> Router {
         state.settings.host,
         state.settings.cors_origin.as_deref(),
     ));
+    let gate = access::Gate {
+        mode: state.settings.auth,
+        keys: state.keys.clone(),
+        store: state.store.clone(),
+    };
     let api = Router::new()
         .route(
             "/events",
@@ -149,15 +164,21 @@ pub fn router(state: AppState) -> Router {
                 .delete(api::rules::delete_rule),
         )
         .route("/rules/{id}/versions", get(api::rules::list_versions))
+        .route(
+            "/api-keys",
+            post(api::keys::create_key).get(api::keys::list_keys),
+        )
+        .route("/api-keys/{id}", delete(api::keys::revoke_key))
         .route("/ws", get(api::ws::live))
         .route("/health", get(api::ops::health))
         .route("/ready", get(api::ops::ready))
         .route("/metrics", get(api::ops::metrics))
         .route("/api-docs.json", get(api::openapi::serve_spec))
         .route("/", get(crate::console::to_console))
-        .merge(crate::console::router())
+        .merge(crate::console::router(gate.clone()))
         .fallback(api::not_found)
         .layer(DefaultBodyLimit::max(api::extract::MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(gate, access::guard))
         .layer(middleware::from_fn_with_state(site, api::site::guard))
         .layer(middleware::from_fn(record_http_metrics))
         .with_state(state);
@@ -202,6 +223,7 @@ fn cors_layer(origin: Option<&str>) -> Option<CorsLayer> {
             .allow_headers([
                 axum::http::header::CONTENT_TYPE,
                 axum::http::header::AUTHORIZATION,
+                HeaderName::from_static("x-api-key"),
             ]),
     )
 }
@@ -231,6 +253,7 @@ pub struct RunningApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<()>>,
+    key_refresh: Option<JoinHandle<()>>,
 }
 
 impl RunningApp {
@@ -253,12 +276,29 @@ impl RunningApp {
             .context("invalid action configuration")?;
         let worker_config = WorkerConfig::from_settings(&settings);
         let shutdown = CancellationToken::new();
+        let keys = if roles.api && settings.auth == AuthMode::ApiKey {
+            Some(
+                KeyRing::load(store.clone())
+                    .await
+                    .context("cannot read the API keys")?,
+            )
+        } else {
+            None
+        };
+        let key_refresh = keys.as_ref().map(|k| k.spawn_refresh(shutdown.clone()));
+        if roles.api && settings.auth == AuthMode::None && !settings.host.is_loopback() {
+            tracing::warn!(
+                host = %settings.host,
+                "AUTH=none on a non-loopback address: anyone who can reach this port can change \
+                 rules, replay events and send webhooks; set AUTH=api_key (see `sluice keys`)"
+            );
+        }
         let (addr, server, state) = if roles.api {
             let listener = tokio::net::TcpListener::bind((settings.host, settings.port))
                 .await
                 .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
             let addr = listener.local_addr()?;
-            let state = state(store.clone(), bus.clone(), settings);
+            let state = state(store.clone(), bus.clone(), settings, keys);
             let header_timeout = Duration::from_secs(state.settings.header_timeout_secs);
             let server = tokio::spawn(crate::serve::serve(
                 listener,
@@ -268,7 +308,7 @@ impl RunningApp {
             ));
             (Some(addr), Some(server), state)
         } else {
-            (None, None, state(store.clone(), bus.clone(), settings))
+            (None, None, state(store.clone(), bus.clone(), settings, None))
         };
         let worker = roles
             .worker
@@ -279,6 +319,7 @@ impl RunningApp {
             shutdown,
             server,
             worker,
+            key_refresh,
         })
     }
 
@@ -290,6 +331,9 @@ impl RunningApp {
         }
         if let Some(worker) = self.worker {
             worker.await?;
+        }
+        if let Some(refresh) = self.key_refresh {
+            refresh.await?;
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! The command line: `sluice [serve|api|worker|migrate|eval|bench]`, `serve` by default.
+//! The command line: `sluice [serve|api|worker|migrate|keys|eval|bench]`, `serve` by default.
 
 use crate::config::Settings;
 use clap::{Parser, Subcommand};
@@ -28,6 +28,50 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Evaluate a JSONLogic rule: --rule/--data, or JSON lines {"rule","data"} on stdin.
     Eval(EvalArgs),
+    /// Manage API keys (for AUTH=api_key) in the configured database; no server needed.
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysArgs {
+    /// Database: postgres://… or sqlite://path.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://sluice.db",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: String,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (the only time it is shown).
+    Create {
+        /// Who or what will use the key (recorded on what it does).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: ingest, read, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Print one JSON object (with `key`) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key: every process refuses it within seconds.
+    Revoke {
+        /// The key's id (see `sluice keys list`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -121,6 +121,11 @@ pub struct Settings {
     /// any. Default: the loopback names when bound to a loopback address, else any.
     #[arg(long, env = "ALLOWED_HOSTS")]
     pub allowed_hosts: Option<String>,
+
+    /// none: every route open (for a machine of your own); api_key: every route but /health
+    /// and /ready needs a key (create one with `sluice keys create`).
+    #[arg(long, env = "AUTH", value_enum, default_value = "none")]
+    pub auth: crate::auth::AuthMode,
 }
 
 impl std::fmt::Debug for Settings {
@@ -156,6 +161,7 @@ impl std::fmt::Debug for Settings {
             .field("ws_max_connections", &self.ws_max_connections)
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("auth", &self.auth)
             .finish()
     }
 }

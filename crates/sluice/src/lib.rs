@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod console;
 pub mod eval;
 pub mod evaluation;
 pub mod ingest;
+pub mod keys_cli;
 pub mod operations;
 pub mod rule_pass;
 pub mod serve;

@@ -68,6 +68,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!(database = store.backend().as_str(), "migrations applied");
             Ok(())
         }
+        Command::Keys(args) => sluice::keys_cli::run(args).await,
         Command::Eval(_) | Command::Bench(_) => unreachable_subcommand(),
     }
 }

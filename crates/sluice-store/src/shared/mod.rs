@@ -232,6 +232,7 @@ impl<E: Engine> Store for E {
             condition: rule.condition.clone(),
             action: rule.action.clone(),
             action_hash: rule.action_hash.clone(),
+            created_by: rule.created_by.clone(),
         };
         let version_id = insert_version::<E::Dialect>(&mut tx, rule_id, 1, &content, now).await?;
         let mut update = QueryBuilder::<E::Dialect>::new("UPDATE rules SET current_version_id = ");
@@ -458,12 +459,13 @@ impl<E: Engine> Store for E {
         &self,
         ids: &[i64],
         rules: ReplayRules,
+        requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut query = QueryBuilder::<E::Dialect>::new("UPDATE events SET ");
-        push_replay_set(&mut query, rules);
+        push_replay_set(&mut query, rules, requested_by);
         query
             .push(" WHERE ")
             .push_in_ids("id", ids)
@@ -480,9 +482,10 @@ impl<E: Engine> Store for E {
         filter: &EventFilter,
         limit: i64,
         rules: ReplayRules,
+        requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError> {
         let mut query = QueryBuilder::<E::Dialect>::new("UPDATE events SET ");
-        push_replay_set(&mut query, rules);
+        push_replay_set(&mut query, rules, requested_by);
         query.push(" WHERE id IN (SELECT id FROM events WHERE state IN ('processed', 'failed')");
         push_event_filter(&mut query, filter);
         query
@@ -494,6 +497,132 @@ impl<E: Engine> Store for E {
         rows.iter()
             .map(|row| state_change_from_row(row, None))
             .collect()
+    }
+
+    async fn create_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord, StoreError> {
+        let mut insert = QueryBuilder::<E::Dialect>::new(
+            "INSERT INTO api_keys (name, prefix, key_hash, scopes, created_at) VALUES (",
+        );
+        insert
+            .push_value(key.name.clone())
+            .push(", ")
+            .push_value(key.prefix.clone())
+            .push(", ")
+            .push_value(key.key_hash.clone())
+            .push(", ")
+            .push_value(key.scopes.join(","))
+            .push(", ")
+            .push_now(Utc::now())
+            .push(format!(") RETURNING {API_KEY_COLUMNS}"));
+        let mut conn = self.writes().acquire().await?;
+        api_key_from_row(&insert.fetch_one(&mut conn).await?)
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY id DESC"
+        ));
+        // From the writer: a key created or revoked a moment ago must be seen.
+        let mut conn = self.writes().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, id: i64) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut tx = self.writes().begin().await?;
+        let mut revoke = QueryBuilder::<E::Dialect>::new("UPDATE api_keys SET revoked_at = ");
+        revoke
+            .push_now(Utc::now())
+            .push(" WHERE revoked_at IS NULL AND id = ")
+            .push_value(id);
+        revoke.execute(&mut tx).await?;
+        let mut end = QueryBuilder::<E::Dialect>::new(
+            "DELETE FROM console_sessions WHERE api_key_id = ",
+        );
+        end.push_value(id);
+        end.execute(&mut tx).await?;
+        let mut query = QueryBuilder::<E::Dialect>::new(format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = "
+        ));
+        query.push_value(id);
+        let row = query.fetch_optional(&mut tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn record_key_use(&self, uses: &[(i64, Timestamp)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writes().begin().await?;
+        // A handful of keys a few times a minute: one small statement each is plenty.
+        for (id, at) in uses {
+            let mut update = QueryBuilder::<E::Dialect>::new("UPDATE api_keys SET last_used_at = ");
+            update
+                .push_timestamp(*at)
+                .push(" WHERE id = ")
+                .push_value(*id)
+                .push(" AND (last_used_at IS NULL OR last_used_at < ")
+                .push_timestamp(*at)
+                .push(")");
+            update.execute(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn create_console_session(
+        &self,
+        token_hash: &str,
+        api_key_id: i64,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut tx = self.writes().begin().await?;
+        let mut expired =
+            QueryBuilder::<E::Dialect>::new("DELETE FROM console_sessions WHERE expires_at < ");
+        expired.push_now(now);
+        expired.execute(&mut tx).await?;
+        let mut insert = QueryBuilder::<E::Dialect>::new(
+            "INSERT INTO console_sessions (token_hash, api_key_id, created_at, expires_at) VALUES (",
+        );
+        insert
+            .push_value(token_hash.to_owned())
+            .push(", ")
+            .push_value(api_key_id)
+            .push(", ")
+            .push_now(now)
+            .push(", ")
+            .push_timestamp(expires_at)
+            .push(")");
+        insert.execute(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn console_session(&self, token_hash: &str) -> Result<Option<i64>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT api_key_id FROM console_sessions WHERE token_hash = ",
+        );
+        query
+            .push_value(token_hash.to_owned())
+            .push(" AND expires_at > ")
+            .push_now(Utc::now());
+        let mut conn = self.writes().acquire().await?;
+        query
+            .fetch_optional(&mut conn)
+            .await?
+            .map(|row| row.value("api_key_id"))
+            .transpose()
+    }
+
+    async fn end_console_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let mut query =
+            QueryBuilder::<E::Dialect>::new("DELETE FROM console_sessions WHERE token_hash = ");
+        query.push_value(token_hash.to_owned());
+        let mut conn = self.writes().acquire().await?;
+        query.execute(&mut conn).await?;
+        Ok(())
     }
 
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError> {
@@ -541,7 +670,11 @@ fn push_event_filter<D: Dialect>(query: &mut QueryBuilder<'_, D>, filter: &Event
 }
 
 /// Sets a terminal event back to pending for a replay.
-fn push_replay_set<D: Dialect>(query: &mut QueryBuilder<'_, D>, rules: ReplayRules) {
+fn push_replay_set<D: Dialect>(
+    query: &mut QueryBuilder<'_, D>,
+    rules: ReplayRules,
+    requested_by: Option<&str>,
+) {
     let now = Utc::now();
     query
         .push(
@@ -554,7 +687,9 @@ fn push_replay_set<D: Dialect>(query: &mut QueryBuilder<'_, D>, rules: ReplayRul
         .push(", updated_at = ")
         .push_now(now)
         .push(", replay_rules = ")
-        .push_value(rules.as_str().to_owned());
+        .push_value(rules.as_str().to_owned())
+        .push(", replay_requested_by = ")
+        .push_value(requested_by.map(str::to_owned));
 }
 
 async fn insert_version<D: Dialect>(
@@ -565,8 +700,8 @@ async fn insert_version<D: Dialect>(
     now: chrono::DateTime<Utc>,
 ) -> Result<i64, StoreError> {
     let mut insert = QueryBuilder::<D>::new(
-        "INSERT INTO rule_versions (rule_id, version, condition, action, action_hash, created_at) \
-         VALUES (",
+        "INSERT INTO rule_versions \
+         (rule_id, version, condition, action, action_hash, created_at, created_by) VALUES (",
     );
     insert
         .push_value(rule_id)
@@ -580,6 +715,8 @@ async fn insert_version<D: Dialect>(
         .push_value(content.action_hash.clone())
         .push(", ")
         .push_now(now)
+        .push(", ")
+        .push_value(content.created_by.clone())
         .push(") RETURNING id");
     insert.fetch_one(conn).await?.value("id")
 }
@@ -668,19 +805,20 @@ mod tests {
     #[test]
     fn replay_uses_the_database_clock_where_there_is_one() {
         let mut query = QueryBuilder::<Postgres>::new("");
-        push_replay_set(&mut query, ReplayRules::Original);
+        push_replay_set(&mut query, ReplayRules::Original, Some("ops"));
         assert_eq!(
             query.sql(),
             "state = 'pending', next_trigger = 'replay', run_attempts = 0, processed_at = NULL, \
              last_error = NULL, next_attempt_at = now(), replayed_at = now(), \
-             updated_at = now(), replay_rules = $1"
+             updated_at = now(), replay_rules = $1, replay_requested_by = $2"
         );
 
         let mut query = QueryBuilder::<Sqlite>::new("");
-        push_replay_set(&mut query, ReplayRules::Current);
-        assert!(query
-            .sql()
-            .ends_with("next_attempt_at = ?, replayed_at = ?, updated_at = ?, replay_rules = ?"));
+        push_replay_set(&mut query, ReplayRules::Current, None);
+        assert!(query.sql().ends_with(
+            "next_attempt_at = ?, replayed_at = ?, updated_at = ?, replay_rules = ?, \
+             replay_requested_by = ?"
+        ));
     }
 
     #[test]
@@ -696,6 +834,7 @@ mod tests {
             started_at: Utc::now(),
             finished_at: None,
             duration_ms: None,
+            requested_by: None,
             rule_executions: Vec::new(),
         };
         let execution = |id| RuleExecution {

@@ -17,7 +17,7 @@ pub(crate) const HEADER_COLUMNS: &str = "id, external_id, type, state, received_
 
 /// What [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, event_id, attempt_no, trigger, status, error, \
-     worker, started_at, finished_at, duration_ms";
+     worker, started_at, finished_at, duration_ms, requested_by";
 
 /// Rule executions with their rule's name and version, as [`execution_from_row`] reads them.
 pub(crate) const EXECUTION_SELECT: &str = "SELECT x.id, x.attempt_id, x.rule_id, \
@@ -31,13 +31,14 @@ pub(crate) const EXECUTION_SELECT: &str = "SELECT x.id, x.attempt_id, x.rule_id,
 pub(crate) const RULE_SELECT: &str = "SELECT r.id, r.name, r.event_type, r.active, \
      r.current_version_id, r.created_at, r.updated_at, v.id AS v_id, v.rule_id AS v_rule_id, \
      v.version AS v_version, v.condition AS v_condition, v.action AS v_action, \
-     v.action_hash AS v_action_hash, v.created_at AS v_created_at \
+     v.action_hash AS v_action_hash, v.created_at AS v_created_at, \
+     v.created_by AS v_created_by \
      FROM rules r JOIN rule_versions v ON v.id = r.current_version_id";
 
 /// The columns of `rule_versions`, named as [`version_from_row`] reads them.
 pub(crate) const VERSION_COLUMNS: &str = "id AS v_id, rule_id AS v_rule_id, version AS v_version, \
      condition AS v_condition, action AS v_action, action_hash AS v_action_hash, \
-     created_at AS v_created_at";
+     created_at AS v_created_at, created_by AS v_created_by";
 
 pub(crate) fn summary_from_row<R: RowExt>(row: &R) -> Result<EventSummary, StoreError> {
     Ok(EventSummary {
@@ -100,6 +101,7 @@ pub(crate) fn attempt_from_row<R: RowExt>(row: &R) -> Result<Attempt, StoreError
         started_at: row.timestamp("started_at")?,
         finished_at: row.opt_timestamp("finished_at")?,
         duration_ms: row.value("duration_ms")?,
+        requested_by: row.value("requested_by")?,
         rule_executions: Vec::new(),
     })
 }
@@ -132,6 +134,7 @@ pub(crate) fn version_from_row<R: RowExt>(row: &R) -> Result<RuleVersion, StoreE
         action: row.json("v_action")?,
         action_hash: row.value("v_action_hash")?,
         created_at: row.timestamp("v_created_at")?,
+        created_by: row.value("v_created_by")?,
     })
 }
 
@@ -183,4 +186,26 @@ pub(crate) fn attach_executions(
         }
     }
     Ok(())
+}
+
+/// What [`api_key_from_row`] reads.
+pub(crate) const API_KEY_COLUMNS: &str =
+    "id, name, prefix, key_hash, scopes, created_at, last_used_at, revoked_at";
+
+pub(crate) fn api_key_from_row<R: RowExt>(row: &R) -> Result<ApiKeyRecord, StoreError> {
+    let scopes: String = row.value("scopes")?;
+    Ok(ApiKeyRecord {
+        id: row.value("id")?,
+        name: row.value("name")?,
+        prefix: row.value("prefix")?,
+        key_hash: row.value("key_hash")?,
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        created_at: row.timestamp("created_at")?,
+        last_used_at: row.opt_timestamp("last_used_at")?,
+        revoked_at: row.opt_timestamp("revoked_at")?,
+    })
 }

@@ -12,6 +12,7 @@ use sluice_store::StoreError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum ErrorName {
     ValidationError,
+    Unauthorized,
     Forbidden,
     NotFoundError,
     ConflictError,
@@ -25,6 +26,7 @@ impl ErrorName {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorName::ValidationError => StatusCode::BAD_REQUEST,
+            ErrorName::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorName::Forbidden => StatusCode::FORBIDDEN,
             ErrorName::NotFoundError => StatusCode::NOT_FOUND,
             ErrorName::ConflictError => StatusCode::CONFLICT,
@@ -38,6 +40,7 @@ impl ErrorName {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorName::ValidationError => "ValidationError",
+            ErrorName::Unauthorized => "Unauthorized",
             ErrorName::Forbidden => "Forbidden",
             ErrorName::NotFoundError => "NotFoundError",
             ErrorName::ConflictError => "ConflictError",
@@ -92,6 +95,14 @@ impl ApiError {
             many => format!("invalid request: {} problems (see details)", many.len()),
         };
         Self::validation(message).with_details(details)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorName::Unauthorized, message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorName::ServiceUnavailable, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod query;

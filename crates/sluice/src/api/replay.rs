@@ -6,6 +6,7 @@ use super::extract::{IdPath, JsonBody, OptionalJsonBody};
 use super::query::{parse_date_range, QueryErrors};
 use super::schema::{ReplayBatchIn, ReplayIn, RequeueIn};
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::operations::replay::{
     self, ReplayBatchOut, ReplayOut, ReplaySelection, RequeueOut, DEFAULT_REPLAY_FILTER_LIMIT,
     DEFAULT_STUCK_SECONDS, MAX_REPLAY_FILTER_LIMIT, MAX_REPLAY_IDS, MAX_STUCK_SECONDS,
@@ -61,6 +62,7 @@ fn body_object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
     ))]
 pub async fn replay_event(
     State(state): State<AppState>,
+    caller: Caller,
     IdPath(id): IdPath,
     OptionalJsonBody(body): OptionalJsonBody,
 ) -> ApiResult<Json<ReplayOut>> {
@@ -93,7 +95,7 @@ pub async fn replay_event(
     let answer = if dry_run {
         replay::dry_run(&state, id, rules).await?
     } else {
-        replay::replay(&state, id, rules).await?
+        replay::replay(&state, id, rules, caller.name()).await?
     };
     Ok(Json(answer))
 }
@@ -107,6 +109,7 @@ pub async fn replay_event(
     ))]
 pub async fn replay_batch(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<ReplayBatchOut>> {
     let object = body_object(&body)?;
@@ -141,7 +144,7 @@ pub async fn replay_batch(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    Ok(Json(replay::replay_batch(&state, &selection, rules).await?))
+    Ok(Json(replay::replay_batch(&state, &selection, rules, caller.name()).await?))
 }
 
 fn parse_ids(value: &Value, errors: &mut Vec<FieldError>) -> Vec<i64> {

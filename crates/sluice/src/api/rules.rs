@@ -7,6 +7,7 @@ use super::extract::{IdPath, JsonBody};
 use super::query::{parse_page, text_param, QueryErrors};
 use super::schema::{NewRuleIn, RulePatchIn, RuleTestIn};
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::operations::rules::{
     self, DeactivatedRuleOut, RuleList, RuleOut, RuleTestOut, RuleVersionList, TestRuleIn,
 };
@@ -26,10 +27,11 @@ use sluice_store::RuleFilter;
     ))]
 pub async fn create_rule(
     State(state): State<AppState>,
+    caller: Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<RuleOut>)> {
     let rule = NewRule::parse(&body, &state.settings.rule_limits()).map_err(ApiError::invalid)?;
-    let created = rules::create_rule(&state, rule).await?;
+    let created = rules::create_rule(&state, rule, caller.name()).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -109,12 +111,13 @@ pub async fn list_versions(
     ))]
 pub async fn update_rule(
     State(state): State<AppState>,
+    caller: Caller,
     IdPath(id): IdPath,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<RuleOut>> {
     let patch =
         RulePatch::parse(&body, &state.settings.rule_limits()).map_err(ApiError::invalid)?;
-    Ok(Json(rules::update_rule(&state, id, patch).await?))
+    Ok(Json(rules::update_rule(&state, id, patch, caller.name()).await?))
 }
 
 /// Deactivates a rule (kept for history).

@@ -144,3 +144,20 @@ pub struct RuleTestIn {
     #[schema(minimum = 1, maximum = 1000)]
     last: Option<i64>,
 }
+
+/// A key to create.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKeyIn {
+    /// Who or what will use it (recorded as `created_by`/`requested_by`), 1..100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "checkout-service"
+    )]
+    name: String,
+    /// What it may do.
+    #[schema(min_items = 1, max_items = 3)]
+    scopes: Vec<crate::auth::Scope>,
+}

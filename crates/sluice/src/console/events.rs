@@ -2,7 +2,7 @@
 //! what each rule did; replay (current or original rules, or a dry run) from that page.
 
 use super::view::{excerpt, pretty, query_string, When};
-use super::{render, ConsoleError, ConsoleResult, FieldErrors, Flash, Layout, Section};
+use super::{render, ConsoleError, ConsoleResult, FieldErrors, Flash, Layout, Section, Viewer};
 use crate::api::error::{ApiError, ErrorName};
 use crate::api::extract::IdPath;
 use crate::app::AppState;
@@ -136,6 +136,7 @@ struct EventsPage {
 /// `GET /console/events`.
 pub async fn list(
     State(state): State<AppState>,
+    viewer: Viewer,
     query: Result<Query<EventsParams>, QueryRejection>,
 ) -> ConsoleResult<Response> {
     let now = Utc::now();
@@ -186,7 +187,7 @@ pub async fn list(
         n => format!("{}–{}", offset + 1, offset + n as i64),
     };
     let page = EventsPage {
-        layout: Layout::new("Events", Section::Events),
+        layout: Layout::new("Events", Section::Events, &viewer),
         states: EventState::ALL,
         known_types: known_types(&state).await?,
         first_page: offset == 0,
@@ -239,6 +240,7 @@ pub struct AttemptView {
     pub status: &'static str,
     pub error: Option<String>,
     pub worker: Option<String>,
+    pub requested_by: Option<String>,
     pub started: When,
     pub duration_ms: Option<i64>,
     pub executions: Vec<ExecutionView>,
@@ -252,6 +254,7 @@ impl AttemptView {
             status: attempt.status.as_str(),
             error: attempt.error.clone(),
             worker: attempt.worker.clone(),
+            requested_by: attempt.requested_by.clone(),
             started: When::new(attempt.started_at, now),
             duration_ms: attempt.duration_ms,
             executions: attempt
@@ -400,6 +403,7 @@ pub struct DetailParams {
 /// `GET /console/events/{id}`.
 pub async fn detail(
     State(state): State<AppState>,
+    viewer: Viewer,
     id: Result<IdPath, ApiError>,
     Query(params): Query<DetailParams>,
 ) -> ConsoleResult<Response> {
@@ -413,12 +417,13 @@ pub async fn detail(
         )),
         _ => None,
     };
-    let page = event_page(&state, id, flash, None).await?;
+    let page = event_page(&state, &viewer, id, flash, None).await?;
     Ok(render(StatusCode::OK, &page))
 }
 
 async fn event_page(
     state: &AppState,
+    viewer: &Viewer,
     id: i64,
     flash: Option<Flash>,
     dry_run: Option<DryRun>,
@@ -436,7 +441,7 @@ async fn event_page(
     .await?
     .data;
     Ok(EventPage {
-        layout: Layout::new(format!("Event {}", event.external_id), Section::Events)
+        layout: Layout::new(format!("Event {}", event.external_id), Section::Events, viewer)
             .with_flash(flash),
         id: event.id,
         state: event.state.as_str(),
@@ -473,6 +478,7 @@ pub struct ReplayForm {
 /// the new attempt); a dry run shows what each rule would do, on the event's page.
 pub async fn replay(
     State(state): State<AppState>,
+    viewer: Viewer,
     id: Result<IdPath, ApiError>,
     Form(form): Form<ReplayForm>,
 ) -> ConsoleResult<Response> {
@@ -492,11 +498,11 @@ pub async fn replay(
     let answer = if dry_run {
         replay_ops::dry_run(&state, id, rules).await
     } else {
-        replay_ops::replay(&state, id, rules).await
+        replay_ops::replay(&state, id, rules, viewer.name()).await
     };
     match answer {
         Ok(answer) if dry_run => {
-            let page = event_page(&state, id, None, Some(DryRun::new(answer))).await?;
+            let page = event_page(&state, &viewer, id, None, Some(DryRun::new(answer))).await?;
             Ok(render(StatusCode::OK, &page))
         }
         Ok(_) => Ok(
@@ -505,7 +511,7 @@ pub async fn replay(
         ),
         Err(error) if error.name == ErrorName::ConflictError => {
             let status = error.name.status();
-            let page = event_page(&state, id, Some(Flash::error(error.message)), None).await?;
+            let page = event_page(&state, &viewer, id, Some(Flash::error(error.message)), None).await?;
             Ok(render(status, &page))
         }
         Err(error) => Err(ConsoleError(error)),

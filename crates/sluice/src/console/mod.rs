@@ -9,14 +9,19 @@
 
 mod assets;
 mod events;
+mod keys;
+mod login;
 mod overview;
 mod rules;
 pub mod view;
 
 use crate::api::error::{ApiError, ErrorName};
 use crate::app::AppState;
+use crate::auth::access::Gate;
+use crate::auth::{count_failure, session, AuthMode, Principal, Scope};
 use askama::Template;
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -24,10 +29,16 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use sluice_core::FieldError;
+use std::sync::Arc;
 
-/// The console's routes, all under `/console`.
-pub fn router() -> Router<AppState> {
+/// The console's routes, all under `/console`; with `AUTH=api_key` every page but the login
+/// page needs a session (see [`guard`]).
+pub fn router(gate: Gate) -> Router<AppState> {
     Router::new()
+        .route("/console/login", get(login::form).post(login::submit))
+        .route("/console/logout", post(login::logout))
+        .route("/console/keys", get(keys::list).post(keys::create))
+        .route("/console/keys/{id}/revoke", post(keys::revoke))
         .route("/console", get(overview::page))
         .route("/console/", get(to_console))
         .route("/console/events", get(events::list))
@@ -44,7 +55,51 @@ pub fn router() -> Router<AppState> {
         .route("/console/rules/{id}/test", post(rules::test))
         .route("/console/assets/{file}", get(assets::serve))
         .route("/console/{*rest}", get(unknown_page))
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn_with_state(gate, guard))
+}
+
+/// Who is looking at a page: with `AUTH=api_key`, the signed-in key; it decides whether the
+/// page shows write controls (an `admin` key) or only what there is to see (a `read` key).
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// Whether access control is on.
+    pub auth: bool,
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl Viewer {
+    fn open() -> Viewer {
+        Viewer {
+            auth: false,
+            principal: None,
+        }
+    }
+
+    /// Whether the viewer may change things (always, without access control).
+    pub fn can_write(&self) -> bool {
+        !self.auth
+            || self
+                .principal
+                .as_ref()
+                .is_some_and(|p| p.scopes.cover(Scope::Admin))
+    }
+
+    /// The name recorded as "by" for what the viewer does.
+    pub fn name(&self) -> Option<&str> {
+        self.principal.as_deref().map(|p| p.name.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Viewer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Viewer>()
+            .cloned()
+            .unwrap_or_else(Viewer::open))
+    }
 }
 
 /// `GET /`: the console is the front door.
@@ -58,6 +113,7 @@ pub enum Section {
     Overview,
     Events,
     Rules,
+    Keys,
     None,
 }
 
@@ -92,7 +148,8 @@ impl Flash {
     }
 }
 
-/// What every page's frame needs: its title, section, and the versioned asset URLs.
+/// What every page's frame needs: its title, section, the versioned asset URLs, and what
+/// the viewer may do.
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub title: String,
@@ -101,10 +158,16 @@ pub struct Layout {
     pub js: &'static str,
     pub icon: &'static str,
     pub flash: Option<Flash>,
+    /// Whether to show forms and buttons that change things.
+    pub can_write: bool,
+    /// The signed-in key's name, with access control (shown with a sign-out button).
+    pub signed_in: Option<String>,
+    /// Whether to show the navigation (not on the sign-in page).
+    pub nav: bool,
 }
 
 impl Layout {
-    pub fn new(title: impl Into<String>, section: Section) -> Self {
+    pub fn new(title: impl Into<String>, section: Section, viewer: &Viewer) -> Self {
         Layout {
             title: title.into(),
             section,
@@ -112,6 +175,9 @@ impl Layout {
             js: assets::js_url(),
             icon: assets::icon_url(),
             flash: None,
+            can_write: viewer.can_write(),
+            signed_in: viewer.name().map(str::to_owned),
+            nav: !viewer.auth || viewer.principal.is_some(),
         }
     }
 
@@ -126,6 +192,7 @@ impl Layout {
             Section::Overview => "overview",
             Section::Events => "events",
             Section::Rules => "rules",
+            Section::Keys => "keys",
             Section::None => return false,
         };
         current == name
@@ -177,6 +244,7 @@ impl IntoResponse for ConsoleError {
         let error = self.0;
         let heading = match error.name {
             ErrorName::ValidationError => "That request is not valid",
+            ErrorName::Unauthorized => "Sign in needed",
             ErrorName::Forbidden => "Refused",
             ErrorName::NotFoundError => "Not found",
             ErrorName::ConflictError => "Not possible right now",
@@ -193,7 +261,10 @@ fn error_page(status: StatusCode, heading: &'static str, message: String) -> Res
     render(
         status,
         &ErrorPage {
-            layout: Layout::new(heading, Section::None),
+            layout: Layout {
+                nav: false,
+                ..Layout::new(heading, Section::None, &Viewer::open())
+            },
             status: status.as_u16(),
             heading,
             message,
@@ -273,19 +344,52 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
      form-action 'self'; frame-ancestors 'none'";
 
-/// Refuses cross-site form posts (the console has no other CSRF token) and sets the headers
-/// that keep pages from being framed or running injected script.
-async fn guard(request: Request, next: Next) -> Response {
-    if request.method() != Method::GET
-        && request.method() != Method::HEAD
-        && !same_origin(request.headers())
-    {
+/// Refuses cross-site form posts (the console has no other CSRF token); with access
+/// control, sends visitors without a session to the sign-in page and refuses write pages to
+/// read-only keys; and sets the headers that keep pages from being framed or running
+/// injected script.
+async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let writes = request.method() != Method::GET && request.method() != Method::HEAD;
+    if writes && !same_origin(request.headers()) {
         return error_page(
             StatusCode::FORBIDDEN,
             "Refused",
             "This form was sent from another site. Open the console and try again.".to_owned(),
         );
     }
+    let path = request.uri().path().to_owned();
+    let viewer = match (&gate.keys, gate.mode) {
+        (Some(keys), AuthMode::ApiKey) if !is_public(&path) => {
+            match session::principal(request.headers(), &gate.store, keys).await {
+                Err(error) => return ConsoleError(error).into_response(),
+                Ok(Some(principal)) if principal.scopes.cover(Scope::Read) => Viewer {
+                    auth: true,
+                    principal: Some(principal),
+                },
+                Ok(_) => {
+                    count_failure("no_session");
+                    return login::redirect_to_login(&request);
+                }
+            }
+        }
+        (_, AuthMode::ApiKey) => Viewer {
+            auth: true,
+            principal: None,
+        },
+        _ => Viewer::open(),
+    };
+    if (writes || is_write_page(&path)) && !is_public(&path) && !viewer.can_write() {
+        count_failure("scope");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            format!(
+                "The key '{}' can look but not change anything: sign in with an admin key to do this.",
+                viewer.name().unwrap_or("?")
+            ),
+        );
+    }
+    request.extensions_mut().insert(viewer);
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(
@@ -302,6 +406,16 @@ async fn guard(request: Request, next: Next) -> Response {
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
+}
+
+/// Pages anyone may open: signing in and out, and the assets the sign-in page uses.
+fn is_public(path: &str) -> bool {
+    path == "/console/login" || path == "/console/logout" || path.starts_with("/console/assets/")
+}
+
+/// Pages that exist only to change things (forms), and the keys page.
+fn is_write_page(path: &str) -> bool {
+    path.ends_with("/new") || path.ends_with("/edit") || path.starts_with("/console/keys")
 }
 
 /// Browsers say where a request comes from (`Sec-Fetch-Site`, or `Origin` on older ones);

@@ -1,7 +1,7 @@
 //! `/console`: how many events are where, what came in over the last hour, what failed lately.
 
 use super::view::{excerpt, Chart, MinuteCount, When};
-use super::{render, ConsoleResult, Layout, Section};
+use super::{render, ConsoleResult, Layout, Section, Viewer};
 use crate::app::AppState;
 use crate::operations::events::{self as event_ops, StatsOut};
 use crate::operations::rules as rule_ops;
@@ -44,7 +44,7 @@ struct OverviewPage {
 }
 
 /// `GET /console`.
-pub async fn page(State(state): State<AppState>) -> ConsoleResult<Response> {
+pub async fn page(State(state): State<AppState>, viewer: Viewer) -> ConsoleResult<Response> {
     let now = Utc::now();
     let stats = event_ops::event_stats(&state, &EventFilter::default()).await?;
     let (failed, _) = event_ops::browse_events(
@@ -90,7 +90,7 @@ pub async fn page(State(state): State<AppState>) -> ConsoleResult<Response> {
     Ok(render(
         StatusCode::OK,
         &OverviewPage {
-            layout: Layout::new("Overview", Section::Overview),
+            layout: Layout::new("Overview", Section::Overview, &viewer),
             stats,
             active_rules,
             chart: Chart::new(&minutes),

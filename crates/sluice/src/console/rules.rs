@@ -3,7 +3,7 @@
 
 use super::events::known_types;
 use super::view::{diff_lines, pretty, query_string, DiffLine, When};
-use super::{render, ConsoleResult, FieldErrors, Flash, Layout, Section};
+use super::{render, ConsoleResult, FieldErrors, Flash, Layout, Section, Viewer};
 use crate::api::error::{ApiError, ErrorName};
 use crate::api::extract::IdPath;
 use crate::app::AppState;
@@ -78,6 +78,7 @@ struct RulesPage {
 /// `GET /console/rules`.
 pub async fn list(
     State(state): State<AppState>,
+    viewer: Viewer,
     query: Result<Query<RulesParams>, QueryRejection>,
     Query(flash): Query<SavedParams>,
 ) -> ConsoleResult<Response> {
@@ -142,7 +143,7 @@ pub async fn list(
         StatusCode::BAD_REQUEST
     };
     let page = RulesPage {
-        layout: Layout::new("Rules", Section::Rules).with_flash(flash.flash(flashed.as_ref())),
+        layout: Layout::new("Rules", Section::Rules, &viewer).with_flash(flash.flash(flashed.as_ref())),
         newer: (offset > 0).then(|| params.link((offset - PAGE_SIZE).max(0))),
         older: has_older.then(|| params.link(offset + PAGE_SIZE)),
         params,
@@ -182,6 +183,7 @@ impl SavedParams {
 pub struct VersionView {
     pub version: i64,
     pub created: When,
+    pub created_by: Option<String>,
     pub is_current: bool,
     pub is_first: bool,
     pub condition_changed: bool,
@@ -210,6 +212,7 @@ fn version_history(
             VersionView {
                 version: v.version,
                 created: When::new(v.created_at, now),
+                created_by: v.created_by.clone(),
                 is_current: v.id == current,
                 is_first: previous.is_none(),
                 condition_changed: old_condition != condition,
@@ -372,6 +375,7 @@ struct RulePage {
 
 async fn rule_page(
     state: &AppState,
+    viewer: &Viewer,
     rule: RuleOut,
     flash: Option<Flash>,
     input: Option<TestInput>,
@@ -389,7 +393,7 @@ async fn rule_page(
         },
     };
     Ok(RulePage {
-        layout: Layout::new(format!("Rule {}", rule.name), Section::Rules).with_flash(flash),
+        layout: Layout::new(format!("Rule {}", rule.name), Section::Rules, viewer).with_flash(flash),
         id: rule.id,
         active: rule.active,
         version: rule.current_version.version,
@@ -438,19 +442,21 @@ async fn load_rule(state: &AppState, id: i64) -> ConsoleResult<RuleOut> {
 /// `GET /console/rules/{id}`.
 pub async fn detail(
     State(state): State<AppState>,
+    viewer: Viewer,
     id: Result<IdPath, ApiError>,
     Query(saved): Query<SavedParams>,
 ) -> ConsoleResult<Response> {
     let IdPath(id) = id?;
     let rule = load_rule(&state, id).await?;
     let flash = saved.flash(Some(&rule));
-    let page = rule_page(&state, rule, flash, None, None, FieldErrors::default()).await?;
+    let page = rule_page(&state, &viewer, rule, flash, None, None, FieldErrors::default()).await?;
     Ok(render(StatusCode::OK, &page))
 }
 
 /// `POST /console/rules/{id}/test`: tries the current version's condition.
 pub async fn test(
     State(state): State<AppState>,
+    viewer: Viewer,
     id: Result<IdPath, ApiError>,
     Form(input): Form<TestInput>,
 ) -> ConsoleResult<Response> {
@@ -464,7 +470,7 @@ pub async fn test(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let page = rule_page(&state, rule, None, Some(input), test, errors).await?;
+    let page = rule_page(&state, &viewer, rule, None, Some(input), test, errors).await?;
     Ok(render(status, &page))
 }
 
@@ -598,6 +604,7 @@ struct RuleFormPage {
 
 async fn form_page(
     state: &AppState,
+    viewer: &Viewer,
     rule: Option<&RuleOut>,
     form: RuleForm,
     errors: FieldErrors,
@@ -608,7 +615,7 @@ async fn form_page(
         None => "New rule".to_owned(),
     };
     Ok(RuleFormPage {
-        layout: Layout::new(title, Section::Rules),
+        layout: Layout::new(title, Section::Rules, viewer),
         rule_id: rule.map(|r| r.id),
         version: rule.map(|r| r.current_version.version),
         form,
@@ -619,9 +626,10 @@ async fn form_page(
 }
 
 /// `GET /console/rules/new`.
-pub async fn new_form(State(state): State<AppState>) -> ConsoleResult<Response> {
+pub async fn new_form(State(state): State<AppState>, viewer: Viewer) -> ConsoleResult<Response> {
     let page = form_page(
         &state,
+        &viewer,
         None,
         RuleForm::blank(),
         FieldErrors::default(),
@@ -634,19 +642,21 @@ pub async fn new_form(State(state): State<AppState>) -> ConsoleResult<Response> 
 /// `GET /console/rules/{id}/edit`.
 pub async fn edit_form(
     State(state): State<AppState>,
+    viewer: Viewer,
     id: Result<IdPath, ApiError>,
 ) -> ConsoleResult<Response> {
     let IdPath(id) = id?;
     let rule = load_rule(&state, id).await?;
     let mut form = RuleForm::from_rule(&rule);
     form.test.data = latest_payload(&state, &rule.event_type).await?;
-    let page = form_page(&state, Some(&rule), form, FieldErrors::default(), None).await?;
+    let page = form_page(&state, &viewer, Some(&rule), form, FieldErrors::default(), None).await?;
     Ok(render(StatusCode::OK, &page))
 }
 
 /// Answers a form that was not saved: with the test result, or with what is wrong (400).
 async fn form_again(
     state: &AppState,
+    viewer: &Viewer,
     rule: Option<&RuleOut>,
     form: RuleForm,
     errors: FieldErrors,
@@ -657,7 +667,7 @@ async fn form_again(
     } else {
         StatusCode::BAD_REQUEST
     };
-    let page = form_page(state, rule, form, errors, test).await?;
+    let page = form_page(state, viewer, rule, form, errors, test).await?;
     Ok(render(status, &page))
 }
 
@@ -665,6 +675,7 @@ async fn form_again(
 /// payload, `test_last` against stored events.
 async fn test_from_form(
     state: &AppState,
+    viewer: &Viewer,
     rule: Option<&RuleOut>,
     mut form: RuleForm,
 ) -> ConsoleResult<Response> {
@@ -693,16 +704,17 @@ async fn test_from_form(
             None
         }
     };
-    form_again(state, rule, form, errors, test).await
+    form_again(state, viewer, rule, form, errors, test).await
 }
 
 /// `POST /console/rules`: creates a rule.
 pub async fn create(
     State(state): State<AppState>,
+    viewer: Viewer,
     Form(form): Form<RuleForm>,
 ) -> ConsoleResult<Response> {
     if form.is_test() {
-        return test_from_form(&state, None, form).await;
+        return test_from_form(&state, &viewer, None, form).await;
     }
     let mut errors = FieldErrors::default();
     let body = Value::Object(form.body(&mut errors));
@@ -715,10 +727,10 @@ pub async fn create(
                 }
             }
         }
-        return form_again(&state, None, form, errors, None).await;
+        return form_again(&state, &viewer, None, form, errors, None).await;
     }
     let created = match NewRule::parse(&body, &state.settings.rule_limits()) {
-        Ok(rule) => rule_ops::create_rule(&state, rule).await,
+        Ok(rule) => rule_ops::create_rule(&state, rule, viewer.name()).await,
         Err(details) => Err(ApiError::invalid(details)),
     };
     match created {
@@ -727,7 +739,7 @@ pub async fn create(
         }
         Err(error) if error.name == ErrorName::ValidationError => {
             let errors = validation_errors(error);
-            form_again(&state, None, form, errors, None).await
+            form_again(&state, &viewer, None, form, errors, None).await
         }
         Err(error) => Err(error.into()),
     }
@@ -737,13 +749,14 @@ pub async fn create(
 /// action becomes a new version).
 pub async fn update(
     State(state): State<AppState>,
+    viewer: Viewer,
     id: Result<IdPath, ApiError>,
     Form(form): Form<RuleForm>,
 ) -> ConsoleResult<Response> {
     let IdPath(id) = id?;
     let rule = load_rule(&state, id).await?;
     if form.is_test() {
-        return test_from_form(&state, Some(&rule), form).await;
+        return test_from_form(&state, &viewer, Some(&rule), form).await;
     }
     let mut errors = FieldErrors::default();
     let body = form.body(&mut errors);
@@ -753,17 +766,17 @@ pub async fn update(
         }
     }
     if !errors.is_empty() {
-        return form_again(&state, Some(&rule), form, errors, None).await;
+        return form_again(&state, &viewer, Some(&rule), form, errors, None).await;
     }
     let answer = match RulePatch::parse(&Value::Object(body), &state.settings.rule_limits()) {
-        Ok(patch) => rule_ops::update_rule(&state, id, patch).await,
+        Ok(patch) => rule_ops::update_rule(&state, id, patch, viewer.name()).await,
         Err(details) => Err(ApiError::invalid(details)),
     };
     match answer {
         Ok(_) => Ok(Redirect::to(&format!("/console/rules/{id}?saved=updated")).into_response()),
         Err(error) if error.name == ErrorName::ValidationError => {
             let errors = validation_errors(error);
-            form_again(&state, Some(&rule), form, errors, None).await
+            form_again(&state, &viewer, Some(&rule), form, errors, None).await
         }
         Err(error) => Err(error.into()),
     }

@@ -602,6 +602,9 @@ pub struct AttemptOut {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
+    /// For a replay: the name of the API key that asked for it (`null` without access
+    /// control, and for other triggers).
+    pub requested_by: Option<String>,
     pub rule_executions: Vec<RuleExecutionOut>,
 }
 
@@ -618,6 +621,7 @@ impl From<Attempt> for AttemptOut {
             started_at: a.started_at,
             finished_at: a.finished_at,
             duration_ms: a.duration_ms,
+            requested_by: a.requested_by,
             rule_executions: a.rule_executions.into_iter().map(Into::into).collect(),
         }
     }

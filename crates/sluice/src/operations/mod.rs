@@ -8,6 +8,7 @@
 //! document is derived from these same types.
 
 pub mod events;
+pub mod keys;
 pub mod replay;
 pub mod rules;
 

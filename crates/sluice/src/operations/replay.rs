@@ -67,6 +67,9 @@ pub struct ReplayOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
     pub rules: ReplayRules,
+    /// The name of the API key that asked for the replay (recorded on its attempt); `null`
+    /// without access control or for a dry run.
+    pub requested_by: Option<String>,
     pub event: EventOut,
     /// Set when replaying current versions, whose outcome may differ from the original.
     pub warning: Option<&'static str>,
@@ -99,11 +102,17 @@ fn queued(state: &AppState, events: &[StateChange]) {
     state.bus.wake_workers();
 }
 
-/// Queues a processed or failed event for a `replay` attempt; 404 unknown, 409 unfinished.
-pub async fn replay(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult<ReplayOut> {
+/// Queues a processed or failed event for a `replay` attempt asked for `by` the named key;
+/// 404 unknown, 409 unfinished.
+pub async fn replay(
+    state: &AppState,
+    id: i64,
+    rules: ReplayRules,
+    by: Option<&str>,
+) -> ApiResult<ReplayOut> {
     let event = state
         .store
-        .replay_event(id, rules)
+        .replay_event(id, rules, by)
         .await?
         .map_err(|r| refusal(id, r))?;
     queued(
@@ -124,6 +133,7 @@ pub async fn replay(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult<
         message: "Event queued for replay".to_owned(),
         dry_run: None,
         rules,
+        requested_by: by.map(str::to_owned),
         warning: warning(rules),
         event: event.into(),
         results: None,
@@ -176,6 +186,7 @@ pub async fn dry_run(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult
     Ok(ReplayOut {
         message: "Dry run: nothing was changed and no action ran".to_owned(),
         dry_run: Some(true),
+        requested_by: None,
         rules,
         warning: warning(rules),
         event: event.into(),
@@ -199,6 +210,8 @@ pub struct ReplayBatchOut {
     pub requested: usize,
     pub replayed: usize,
     pub rules: ReplayRules,
+    /// The name of the API key that asked; `null` without access control.
+    pub requested_by: Option<String>,
     /// Ids of the events queued for replay.
     pub events: Vec<i64>,
 }
@@ -208,11 +221,18 @@ pub async fn replay_batch(
     state: &AppState,
     selection: &ReplaySelection,
     rules: ReplayRules,
+    by: Option<&str>,
 ) -> ApiResult<ReplayBatchOut> {
     let (requested, events) = match selection {
-        ReplaySelection::Ids(ids) => (ids.len(), state.store.replay_events(ids, rules).await?),
+        ReplaySelection::Ids(ids) => (
+            ids.len(),
+            state.store.replay_events(ids, rules, by).await?,
+        ),
         ReplaySelection::Matching { filter, limit } => {
-            let events = state.store.replay_matching(filter, *limit, rules).await?;
+            let events = state
+                .store
+                .replay_matching(filter, *limit, rules, by)
+                .await?;
             (events.len(), events)
         }
     };
@@ -223,6 +243,7 @@ pub async fn replay_batch(
         requested,
         replayed: ids.len(),
         rules,
+        requested_by: by.map(str::to_owned),
         events: ids,
     })
 }

@@ -40,6 +40,8 @@ pub struct RuleVersionOut {
     #[schema(value_type = Object)]
     pub action: Value,
     pub created_at: DateTime<Utc>,
+    /// The name of the API key that wrote this version; `null` without access control.
+    pub created_by: Option<String>,
 }
 
 impl From<RuleVersion> for RuleVersionOut {
@@ -51,6 +53,7 @@ impl From<RuleVersion> for RuleVersionOut {
             condition: v.condition,
             action: v.action,
             created_at: v.created_at,
+            created_by: v.created_by,
         }
     }
 }
@@ -124,8 +127,8 @@ fn announce(state: &AppState, rule: &Rule) {
     }]);
 }
 
-/// Creates a rule at version 1.
-pub async fn create_rule(state: &AppState, rule: NewRule) -> ApiResult<RuleOut> {
+/// Creates a rule at version 1, written `by` the named key.
+pub async fn create_rule(state: &AppState, rule: NewRule, by: Option<&str>) -> ApiResult<RuleOut> {
     let record = NewRuleRecord {
         name: rule.name.as_str().to_owned(),
         event_type: rule.event_type.as_str().to_owned(),
@@ -133,6 +136,7 @@ pub async fn create_rule(state: &AppState, rule: NewRule) -> ApiResult<RuleOut> 
         condition: rule.body.condition.source().clone(),
         action: rule.body.action.source().clone(),
         action_hash: rule.body.action.content_hash(),
+        created_by: by.map(str::to_owned),
     };
     let created = state.store.create_rule(&record).await?;
     announce(state, &created);
@@ -179,8 +183,14 @@ pub async fn list_versions(state: &AppState, id: i64) -> ApiResult<RuleVersionLi
 }
 
 /// Name, event type and active change in place; a condition or action that differs from the
-/// current version writes version n+1 (versions are never modified). An empty patch is a 400.
-pub async fn update_rule(state: &AppState, id: i64, patch: RulePatch) -> ApiResult<RuleOut> {
+/// current version writes version n+1 (versions are never modified), recorded as written
+/// `by` the named key. An empty patch is a 400.
+pub async fn update_rule(
+    state: &AppState,
+    id: i64,
+    patch: RulePatch,
+    by: Option<&str>,
+) -> ApiResult<RuleOut> {
     if patch.is_empty() {
         return Err(ApiError::validation(
             "nothing to change: send at least one of name, event_type, condition, action, active",
@@ -216,6 +226,7 @@ pub async fn update_rule(state: &AppState, id: i64, patch: RulePatch) -> ApiResu
             .as_ref()
             .map(|a| a.content_hash())
             .unwrap_or_else(|| version.action_hash.clone()),
+        created_by: by.map(str::to_owned),
     });
     let changes = RuleChanges {
         name: patch.name.map(|n| n.as_str().to_owned()),

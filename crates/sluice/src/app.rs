@@ -308,7 +308,11 @@ impl RunningApp {
             ));
             (Some(addr), Some(server), state)
         } else {
-            (None, None, state(store.clone(), bus.clone(), settings, None))
+            (
+                None,
+                None,
+                state(store.clone(), bus.clone(), settings, None),
+            )
         };
         let worker = roles
             .worker

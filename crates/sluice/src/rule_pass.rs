@@ -259,6 +259,7 @@ mod tests {
                 action,
                 action_hash: String::new(),
                 created_at: chrono::Utc::now(),
+                created_by: None,
             },
         };
         Arc::new(CompiledRule::compile(&snapshot, &Limits::default()))

@@ -345,7 +345,8 @@ impl<E: Engine> Store for E {
         let mut query = QueryBuilder::<E::Dialect>::new(
             "SELECT r.id AS rule_id, r.name, r.event_type, v.id AS v_id, v.rule_id AS v_rule_id, \
                     v.version AS v_version, v.condition AS v_condition, v.action AS v_action, \
-                    v.action_hash AS v_action_hash, v.created_at AS v_created_at \
+                    v.action_hash AS v_action_hash, v.created_at AS v_created_at, \
+                    v.created_by AS v_created_by \
              FROM rule_versions v JOIN rules r ON r.id = v.rule_id \
              WHERE v.id IN ( \
                 SELECT x.rule_version_id FROM rule_executions x \
@@ -536,9 +537,8 @@ impl<E: Engine> Store for E {
             .push(" WHERE revoked_at IS NULL AND id = ")
             .push_value(id);
         revoke.execute(&mut tx).await?;
-        let mut end = QueryBuilder::<E::Dialect>::new(
-            "DELETE FROM console_sessions WHERE api_key_id = ",
-        );
+        let mut end =
+            QueryBuilder::<E::Dialect>::new("DELETE FROM console_sessions WHERE api_key_id = ");
         end.push_value(id);
         end.execute(&mut tx).await?;
         let mut query = QueryBuilder::<E::Dialect>::new(format!(

@@ -144,7 +144,9 @@ pub async fn replay_batch(
     if !errors.is_empty() {
         return Err(ApiError::invalid(errors));
     }
-    Ok(Json(replay::replay_batch(&state, &selection, rules, caller.name()).await?))
+    Ok(Json(
+        replay::replay_batch(&state, &selection, rules, caller.name()).await?,
+    ))
 }
 
 fn parse_ids(value: &Value, errors: &mut Vec<FieldError>) -> Vec<i64> {

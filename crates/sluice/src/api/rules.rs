@@ -117,7 +117,9 @@ pub async fn update_rule(
 ) -> ApiResult<Json<RuleOut>> {
     let patch =
         RulePatch::parse(&body, &state.settings.rule_limits()).map_err(ApiError::invalid)?;
-    Ok(Json(rules::update_rule(&state, id, patch, caller.name()).await?))
+    Ok(Json(
+        rules::update_rule(&state, id, patch, caller.name()).await?,
+    ))
 }
 
 /// Deactivates a rule (kept for history).

@@ -4,8 +4,10 @@
 //! comparison of hashes: no database round trip per request, whatever the request rate and
 //! however many bogus keys a client sends. The copy is reloaded every [`REFRESH`] (the table
 //! is small), so a key revoked by any process or by `sluice keys revoke` is refused by every
-//! process within about a second; a key this process has not seen yet triggers an early
-//! reload (at most one per [`MISS_RELOAD`]), so a key created a moment ago works at once. A
+//! process within about a second. A key this process has not seen yet triggers an early
+//! reload, so a key created a moment ago works at once; such reloads are shared by every
+//! request waiting for one and spaced [`MISS_RELOAD`] apart, so a flood of made-up keys costs
+//! at most a few small queries a second (and each made-up key waits that long). A
 //! copy older than [`STALE`] — its reloads failing — is not trusted: requests wait for a
 //! reload, and get a 503 if the database cannot be reached.
 //!
@@ -106,9 +108,10 @@ impl KeyRing {
             return Ok(Verdict::Unknown);
         };
         let hash = keys::digest(presented);
+        let asked_at = Instant::now();
         let (verdict, age) = self.look_up(prefix, &hash);
-        let verdict = if age > STALE || (verdict.is_none() && age > MISS_RELOAD) {
-            self.reload_if_older_than(age.min(STALE)).await?;
+        let verdict = if verdict.is_none() || age > STALE {
+            self.reload_unless_done_since(asked_at).await?;
             self.look_up(prefix, &hash).0
         } else {
             verdict
@@ -122,9 +125,8 @@ impl KeyRing {
 
     /// The principal of an unrevoked key, by id (for console sessions).
     pub async fn principal(&self, key_id: i64) -> Result<Option<Arc<Principal>>, StoreError> {
-        let age = self.age();
-        if age > STALE {
-            self.reload_if_older_than(STALE).await?;
+        if self.age() > STALE {
+            self.reload_unless_done_since(Instant::now()).await?;
         }
         let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
         let principal = snapshot
@@ -145,26 +147,38 @@ impl KeyRing {
         self.load_now().await
     }
 
-    fn age(&self) -> Duration {
+    fn loaded_at(&self) -> Instant {
         self.snapshot
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .loaded_at
-            .elapsed()
     }
 
-    /// Reloads unless another caller did while this one waited (its copy is now younger
-    /// than `age`).
-    async fn reload_if_older_than(&self, age: Duration) -> Result<(), StoreError> {
+    fn age(&self) -> Duration {
+        self.loaded_at().elapsed()
+    }
+
+    /// Makes sure the copy was read after `asked_at` (so it holds every key committed before
+    /// then): waits for a reload already under way or, if none started since, makes one — no
+    /// sooner than [`MISS_RELOAD`] after the previous.
+    async fn reload_unless_done_since(&self, asked_at: Instant) -> Result<(), StoreError> {
         let _one_at_a_time = self.reloading.lock().await;
-        if self.age() < age {
+        let loaded_at = self.loaded_at();
+        if loaded_at > asked_at {
             return Ok(());
+        }
+        let since = loaded_at.elapsed();
+        if since < MISS_RELOAD {
+            tokio::time::sleep(MISS_RELOAD - since).await;
         }
         self.load_now().await
     }
 
     async fn load_now(&self) -> Result<(), StoreError> {
-        let fresh = snapshot(&self.store.api_keys().await?);
+        // Stamped with when the read began: it holds everything committed before that.
+        let started = Instant::now();
+        let mut fresh = snapshot(&self.store.api_keys().await?);
+        fresh.loaded_at = started;
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }

@@ -68,7 +68,9 @@ pub fn from_hex(text: &str) -> Option<[u8; 32]> {
 pub fn prefix_of(candidate: &str) -> Option<&str> {
     let well_formed = candidate.len() == KEY_LEN
         && candidate.starts_with(MARK)
-        && candidate[MARK.len()..].bytes().all(|b| b.is_ascii_alphanumeric());
+        && candidate[MARK.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric());
     well_formed.then(|| &candidate[..PREFIX_LEN])
 }
 

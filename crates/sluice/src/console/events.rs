@@ -441,8 +441,12 @@ async fn event_page(
     .await?
     .data;
     Ok(EventPage {
-        layout: Layout::new(format!("Event {}", event.external_id), Section::Events, viewer)
-            .with_flash(flash),
+        layout: Layout::new(
+            format!("Event {}", event.external_id),
+            Section::Events,
+            viewer,
+        )
+        .with_flash(flash),
         id: event.id,
         state: event.state.as_str(),
         received_count: event.received_count,
@@ -511,7 +515,8 @@ pub async fn replay(
         ),
         Err(error) if error.name == ErrorName::ConflictError => {
             let status = error.name.status();
-            let page = event_page(&state, &viewer, id, Some(Flash::error(error.message)), None).await?;
+            let page =
+                event_page(&state, &viewer, id, Some(Flash::error(error.message)), None).await?;
             Ok(render(status, &page))
         }
         Err(error) => Err(ConsoleError(error)),

@@ -79,7 +79,10 @@ pub async fn form(viewer: Viewer, Query(params): Query<LoginParams>) -> Response
     if !viewer.auth {
         return Redirect::to("/console").into_response();
     }
-    render(StatusCode::OK, &page(&viewer, safe_next(&params.next), None))
+    render(
+        StatusCode::OK,
+        &page(&viewer, safe_next(&params.next), None),
+    )
 }
 
 /// `POST /console/login`: a valid `read` or `admin` key opens a session.
@@ -95,7 +98,10 @@ pub async fn submit(
     };
     let refuse = |status: StatusCode, reason: &'static str, message: &str| {
         count_failure(reason);
-        render(status, &page(&viewer, next.clone(), Some(message.to_owned())))
+        render(
+            status,
+            &page(&viewer, next.clone(), Some(message.to_owned())),
+        )
     };
     let verdict = keys
         .verify(form.key.trim())
@@ -147,7 +153,10 @@ mod tests {
 
     #[test]
     fn sign_in_only_returns_to_console_pages() {
-        assert_eq!(safe_next("/console/events?state=failed"), "/console/events?state=failed");
+        assert_eq!(
+            safe_next("/console/events?state=failed"),
+            "/console/events?state=failed"
+        );
         assert_eq!(safe_next("/console"), "/console");
         assert_eq!(safe_next("//evil.example"), "/console");
         assert_eq!(safe_next("https://evil.example"), "/console");

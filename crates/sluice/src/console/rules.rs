@@ -143,7 +143,8 @@ pub async fn list(
         StatusCode::BAD_REQUEST
     };
     let page = RulesPage {
-        layout: Layout::new("Rules", Section::Rules, &viewer).with_flash(flash.flash(flashed.as_ref())),
+        layout: Layout::new("Rules", Section::Rules, &viewer)
+            .with_flash(flash.flash(flashed.as_ref())),
         newer: (offset > 0).then(|| params.link((offset - PAGE_SIZE).max(0))),
         older: has_older.then(|| params.link(offset + PAGE_SIZE)),
         params,
@@ -393,7 +394,8 @@ async fn rule_page(
         },
     };
     Ok(RulePage {
-        layout: Layout::new(format!("Rule {}", rule.name), Section::Rules, viewer).with_flash(flash),
+        layout: Layout::new(format!("Rule {}", rule.name), Section::Rules, viewer)
+            .with_flash(flash),
         id: rule.id,
         active: rule.active,
         version: rule.current_version.version,
@@ -449,7 +451,16 @@ pub async fn detail(
     let IdPath(id) = id?;
     let rule = load_rule(&state, id).await?;
     let flash = saved.flash(Some(&rule));
-    let page = rule_page(&state, &viewer, rule, flash, None, None, FieldErrors::default()).await?;
+    let page = rule_page(
+        &state,
+        &viewer,
+        rule,
+        flash,
+        None,
+        None,
+        FieldErrors::default(),
+    )
+    .await?;
     Ok(render(StatusCode::OK, &page))
 }
 
@@ -649,7 +660,15 @@ pub async fn edit_form(
     let rule = load_rule(&state, id).await?;
     let mut form = RuleForm::from_rule(&rule);
     form.test.data = latest_payload(&state, &rule.event_type).await?;
-    let page = form_page(&state, &viewer, Some(&rule), form, FieldErrors::default(), None).await?;
+    let page = form_page(
+        &state,
+        &viewer,
+        Some(&rule),
+        form,
+        FieldErrors::default(),
+        None,
+    )
+    .await?;
     Ok(render(StatusCode::OK, &page))
 }
 

@@ -209,12 +209,12 @@ mod tests {
 
     #[test]
     fn a_key_needs_a_name_and_known_scopes() {
-        let key = NewKey::parse(&json!({"name": " ops ", "scopes": ["admin", "read"]}))
-            .expect("valid");
+        let key =
+            NewKey::parse(&json!({"name": " ops ", "scopes": ["admin", "read"]})).expect("valid");
         assert_eq!(key.name, "ops");
         assert_eq!(key.scopes.as_slice(), &[Scope::Read, Scope::Admin]);
-        let errors = NewKey::parse(&json!({"name": "", "scopes": ["root"], "x": 1}))
-            .expect_err("invalid");
+        let errors =
+            NewKey::parse(&json!({"name": "", "scopes": ["root"], "x": 1})).expect_err("invalid");
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["x", "name", "scopes[0]"]);
         let errors = NewKey::parse(&json!({"scopes": []})).expect_err("invalid");

@@ -224,10 +224,7 @@ pub async fn replay_batch(
     by: Option<&str>,
 ) -> ApiResult<ReplayBatchOut> {
     let (requested, events) = match selection {
-        ReplaySelection::Ids(ids) => (
-            ids.len(),
-            state.store.replay_events(ids, rules, by).await?,
-        ),
+        ReplaySelection::Ids(ids) => (ids.len(), state.store.replay_events(ids, rules, by).await?),
         ReplaySelection::Matching { filter, limit } => {
             let events = state
                 .store

@@ -270,6 +270,30 @@ impl TestApp {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// Creates an API key straight in the store (as `sluice keys create` does) and makes this
+    /// process see it at once; returns the key.
+    pub async fn create_key(&self, name: &str, scopes: &[&str]) -> String {
+        let state = &self.app.as_ref().expect("running").state;
+        let new = sluice::operations::keys::NewKey::new(name, scopes).expect("valid key");
+        let created = sluice::operations::keys::create(state.store.as_ref(), &new)
+            .await
+            .expect("key created");
+        if let Some(keys) = &state.keys {
+            keys.reload().await.expect("keys reload");
+        }
+        created.key
+    }
+
+    /// A request with `Authorization: Bearer <key>`.
+    pub fn with_key(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.stop().await.expect("clean stop");

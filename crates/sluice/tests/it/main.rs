@@ -6,6 +6,7 @@
 mod helpers;
 mod receiver;
 
+mod auth;
 mod bench;
 mod browser;
 mod cli;

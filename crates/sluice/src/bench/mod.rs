@@ -59,6 +59,13 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// An API key to send (`Authorization: Bearer`) to a server running with AUTH=api_key.
+    #[arg(long, env = "SLUICE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// With --spawn: run the server with AUTH=api_key, with an admin key made for the bench
+    /// by `sluice keys create` (so every request pays for its key check).
+    #[arg(long, requires = "spawn")]
+    pub auth: bool,
 }
 
 /// A server this bench started; killed when dropped.
@@ -83,6 +90,9 @@ impl Spawned {
             .args(["--webhook-allow-private", "true", "--log-level", "warn"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
+        if args.auth {
+            command.args(["--auth", "api_key"]);
+        }
         if let Some(extra) = &args.server_args {
             command.args(extra.split_whitespace());
         }
@@ -202,6 +212,28 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
     }
 }
 
+/// Makes an admin key for the bench with `sluice keys create` on the bench's database.
+fn bench_key(database_url: &str) -> anyhow::Result<String> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "keys", "create", "--name", "bench", "--scopes", "admin", "--json",
+        ])
+        .args(["--database-url", database_url])
+        .output()
+        .context("cannot run `sluice keys create`")?;
+    if !output.status.success() {
+        bail!(
+            "`sluice keys create` failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    created["key"]
+        .as_str()
+        .map(str::to_owned)
+        .context("`sluice keys create --json` printed no key")
+}
+
 /// Runs a benchmark and returns its figures.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
     if args.events == 0 || args.concurrency == 0 {
@@ -210,6 +242,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
     if !(0.0..=0.9).contains(&args.duplicates) {
         bail!("--duplicates must be between 0.0 and 0.9");
     }
+    let api_key = match (&args.api_key, args.auth) {
+        (Some(key), _) => Some(key.clone()),
+        (None, true) => Some(bench_key(&args.database_url)?),
+        (None, false) => None,
+    };
     let spawned = if args.spawn {
         Some(Spawned::start(&args)?)
     } else {
@@ -220,8 +257,16 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         (None, Some(url)) => url.trim_end_matches('/').to_owned(),
         (None, None) => bail!("give --url of a running sluice, or --spawn"),
     };
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = &api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key is not valid in a header")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
+        .default_headers(headers)
         .build()?;
     wait_ready(&client, &url).await?;
 

@@ -348,7 +348,27 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
 /// control, sends visitors without a session to the sign-in page and refuses write pages to
 /// read-only keys; and sets the headers that keep pages from being framed or running
 /// injected script.
-async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+async fn guard(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    // Refusals are console pages too, and get the console's headers.
+    let mut response = admit(&gate, request, next).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+async fn admit(gate: &Gate, mut request: Request, next: Next) -> Response {
     let writes = request.method() != Method::GET && request.method() != Method::HEAD;
     if writes && !same_origin(request.headers()) {
         return error_page(
@@ -390,22 +410,7 @@ async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -> Re
         );
     }
     request.extensions_mut().insert(viewer);
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    response
+    next.run(request).await
 }
 
 /// Pages anyone may open: signing in and out, and the assets the sign-in page uses.

@@ -3,11 +3,15 @@
 use crate::helpers::{spawn_app_with, Db};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_drives_a_running_instance_and_reports() {
+async fn bench_drives_a_running_instance_with_access_control_and_reports() {
     // The bench's webhook sink listens on loopback.
-    let app = spawn_app_with(Db::Sqlite, &["--webhook-allow-private", "true"])
-        .await
-        .unwrap();
+    let app = spawn_app_with(
+        Db::Sqlite,
+        &["--webhook-allow-private", "true", "--auth", "api_key"],
+    )
+    .await
+    .unwrap();
+    let key = app.create_key("bench", &["admin"]).await;
     let args = sluice::bench::BenchArgs {
         url: Some(app.url("")),
         spawn: false,
@@ -21,6 +25,8 @@ async fn bench_drives_a_running_instance_and_reports() {
         phased: false,
         timeout_secs: 120,
         json: true,
+        api_key: Some(key),
+        auth: false,
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);
@@ -41,7 +47,7 @@ async fn bench_drives_a_running_instance_and_reports() {
 }
 
 #[test]
-fn bench_spawns_its_own_server_and_prints_json() {
+fn bench_spawns_its_own_server_with_a_key_and_prints_json() {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
@@ -52,6 +58,7 @@ fn bench_spawns_its_own_server_and_prints_json() {
             "--json",
             "--actions",
             "log",
+            "--auth",
         ])
         .arg("--database-url")
         .arg(format!(

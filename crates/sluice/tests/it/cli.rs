@@ -148,3 +148,91 @@ fn help_and_debug_output_never_show_secrets() {
         assert!(!debug.contains(secret), "Debug shows {secret}: {debug}");
     }
 }
+
+/// `sluice keys …` against a database with no server running, then a server on it that
+/// honours the key, and a revoke from the command line that the running server obeys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_created_listed_and_revoked_from_the_command_line() {
+    use crate::helpers::{fresh_database, start_on, Db};
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(database) = fresh_database(db).await else {
+            continue;
+        };
+        let keys = |args: &[&str]| {
+            let output = sluice()
+                .arg("keys")
+                .args(args)
+                .env("DATABASE_URL", &database.url)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "sluice keys {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            output
+        };
+        let created = keys(&[
+            "create",
+            "--name",
+            "ci",
+            "--scopes",
+            "ingest,read",
+            "--json",
+        ]);
+        let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+        let key = created["key"].as_str().unwrap().to_owned();
+        assert!(key.starts_with("sk_"), "{created}");
+        assert_eq!(created["scopes"], serde_json::json!(["ingest", "read"]));
+        let plain = keys(&["create", "--name", "ops", "--scopes", "admin"]);
+        let plain_key = String::from_utf8(plain.stdout).unwrap().trim().to_owned();
+        assert!(
+            plain_key.starts_with("sk_"),
+            "the text form prints just the key"
+        );
+
+        let listed = keys(&["list", "--json"]);
+        let listed_text = String::from_utf8(listed.stdout).unwrap();
+        assert!(
+            !listed_text.contains(&key[11..]),
+            "a listing never shows a key"
+        );
+        let listed: serde_json::Value = serde_json::from_str(&listed_text).unwrap();
+        assert_eq!(listed["count"], 2);
+        let table = String::from_utf8(keys(&["list"]).stdout).unwrap();
+        assert!(table.contains("ci") && table.contains(created["prefix"].as_str().unwrap()));
+
+        let app = start_on(db, &database.url, &["--auth", "api_key"]).await;
+        let response = app
+            .with_key(reqwest::Method::GET, "/events/stats", &key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+
+        let id = created["id"].as_i64().unwrap().to_string();
+        let revoked = keys(&["revoke", &id]);
+        assert!(String::from_utf8_lossy(&revoked.stderr).contains("revoked key"));
+        let asked = std::time::Instant::now();
+        loop {
+            let response = app
+                .with_key(reqwest::Method::GET, "/events/stats", &key)
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 401 {
+                break;
+            }
+            assert!(asked.elapsed() < std::time::Duration::from_secs(5));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let bad = sluice()
+            .args(["keys", "create", "--name", "x", "--scopes", "root"])
+            .env("DATABASE_URL", &database.url)
+            .output()
+            .unwrap();
+        assert!(!bad.status.success());
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("ingest, read, admin"));
+        app.stop().await;
+    }
+}

@@ -296,3 +296,117 @@ async fn an_operator_creates_a_rule_watches_an_event_and_replays_it() {
     browser.quit().await;
     app.stop().await;
 }
+
+/// With `AUTH=api_key`: an operator signs in with a read key and looks around (live, but
+/// with no write controls), is refused a write page, signs out, and signs in as admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_signs_in_looks_around_read_only_and_signs_out() {
+    let Some(driver) = Driver::start().await else {
+        return;
+    };
+    let app = crate::helpers::spawn_app_with(Db::Sqlite, &["--auth", "api_key"])
+        .await
+        .expect("sqlite always works");
+    let shots = Shots {
+        dir: screenshot_dir(),
+    };
+    let admin = app.create_key("ops", &["admin"]).await;
+    let read = app.create_key("wallboard", &["read"]).await;
+    let response = app
+        .with_key(reqwest::Method::POST, "/rules", &admin)
+        .json(
+            &json!({"name": "Log orders", "event_type": "order.created", "condition": true,
+                      "action": {"type": "log", "params": {"message": "order"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let browser = driver.session(1280, 900).await;
+
+    // Any page asks to sign in first, and a wrong key is said to be wrong.
+    visit(&browser, &app, "/console/rules").await;
+    browser.wait_contains("h1", "Sign in").await;
+    browser.type_into("#key", "sk_not_a_real_key").await;
+    browser.click("button[type=submit]").await;
+    browser
+        .wait_contains("#key-error", "not a valid API key")
+        .await;
+    shots.take(&browser, "20-sign-in-refused").await;
+
+    // A read key: back to the page asked for, every page readable, no write controls.
+    browser.type_into("#key", &read).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_contains("h1", "Rules").await;
+    browser.wait_contains(".session", "wallboard").await;
+    assert!(browser
+        .try_find("a[href=\"/console/rules/new\"]")
+        .await
+        .is_none());
+    let cookie_visible = browser.execute("return document.cookie").await;
+    assert_eq!(cookie_visible, json!(""), "scripts cannot read the session");
+    shots.take(&browser, "21-read-only-rules").await;
+    visit(&browser, &app, "/console/rules/1").await;
+    browser.wait_contains("h1", "Log orders").await;
+    assert!(browser
+        .try_find("form[action=\"/console/rules/1/active\"]")
+        .await
+        .is_none());
+    // Live updates work with the session alone.
+    visit(&browser, &app, "/console/events").await;
+    browser.wait_contains("#live-status", "Live").await;
+    let response = app
+        .with_key(reqwest::Method::POST, "/events", &admin)
+        .json(&json!({"id": "order-1", "type": "order.created", "data": {"amount": 5}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    browser.wait_contains("table", "order-1").await;
+    // A write page typed in by hand is refused with a page that says why.
+    visit(&browser, &app, "/console/rules/1/edit").await;
+    browser
+        .wait_contains("main", "can look but not change")
+        .await;
+    shots.take(&browser, "22-read-only-refused").await;
+    assert_console_clean_but_403(&browser).await;
+
+    // Signing out returns to the sign-in page, and the console is closed again.
+    visit(&browser, &app, "/console").await;
+    browser.click(".session button").await;
+    browser.wait_contains("h1", "Sign in").await;
+    visit(&browser, &app, "/console/events").await;
+    browser.wait_contains("h1", "Sign in").await;
+
+    // An admin sees the write controls and the Keys page.
+    browser.type_into("#key", &admin).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_contains("h1", "Events").await;
+    visit(&browser, &app, "/console/keys").await;
+    browser.wait_contains("table", "wallboard").await;
+    browser.type_into("#key-name", "checkout").await;
+    browser.click("input[name=scope_ingest]").await;
+    browser.click(".key-form button[type=submit]").await;
+    let shown = browser.wait_contains("#new-key", "sk_").await;
+    assert_eq!(shown.trim().len(), 43, "{shown}");
+    shots.take(&browser, "23-key-created").await;
+    browser.quit().await;
+    app.stop().await;
+}
+
+/// Like [`assert_console_clean`], also expecting the 403 of a refused page.
+async fn assert_console_clean_but_403(session: &Session) {
+    let Some(entries) = session.console_log().await else {
+        return;
+    };
+    let errors: Vec<&Value> = entries
+        .iter()
+        .filter(|e| {
+            let message = e["message"].as_str().unwrap_or_default();
+            e["level"] == "SEVERE"
+                && !(e["source"] == "network"
+                    && (message.contains("status of 403") || message.contains("status of 401")))
+        })
+        .collect();
+    assert!(errors.is_empty(), "browser errors: {errors:#?}");
+}

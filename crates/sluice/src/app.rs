@@ -285,6 +285,12 @@ impl RunningApp {
         } else {
             None
         };
+        if keys.as_ref().is_some_and(|k| k.usable() == 0) {
+            tracing::warn!(
+                "AUTH=api_key and no API key exists yet: every request will be refused; \
+                 create one with `sluice keys create --name ops --scopes admin`"
+            );
+        }
         let key_refresh = keys.as_ref().map(|k| k.spawn_refresh(shutdown.clone()));
         if roles.api && settings.auth == AuthMode::None && !settings.host.is_loopback() {
             tracing::warn!(

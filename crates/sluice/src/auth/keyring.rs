@@ -141,6 +141,17 @@ impl KeyRing {
         Ok(principal)
     }
 
+    /// How many keys are usable (not revoked).
+    pub fn usable(&self) -> usize {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_prefix
+            .values()
+            .filter(|e| !e.revoked)
+            .count()
+    }
+
     /// Reloads now (after this process created or revoked a key).
     pub async fn reload(&self) -> Result<(), StoreError> {
         let _one_at_a_time = self.reloading.lock().await;

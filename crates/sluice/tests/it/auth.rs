@@ -1,7 +1,7 @@
 //! Access control (`AUTH=api_key`): every route × every kind of credential, audit fields,
 //! revocation across processes, the console's sessions, and no secret in the database.
 
-use crate::helpers::{fresh_database, spawn_sibling, start_on, Db, Roles, TestApp};
+use crate::helpers::{fresh_database, spawn_sibling, start_on, Answer, Db, Roles, TestApp};
 use crate::story;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -344,34 +344,25 @@ async fn rule_versions_and_replays_record_which_key_did_them(app: TestApp) {
             "name": "log all", "event_type": "order.created",
             "condition": true, "action": {"type": "log", "params": {"message": "hi"}}
         }))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(rule["current_version"]["created_by"], "ops-alice", "{rule}");
     let second = app.create_key("ops-bob", &["admin"]).await;
     let id = rule["id"].as_i64().unwrap();
     let updated: Value = app
         .with_key(Method::PUT, &format!("/rules/{id}"), &second)
         .json(&json!({"condition": {"==": [1, 1]}}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(updated["current_version"]["version"], 2);
     assert_eq!(updated["current_version"]["created_by"], "ops-bob");
     let versions: Value = app
         .with_key(Method::GET, &format!("/rules/{id}/versions"), &admin)
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     let by: Vec<&str> = versions["data"]
         .as_array()
         .unwrap()
@@ -383,24 +374,14 @@ async fn rule_versions_and_replays_record_which_key_did_them(app: TestApp) {
     let event: Value = app
         .with_key(Method::POST, "/events", &ingest)
         .json(&json!({"id": "o-1", "type": "order.created", "data": {}}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     let event_id = event["id"].as_i64().unwrap();
     let path = format!("/events/{event_id}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let e: Value = app
-            .with_key(Method::GET, &path, &admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let e: Value = app.with_key(Method::GET, &path, &admin).answer().await.1;
         if e["state"] == "processed" {
             break;
         }
@@ -410,23 +391,17 @@ async fn rule_versions_and_replays_record_which_key_did_them(app: TestApp) {
     let replay: Value = app
         .with_key(Method::POST, &format!("{path}/replay"), &second)
         .json(&json!({}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(replay["requested_by"], "ops-bob", "{replay}");
     let deadline = Instant::now() + Duration::from_secs(30);
     let attempts = loop {
         let a: Value = app
             .with_key(Method::GET, &format!("{path}/attempts"), &admin)
-            .send()
+            .answer()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .1;
         if a["data"][0]["trigger"] == "replay" && a["data"][0]["status"] == "success" {
             break a;
         }
@@ -440,12 +415,9 @@ async fn rule_versions_and_replays_record_which_key_did_them(app: TestApp) {
     let batch: Value = app
         .with_key(Method::POST, "/events/replay-batch", &admin)
         .json(&json!({"event_ids": [event_id]}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(batch["requested_by"], "ops-alice", "{batch}");
 }
 
@@ -479,12 +451,9 @@ async fn revocation_reaches_every_process(db: Db) {
     let created: Value = first
         .with_key(Method::POST, "/api-keys", &admin)
         .json(&json!({"name": "dash", "scopes": ["read"]}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     let key = created["key"].as_str().unwrap();
     let response = second
         .with_key(Method::GET, "/events/stats", key)
@@ -607,12 +576,9 @@ async fn the_database_holds_no_key_and_no_session_token(app: TestApp) {
     let created: Value = app
         .with_key(Method::POST, "/api-keys", &admin)
         .json(&json!({"name": "reader", "scopes": ["read"]}))
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     let reader = created["key"].as_str().unwrap().to_owned();
     let (cookie, _) = sign_in(&app, &reader).await;
     let token = cookie
@@ -807,12 +773,9 @@ async fn the_console_asks_for_a_key_and_a_read_key_only_looks(app: TestApp) {
     }
     let rule: Value = app
         .with_key(Method::GET, "/rules/1", &admin)
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(rule["active"], true, "the refused write changed nothing");
 
     // Behind an HTTPS proxy the cookie is Secure.
@@ -908,23 +871,17 @@ async fn the_console_asks_for_a_key_and_a_read_key_only_looks(app: TestApp) {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let rule: Value = app
         .with_key(Method::GET, "/rules/1", &admin)
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     assert_eq!(rule["active"], false);
 
     // Revoking a key ends its console sessions.
     let keys: Value = app
         .with_key(Method::GET, "/api-keys", &admin)
-        .send()
+        .answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .1;
     let (cookie, _) = sign_in(&app, &read).await;
     let session = cookie.split(';').next().unwrap().to_owned();
     let id = keys_named(&keys, "wallboard");

@@ -326,3 +326,17 @@ macro_rules! story {
         }
     };
 }
+
+/// Sends a request and reads its JSON answer (`Null` for a body that is not JSON).
+pub trait Answer {
+    async fn answer(self) -> (u16, Value);
+}
+
+impl Answer for reqwest::RequestBuilder {
+    async fn answer(self) -> (u16, Value) {
+        let response = self.send().await.expect("request");
+        let status = response.status().as_u16();
+        let body = response.bytes().await.expect("body");
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+}

@@ -935,3 +935,41 @@ async fn the_live_stream_takes_a_key_or_the_console_session(app: TestApp) {
         .expect("the console session streams");
     drop(socket);
 }
+
+story!(
+    an_expired_console_session_signs_in_again,
+    "--auth",
+    "api_key"
+);
+async fn an_expired_console_session_signs_in_again(app: TestApp) {
+    let read = app.create_key("wallboard", &["read"]).await;
+    let store = sluice_store::connect(&app.database_url, 1).await.unwrap();
+    let keys = store.api_keys().await.unwrap();
+    let token = "expired-session-token";
+    let hash: String = sluice::auth::keys::digest(token)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    store
+        .create_console_session(
+            &hash,
+            keys[0].id,
+            chrono::Utc::now() - chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    let response = no_redirects()
+        .get(app.url("/console"))
+        .header("cookie", format!("sluice_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SEE_OTHER,
+        "an expired session is no session"
+    );
+    // A fresh sign-in works, and lasts 12 hours.
+    let (cookie, _) = sign_in(&app, &read).await;
+    assert!(cookie.contains("Max-Age=43200"), "{cookie}");
+}

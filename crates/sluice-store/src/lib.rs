@@ -82,6 +82,14 @@ pub trait Store: Send + Sync + 'static {
     /// `filter.state` and `filter.external_id` are ignored.
     async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError>;
 
+    /// The rule version an execution of this event ran, with its condition; `None` if the
+    /// execution is unknown or belongs to another event.
+    async fn execution_condition(
+        &self,
+        event_id: i64,
+        execution_id: i64,
+    ) -> Result<Option<ExecutionCondition>, StoreError>;
+
     /// Attempts of one event, newest first, each with its rule executions.
     async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError>;
 

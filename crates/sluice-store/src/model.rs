@@ -309,6 +309,14 @@ pub enum Release {
     OlderThan(i64),
 }
 
+/// What explaining a stored execution needs: which rule version ran, and its condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionCondition {
+    pub rule_id: i64,
+    pub rule_version_id: i64,
+    pub condition: Value,
+}
+
 /// An API key as stored: its public prefix and the hash of the whole key, never the key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRecord {

@@ -149,6 +149,10 @@ pub fn router(state: AppState) -> Router {
         .route("/events/stats", get(api::events::event_stats))
         .route("/events/{id}", get(api::events::get_event))
         .route("/events/{id}/attempts", get(api::events::list_attempts))
+        .route(
+            "/events/{id}/executions/{execution_id}/explain",
+            get(api::events::explain_execution),
+        )
         .route("/events/{id}/replay", post(api::replay::replay_event))
         .route("/events/replay-batch", post(api::replay::replay_batch))
         .route("/events/requeue-stuck", post(api::replay::requeue_stuck))

@@ -82,6 +82,10 @@ pub struct EvalArgs {
     /// The data to evaluate it against, as JSON.
     #[arg(long, requires = "rule")]
     pub data: Option<String>,
+    /// Also say why: the summary and every node with its value (JSON lines get
+    /// `{"result", "matched", "summary", "explanation"}`).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 impl Cli {

@@ -13,9 +13,35 @@ pub fn evaluate(rule: &Value, data: &Value, limits: &Limits) -> Result<Value, St
     logic.evaluate(data).map_err(|e| e.to_string())
 }
 
-/// One input line → one output line (`result` or `{"error": …}`). `Err` only when the line is
-/// not JSON at all, which makes the whole input invalid JSON lines.
-pub fn evaluate_line(line: &str, limits: &Limits) -> Result<Value, Value> {
+/// A rule's result with why, as JSON: `{"result", "matched", "summary", "explanation"}`.
+pub fn explain(rule: &Value, data: &Value, limits: &Limits) -> Result<Value, String> {
+    let logic = Logic::compile(rule, limits).map_err(|e| format!("invalid rule: {e}"))?;
+    let explained = logic.explain(data).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "result": explained.result,
+        "matched": explained.matched,
+        "summary": explained.summary,
+        "explanation": explained.tree,
+    }))
+}
+
+/// The explanation drawn for a person: the result, the summary, then the tree indented.
+fn explain_text(rule: &Value, data: &Value, limits: &Limits) -> Result<String, String> {
+    let logic = Logic::compile(rule, limits).map_err(|e| format!("invalid rule: {e}"))?;
+    let explained = logic.explain(data).map_err(|e| e.to_string())?;
+    let mut out = format!("{}\nwhy: {}\n", explained.result, explained.summary);
+    for line in sluice_core::logic::tree_lines(&explained.tree) {
+        out.push_str(&"  ".repeat(line.depth));
+        out.push_str(&line.text);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// One input line → one output line (`result` or `{"error": …}`; with `explain`, the result
+/// explained). `Err` only when the line is not JSON at all, which makes the whole input
+/// invalid JSON lines.
+pub fn evaluate_line(line: &str, limits: &Limits, explain_it: bool) -> Result<Value, Value> {
     let input: Value = match serde_json::from_str(line) {
         Ok(input) => input,
         Err(e) => return Err(json!({ "error": format!("input is not JSON: {e}") })),
@@ -27,7 +53,12 @@ pub fn evaluate_line(line: &str, limits: &Limits) -> Result<Value, Value> {
         return Ok(json!({ "error": "missing \"rule\"" }));
     };
     let data = object.get("data").unwrap_or(&Value::Null);
-    Ok(match evaluate(rule, data, limits) {
+    let answer = if explain_it {
+        explain(rule, data, limits)
+    } else {
+        evaluate(rule, data, limits)
+    };
+    Ok(match answer {
         Ok(result) => result,
         Err(message) => json!({ "error": message }),
     })
@@ -43,9 +74,16 @@ pub fn run(args: EvalArgs) -> ExitCode {
                     .map_err(|e| format!("--data is not JSON: {e}"))
                     .map(|data| (rule, data))
             });
-        return match parsed.and_then(|(rule, data)| evaluate(&rule, &data, &limits)) {
-            Ok(result) => {
-                println!("{result}");
+        let answer = parsed.and_then(|(rule, data)| {
+            if args.explain {
+                explain_text(&rule, &data, &limits)
+            } else {
+                evaluate(&rule, &data, &limits).map(|result| format!("{result}\n"))
+            }
+        });
+        return match answer {
+            Ok(text) => {
+                print!("{text}");
                 ExitCode::SUCCESS
             }
             Err(message) => {
@@ -69,7 +107,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
         if line.trim().is_empty() {
             continue;
         }
-        let answer = evaluate_line(&line, &limits).unwrap_or_else(|error| {
+        let answer = evaluate_line(&line, &limits, args.explain).unwrap_or_else(|error| {
             all_json = false;
             error
         });
@@ -98,12 +136,21 @@ mod tests {
         let ok = evaluate_line(
             r#"{"rule":{">=":[{"var":"amount"},50]},"data":{"amount":100}}"#,
             &limits,
+            false,
         );
         assert_eq!(ok, Ok(json!(true)));
-        let unknown = evaluate_line(r#"{"rule":{"nope":[1]},"data":{}}"#, &limits).unwrap();
+        let unknown = evaluate_line(r#"{"rule":{"nope":[1]},"data":{}}"#, &limits, false).unwrap();
         assert!(unknown["error"].as_str().unwrap().contains("nope"));
-        assert!(evaluate_line("not json", &limits).is_err());
-        let missing = evaluate_line(r#"{"data":{}}"#, &limits).unwrap();
+        assert!(evaluate_line("not json", &limits, false).is_err());
+        let explained = evaluate_line(
+            r#"{"rule":{">=":[{"var":"amount"},50]},"data":{"amount":10}}"#,
+            &limits,
+            true,
+        )
+        .unwrap();
+        assert_eq!(explained["summary"], "amount (10) >= 50 is false");
+        assert_eq!(explained["explanation"]["args"][0]["var"], "amount");
+        let missing = evaluate_line(r#"{"data":{}}"#, &limits, false).unwrap();
         assert_eq!(missing, json!({"error": "missing \"rule\""}));
     }
 }

@@ -4,7 +4,7 @@
 //! async worker thread and `/health` keeps answering. Either way the budget bounds the work.
 
 use serde_json::Value;
-use sluice_core::logic::{EvalError, Limits, Logic};
+use sluice_core::logic::{EvalError, Explained, Limits, Logic};
 
 /// The most an evaluation may cost on an async thread before it is moved to the blocking pool
 /// (a typical rule uses tens of operations).
@@ -45,6 +45,18 @@ pub async fn evaluate(logic: &Logic, data: &Value) -> Result<Value, EvalError> {
         Err(error) if error.is_budget() && logic.is_capped_by(&cap) => {
             let (logic, data) = (logic.clone(), data.clone());
             off_the_runtime(move || logic.evaluate(&data)).await?
+        }
+        decided => decided,
+    }
+}
+
+/// The rule's result for `data`, explained (the same evaluation, watched node by node).
+pub async fn explain(logic: &Logic, data: &Value) -> Result<Explained, EvalError> {
+    let cap = inline_cap();
+    match logic.explain_capped(data, &cap) {
+        Err(error) if error.is_budget() && logic.is_capped_by(&cap) => {
+            let (logic, data) = (logic.clone(), data.clone());
+            off_the_runtime(move || logic.explain(&data)).await?
         }
         decided => decided,
     }

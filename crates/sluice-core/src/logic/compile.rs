@@ -96,6 +96,13 @@ macro_rules! operators {
                     _ => None,
                 }
             }
+
+            /// The operator as rules spell it.
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $(Op::$variant => $name,)+
+                }
+            }
         }
     };
 }

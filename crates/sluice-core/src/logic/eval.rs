@@ -14,18 +14,45 @@ use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::rc::Rc;
 
-pub(crate) struct Evaluator {
+/// Watches an evaluation node by node (to explain it). [`NoTrace`] watches nothing and
+/// compiles away: plain evaluation pays nothing for explanations being possible.
+pub(crate) trait Trace {
+    /// Whether the evaluator calls the hooks at all.
+    const ON: bool;
+    /// `node` is about to be evaluated.
+    fn enter(&mut self, node: &Node);
+    /// `node` (the last one entered and not left) evaluated to `value`.
+    fn exit(&mut self, node: &Node, value: &Val<'_>);
+}
+
+pub(crate) struct NoTrace;
+
+impl Trace for NoTrace {
+    const ON: bool = false;
+    fn enter(&mut self, _: &Node) {}
+    fn exit(&mut self, _: &Node, _: &Val<'_>) {}
+}
+
+pub(crate) struct Evaluator<T: Trace = NoTrace> {
     pub(crate) budget: Budget,
     /// Counts evaluations of array literals, which are fresh arrays each time.
     serial: u64,
+    pub(crate) trace: T,
 }
 
-impl Evaluator {
+impl Evaluator<NoTrace> {
     pub(crate) fn new(limits: &Limits) -> Self {
+        Evaluator::traced(limits, NoTrace)
+    }
+}
+
+impl<T: Trace> Evaluator<T> {
+    pub(crate) fn traced(limits: &Limits, trace: T) -> Self {
         Self {
             budget: Budget::new(limits),
             // Serial 0 belongs to the compiler's view of literals.
             serial: 0,
+            trace,
         }
     }
 
@@ -34,6 +61,16 @@ impl Evaluator {
         node: &'a Node,
         data: &Val<'a>,
     ) -> Result<Val<'a>, EvalError> {
+        if !T::ON {
+            return self.eval_node(node, data);
+        }
+        self.trace.enter(node);
+        let value = self.eval_node(node, data)?;
+        self.trace.exit(node, &value);
+        Ok(value)
+    }
+
+    fn eval_node<'a>(&mut self, node: &'a Node, data: &Val<'a>) -> Result<Val<'a>, EvalError> {
         self.budget.tick()?;
         Ok(match node {
             Node::Undefined => Val::Undefined,

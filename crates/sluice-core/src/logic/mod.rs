@@ -28,6 +28,7 @@
 mod budget;
 mod compile;
 mod eval;
+mod explain;
 mod number;
 mod value;
 
@@ -38,6 +39,7 @@ use std::sync::Arc;
 
 pub use budget::MAX_VALUE_DEPTH;
 pub use compile::HARD_MAX_DEPTH;
+pub use explain::{summary, tree_lines, Explanation, TreeLine, LOOP_ITEMS_SHOWN};
 
 /// What one rule may cost. Size and nesting are checked when a rule is compiled; operations
 /// and bytes are counted afresh by every evaluation.
@@ -157,6 +159,35 @@ impl Logic {
         Ok((json, evaluator.budget.operations()))
     }
 
+    /// Evaluates like [`evaluate`](Self::evaluate), under the same budget, and explains the
+    /// result: a tree of every node with its value (see [`Explanation`]) and a one-line
+    /// summary. Plain evaluation does not pay for this: the evaluator's tracing compiles
+    /// away when nobody explains.
+    pub fn explain(&self, data: &Value) -> Result<Explained, EvalError> {
+        self.explain_capped(data, &self.inner.limits)
+    }
+
+    /// Like [`explain`](Self::explain), under a budget no larger than `cap`.
+    pub fn explain_capped(&self, data: &Value, cap: &Limits) -> Result<Explained, EvalError> {
+        let limits = self.capped(cap);
+        let mut evaluator = eval::Evaluator::traced(&limits, explain::Explainer::default());
+        let result = evaluator.eval(&self.inner.root, &value::Val::from_json(data))?;
+        let matched = result.truthy();
+        let json = value::to_json(&result, &mut evaluator.budget, 0)?;
+        let truncated = evaluator.trace.truncated;
+        let tree = evaluator
+            .trace
+            .into_tree()
+            .ok_or_else(|| EvalError::Type("nothing was evaluated".to_owned()))?;
+        Ok(Explained {
+            summary: summary(&tree),
+            result: json,
+            matched,
+            tree,
+            truncated,
+        })
+    }
+
     /// The rule as it was given.
     pub fn source(&self) -> &Value {
         &self.inner.source
@@ -166,6 +197,19 @@ impl Logic {
     pub fn limits(&self) -> &Limits {
         &self.inner.limits
     }
+}
+
+/// A result with its explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explained {
+    pub result: Value,
+    /// Whether the result is truthy, as [`Logic::matches`] says.
+    pub matched: bool,
+    pub tree: Explanation,
+    /// One line: the comparisons that decided the result, with their values.
+    pub summary: String,
+    /// Parts of the tree were left out to keep it under 64 KiB.
+    pub truncated: bool,
 }
 
 impl fmt::Debug for Logic {

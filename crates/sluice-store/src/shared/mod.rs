@@ -210,6 +210,31 @@ impl<E: Engine> Store for E {
         Ok(attempts)
     }
 
+    async fn execution_condition(
+        &self,
+        event_id: i64,
+        execution_id: i64,
+    ) -> Result<Option<ExecutionCondition>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT x.rule_id, x.rule_version_id, v.condition AS v_condition \
+             FROM rule_executions x JOIN rule_versions v ON v.id = x.rule_version_id \
+             WHERE x.id = ",
+        );
+        query
+            .push_value(execution_id)
+            .push(" AND x.event_id = ")
+            .push_value(event_id);
+        let mut conn = self.reads().acquire().await?;
+        let Some(row) = query.fetch_optional(&mut conn).await? else {
+            return Ok(None);
+        };
+        Ok(Some(ExecutionCondition {
+            rule_id: row.value("rule_id")?,
+            rule_version_id: row.value("rule_version_id")?,
+            condition: row.json("v_condition")?,
+        }))
+    }
+
     async fn create_rule(&self, rule: &NewRuleRecord) -> Result<Rule, StoreError> {
         let now = Utc::now();
         let mut tx = self.writes().begin().await?;

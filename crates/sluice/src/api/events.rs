@@ -2,13 +2,13 @@
 //! handler extracts, calls its operation in `operations::events`, and wraps the answer.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{IdPath, JsonBody};
+use super::extract::{ExecutionPath, IdPath, JsonBody};
 use super::query::{parse_page, PageQuery, QueryErrors};
 use super::schema::{BatchIn, NewEventIn};
 use crate::app::AppState;
 use crate::operations::events::{
-    self, AttemptList, BatchOut, EventList, EventOut, EventsQuery, IngestedOut, StatsOut,
-    StatsQuery, MAX_BATCH,
+    self, AttemptList, BatchOut, EventList, EventOut, EventsQuery, ExplainOut, IngestedOut,
+    StatsOut, StatsQuery, MAX_BATCH,
 };
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -142,6 +142,27 @@ pub async fn get_event(
     IdPath(id): IdPath,
 ) -> ApiResult<Json<EventOut>> {
     Ok(Json(events::event_detail(&state, id).await?))
+}
+
+/// Why one of the event's rule executions matched or was skipped: its recorded rule version
+/// evaluated again, node by node, against the stored payload.
+#[utoipa::path(get, path = "/events/{id}/executions/{execution_id}/explain", tag = "events",
+    params(
+        ("id" = i64, Path, description = "Event id", minimum = 1),
+        ("execution_id" = i64, Path, description = "Rule execution id (from the attempts)", minimum = 1),
+    ),
+    responses(
+        (status = 200, description = "The explanation", body = ExplainOut),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 404, description = "Unknown event, or no such execution of it", body = ErrorBody),
+    ))]
+pub async fn explain_execution(
+    State(state): State<AppState>,
+    path: ExecutionPath,
+) -> ApiResult<Json<ExplainOut>> {
+    Ok(Json(
+        events::explain_execution(&state, path.event_id, path.execution_id).await?,
+    ))
 }
 
 /// An event's attempts, newest first, with what each rule did.

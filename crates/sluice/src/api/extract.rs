@@ -132,15 +132,40 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
-        match raw.parse::<i64>() {
-            Ok(id) if id > 0 => Ok(IdPath(id)),
-            _ => Err(
-                ApiError::validation(format!("id must be a positive integer, got '{raw}'"))
-                    .with_details(vec![sluice_core::FieldError::new(
-                        "id",
-                        "must be a positive integer",
-                    )]),
-            ),
-        }
+        parse_id("id", &raw).map(IdPath)
+    }
+}
+
+/// `/events/{id}/executions/{execution_id}`: both positive integers, else a 400.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutionPath {
+    pub event_id: i64,
+    pub execution_id: i64,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ExecutionPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((event, execution)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
+        Ok(ExecutionPath {
+            event_id: parse_id("id", &event)?,
+            execution_id: parse_id("execution_id", &execution)?,
+        })
+    }
+}
+
+fn parse_id(name: &str, raw: &str) -> Result<i64, ApiError> {
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(
+            ApiError::validation(format!("{name} must be a positive integer, got '{raw}'"))
+                .with_details(vec![sluice_core::FieldError::new(
+                    name,
+                    "must be a positive integer",
+                )]),
+        ),
     }
 }

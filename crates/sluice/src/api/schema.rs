@@ -133,7 +133,7 @@ pub struct RulePatchIn {
     active: Option<bool>,
 }
 
-/// `{condition, data}`, or `{condition, event_type, last}` (last ≤ 1000, default 100).
+/// `{condition, data, explain?}`, or `{condition, event_type, last}` (last ≤ 1000, default 100).
 #[derive(ToSchema)]
 pub struct RuleTestIn {
     #[schema(value_type = Object)]
@@ -143,6 +143,9 @@ pub struct RuleTestIn {
     event_type: Option<String>,
     #[schema(minimum = 1, maximum = 1000)]
     last: Option<i64>,
+    /// With `data`: also answer `explanation` (the condition's nodes with their values) and
+    /// `summary` (one line saying what decided).
+    explain: Option<bool>,
 }
 
 /// A key to create.

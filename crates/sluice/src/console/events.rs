@@ -224,6 +224,68 @@ pub async fn known_types(state: &AppState) -> ConsoleResult<Vec<String>> {
     Ok(types)
 }
 
+/// Why a rule matched or not, as the event page shows it in a "why?" disclosure.
+#[derive(Clone)]
+pub struct WhyView {
+    pub summary: String,
+    pub lines: Vec<WhyLine>,
+}
+
+#[derive(Clone)]
+pub struct WhyLine {
+    /// Nesting, capped for the indentation classes (`why-depth-0` … `why-depth-8`).
+    pub depth: usize,
+    pub text: String,
+    pub muted: bool,
+}
+
+impl WhyView {
+    pub fn new(summary: String, tree: Option<&sluice_core::logic::Explanation>) -> Self {
+        WhyView {
+            summary,
+            lines: tree
+                .map(sluice_core::logic::tree_lines)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| WhyLine {
+                    depth: l.depth.min(8),
+                    text: l.text,
+                    muted: l.muted,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The explanation of each rule version an event's shown attempts ran: the same version on
+/// the same payload always explains the same way, so each is evaluated once.
+async fn explanations(
+    state: &AppState,
+    event_id: i64,
+    attempts: &[AttemptOut],
+) -> ConsoleResult<std::collections::HashMap<i64, WhyView>> {
+    let mut views = std::collections::HashMap::new();
+    for execution in attempts.iter().flat_map(|a| a.rule_executions.iter()) {
+        if views.contains_key(&execution.rule_version_id) {
+            continue;
+        }
+        let explained = match event_ops::explain_execution(state, event_id, execution.id).await {
+            Ok(explained) => explained,
+            // The page is still worth showing without this one explanation.
+            Err(error) if error.name != ErrorName::ServiceUnavailable => {
+                tracing::warn!(execution = execution.id, error = %error.message, "cannot explain");
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
+        views.insert(
+            execution.rule_version_id,
+            WhyView::new(explained.summary, explained.explanation.as_ref()),
+        );
+    }
+    Ok(views)
+}
+
 pub struct ExecutionView {
     pub rule_id: i64,
     pub rule_name: String,
@@ -232,6 +294,7 @@ pub struct ExecutionView {
     pub error: Option<String>,
     pub idempotency_key: Option<String>,
     pub duration_ms: Option<i64>,
+    pub why: Option<WhyView>,
 }
 
 pub struct AttemptView {
@@ -247,7 +310,11 @@ pub struct AttemptView {
 }
 
 impl AttemptView {
-    fn new(attempt: &AttemptOut, now: DateTime<Utc>) -> Self {
+    fn new(
+        attempt: &AttemptOut,
+        now: DateTime<Utc>,
+        why: &std::collections::HashMap<i64, WhyView>,
+    ) -> Self {
         AttemptView {
             attempt_no: attempt.attempt_no,
             trigger: attempt.trigger.as_str(),
@@ -268,6 +335,7 @@ impl AttemptView {
                     error: x.error.clone(),
                     idempotency_key: x.idempotency_key.clone(),
                     duration_ms: x.duration_ms,
+                    why: why.get(&x.rule_version_id).cloned(),
                 })
                 .collect(),
         }
@@ -440,6 +508,7 @@ async fn event_page(
     )
     .await?
     .data;
+    let why = explanations(state, id, &attempts).await?;
     Ok(EventPage {
         layout: Layout::new(
             format!("Event {}", event.external_id),
@@ -461,7 +530,10 @@ async fn event_page(
         can_replay: event.state.is_terminal(),
         last_error: event.last_error.clone(),
         diagnosis: diagnose(&event, &attempts),
-        attempts: attempts.iter().map(|a| AttemptView::new(a, now)).collect(),
+        attempts: attempts
+            .iter()
+            .map(|a| AttemptView::new(a, now, &why))
+            .collect(),
         dry_run,
         external_id: event.external_id,
         event_type: event.event_type,

@@ -1,7 +1,7 @@
 //! `/console/rules`: the list; a rule with its version history (diffs between versions) and a
 //! way to try it; the create/edit form whose validation errors appear next to their field.
 
-use super::events::known_types;
+use super::events::{known_types, WhyView};
 use super::view::{diff_lines, pretty, query_string, DiffLine, When};
 use super::{render, ConsoleResult, FieldErrors, Flash, Layout, Section, Viewer};
 use crate::api::error::{ApiError, ErrorName};
@@ -234,6 +234,7 @@ pub struct TestView {
 pub struct SampleResult {
     pub matched: bool,
     pub result: String,
+    pub why: Option<WhyView>,
 }
 
 pub struct StoredResult {
@@ -258,6 +259,9 @@ impl TestView {
                 sample: Some(SampleResult {
                     matched: sample.matched,
                     result: sample.result.to_string(),
+                    why: sample
+                        .summary
+                        .map(|summary| WhyView::new(summary, sample.explanation.as_deref())),
                 }),
                 stored: None,
             },
@@ -325,7 +329,7 @@ async fn run_test(
         json!({ "condition": condition, "event_type": event_type, "last": last })
     } else {
         match serde_json::from_str::<Value>(&input.data) {
-            Ok(data) => json!({ "condition": condition, "data": data }),
+            Ok(data) => json!({ "condition": condition, "data": data, "explain": true }),
             Err(error) => {
                 errors.push("data", format!("is not valid JSON: {error}"));
                 return Ok(None);

@@ -541,6 +541,78 @@ pub async fn event_stats(state: &AppState, filter: &EventFilter) -> ApiResult<St
     Ok(state.store.event_stats(&scoped).await?.into())
 }
 
+/// Why a stored execution matched or not: its recorded rule version evaluated again against
+/// the stored payload (evaluation is pure, so this is what the worker saw).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExplainOut {
+    pub execution_id: i64,
+    pub rule_id: i64,
+    pub rule_version_id: i64,
+    /// Whether the condition held (the action was due).
+    pub matched: bool,
+    /// What the condition evaluated to.
+    #[schema(value_type = Object)]
+    pub result: Value,
+    /// Every node of the condition with its value (see `POST /rules/test` with `explain`);
+    /// `null` when the condition could not be evaluated (the summary says why).
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<sluice_core::logic::Explanation>,
+    /// One line naming the comparisons that decided, with their values.
+    pub summary: String,
+}
+
+/// Explains one execution of one event; 404 if either is unknown or the execution belongs
+/// to another event.
+pub async fn explain_execution(
+    state: &AppState,
+    event_id: i64,
+    execution_id: i64,
+) -> ApiResult<ExplainOut> {
+    let event = state
+        .store
+        .get_event(event_id)
+        .await?
+        .ok_or_else(|| event_not_found(event_id))?;
+    let ran = state
+        .store
+        .execution_condition(event_id, execution_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "event {event_id} has no rule execution {execution_id}"
+            ))
+        })?;
+    let logic = sluice_core::logic::Logic::compile(&ran.condition, &state.settings.rule_limits())
+        .map_err(|e| {
+        ApiError::conflict(format!(
+            "rule version {} cannot be evaluated under today's limits: {e}",
+            ran.rule_version_id
+        ))
+    })?;
+    Ok(
+        match crate::evaluation::explain(&logic, &event.payload).await {
+            Ok(explained) => ExplainOut {
+                execution_id,
+                rule_id: ran.rule_id,
+                rule_version_id: ran.rule_version_id,
+                matched: explained.matched,
+                result: explained.result,
+                explanation: Some(explained.tree),
+                summary: explained.summary,
+            },
+            Err(error) => ExplainOut {
+                execution_id,
+                rule_id: ran.rule_id,
+                rule_version_id: ran.rule_version_id,
+                matched: false,
+                result: Value::Null,
+                explanation: None,
+                summary: format!("the condition could not be evaluated: {error}"),
+            },
+        },
+    )
+}
+
 fn event_not_found(id: i64) -> ApiError {
     ApiError::not_found(format!("event {id} not found"))
 }

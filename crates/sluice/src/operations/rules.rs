@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sluice_core::event::{json_kind, EventType};
-use sluice_core::logic::{truthy, Limits, Logic};
+use sluice_core::logic::{truthy, Explanation, Limits, Logic};
 use sluice_core::rule::{Condition, NewRule, RulePatch};
 use sluice_core::FieldError;
 use sluice_store::{
@@ -269,8 +269,8 @@ pub async fn deactivate_rule(state: &AppState, id: i64) -> ApiResult<Deactivated
 /// What a rule test tries the condition against.
 #[derive(Debug, Clone)]
 pub enum TestTarget {
-    /// One sample payload.
-    Data(Value),
+    /// One sample payload, and whether to explain the verdict.
+    Data { data: Value, explain: bool },
     /// The last `last` stored events of a type.
     Stored { event_type: EventType, last: i64 },
 }
@@ -302,13 +302,33 @@ impl TestRuleIn {
                 )]))
             }
         };
+        let explain = match object.get("explain") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(explain)) => *explain,
+            Some(other) => {
+                return Err(ApiError::invalid(vec![FieldError::new(
+                    "explain",
+                    format!("must be true or false, got {}", json_kind(other)),
+                )]))
+            }
+        };
         if let Some(data) = object.get("data") {
             return Ok(TestRuleIn {
                 condition,
-                target: TestTarget::Data(data.clone()),
+                target: TestTarget::Data {
+                    data: data.clone(),
+                    explain,
+                },
             });
         }
         let mut errors = Vec::new();
+        if explain {
+            errors.push(FieldError::new(
+                "explain",
+                "explains a test with data; stored events are explained one by one \
+                 (GET /events/{id}/executions/{execution_id}/explain)",
+            ));
+        }
         let event_type = match object.get("event_type") {
             Some(Value::String(t)) => EventType::parse(t)
                 .map_err(|e| errors.push(FieldError::new("event_type", e.message)))
@@ -359,6 +379,15 @@ pub struct SampleTestOut {
     pub result: Value,
     /// Whether that result is truthy (the rule would run its action).
     pub matched: bool,
+    /// With `explain`: every node of the condition with its value (`op`, `value`, `args`;
+    /// `var` nodes with their path; `skipped` where evaluation never reached; loops with
+    /// their first `items` and a `count`). Under 64 KiB whatever the data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<Box<Explanation>>,
+    /// With `explain`: one line naming the comparisons that decided, with their values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// One stored event a test tried: matched (with its result and data) or failed.
@@ -401,16 +430,28 @@ pub enum RuleTestOut {
 pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTestOut> {
     let logic = test.condition.logic().clone();
     let (event_type, last) = match test.target {
-        TestTarget::Data(data) => {
-            let result = evaluation::evaluate(&logic, &data).await.map_err(|e| {
+        TestTarget::Data { data, explain } => {
+            let failed = |e: sluice_core::logic::EvalError| {
                 ApiError::invalid(vec![FieldError::new(
                     "condition",
                     format!("evaluation failed: {e}"),
                 )])
-            })?;
+            };
+            if explain {
+                let explained = evaluation::explain(&logic, &data).await.map_err(failed)?;
+                return Ok(RuleTestOut::Sample(SampleTestOut {
+                    matched: explained.matched,
+                    result: explained.result,
+                    explanation: Some(Box::new(explained.tree)),
+                    summary: Some(explained.summary),
+                }));
+            }
+            let result = evaluation::evaluate(&logic, &data).await.map_err(failed)?;
             return Ok(RuleTestOut::Sample(SampleTestOut {
                 matched: truthy(&result),
                 result,
+                explanation: None,
+                summary: None,
             }));
         }
         TestTarget::Stored { event_type, last } => (event_type, last),

@@ -12,6 +12,7 @@ mod browser;
 mod cli;
 mod console;
 mod events;
+mod explain;
 mod hostile;
 mod live;
 mod ops;

@@ -172,6 +172,19 @@ async fn an_operator_creates_a_rule_watches_an_event_and_replays_it() {
     );
     let payload = browser.wait_contains("pre.json", "<b>Ada</b>").await;
     assert!(payload.contains("\"amount\": 120"), "{payload}");
+    // "Why?" opens on the comparison that decided, with the event's value in it.
+    browser
+        .click("[data-attempt=\"1\"] details.why > summary")
+        .await;
+    browser
+        .wait_contains(
+            "[data-attempt=\"1\"] .why-summary",
+            "amount (120) >= 50 is true",
+        )
+        .await;
+    browser
+        .wait_contains("[data-attempt=\"1\"] .why-tree", "var amount → 120")
+        .await;
     shots.take(&browser, "06-event").await;
 
     // Replay it with the current rules: the page says so and shows the second attempt.

@@ -90,6 +90,9 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("evaluate/{name}"), |b| {
             b.iter(|| logic.evaluate(black_box(&data)))
         });
+        c.bench_function(&format!("explain/{name}"), |b| {
+            b.iter(|| logic.explain(black_box(&data)))
+        });
         c.bench_function(&format!("compile/{name}"), |b| {
             b.iter(|| Logic::compile(black_box(&rule), &limits))
         });

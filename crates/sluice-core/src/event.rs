@@ -335,13 +335,16 @@ closed_set!(
 );
 
 closed_set!(
-    /// How an attempt ended (or `running` while it runs).
+    /// How an attempt ended (or `running` while it runs). `deferred`: some action's receiver
+    /// was unavailable (circuit open, paused, at its cap), so the event waits for it without
+    /// the attempt counting against `MAX_ATTEMPTS`.
     AttemptStatus {
         Running => "running",
         Success => "success",
         Failed => "failed",
         Timeout => "timeout",
         Abandoned => "abandoned",
+        Deferred => "deferred",
     }
 );
 
@@ -355,13 +358,15 @@ closed_set!(
 );
 
 closed_set!(
-    /// What one rule did with one event in one attempt.
+    /// What one rule did with one event in one attempt. `deferred`: not attempted, because its
+    /// receiver was unavailable; the event comes back for it.
     ExecutionResult {
         Applied => "applied",
         Skipped => "skipped",
         Failed => "failed",
         Deduped => "deduped",
         Started => "started",
+        Deferred => "deferred",
     }
 );
 

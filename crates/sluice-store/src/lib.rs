@@ -196,6 +196,39 @@ pub trait Store: Send + Sync + 'static {
         requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError>;
 
+    // ---- delivery targets ----
+
+    /// Every target with a state (seen failing, paused, or delivered to), by name; `in_flight`
+    /// sums the reports of workers heard from in the last few seconds.
+    async fn targets(&self) -> Result<Vec<TargetRecord>, StoreError>;
+    /// Pauses or resumes a target (creating its row if needed).
+    async fn set_target_paused(
+        &self,
+        target: &str,
+        paused: bool,
+    ) -> Result<TargetRecord, StoreError>;
+    /// Counts a failure that the breaker counts (a timeout, a 5xx, no connection): opens the
+    /// circuit at `threshold` consecutive ones — or at once when it was probing — until
+    /// `open_ms` from now.
+    async fn record_target_failure(
+        &self,
+        target: &str,
+        error: &str,
+        threshold: i64,
+        open_ms: i64,
+    ) -> Result<TargetRecord, StoreError>;
+    /// A delivery succeeded where the breaker had counted failures or was probing: closed.
+    async fn close_target(&self, target: &str) -> Result<TargetRecord, StoreError>;
+    /// Takes the probe of an open circuit whose open period is over (it becomes half open
+    /// for another `open_ms`); false if another worker took it first or it is not due.
+    async fn claim_target_probe(&self, target: &str, open_ms: i64) -> Result<bool, StoreError>;
+    /// One worker's periodic report: deliveries in flight now and totals since the last.
+    async fn report_targets(
+        &self,
+        worker: &str,
+        reports: &[TargetReport],
+    ) -> Result<(), StoreError>;
+
     // ---- access control ----
 
     /// Stores a new key (its hash and prefix; the key itself is never given to the store).

@@ -265,6 +265,9 @@ pub struct ExecutionRecord {
 pub enum NextState {
     Processed,
     RetryAt(Timestamp),
+    /// Back to pending at this time without the attempt counting against `max_attempts`:
+    /// some action's receiver was unavailable.
+    DeferredUntil(Timestamp),
     Failed,
 }
 
@@ -337,4 +340,32 @@ pub struct NewApiKey {
     pub prefix: String,
     pub key_hash: String,
     pub scopes: Vec<String>,
+}
+
+/// A delivery target's shared state: its circuit breaker and totals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetRecord {
+    pub target: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    pub paused: bool,
+    pub consecutive_failures: i64,
+    pub last_error: Option<String>,
+    pub last_failure_at: Option<Timestamp>,
+    pub opened_at: Option<Timestamp>,
+    pub next_probe_at: Option<Timestamp>,
+    pub delivered_total: i64,
+    pub failed_total: i64,
+    /// Deliveries in flight, summed over the worker processes that reported lately.
+    pub in_flight: i64,
+}
+
+/// One worker process's report for one target since its last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetReport {
+    pub target: String,
+    pub in_flight: i64,
+    pub delivered: i64,
+    /// Failures that do not count against the breaker (the receiver answered, e.g. a 400).
+    pub failed: i64,
 }

@@ -309,10 +309,12 @@ impl Engine for PostgresStore {
         let moved = sqlx::query(
             "UPDATE events e SET state = u.state, next_attempt_at = u.next_at, last_error = u.error, \
                 processed_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END, \
-                next_trigger = CASE WHEN u.state = 'pending' THEN 'retry' ELSE e.next_trigger END, \
+                next_trigger = CASE WHEN u.state = 'pending' AND NOT u.deferred THEN 'retry' \
+                    ELSE e.next_trigger END, \
+                run_attempts = CASE WHEN u.deferred THEN e.run_attempts - 1 ELSE e.run_attempts END, \
                 lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, updated_at = now() \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[]) \
-                AS u(event_id, attempt_id, state, next_at, error) \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], \
+                $6::boolean[]) AS u(event_id, attempt_id, state, next_at, error, deferred) \
              WHERE e.id = u.event_id AND e.current_attempt_id = u.attempt_id AND e.state = 'processing' \
              RETURNING e.id, e.external_id, e.type, e.state, u.attempt_id",
         )
@@ -321,6 +323,7 @@ impl Engine for PostgresStore {
         .bind(&e.states)
         .bind(&e.next_ats)
         .bind(&e.errors)
+        .bind(&e.deferred)
         .fetch_all(&mut *tx)
         .await?;
         let kept: Vec<i64> = moved

@@ -364,7 +364,9 @@ impl Engine for SqliteStore {
             let row = sqlx::query(
                 "UPDATE events SET state = ?, next_attempt_at = ?, last_error = ?, \
                     processed_at = ?, \
-                    next_trigger = CASE WHEN ? = 'pending' THEN 'retry' ELSE next_trigger END, \
+                    next_trigger = CASE WHEN ? = 'pending' AND NOT ? THEN 'retry' \
+                        ELSE next_trigger END, \
+                    run_attempts = CASE WHEN ? THEN run_attempts - 1 ELSE run_attempts END, \
                     lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, \
                     updated_at = ? \
                  WHERE id = ? AND current_attempt_id = ? AND state = 'processing' \
@@ -375,6 +377,8 @@ impl Engine for SqliteStore {
             .bind(&e.errors[i])
             .bind(terminal.then_some(now))
             .bind(e.states[i])
+            .bind(e.deferred[i])
+            .bind(e.deferred[i])
             .bind(now)
             .bind(e.event_ids[i])
             .bind(e.attempt_ids[i])

@@ -41,6 +41,8 @@ pub(crate) struct EventMoves {
     pub states: Vec<&'static str>,
     pub next_ats: Vec<Option<Timestamp>>,
     pub errors: Vec<Option<String>>,
+    /// Deferred: back to pending without the attempt counting, its trigger kept.
+    pub deferred: Vec<bool>,
 }
 
 /// How attempts end.
@@ -91,6 +93,9 @@ impl<'a> CompletionPlan<'a> {
             events.states.push(state);
             events.next_ats.push(next_at);
             events.errors.push(outcome.error.clone());
+            events
+                .deferred
+                .push(matches!(outcome.next, NextState::DeferredUntil(_)));
         }
         Self {
             outcomes,
@@ -154,7 +159,7 @@ impl NextState {
         match self {
             NextState::Processed => ("processed", None),
             NextState::Failed => ("failed", None),
-            NextState::RetryAt(at) => ("pending", Some(at)),
+            NextState::RetryAt(at) | NextState::DeferredUntil(at) => ("pending", Some(at)),
         }
     }
 }

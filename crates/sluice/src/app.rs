@@ -173,6 +173,9 @@ pub fn router(state: AppState) -> Router {
             post(api::keys::create_key).get(api::keys::list_keys),
         )
         .route("/api-keys/{id}", delete(api::keys::revoke_key))
+        .route("/targets", get(api::targets::list_targets))
+        .route("/targets/pause", post(api::targets::pause_target))
+        .route("/targets/resume", post(api::targets::resume_target))
         .route("/ws", get(api::ws::live))
         .route("/health", get(api::ops::health))
         .route("/ready", get(api::ops::ready))

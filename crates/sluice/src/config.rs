@@ -126,6 +126,23 @@ pub struct Settings {
     /// and /ready needs a key (create one with `sluice keys create`).
     #[arg(long, env = "AUTH", value_enum, default_value = "none")]
     pub auth: crate::auth::AuthMode,
+
+    /// Deliveries one worker process keeps in flight to one target (scheme://host:port of a
+    /// webhook; the SMTP server); more wait, deferred, without holding a worker slot.
+    #[arg(long, env = "TARGET_MAX_IN_FLIGHT", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub target_max_in_flight: u32,
+
+    /// Consecutive failures (timeouts, 5xx, 429, refused connections) that open a target's
+    /// circuit.
+    #[arg(long, env = "TARGET_FAILURE_THRESHOLD", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub target_failure_threshold: u32,
+
+    /// How long an open circuit waits before one probe delivery may try the target again.
+    #[arg(long, env = "TARGET_OPEN_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
+    pub target_open_ms: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -162,6 +179,9 @@ impl std::fmt::Debug for Settings {
             .field("header_timeout_secs", &self.header_timeout_secs)
             .field("allowed_hosts", &self.allowed_hosts)
             .field("auth", &self.auth)
+            .field("target_max_in_flight", &self.target_max_in_flight)
+            .field("target_failure_threshold", &self.target_failure_threshold)
+            .field("target_open_ms", &self.target_open_ms)
             .finish()
     }
 }

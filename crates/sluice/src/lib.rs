@@ -11,6 +11,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod delivery;
 pub mod eval;
 pub mod evaluation;
 pub mod ingest;

@@ -209,3 +209,23 @@ pub(crate) fn api_key_from_row<R: RowExt>(row: &R) -> Result<ApiKeyRecord, Store
         revoked_at: row.opt_timestamp("revoked_at")?,
     })
 }
+
+/// What [`target_from_row`] reads, but for `in_flight`.
+pub(crate) const TARGET_COLUMNS: &str = "target, state, paused, consecutive_failures, \
+     last_error, last_failure_at, opened_at, next_probe_at, delivered_total, failed_total";
+
+pub(crate) fn target_from_row<R: RowExt>(row: &R) -> Result<TargetRecord, StoreError> {
+    Ok(TargetRecord {
+        target: row.value("target")?,
+        state: row.value("state")?,
+        paused: row.value("paused")?,
+        consecutive_failures: row.value("consecutive_failures")?,
+        last_error: row.value("last_error")?,
+        last_failure_at: row.opt_timestamp("last_failure_at")?,
+        opened_at: row.opt_timestamp("opened_at")?,
+        next_probe_at: row.opt_timestamp("next_probe_at")?,
+        delivered_total: row.value("delivered_total")?,
+        failed_total: row.value("failed_total")?,
+        in_flight: row.value::<Option<i64>>("in_flight")?.unwrap_or(0),
+    })
+}

@@ -97,6 +97,8 @@ pub struct Actions {
 struct Inner {
     webhook: webhook::WebhookSender,
     email: email::EmailSender,
+    /// `smtp://host:port` of the SMTP server, when emails are really sent.
+    smtp_target: Option<String>,
 }
 
 impl fmt::Debug for Actions {
@@ -113,8 +115,23 @@ impl Actions {
             inner: Arc::new(Inner {
                 webhook: webhook::WebhookSender::new(&config)?,
                 email: email::EmailSender::new(&config)?,
+                smtp_target: match (config.email_mode, &config.smtp_url) {
+                    (EmailMode::Smtp, Some(url)) => target_of(url),
+                    _ => None,
+                },
             }),
         })
+    }
+
+    /// The receiver an action delivers to — `scheme://host:port` of a webhook's URL, the SMTP
+    /// server of an email — whose circuit breaker and in-flight cap it goes through; `None`
+    /// for actions that deliver nowhere (log, noop, emails not really sent).
+    pub fn target(&self, action: &RenderedAction) -> Option<String> {
+        match action {
+            RenderedAction::CallWebhook { url, .. } => target_of(url),
+            RenderedAction::SendEmail { .. } => self.inner.smtp_target.clone(),
+            RenderedAction::Log { .. } | RenderedAction::Noop => None,
+        }
     }
 
     pub async fn run(
@@ -154,6 +171,19 @@ impl Actions {
             } => self.inner.email.send(to, subject, body, ctx).await,
         }
     }
+}
+
+/// `scheme://host:port` of a URL (the scheme's usual port when it names none; 587 for
+/// `smtp`, 465 for `smtps`); `None` if it does not parse.
+pub fn target_of(url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?.to_ascii_lowercase();
+    let port = url.port_or_known_default().or(match url.scheme() {
+        "smtp" => Some(587),
+        "smtps" => Some(465),
+        _ => None,
+    })?;
+    Some(format!("{}://{host}:{port}", url.scheme()))
 }
 
 fn log(level: LogLevel, message: &str, ctx: &ActionContext<'_>) {
@@ -309,5 +339,27 @@ mod tests {
         assert!(config.allow_private);
         assert_eq!(config.email_mode, EmailMode::Disabled);
         assert_eq!(config.email_from, "ops@example.com");
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::target_of;
+
+    #[test]
+    fn a_target_is_scheme_host_and_port() {
+        assert_eq!(
+            target_of("https://Hooks.Example.com/a/b?c=1").as_deref(),
+            Some("https://hooks.example.com:443")
+        );
+        assert_eq!(
+            target_of("http://127.0.0.1:8080/x").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(
+            target_of("smtp://user:pw@mail.example.com").as_deref(),
+            Some("smtp://mail.example.com:587")
+        );
+        assert_eq!(target_of("not a url"), None);
     }
 }

@@ -5,7 +5,7 @@
 //! Each operation's `security` is filled in from the one route → scope table
 //! (`auth::access::required`), so the document cannot drift from what is enforced.
 
-use super::{events, keys, ops, replay, rules, schema, ws};
+use super::{events, keys, ops, replay, rules, schema, targets, ws};
 use crate::app::AppState;
 use crate::auth::access::{self, Access};
 use crate::auth::AuthMode;
@@ -110,7 +110,10 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         ops::metrics,
         keys::create_key,
         keys::list_keys,
-        keys::revoke_key
+        keys::revoke_key,
+        targets::list_targets,
+        targets::pause_target,
+        targets::resume_target
     ),
     components(schemas(
         schema::NewEventIn,
@@ -124,6 +127,10 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         schema::RulePatchIn,
         schema::RuleTestIn,
         schema::NewKeyIn,
+        schema::TargetIn,
+        operations::targets::TargetOut,
+        operations::targets::TargetList,
+        operations::targets::TargetState,
         operations::keys::ApiKeyOut,
         operations::keys::CreatedKeyOut,
         operations::keys::ApiKeyList,

@@ -164,3 +164,12 @@ pub struct NewKeyIn {
     #[schema(min_items = 1, max_items = 3)]
     scopes: Vec<crate::auth::Scope>,
 }
+
+/// A delivery target to pause or resume.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetIn {
+    /// `scheme://host:port` (the port may be left out for the scheme's own).
+    #[schema(max_length = 300, example = "https://hooks.example.com:443")]
+    target: String,
+}

@@ -11,5 +11,6 @@ pub mod events;
 pub mod keys;
 pub mod replay;
 pub mod rules;
+pub mod targets;
 
 pub use crate::api::error::{ApiError, ApiResult};

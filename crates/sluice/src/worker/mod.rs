@@ -40,6 +40,7 @@ pub struct WorkerConfig {
     pub reap_interval: Duration,
     pub claim_batch: usize,
     pub limits: Limits,
+    pub targets: crate::delivery::TargetLimits,
 }
 
 impl WorkerConfig {
@@ -54,6 +55,7 @@ impl WorkerConfig {
             reap_interval: Duration::from_secs(1),
             claim_batch: 256,
             limits: settings.rule_limits(),
+            targets: crate::delivery::TargetLimits::from_settings(settings),
         }
     }
 }
@@ -116,11 +118,18 @@ async fn run(
         background.clone(),
     ));
 
+    let targets =
+        crate::delivery::Targets::new(store.clone(), config.targets, config.worker_id.clone());
+    if let Err(error) = targets.reload().await {
+        tracing::warn!(error = %error, "cannot read delivery targets yet");
+    }
+    let target_sync = targets.spawn_sync(background.clone());
     let context = Arc::new(ProcessContext {
         store: store.clone(),
         actions,
         retry: config.retry.clone(),
         timeout: config.processing_timeout,
+        targets,
     });
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let wake = bus.wake_signal();
@@ -226,6 +235,7 @@ async fn run(
     background.cancel();
     let _ = heartbeat.await;
     let _ = reaper.await;
+    let _ = target_sync.await;
     tracing::info!(worker = %config.worker_id, "worker stopped");
 }
 
@@ -325,6 +335,7 @@ fn record_metrics(batch: &[AttemptOutcome]) {
         let next = match outcome.next {
             NextState::Processed => "processed",
             NextState::RetryAt(_) => "retry",
+            NextState::DeferredUntil(_) => "deferred",
             NextState::Failed => "failed",
         };
         metrics::counter!("sluice_attempts_total", "status" => outcome.status.as_str(), "next" => next)
@@ -339,7 +350,7 @@ fn schedule_retries(bus: &Bus, batch: &[AttemptOutcome]) {
     let earliest = batch
         .iter()
         .filter_map(|o| match o.next {
-            NextState::RetryAt(at) => Some(at),
+            NextState::RetryAt(at) | NextState::DeferredUntil(at) => Some(at),
             _ => None,
         })
         .min();

@@ -7,6 +7,7 @@
 //! `worker/mod.rs` stores it and wakes the claim loop when the retry is due.
 
 use crate::actions::{ActionContext, ActionError, Actions};
+use crate::delivery::{Admission, Delivered, Targets};
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
 use chrono::{DateTime, Utc};
 use sluice_core::event::{AttemptStatus, ExecutionResult};
@@ -21,12 +22,15 @@ pub struct ProcessContext {
     pub actions: Actions,
     pub retry: RetryPolicy,
     pub timeout: Duration,
+    pub targets: Arc<Targets>,
 }
 
 /// One rule's result plus whether a failure could succeed on retry.
 struct RuleResult {
     record: ExecutionRecord,
     retryable: bool,
+    /// Deferred: when its target may take it.
+    deferred_until: Option<DateTime<Utc>>,
 }
 
 /// Executions finished so far; shared so a timeout cannot lose them.
@@ -59,7 +63,8 @@ pub fn next_after_failure(
 }
 
 /// How an attempt ended, from whether it timed out and what its rules did: its status, its
-/// error (naming each failed rule) and whether trying again could help.
+/// error (naming each failed or deferred rule) and whether trying again could help. An
+/// attempt whose only shortfall is deferred actions is `deferred`.
 fn attempt_end(
     timed_out: Option<Duration>,
     results: &[RuleResult],
@@ -78,8 +83,30 @@ fn attempt_end(
         .iter()
         .filter(|r| r.record.result == ExecutionResult::Failed)
         .collect();
+    let rule_name = |id: i64| {
+        rules
+            .iter()
+            .find(|r| r.rule_id == id)
+            .map(|r| r.rule_name.as_str())
+            .unwrap_or("?")
+    };
     if failures.is_empty() {
-        return (AttemptStatus::Success, None, false);
+        let deferred: Vec<String> = results
+            .iter()
+            .filter(|r| r.record.result == ExecutionResult::Deferred)
+            .map(|r| {
+                format!(
+                    "rule {} ({}) deferred: {}",
+                    r.record.rule_id,
+                    rule_name(r.record.rule_id),
+                    r.record.error.as_deref().unwrap_or("target unavailable")
+                )
+            })
+            .collect();
+        if deferred.is_empty() {
+            return (AttemptStatus::Success, None, false);
+        }
+        return (AttemptStatus::Deferred, Some(deferred.join("; ")), false);
     }
     let summary: Vec<String> = failures
         .iter()
@@ -119,8 +146,11 @@ pub async fn process(
         Ok(Err(error)) => (AttemptStatus::Failed, Some(store_error(&error)), true),
         _ => attempt_end(timed_out, &results, &rules),
     };
+    let deferred_until = results.iter().filter_map(|r| r.deferred_until).min();
     let next = if status == AttemptStatus::Success {
         NextState::Processed
+    } else if let (AttemptStatus::Deferred, Some(until)) = (status, deferred_until) {
+        NextState::DeferredUntil(until)
     } else {
         next_after_failure(
             &context.retry,
@@ -221,7 +251,11 @@ async fn execute(
         record.result = result;
         record.error = error;
         record.duration_ms = millis(decided_in + started.elapsed());
-        RuleResult { record, retryable }
+        RuleResult {
+            record,
+            retryable,
+            deferred_until: None,
+        }
     };
     if let Some(error) = lookup_failed {
         return finish(record, ExecutionResult::Failed, Some(error), true);
@@ -237,6 +271,27 @@ async fn execute(
             idempotency_key,
             at_most_once,
         } => (action, idempotency_key, at_most_once),
+    };
+    // The receiver may be unavailable (circuit open, paused, at its cap): then the action is
+    // deferred, before anything is recorded as started.
+    let permit = match context.actions.target(&action) {
+        None => None,
+        Some(target) => match context.targets.admit(&target).await {
+            Ok(Admission::Go(permit)) => Some(permit),
+            Ok(Admission::Defer { until, reason }) => {
+                let mut result = finish(record, ExecutionResult::Deferred, Some(reason), false);
+                result.deferred_until = Some(until);
+                return result;
+            }
+            Err(error) => {
+                return finish(
+                    record,
+                    ExecutionResult::Failed,
+                    Some(store_error(&error)),
+                    true,
+                )
+            }
+        },
     };
     if at_most_once {
         match context
@@ -270,7 +325,16 @@ async fn execute(
         rule_version: rule.version,
         idempotency_key: &key,
     };
-    match context.actions.run(&action, &action_context).await {
+    let ran = context.actions.run(&action, &action_context).await;
+    if let Some(permit) = permit {
+        let how = match &ran {
+            Ok(()) => Delivered::Ok,
+            Err(ActionError::Retryable(message)) => Delivered::Unavailable(message.clone()),
+            Err(ActionError::Permanent(_)) => Delivered::Refused,
+        };
+        context.targets.finished(permit, how).await;
+    }
+    match ran {
         Ok(()) => finish(record, ExecutionResult::Applied, None, false),
         Err(error) => {
             let retryable = matches!(error, ActionError::Retryable(_));
@@ -344,6 +408,7 @@ mod tests {
                 started_id: None,
             },
             retryable,
+            deferred_until: None,
         }
     }
 

@@ -19,4 +19,5 @@ mod ops;
 mod processing;
 mod replay;
 mod rules;
+mod targets;
 mod workers;

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// When the request arrived.
+    pub at: std::time::Instant,
     pub method: String,
     pub headers: HeaderMap,
     pub raw: Bytes,
@@ -32,22 +34,23 @@ impl Received {
 
 #[derive(Clone)]
 struct Behaviour {
-    status: u16,
-    delay: Duration,
+    /// The status to answer and how long to wait first; changeable while it runs.
+    answer: Arc<Mutex<(u16, Duration)>>,
     seen: Arc<Mutex<Vec<Received>>>,
 }
 
 pub struct Receiver {
     pub url: String,
     seen: Arc<Mutex<Vec<Received>>>,
+    answer: Arc<Mutex<(u16, Duration)>>,
 }
 
 impl Receiver {
     pub async fn start(status: u16, delay_ms: u64) -> Receiver {
         let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let answer = Arc::new(Mutex::new((status, Duration::from_millis(delay_ms))));
         let behaviour = Behaviour {
-            status,
-            delay: Duration::from_millis(delay_ms),
+            answer: answer.clone(),
             seen: seen.clone(),
         };
         let app = Router::new()
@@ -62,7 +65,13 @@ impl Receiver {
         Receiver {
             url: format!("http://{addr}"),
             seen,
+            answer,
         }
+    }
+
+    /// From now on answer `status` after `delay_ms` (requests already waiting keep theirs).
+    pub fn answer(&self, status: u16, delay_ms: u64) {
+        *self.answer.lock().unwrap() = (status, Duration::from_millis(delay_ms));
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -81,10 +90,12 @@ async fn record(
     body: Bytes,
 ) -> StatusCode {
     behaviour.seen.lock().unwrap().push(Received {
+        at: std::time::Instant::now(),
         method: method.to_string(),
         headers,
         raw: body,
     });
-    tokio::time::sleep(behaviour.delay).await;
-    StatusCode::from_u16(behaviour.status).unwrap()
+    let (status, delay) = *behaviour.answer.lock().unwrap();
+    tokio::time::sleep(delay).await;
+    StatusCode::from_u16(status).unwrap()
 }

@@ -379,8 +379,14 @@ async fn a_stopped_worker_finishes_what_it_holds_and_a_restart_finishes_the_rest
     let attempts = sql
         .pairs("SELECT status, count(*) FROM event_attempts GROUP BY status ORDER BY status")
         .await;
+    // Attempts deferred because the receiver was at its in-flight cap ran no action.
+    let ran: Vec<(String, i64)> = attempts
+        .iter()
+        .filter(|(status, _)| status != "deferred")
+        .cloned()
+        .collect();
     assert_eq!(
-        attempts,
+        ran,
         [("success".to_owned(), processed_at_stop)],
         "{attempts:?}"
     );

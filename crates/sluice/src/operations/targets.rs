@@ -1,0 +1,166 @@
+//! Delivery targets: their circuit breakers and totals (`GET /targets`), and pausing or
+//! resuming one (`POST /targets/pause`, `/targets/resume`), for the API and the console.
+
+use super::{ApiError, ApiResult};
+use crate::app::AppState;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sluice_core::FieldError;
+use sluice_store::TargetRecord;
+use utoipa::ToSchema;
+
+/// What a target's deliveries do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetState {
+    /// Deliveries go (up to the in-flight cap).
+    Closed,
+    /// Too many failures in a row: deliveries are deferred until `next_probe_at`.
+    Open,
+    /// One probe delivery is trying the target again.
+    HalfOpen,
+    /// An operator paused it: deliveries are deferred until it is resumed.
+    Paused,
+}
+
+impl TargetState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetState::Closed => "closed",
+            TargetState::Open => "open",
+            TargetState::HalfOpen => "half_open",
+            TargetState::Paused => "paused",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TargetOut {
+    /// `scheme://host:port` of a webhook URL, or `smtp://host:port`.
+    pub target: String,
+    pub state: TargetState,
+    /// Deliveries in flight now, over every worker process.
+    pub in_flight: i64,
+    /// Failures in a row (timeouts, 5xx, 429, refused connections) since the last success.
+    pub recent_failures: i64,
+    pub last_error: Option<String>,
+    pub last_failure_at: Option<DateTime<Utc>>,
+    pub opened_at: Option<DateTime<Utc>>,
+    /// When an open circuit lets one probe delivery through.
+    pub next_probe_at: Option<DateTime<Utc>>,
+    pub delivered_total: i64,
+    pub failed_total: i64,
+}
+
+impl From<TargetRecord> for TargetOut {
+    fn from(t: TargetRecord) -> Self {
+        let state = if t.paused {
+            TargetState::Paused
+        } else {
+            match t.state.as_str() {
+                "open" => TargetState::Open,
+                "half_open" => TargetState::HalfOpen,
+                _ => TargetState::Closed,
+            }
+        };
+        TargetOut {
+            target: t.target,
+            state,
+            in_flight: t.in_flight,
+            recent_failures: t.consecutive_failures,
+            last_error: t.last_error,
+            last_failure_at: t.last_failure_at,
+            opened_at: t.opened_at,
+            next_probe_at: t.next_probe_at,
+            delivered_total: t.delivered_total,
+            failed_total: t.failed_total,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TargetList {
+    pub data: Vec<TargetOut>,
+}
+
+/// A target as given (`https://host:443`, or `https://host` for the scheme's port),
+/// normalised; a 400 otherwise.
+pub fn parse_target(body: &Value) -> ApiResult<String> {
+    let invalid = |message: &str| ApiError::invalid(vec![FieldError::new("target", message)]);
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "",
+            "body must be a JSON object {\"target\": \"https://host:443\"}",
+        )]));
+    };
+    if let Some(key) = object.keys().find(|k| k.as_str() != "target") {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            key.as_str(),
+            "is not a field here (expected target)",
+        )]));
+    }
+    let Some(text) = object.get("target").and_then(Value::as_str) else {
+        return Err(invalid(
+            "is required: scheme://host:port, e.g. https://hooks.example.com:443",
+        ));
+    };
+    if text.len() > 300 || text.contains('\0') {
+        return Err(invalid("must be scheme://host:port"));
+    }
+    let url = reqwest::Url::parse(text)
+        .map_err(|_| invalid("must be scheme://host:port, e.g. https://hooks.example.com:443"))?;
+    let bare = matches!(url.path(), "" | "/")
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !matches!(url.scheme(), "http" | "https" | "smtp" | "smtps") || !bare {
+        return Err(invalid(
+            "must be scheme://host:port with no path (http, https, smtp or smtps)",
+        ));
+    }
+    crate::actions::target_of(text).ok_or_else(|| invalid("must name a host"))
+}
+
+pub async fn list(state: &AppState) -> ApiResult<TargetList> {
+    Ok(TargetList {
+        data: state
+            .store
+            .targets()
+            .await?
+            .into_iter()
+            .map(TargetOut::from)
+            .collect(),
+    })
+}
+
+/// Pauses or resumes a target; every worker process honours it within a second.
+pub async fn set_paused(state: &AppState, target: &str, paused: bool) -> ApiResult<TargetOut> {
+    let record = state.store.set_target_paused(target, paused).await?;
+    tracing::info!(target = %target, paused, "target {}", if paused { "paused" } else { "resumed" });
+    Ok(record.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_target;
+    use serde_json::json;
+
+    #[test]
+    fn targets_are_scheme_host_and_port() {
+        let parse = |t: &str| parse_target(&json!({ "target": t })).ok();
+        assert_eq!(
+            parse("https://Hooks.example.com").as_deref(),
+            Some("https://hooks.example.com:443")
+        );
+        assert_eq!(
+            parse("http://127.0.0.1:8080/").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
+        assert_eq!(parse("https://h.example/path"), None);
+        assert_eq!(parse("ftp://h.example"), None);
+        assert_eq!(parse("https://user:pw@h.example"), None);
+        assert!(parse_target(&json!({"target": "https://h", "x": 1})).is_err());
+    }
+}

@@ -13,6 +13,7 @@ mod keys;
 mod login;
 mod overview;
 mod rules;
+mod targets;
 pub mod view;
 
 use crate::api::error::{ApiError, ErrorName};
@@ -39,6 +40,7 @@ pub fn router(gate: Gate) -> Router<AppState> {
         .route("/console/logout", post(login::logout))
         .route("/console/keys", get(keys::list).post(keys::create))
         .route("/console/keys/{id}/revoke", post(keys::revoke))
+        .route("/console/targets", get(targets::list).post(targets::change))
         .route("/console", get(overview::page))
         .route("/console/", get(to_console))
         .route("/console/events", get(events::list))
@@ -113,6 +115,7 @@ pub enum Section {
     Overview,
     Events,
     Rules,
+    Targets,
     Keys,
     None,
 }
@@ -193,6 +196,7 @@ impl Layout {
             Section::Events => "events",
             Section::Rules => "rules",
             Section::Keys => "keys",
+            Section::Targets => "targets",
             Section::None => return false,
         };
         current == name

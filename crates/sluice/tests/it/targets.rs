@@ -249,10 +249,20 @@ async fn a_paused_target_receives_nothing_until_resumed(app: TestApp) {
     assert_eq!(stats["pending"], 10, "{stats}");
     assert_eq!(target(&app, &name).await.unwrap()["state"], "paused");
 
-    let (status, resumed) = app
-        .post("/targets/resume", &json!({ "target": name }))
-        .await;
-    assert_eq!(status, 200);
+    // The console's Targets page shows it paused, and resumes it.
+    let page = app.get("/console/targets").await.text().await.unwrap();
+    assert!(page.contains(&format!("<code>{name}</code>")), "{page}");
+    assert!(page.contains("target-state-paused") && page.contains("value=\"resume\""));
+    let response = app
+        .client
+        .post(app.url("/console/targets"))
+        .form(&[("target", name.as_str()), ("action", "resume")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "followed to the page");
+    assert!(response.text().await.unwrap().contains("resumed."));
+    let resumed = target(&app, &name).await.unwrap();
     assert_eq!(resumed["state"], "closed");
     app.wait_for_processed(10).await;
     assert_eq!(receiver.count(), 10);

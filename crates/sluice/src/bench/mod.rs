@@ -66,6 +66,11 @@ pub struct BenchArgs {
     /// by `sluice keys create` (so every request pays for its key check).
     #[arg(long, requires = "spawn")]
     pub auth: bool,
+    /// Before the run, queue this many events whose webhook goes to a receiver that accepts
+    /// connections and never answers; the figures are then the healthy events' (use with
+    /// `--actions webhook`, e.g. `--hanging-target 400 --rate 10`).
+    #[arg(long)]
+    pub hanging_target: Option<u64>,
 }
 
 /// A server this bench started; killed when dropped.
@@ -212,6 +217,62 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
     }
 }
 
+/// Starts a receiver that accepts connections and never answers, gives it a rule, and queues
+/// `count` events for it; returns the listener (dropping it closes the receiver).
+async fn queue_hanging(
+    client: &reqwest::Client,
+    url: &str,
+    run_id: &str,
+    count: u64,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let hanging = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // read nothing, answer nothing
+        }
+    });
+    let event_type = format!("bench.{run_id}.hanging");
+    let rule = json!({
+        "name": format!("bench hanging {run_id}"),
+        "event_type": event_type,
+        "condition": true,
+        "action": {"type": "call_webhook", "params": {"url": format!("http://{address}/hang")}},
+    });
+    let response = client
+        .post(format!("{url}/rules"))
+        .json(&rule)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!(
+            "cannot create the hanging rule: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let mut sent = 0;
+    while sent < count {
+        let chunk = (count - sent).min(1000);
+        let events: Vec<Value> = (sent..sent + chunk)
+            .map(|i| json!({"id": format!("{run_id}-hanging-{i}"), "type": event_type, "data": {"i": i}}))
+            .collect();
+        let response = client
+            .post(format!("{url}/events/batch"))
+            .json(&json!({ "events": events }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "cannot queue hanging events: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        sent += chunk;
+    }
+    Ok(hanging)
+}
+
 /// Makes an admin key for the bench with `sluice keys create` on the bench's database.
 fn bench_key(database_url: &str) -> anyhow::Result<String> {
     let output = std::process::Command::new(std::env::current_exe()?)
@@ -279,6 +340,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty() && s != "none")
         .collect();
+    // Kept open for the whole run: a receiver that never answers.
+    let _hanging = match args.hanging_target {
+        Some(count) if count > 0 => Some(queue_hanging(&client, &url, &run_id, count).await?),
+        _ => None,
+    };
     for kind in &kinds {
         let rule = json!({
             "name": format!("bench {kind} {run_id}"),

@@ -27,6 +27,7 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         json: true,
         api_key: Some(key),
         auth: false,
+        hanging_target: None,
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);

@@ -219,8 +219,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<TargetRecord, StoreError>;
     /// A delivery succeeded where the breaker had counted failures or was probing: closed.
     async fn close_target(&self, target: &str) -> Result<TargetRecord, StoreError>;
-    /// Takes the probe of an open circuit whose open period is over (it becomes half open
-    /// for another `open_ms`); false if another worker took it first or it is not due.
+    /// Takes the probe of an open circuit whose open period is over, or of a half-open one
+    /// whose probe never reported back (it becomes half open for another `open_ms`); false if
+    /// another worker took it first or it is not due.
     async fn claim_target_probe(&self, target: &str, open_ms: i64) -> Result<bool, StoreError>;
     /// One worker's periodic report: deliveries in flight now and totals since the last.
     async fn report_targets(

@@ -82,6 +82,9 @@ struct Local {
     failed: i64,
 }
 
+/// What this process last reported in flight per target (so idle ones are not re-reported).
+type Reported = HashMap<String, i64>;
+
 pub struct Targets {
     store: Arc<dyn Store>,
     limits: TargetLimits,
@@ -90,6 +93,7 @@ pub struct Targets {
     known: RwLock<HashMap<String, TargetRecord>>,
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     counts: Mutex<HashMap<String, Local>>,
+    reported: Mutex<Reported>,
 }
 
 impl std::fmt::Debug for Targets {
@@ -109,6 +113,7 @@ impl Targets {
             known: RwLock::default(),
             slots: Mutex::default(),
             counts: Mutex::default(),
+            reported: Mutex::default(),
         })
     }
 
@@ -198,7 +203,14 @@ impl Targets {
                         ),
                     })
                 }
-                "open" => {
+                "half_open" if next_probe > now => {
+                    return Ok(Admission::Defer {
+                        until: next_probe.max(now + CAP_WAIT),
+                        reason: format!("circuit half open for {target}: a probe is in flight"),
+                    })
+                }
+                // Due for a probe — or a probe whose worker never said how it went.
+                "open" | "half_open" => {
                     if !self
                         .store
                         .claim_target_probe(target, self.limits.open_ms)
@@ -212,12 +224,6 @@ impl Targets {
                         });
                     }
                     probe = true;
-                }
-                "half_open" => {
-                    return Ok(Admission::Defer {
-                        until: next_probe.max(now + CAP_WAIT),
-                        reason: format!("circuit half open for {target}: a probe is in flight"),
-                    })
                 }
                 _ => {}
             }
@@ -333,7 +339,17 @@ impl Targets {
             report.delivered += local.delivered;
             report.failed += local.failed;
         }
-        let reports: Vec<TargetReport> = reports.into_values().collect();
+        // Only what changed: a target idle now and at the last report needs no row written.
+        let reports: Vec<TargetReport> = {
+            let mut reported = self.reported.lock().unwrap_or_else(|p| p.into_inner());
+            reports
+                .into_values()
+                .filter(|r| {
+                    let before = reported.insert(r.target.clone(), r.in_flight).unwrap_or(0);
+                    r.delivered > 0 || r.failed > 0 || r.in_flight > 0 || before > 0
+                })
+                .collect()
+        };
         if let Err(error) = self.store.report_targets(&self.worker, &reports).await {
             tracing::warn!(error = %error, "cannot report delivery targets");
         }

@@ -647,7 +647,7 @@ impl<E: Engine> Store for E {
             .push_timestamp(now)
             .push(" WHERE target = ")
             .push_value(target.to_owned())
-            .push(" AND state = 'open' AND next_probe_at <= ")
+            .push(" AND state IN ('open', 'half_open') AND next_probe_at <= ")
             .push_timestamp(now)
             .push(" RETURNING target");
         let mut conn = self.writes().acquire().await?;

@@ -26,7 +26,14 @@ use tokio_util::sync::CancellationToken;
 
 pub const REFRESH: Duration = Duration::from_millis(500);
 pub const REPORT: Duration = Duration::from_secs(1);
-/// How long an action waits when its target is at its cap, or paused.
+/// How long a delivery may wait in its worker slot for a place under its target's cap, when
+/// the target is answering (it completed a delivery within [`FLOWING`]): a busy-but-working
+/// receiver frees a place within milliseconds, so it is not churned through deferrals. A
+/// target that is not answering gets no wait: its deliveries are deferred at once, and hold
+/// no slot another receiver could use.
+const CAP_QUEUE: Duration = Duration::from_millis(50);
+const FLOWING: Duration = Duration::from_millis(200);
+/// How long an action is deferred when its target is at its cap, or paused.
 const CAP_WAIT: chrono::Duration = chrono::Duration::milliseconds(1000);
 const PAUSE_WAIT: chrono::Duration = chrono::Duration::milliseconds(5000);
 
@@ -94,6 +101,8 @@ pub struct Targets {
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     counts: Mutex<HashMap<String, Local>>,
     reported: Mutex<Reported>,
+    /// When each target last answered a delivery.
+    answered: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Targets {
@@ -114,6 +123,7 @@ impl Targets {
             slots: Mutex::default(),
             counts: Mutex::default(),
             reported: Mutex::default(),
+            answered: Mutex::default(),
         })
     }
 
@@ -228,13 +238,24 @@ impl Targets {
                 _ => {}
             }
         }
-        match self.slots(target).try_acquire_owned() {
-            Ok(slot) => Ok(Admission::Go(Permit {
+        let slots = self.slots(target);
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            Err(_) if self.flowing(target) => {
+                tokio::time::timeout(CAP_QUEUE, slots.acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        match slot {
+            Some(slot) => Ok(Admission::Go(Permit {
                 target: target.to_owned(),
                 probe,
                 _slot: slot,
             })),
-            Err(_) => Ok(Admission::Defer {
+            None => Ok(Admission::Defer {
                 until: now + CAP_WAIT,
                 reason: format!(
                     "{} deliveries to {target} already in flight (TARGET_MAX_IN_FLIGHT)",
@@ -244,9 +265,23 @@ impl Targets {
         }
     }
 
+    fn flowing(&self, target: &str) -> bool {
+        self.answered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .is_some_and(|at| at.elapsed() < FLOWING)
+    }
+
     /// Records how a delivery went; the breaker's changes are written at once.
     pub async fn finished(&self, permit: Permit, how: Delivered) {
         let target = permit.target.clone();
+        if !matches!(how, Delivered::Unavailable(_)) {
+            self.answered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(target.clone(), std::time::Instant::now());
+        }
         let outcome = match &how {
             Delivered::Ok => "delivered",
             Delivered::Unavailable(_) => "unavailable",

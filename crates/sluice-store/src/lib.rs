@@ -118,6 +118,7 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due_events(
         &self,
         worker: &str,
+        types: &TypeSelector,
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;

@@ -369,3 +369,56 @@ pub struct TargetReport {
     /// Failures that do not count against the breaker (the receiver answered, e.g. a 400).
     pub failed: i64,
 }
+
+/// Which event types a worker claims: any matching an `include` glob (all types when there is
+/// none) and no `exclude` glob. A glob's `*` matches any run of characters, nothing else is
+/// special.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeSelector {
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl TypeSelector {
+    /// The `LIKE` pattern of a glob (`\` escapes).
+    pub fn like_pattern(glob: &str) -> String {
+        let mut out = String::with_capacity(glob.len());
+        for c in glob.chars() {
+            match c {
+                '*' => out.push('%'),
+                '%' | '_' | '\\' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// The SQLite `GLOB` pattern of a glob (only `*` stays special).
+    pub fn glob_pattern(glob: &str) -> String {
+        let mut out = String::with_capacity(glob.len());
+        for c in glob.chars() {
+            match c {
+                '?' => out.push_str("[?]"),
+                '[' => out.push_str("[[]"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TypeSelector;
+
+    #[test]
+    fn globs_keep_only_the_star_special() {
+        assert_eq!(TypeSelector::like_pattern("pay.*"), "pay.%");
+        assert_eq!(TypeSelector::like_pattern("a_b%c\\d"), "a\\_b\\%c\\\\d");
+        assert_eq!(TypeSelector::glob_pattern("pay.*"), "pay.*");
+        assert_eq!(TypeSelector::glob_pattern("a?[b]"), "a[?][[]b]");
+    }
+}

@@ -210,13 +210,26 @@ impl Engine for PostgresStore {
     async fn claim_due_events(
         &self,
         worker: &str,
+        types: &TypeSelector,
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
+        let include: Vec<String> = types
+            .include
+            .iter()
+            .map(|g| TypeSelector::like_pattern(g))
+            .collect();
+        let exclude: Vec<String> = types
+            .exclude
+            .iter()
+            .map(|g| TypeSelector::like_pattern(g))
+            .collect();
         // One statement: pick due events no one holds, lease them, open their attempts.
         let rows = sqlx::query(&format!(
             "WITH due AS ( \
                 SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= now() \
+                AND (cardinality($4::text[]) = 0 OR type LIKE ANY($4::text[])) \
+                AND NOT (type LIKE ANY($5::text[])) \
                 ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
              ), attempts AS ( \
                 INSERT INTO event_attempts \
@@ -237,6 +250,8 @@ impl Engine for PostgresStore {
         .bind(worker)
         .bind(limit)
         .bind(lease_ms)
+        .bind(&include)
+        .bind(&exclude)
         .fetch_all(&self.lease_pool)
         .await?;
         rows.iter().map(claimed_from_row).collect()

@@ -220,19 +220,22 @@ impl Engine for SqliteStore {
     async fn claim_due_events(
         &self,
         worker: &str,
+        types: &TypeSelector,
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         let now = to_micros(Utc::now());
         let mut tx = self.writer.begin().await?;
-        let due: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= ? \
-             ORDER BY next_attempt_at, id LIMIT ?",
-        )
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let mut select = QueryBuilder::new(
+            "SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= ",
+        );
+        select.push_bind(now);
+        push_globs(&mut select, " AND (", &types.include);
+        push_globs(&mut select, " AND NOT (", &types.exclude);
+        select
+            .push(" ORDER BY next_attempt_at, id LIMIT ")
+            .push_bind(limit);
+        let due: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
         if due.is_empty() {
             return Ok(Vec::new());
         }
@@ -495,4 +498,21 @@ impl Engine for SqliteStore {
     async fn listen(&self, _channels: &[&str]) -> Result<Option<NotificationStream>, StoreError> {
         Ok(None)
     }
+}
+
+/// `{open}type GLOB ? OR …)` for each glob; nothing for none.
+fn push_globs(query: &mut QueryBuilder<'_, Sqlite>, open: &str, globs: &[String]) {
+    if globs.is_empty() {
+        return;
+    }
+    query.push(open);
+    for (i, glob) in globs.iter().enumerate() {
+        if i > 0 {
+            query.push(" OR ");
+        }
+        query
+            .push("type GLOB ")
+            .push_bind(TypeSelector::glob_pattern(glob));
+    }
+    query.push(")");
 }

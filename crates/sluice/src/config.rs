@@ -143,6 +143,15 @@ pub struct Settings {
     #[arg(long, env = "TARGET_OPEN_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     pub target_open_ms: u64,
+
+    /// Event types this worker claims, comma-separated globs (`payment.*,order.created`);
+    /// unset: every type. A worker pool.
+    #[arg(long, env = "WORKER_EVENT_TYPES", value_delimiter = ',')]
+    pub event_types: Vec<String>,
+
+    /// Event types this worker leaves to others, comma-separated globs.
+    #[arg(long, env = "WORKER_EXCLUDE_EVENT_TYPES", value_delimiter = ',')]
+    pub exclude_event_types: Vec<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -182,6 +191,8 @@ impl std::fmt::Debug for Settings {
             .field("target_max_in_flight", &self.target_max_in_flight)
             .field("target_failure_threshold", &self.target_failure_threshold)
             .field("target_open_ms", &self.target_open_ms)
+            .field("event_types", &self.event_types)
+            .field("exclude_event_types", &self.exclude_event_types)
             .finish()
     }
 }

@@ -37,6 +37,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn claim_due_events(
         &self,
         worker: &str,
+        types: &TypeSelector,
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
@@ -404,10 +405,11 @@ impl<E: Engine> Store for E {
     async fn claim_due_events(
         &self,
         worker: &str,
+        types: &TypeSelector,
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        Engine::claim_due_events(self, worker, limit, lease_ms).await
+        Engine::claim_due_events(self, worker, types, limit, lease_ms).await
     }
 
     async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError> {

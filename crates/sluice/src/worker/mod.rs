@@ -18,7 +18,7 @@ use sluice_core::event::{AttemptStatus, EventState};
 use sluice_core::logic::Limits;
 use sluice_core::retry::RetryPolicy;
 use sluice_store::{
-    AttemptOutcome, ClaimedEvent, NextState, Release, ReplayRules, StateChange, Store,
+    AttemptOutcome, ClaimedEvent, NextState, Release, ReplayRules, StateChange, Store, TypeSelector,
 };
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -41,12 +41,14 @@ pub struct WorkerConfig {
     pub claim_batch: usize,
     pub limits: Limits,
     pub targets: crate::delivery::TargetLimits,
+    /// The event types this worker claims (its pool).
+    pub types: TypeSelector,
 }
 
 impl WorkerConfig {
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
         WorkerConfig {
-            worker_id: worker_id(),
+            worker_id: pool_worker_id(&type_selector(settings)),
             concurrency: usize::try_from(settings.worker_concurrency).unwrap_or(64),
             poll_interval: Duration::from_millis(settings.worker_poll_interval_ms),
             processing_timeout: Duration::from_millis(settings.processing_timeout_ms),
@@ -56,7 +58,45 @@ impl WorkerConfig {
             claim_batch: 256,
             limits: settings.rule_limits(),
             targets: crate::delivery::TargetLimits::from_settings(settings),
+            types: type_selector(settings),
         }
+    }
+}
+
+/// The pool a worker's settings describe: the non-empty, trimmed globs.
+fn type_selector(settings: &crate::config::Settings) -> TypeSelector {
+    let clean = |globs: &[String]| {
+        globs
+            .iter()
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .collect::<Vec<_>>()
+    };
+    TypeSelector {
+        include: clean(&settings.event_types),
+        exclude: clean(&settings.exclude_event_types),
+    }
+}
+
+/// The pool's name as attempts and metrics show it: `payment.*,order.created`, `!ship.*`,
+/// or `all`.
+pub fn pool_name(types: &TypeSelector) -> String {
+    let mut parts: Vec<String> = types.include.clone();
+    parts.extend(types.exclude.iter().map(|g| format!("!{g}")));
+    if parts.is_empty() {
+        "all".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// The worker id, with its pool when it has one: `host:pid:random[payment.*]`.
+fn pool_worker_id(types: &TypeSelector) -> String {
+    let id = worker_id();
+    if types.include.is_empty() && types.exclude.is_empty() {
+        id
+    } else {
+        format!("{id}[{}]", pool_name(types))
     }
 }
 
@@ -99,6 +139,7 @@ async fn run(
     let (done_sender, done_receiver) =
         mpsc::channel::<AttemptOutcome>(config.concurrency.max(1) * 2);
     let writer = tokio::spawn(write_completions(
+        pool_name(&config.types),
         store.clone(),
         bus.clone(),
         done_receiver,
@@ -247,7 +288,7 @@ async fn claim(
 ) -> Result<Vec<ClaimedEvent>, sluice_store::StoreError> {
     let limit = i64::try_from(free.min(config.claim_batch)).unwrap_or(1);
     let claimed = store
-        .claim_due_events(&config.worker_id, limit, ms(config.lease))
+        .claim_due_events(&config.worker_id, &config.types, limit, ms(config.lease))
         .await?;
     // Checked after the claim, not before: a rule saved before an event was ingested is then
     // always seen by the attempt that processes that event.
@@ -288,6 +329,7 @@ fn processing_message(event: &ClaimedEvent) -> LiveMessage {
 /// Writes outcomes in batches: whatever finished while the previous batch was being written
 /// goes in the next transaction.
 async fn write_completions(
+    pool: String,
     store: Arc<dyn Store>,
     bus: Bus,
     mut done: mpsc::Receiver<AttemptOutcome>,
@@ -324,13 +366,13 @@ async fn write_completions(
                 held.remove(&outcome.attempt_id);
             }
         }
-        record_metrics(&batch);
+        record_metrics(&pool, &batch);
         schedule_retries(&bus, &batch);
         bus.publish(changes.iter().map(LiveMessage::from_change).collect());
     }
 }
 
-fn record_metrics(batch: &[AttemptOutcome]) {
+fn record_metrics(pool: &str, batch: &[AttemptOutcome]) {
     for outcome in batch {
         let next = match outcome.next {
             NextState::Processed => "processed",
@@ -338,7 +380,7 @@ fn record_metrics(batch: &[AttemptOutcome]) {
             NextState::DeferredUntil(_) => "deferred",
             NextState::Failed => "failed",
         };
-        metrics::counter!("sluice_attempts_total", "status" => outcome.status.as_str(), "next" => next)
+        metrics::counter!("sluice_attempts_total", "status" => outcome.status.as_str(), "next" => next, "pool" => pool.to_owned())
             .increment(1);
         metrics::histogram!("sluice_attempt_seconds").record(outcome.duration_ms as f64 / 1000.0);
     }

@@ -617,3 +617,63 @@ mod a_killed_worker_loses_nothing_and_repeats_webhooks_only_under_the_same_key {
         .await;
     }
 }
+
+/// A worker pool: a `pay.*` worker leaves `ship.*` events alone; a worker excluding `pay.*`
+/// takes them; attempts say which pool ran them.
+async fn worker_pools_claim_only_their_event_types(db: Db) {
+    let Some(database) = fresh_database(db).await else {
+        return;
+    };
+    let pay = start_on(db, &database.url, &["--event-types", "pay.*"]).await;
+    for event_type in ["pay.card", "ship.box"] {
+        let (status, body) = pay.post("/rules", &noop_rule(event_type)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = pay
+        .post("/events/batch", &batch("p", 0, 5, "pay.card"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = pay
+        .post("/events/batch", &batch("s", 0, 5, "ship.box"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    pay.wait_for_processed(5).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, stats) = pay.get_json("/events/stats?type=ship.box").await;
+    assert_eq!(
+        stats["pending"], 5,
+        "the pay.* worker left ship.* alone: {stats}"
+    );
+    let (_, list) = pay.get_json("/events?type=pay.card&limit=1").await;
+    let attempts = pay.attempts(list["data"][0]["id"].as_i64().unwrap()).await;
+    assert!(
+        attempts[0]["worker"].as_str().unwrap().ends_with("[pay.*]"),
+        "{attempts:?}"
+    );
+
+    let rest = spawn_sibling(&pay, &["--exclude-event-types", "pay.*"], Roles::WORKER).await;
+    pay.wait_for_processed(10).await;
+    let (_, list) = pay.get_json("/events?type=ship.box&limit=1").await;
+    let attempts = pay.attempts(list["data"][0]["id"].as_i64().unwrap()).await;
+    assert!(
+        attempts[0]["worker"]
+            .as_str()
+            .unwrap()
+            .ends_with("[!pay.*]"),
+        "{attempts:?}"
+    );
+    let metrics = pay.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("pool=\"pay.*\""), "{metrics}");
+    rest.stop().await;
+    pay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_pools_claim_only_their_event_types_sqlite() {
+    worker_pools_claim_only_their_event_types(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_pools_claim_only_their_event_types_postgres() {
+    worker_pools_claim_only_their_event_types(Db::Postgres).await;
+}

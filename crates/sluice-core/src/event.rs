@@ -73,6 +73,12 @@ bounded_string!(
     "type",
     100
 );
+bounded_string!(
+    /// Events with the same key (a customer, an order) are processed one at a time, in order.
+    OrderingKey,
+    "ordering_key",
+    255
+);
 
 /// A validated event as submitted: what `POST /events` accepts.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,12 +86,15 @@ pub struct NewEvent {
     pub external_id: ExternalId,
     pub event_type: EventType,
     pub data: Map<String, Value>,
-    /// Hash of `{type, data}` in canonical form: equal submissions hash equal.
+    pub ordering_key: Option<OrderingKey>,
+    /// Hash of `{type, data}` (and the ordering key, when there is one) in canonical form:
+    /// equal submissions hash equal.
     pub payload_hash: String,
 }
 
 impl NewEvent {
-    /// Validates a submitted body `{"id", "type", "data"}`, reporting every problem at once.
+    /// Validates a submitted body `{"id", "type", "data", "ordering_key"?}`, reporting every
+    /// problem at once.
     pub fn parse(body: &Value) -> Result<Self, Vec<FieldError>> {
         let Some(object) = body.as_object() else {
             return Err(vec![FieldError::new(
@@ -150,21 +159,38 @@ impl NewEvent {
                 None
             }
         };
+        let ordering_key = match object.get("ordering_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => OrderingKey::parse(s).map_err(|e| errors.push(e)).ok(),
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "ordering_key",
+                    format!("must be a string, got {}", json_kind(other)),
+                ));
+                None
+            }
+        };
         for key in object.keys() {
-            if !matches!(key.as_str(), "id" | "type" | "data") {
+            if !matches!(key.as_str(), "id" | "type" | "data" | "ordering_key") {
                 errors.push(FieldError::new(
                     join_path("", key),
-                    "is not a field of an event (expected id, type, data)",
+                    "is not a field of an event (expected id, type, data, ordering_key)",
                 ));
             }
         }
         match (external_id, event_type, data) {
             (Some(external_id), Some(event_type), Some(data)) if errors.is_empty() => {
-                let payload_hash = payload_hash(&event_type, &data);
+                let mut payload_hash = payload_hash(&event_type, &data);
+                if let Some(key) = &ordering_key {
+                    // A resubmission under another key is another submission.
+                    payload_hash =
+                        sha256_hex(format!("{payload_hash}:{}", key.as_str()).as_bytes());
+                }
                 Ok(Self {
                     external_id,
                     event_type,
                     data,
+                    ordering_key,
                     payload_hash,
                 })
             }

@@ -16,6 +16,7 @@ pub(crate) struct UpsertRow<'a> {
     pub event_type: &'a str,
     pub payload: String,
     pub payload_hash: &'a str,
+    pub ordering_key: Option<&'a str>,
     /// Submissions with this id and hash in this round; added to `received_count`.
     pub count: i64,
     /// Indices into the batch, in arrival order.
@@ -48,6 +49,7 @@ pub(crate) fn plan_round<'a>(
                     event_type: event.event_type.as_str(),
                     payload: serde_json::Value::Object(event.data.clone()).to_string(),
                     payload_hash: &event.payload_hash,
+                    ordering_key: event.ordering_key.as_ref().map(|k| k.as_str()),
                     count: 1,
                     indices: vec![index],
                 });

@@ -25,6 +25,7 @@ pub struct Event {
     pub replayed_at: Option<Timestamp>,
     pub lease_expires_at: Option<Timestamp>,
     pub leased_by: Option<String>,
+    pub ordering_key: Option<String>,
 }
 
 /// What `POST /events` answers about an event it created or found.
@@ -82,6 +83,7 @@ pub struct EventHeader {
     pub updated_at: Timestamp,
     pub processed_at: Option<Timestamp>,
     pub replayed_at: Option<Timestamp>,
+    pub ordering_key: Option<String>,
     /// Size of the payload as JSON text.
     pub payload_bytes: i64,
 }
@@ -105,6 +107,7 @@ impl EventHeader {
             replayed_at: self.replayed_at,
             lease_expires_at: None,
             leased_by: None,
+            ordering_key: self.ordering_key,
         }
     }
 }

@@ -27,7 +27,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 const CLAIMED_COLUMNS: &str = "e.id, e.external_id, e.type, e.payload, e.state, e.received_count, \
      e.attempts, e.next_attempt_at, e.last_error, e.created_at, e.updated_at, e.processed_at, \
-     e.replayed_at, e.lease_expires_at, e.leased_by, e.run_attempts, e.replay_rules";
+     e.replayed_at, e.lease_expires_at, e.leased_by, e.ordering_key, e.run_attempts, \
+     e.replay_rules";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -82,12 +83,14 @@ async fn upsert_round(
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
     let hashes: Vec<&str> = rows.iter().map(|r| r.payload_hash).collect();
     let counts: Vec<i64> = rows.iter().map(|r| r.count).collect();
+    let keys: Vec<Option<&str>> = rows.iter().map(|r| r.ordering_key).collect();
     // One statement for the whole batch; the WHERE makes a different payload a no-op that
     // returns no row, which the caller turns into a conflict.
     let returned = sqlx::query(
-        "INSERT INTO events (external_id, type, payload, payload_hash, received_count) \
-         SELECT e, t, p::jsonb, h, c \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(e, t, p, h, c) \
+        "INSERT INTO events (external_id, type, payload, payload_hash, received_count, ordering_key) \
+         SELECT e, t, p::jsonb, h, c, k \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
+            AS u(e, t, p, h, c, k) \
          ON CONFLICT (external_id) DO UPDATE \
             SET received_count = events.received_count + EXCLUDED.received_count, \
                 updated_at = now() \
@@ -99,6 +102,7 @@ async fn upsert_round(
     .bind(&payloads)
     .bind(&hashes)
     .bind(&counts)
+    .bind(&keys)
     .fetch_all(conn)
     .await?;
     returned
@@ -230,6 +234,9 @@ impl Engine for PostgresStore {
                 SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= now() \
                 AND (cardinality($4::text[]) = 0 OR type LIKE ANY($4::text[])) \
                 AND NOT (type LIKE ANY($5::text[])) \
+                AND (ordering_key IS NULL OR NOT EXISTS ( \
+                    SELECT 1 FROM events o WHERE o.ordering_key = events.ordering_key \
+                    AND o.id < events.id AND o.state IN ('pending', 'processing'))) \
                 ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
              ), attempts AS ( \
                 INSERT INTO event_attempts \

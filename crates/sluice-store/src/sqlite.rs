@@ -92,7 +92,7 @@ async fn upsert_round(
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (external_id, type, payload, payload_hash, received_count, \
-             next_attempt_at, created_at, updated_at) ",
+             ordering_key, next_attempt_at, created_at, updated_at) ",
         );
         query.push_values(chunk, |mut values, row| {
             values
@@ -101,6 +101,7 @@ async fn upsert_round(
                 .push_bind(row.payload.as_str())
                 .push_bind(row.payload_hash)
                 .push_bind(row.count)
+                .push_bind(row.ordering_key)
                 .push_bind(now)
                 .push_bind(now)
                 .push_bind(now);
@@ -232,6 +233,12 @@ impl Engine for SqliteStore {
         select.push_bind(now);
         push_globs(&mut select, " AND (", &types.include);
         push_globs(&mut select, " AND NOT (", &types.exclude);
+        // One event per ordering key at a time: the lowest unsettled one.
+        select.push(
+            " AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM events o \
+             WHERE o.ordering_key = events.ordering_key AND o.id < events.id \
+             AND o.state IN ('pending', 'processing')))",
+        );
         select
             .push(" ORDER BY next_attempt_at, id LIMIT ")
             .push_bind(limit);

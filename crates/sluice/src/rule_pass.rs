@@ -283,6 +283,7 @@ mod tests {
             replayed_at: None,
             lease_expires_at: None,
             leased_by: None,
+            ordering_key: None,
         }
     }
 

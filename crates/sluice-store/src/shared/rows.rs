@@ -9,11 +9,12 @@ use std::collections::HashMap;
 /// What [`event_from_row`] reads.
 pub(crate) const EVENT_COLUMNS: &str = "id, external_id, type, payload, state, received_count, \
      attempts, next_attempt_at, last_error, created_at, updated_at, processed_at, replayed_at, \
-     lease_expires_at, leased_by";
+     lease_expires_at, leased_by, ordering_key";
 
 /// What [`header_from_row`] reads, but for the payload size its dialect computes.
 pub(crate) const HEADER_COLUMNS: &str = "id, external_id, type, state, received_count, \
-     attempts, next_attempt_at, last_error, created_at, updated_at, processed_at, replayed_at";
+     attempts, next_attempt_at, last_error, created_at, updated_at, processed_at, replayed_at, \
+     ordering_key";
 
 /// What [`attempt_from_row`] reads.
 pub(crate) const ATTEMPT_COLUMNS: &str = "id, event_id, attempt_no, trigger, status, error, \
@@ -65,6 +66,7 @@ pub(crate) fn header_from_row<R: RowExt>(row: &R) -> Result<EventHeader, StoreEr
         updated_at: row.timestamp("updated_at")?,
         processed_at: row.opt_timestamp("processed_at")?,
         replayed_at: row.opt_timestamp("replayed_at")?,
+        ordering_key: row.value("ordering_key")?,
         payload_bytes: row.value("payload_bytes")?,
     })
 }
@@ -86,6 +88,7 @@ pub(crate) fn event_from_row<R: RowExt>(row: &R) -> Result<Event, StoreError> {
         replayed_at: row.opt_timestamp("replayed_at")?,
         lease_expires_at: row.opt_timestamp("lease_expires_at")?,
         leased_by: row.value("leased_by")?,
+        ordering_key: row.value("ordering_key")?,
     })
 }
 

@@ -40,6 +40,15 @@ pub struct NewEventIn {
     /// Any JSON object, nested at most 20 deep.
     #[schema(value_type = Object)]
     data: Value,
+    /// Events with the same key are processed one at a time, lowest id first (1..255
+    /// characters).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "customer-42"
+    )]
+    ordering_key: Option<String>,
 }
 
 #[derive(ToSchema)]

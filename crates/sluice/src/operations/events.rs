@@ -46,6 +46,8 @@ pub struct EventOut {
     pub updated_at: DateTime<Utc>,
     pub processed_at: Option<DateTime<Utc>>,
     pub replayed_at: Option<DateTime<Utc>>,
+    /// Events with the same key are processed one at a time, lowest id first.
+    pub ordering_key: Option<String>,
 }
 
 impl From<Event> for EventOut {
@@ -64,6 +66,7 @@ impl From<Event> for EventOut {
             updated_at: event.updated_at,
             processed_at: event.processed_at,
             replayed_at: event.replayed_at,
+            ordering_key: event.ordering_key,
         }
     }
 }

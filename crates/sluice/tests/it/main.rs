@@ -16,6 +16,7 @@ mod explain;
 mod hostile;
 mod live;
 mod ops;
+mod ordering;
 mod processing;
 mod replay;
 mod rules;

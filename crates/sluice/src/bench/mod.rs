@@ -71,6 +71,10 @@ pub struct BenchArgs {
     /// `--actions webhook`, e.g. `--hanging-target 400 --rate 10`).
     #[arg(long)]
     pub hanging_target: Option<u64>,
+    /// Spread the events over this many ordering keys (event i gets key `i % N`), so each
+    /// key's events are processed one at a time, in order.
+    #[arg(long)]
+    pub ordering_keys: Option<u64>,
 }
 
 /// A server this bench started; killed when dropped.
@@ -386,6 +390,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         let total = args.events;
         let rate = args.rate;
         let duplicates = args.duplicates;
+        let ordering_keys = args.ordering_keys;
         senders.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -401,8 +406,11 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
                 let resend =
                     duplicates > 0.0 && i > 0 && ((i * 7919) % 1000) < (duplicates * 1000.0) as u64;
                 let n = if resend { (i * 31) % i } else { i };
-                let body =
+                let mut body =
                     json!({"id": format!("{run_id}-{n}"), "type": event_type, "data": payload(n)});
+                if let Some(keys) = ordering_keys.filter(|k| *k > 0) {
+                    body["ordering_key"] = json!(format!("k{}", n % keys));
+                }
                 match client
                     .post(format!("{url}/events"))
                     .json(&body)

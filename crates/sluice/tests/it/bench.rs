@@ -28,6 +28,7 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         api_key: Some(key),
         auth: false,
         hanging_target: None,
+        ordering_keys: Some(20),
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);

@@ -3,10 +3,9 @@
 --
 -- SQLite cannot change a CHECK constraint in place: the two tables are rebuilt with the new
 -- allowed values. Foreign keys stay on (the migration runs in a transaction, where they cannot
--- be switched off), so each old table is first renamed aside with legacy_alter_table, which
--- leaves other tables' REFERENCES naming the original table — the rebuilt one.
-
-PRAGMA legacy_alter_table = ON;
+-- be switched off), so the order matters: renaming event_attempts aside makes
+-- rule_executions reference the old copy; rule_executions is then rebuilt to reference the
+-- new event_attempts, and only once nothing references the old copies are they dropped.
 
 ALTER TABLE event_attempts RENAME TO event_attempts_old;
 CREATE TABLE event_attempts (
@@ -30,7 +29,6 @@ INSERT INTO event_attempts
 SELECT id, event_id, attempt_no, trigger, status, error, worker, started_at, finished_at,
        duration_ms, requested_by
 FROM event_attempts_old;
-DROP TABLE event_attempts_old;
 
 ALTER TABLE rule_executions RENAME TO rule_executions_old;
 CREATE TABLE rule_executions (
@@ -53,6 +51,7 @@ SELECT id, attempt_id, event_id, rule_id, rule_version_id, result, error, idempo
        duration_ms, executed_at
 FROM rule_executions_old;
 DROP TABLE rule_executions_old;
+DROP TABLE event_attempts_old;
 CREATE INDEX rule_executions_attempt_idx ON rule_executions (attempt_id);
 CREATE INDEX rule_executions_key_idx ON rule_executions (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -80,4 +79,3 @@ CREATE TABLE target_load (
     PRIMARY KEY (target, worker)
 );
 
-PRAGMA legacy_alter_table = OFF;

@@ -75,3 +75,99 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
     }
     app.stop().await;
 }
+
+/// A database with history, made by the migrations before delivery isolation (which rebuilds
+/// two tables on SQLite), upgrades in place when a new sluice starts on it: every row kept,
+/// the foreign keys whole, and the old events replayable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_with_history_upgrades_in_place() {
+    use crate::helpers::{fresh_database, start_on, Db};
+    use sqlx::migrate::Migrator;
+    for db in [Db::Sqlite, Db::Postgres] {
+        let Some(database) = fresh_database(db).await else {
+            continue;
+        };
+        let folder = match db {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+        };
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../sluice-store/migrations")
+            .join(folder);
+        let mut migrator = Migrator::new(dir.as_path()).await.unwrap();
+        migrator.migrations = migrator
+            .migrations
+            .iter()
+            .filter(|m| m.version <= 3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        let history = [
+            "INSERT INTO rules (id, name, event_type, active, created_at, updated_at) \
+             VALUES (1, 'old rule', 't', TRUE, 0, 0)",
+            "INSERT INTO rule_versions (id, rule_id, version, condition, action, action_hash, created_at) \
+             VALUES (1, 1, 1, 'true', '{\"type\":\"noop\"}', 'h', 0)",
+            "UPDATE rules SET current_version_id = 1 WHERE id = 1",
+            "INSERT INTO events (id, external_id, type, payload, payload_hash, state, attempts, \
+             run_attempts, next_attempt_at, created_at, updated_at, processed_at) \
+             VALUES (1, 'old-1', 't', '{}', 'p', 'processed', 1, 1, NULL, 0, 0, 0)",
+            "INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, started_at, \
+             finished_at, duration_ms) VALUES (1, 1, 1, 'initial', 'success', 0, 0, 1)",
+            "INSERT INTO rule_executions (id, attempt_id, event_id, rule_id, rule_version_id, result, \
+             executed_at) VALUES (1, 1, 1, 1, 1, 'applied', 0)",
+        ];
+        match db {
+            Db::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&format!("{}?mode=rwc", database.url))
+                    .await
+                    .unwrap();
+                migrator.run(&pool).await.unwrap();
+                for sql in history {
+                    sqlx::query(sql).execute(&pool).await.unwrap();
+                }
+                pool.close().await;
+            }
+            Db::Postgres => {
+                let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                for sql in history {
+                    // PostgreSQL wants real timestamps and JSON.
+                    let sql = sql
+                        .replace(", 0, 0, 0)", ", now(), now(), now())")
+                        .replace(", 0, 0)", ", now(), now())")
+                        .replace(", 0, 0, 1)", ", now(), now(), 1)")
+                        .replace("'applied', 0)", "'applied', now())")
+                        .replace("'h', 0)", "'h', now())");
+                    sqlx::query(&sql).execute(&pool).await.unwrap();
+                }
+                let _ = sqlx::query("SELECT setval('events_id_seq', 10)")
+                    .execute(&pool)
+                    .await;
+                let _ = sqlx::query("SELECT setval('event_attempts_id_seq', 10)")
+                    .execute(&pool)
+                    .await;
+                let _ = sqlx::query("SELECT setval('rule_executions_id_seq', 10)")
+                    .execute(&pool)
+                    .await;
+                let _ = sqlx::query("SELECT setval('rules_id_seq', 10)")
+                    .execute(&pool)
+                    .await;
+                let _ = sqlx::query("SELECT setval('rule_versions_id_seq', 10)")
+                    .execute(&pool)
+                    .await;
+                pool.close().await;
+            }
+        }
+
+        let app = start_on(db, &database.url, &[]).await;
+        let attempts = app.attempts(1).await;
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        assert_eq!(attempts[0]["rule_executions"][0]["result"], "applied");
+        let (status, body) = app.post("/events/1/replay", &serde_json::json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        app.wait_for_state(1, &["processed"]).await;
+        let attempts = app.attempts(1).await;
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        app.stop().await;
+    }
+}

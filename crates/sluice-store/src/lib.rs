@@ -111,6 +111,24 @@ pub trait Store: Send + Sync + 'static {
     /// The rule versions an event's first attempt evaluated (what `rules: original` replays).
     async fn original_rules(&self, event_id: i64) -> Result<Vec<RuleSnapshot>, StoreError>;
 
+    // ---- event types ----
+
+    /// Every event type configured, with events stored, or with rules, by name.
+    async fn event_types(&self) -> Result<Vec<EventTypeRecord>, StoreError>;
+    /// One event type if it is configured, has events or has rules.
+    async fn event_type(&self, event_type: &str) -> Result<Option<EventTypeRecord>, StoreError>;
+    /// Applies a partial change (creating the type's settings if needed) and bumps the rule
+    /// generation in the same transaction, so every worker's cache picks it up.
+    async fn update_event_type(
+        &self,
+        event_type: &str,
+        changes: &EventTypeChanges,
+    ) -> Result<EventTypeRecord, StoreError>;
+    /// The settings of every configured type (what caches load; no counting).
+    async fn event_type_settings(
+        &self,
+    ) -> Result<Vec<(String, EventTypeSettings)>, StoreError>;
+
     // ---- the worker ----
 
     /// Leases up to `limit` due pending events to `worker` for `lease_ms` and opens an attempt
@@ -146,8 +164,9 @@ pub trait Store: Send + Sync + 'static {
         &self,
         outcomes: &[AttemptOutcome],
     ) -> Result<Vec<StateChange>, StoreError>;
-    /// Gives processing events back: pending again (or `failed` once `max_attempts` attempts
-    /// ran), their attempts `abandoned`.
+    /// Gives processing events back: pending again (or `failed` once their type's
+    /// `max_attempts` — `max_attempts` for a type without its own — attempts ran), their
+    /// attempts `abandoned`.
     async fn release_events(
         &self,
         which: Release,

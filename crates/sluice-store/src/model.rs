@@ -373,6 +373,43 @@ pub struct TargetReport {
     pub failed: i64,
 }
 
+/// What an event type overrides; `None` means the process default (or, for `schema`, that
+/// any `data` object is accepted).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventTypeSettings {
+    pub description: Option<String>,
+    /// A JSON Schema `data` must match (checked when the schema is saved, never here).
+    pub schema: Option<Value>,
+    pub processing_timeout_ms: Option<i64>,
+    pub max_attempts: Option<i64>,
+    /// Delays before retries; the last one repeats.
+    pub retry_backoff_ms: Option<Vec<i64>>,
+}
+
+/// An event type as listed: configured (has settings), seen (has events or rules), or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventTypeRecord {
+    pub event_type: String,
+    pub settings: EventTypeSettings,
+    pub configured: bool,
+    /// Events of this type stored now.
+    pub events_total: i64,
+    pub updated_at: Option<Timestamp>,
+    pub updated_by: Option<String>,
+}
+
+/// A partial change to an event type's settings: `None` keeps a field, `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventTypeChanges {
+    pub description: Option<Option<String>>,
+    pub schema: Option<Option<Value>>,
+    pub processing_timeout_ms: Option<Option<i64>>,
+    pub max_attempts: Option<Option<i64>>,
+    pub retry_backoff_ms: Option<Option<Vec<i64>>>,
+    /// The asking key's name, recorded as `updated_by`.
+    pub updated_by: Option<String>,
+}
+
 /// Which event types a worker claims: any matching an `include` glob (all types when there is
 /// none) and no `exclude` glob. A glob's `*` matches any run of characters, nothing else is
 /// special.

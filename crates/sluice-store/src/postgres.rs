@@ -410,13 +410,14 @@ impl Engine for PostgresStore {
         let message = release_message(which);
         let rows = sqlx::query(&format!(
             "WITH stale AS ( \
-                SELECT id, current_attempt_id FROM events \
+                SELECT id, current_attempt_id, COALESCE((SELECT t.max_attempts FROM event_types t \
+                    WHERE t.event_type = events.type), $1) AS max_attempts FROM events \
                 WHERE state = 'processing' AND {predicate} AND $3::bigint >= 0 \
-                FOR UPDATE SKIP LOCKED \
+                FOR UPDATE OF events SKIP LOCKED \
              ), reset AS ( \
                 UPDATE events e SET \
-                    state = CASE WHEN e.run_attempts >= $1 THEN 'failed' ELSE 'pending' END, \
-                    processed_at = CASE WHEN e.run_attempts >= $1 THEN now() ELSE NULL END, \
+                    state = CASE WHEN e.run_attempts >= s.max_attempts THEN 'failed' ELSE 'pending' END, \
+                    processed_at = CASE WHEN e.run_attempts >= s.max_attempts THEN now() ELSE NULL END, \
                     next_attempt_at = now(), next_trigger = 'retry', last_error = $2, \
                     lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, \
                     updated_at = now() \

@@ -460,8 +460,8 @@ impl Engine for SqliteStore {
             let attempt_id: Option<i64> = row.value("current_attempt_id")?;
             let moved = sqlx::query(
                 "UPDATE events SET \
-                    state = CASE WHEN run_attempts >= ?1 THEN 'failed' ELSE 'pending' END, \
-                    processed_at = CASE WHEN run_attempts >= ?1 THEN ?3 ELSE NULL END, \
+                    state = CASE WHEN run_attempts >= COALESCE((SELECT t.max_attempts FROM event_types t WHERE t.event_type = events.type), ?1) THEN 'failed' ELSE 'pending' END, \
+                    processed_at = CASE WHEN run_attempts >= COALESCE((SELECT t.max_attempts FROM event_types t WHERE t.event_type = events.type), ?1) THEN ?3 ELSE NULL END, \
                     next_attempt_at = ?3, next_trigger = 'retry', last_error = ?2, \
                     lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, \
                     updated_at = ?3 \

@@ -14,6 +14,7 @@ pub mod console;
 pub mod delivery;
 pub mod eval;
 pub mod evaluation;
+pub mod event_types;
 pub mod ingest;
 pub mod keys_cli;
 pub mod operations;

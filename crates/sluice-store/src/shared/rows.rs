@@ -232,3 +232,38 @@ pub(crate) fn target_from_row<R: RowExt>(row: &R) -> Result<TargetRecord, StoreE
         in_flight: row.value::<Option<i64>>("in_flight")?.unwrap_or(0),
     })
 }
+
+/// What [`event_type_from_row`] reads.
+pub(crate) const EVENT_TYPE_COLUMNS: &str = "event_type, description, data_schema, \
+     processing_timeout_ms, max_attempts, retry_backoff_ms, updated_at, updated_by";
+
+pub(crate) fn event_type_from_row<R: RowExt>(row: &R) -> Result<EventTypeRecord, StoreError> {
+    let json_text = |column: &str| -> Result<Option<serde_json::Value>, StoreError> {
+        row.value::<Option<String>>(column)?
+            .map(|text| {
+                serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("event_types.{column}: {e}")))
+            })
+            .transpose()
+    };
+    let backoff = json_text("retry_backoff_ms")?
+        .map(|value| {
+            serde_json::from_value::<Vec<i64>>(value)
+                .map_err(|e| StoreError::Corrupt(format!("event_types.retry_backoff_ms: {e}")))
+        })
+        .transpose()?;
+    Ok(EventTypeRecord {
+        event_type: row.value("event_type")?,
+        settings: EventTypeSettings {
+            description: row.value("description")?,
+            schema: json_text("data_schema")?,
+            processing_timeout_ms: row.value("processing_timeout_ms")?,
+            max_attempts: row.value("max_attempts")?,
+            retry_backoff_ms: backoff,
+        },
+        configured: true,
+        events_total: 0,
+        updated_at: Some(row.timestamp("updated_at")?),
+        updated_by: row.value("updated_by")?,
+    })
+}

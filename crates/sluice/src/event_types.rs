@@ -1,0 +1,469 @@
+//! Event types: what a type overrides (processing timeout, attempts, retry delays), the JSON
+//! Schema its `data` must match, and the [`Catalog`] every process keeps of them.
+//!
+//! A schema is compiled when it is saved (to refuse an invalid one) and when a catalog loads
+//! it — once per change, never per event. The worker's catalog reloads with its rules (the
+//! rule generation moves on every change of either); an API process's [`SharedCatalog`]
+//! reloads at once after a change it made and within [`REFRESH`] of a change made elsewhere.
+
+use serde_json::{Map, Value};
+use sluice_core::event::{json_kind, EventType};
+use sluice_core::retry::RetryPolicy;
+use sluice_core::FieldError;
+use sluice_store::{EventTypeChanges, EventTypeSettings, Store, StoreError};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+/// How often an API process looks for changes made by other processes.
+pub const REFRESH: Duration = Duration::from_secs(1);
+/// Largest schema accepted, as JSON text.
+pub const MAX_SCHEMA_BYTES: usize = 64 * 1024;
+/// Most violations one rejected event reports.
+pub const MAX_VIOLATIONS: usize = 50;
+/// Longest violation message (longer ones are cut: they may quote the offending value).
+const MAX_MESSAGE_CHARS: usize = 300;
+const MAX_DESCRIPTION_CHARS: usize = 1000;
+const MAX_TIMEOUT_MS: i64 = 3_600_000;
+const MAX_ATTEMPTS: i64 = 100;
+const MAX_DELAYS: usize = 20;
+const MAX_DELAY_MS: i64 = 86_400_000;
+
+/// A compiled JSON Schema for events' `data`.
+pub struct DataSchema {
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for DataSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataSchema")
+    }
+}
+
+impl DataSchema {
+    /// Compiles a schema (any draft it declares, 2020-12 otherwise). Patterns use a regex
+    /// engine without backtracking, so no schema can make validation take exponential time;
+    /// `format` is asserted, as users of `"format": "email"` expect; references outside the
+    /// schema are refused (nothing is fetched).
+    pub fn compile(schema: &Value) -> Result<Self, String> {
+        let size = schema.to_string().len();
+        if size > MAX_SCHEMA_BYTES {
+            return Err(format!(
+                "is {size} bytes of JSON; at most {MAX_SCHEMA_BYTES} are allowed"
+            ));
+        }
+        if !matches!(schema, Value::Object(_) | Value::Bool(_)) {
+            return Err(format!(
+                "must be a JSON Schema (an object or a boolean), got {}",
+                json_kind(schema)
+            ));
+        }
+        jsonschema::options()
+            .with_pattern_options(jsonschema::PatternOptions::regex())
+            .should_validate_formats(true)
+            .build(schema)
+            .map(|validator| DataSchema { validator })
+            .map_err(|e| format!("is not a valid JSON Schema: {}", cut(&e.to_string())))
+    }
+
+    /// Every violation of `data` (up to [`MAX_VIOLATIONS`]), each at the JSON pointer into
+    /// `data` where it is.
+    pub fn check(&self, data: &Value) -> Result<(), Vec<FieldError>> {
+        if self.validator.is_valid(data) {
+            return Ok(());
+        }
+        let mut violations: Vec<FieldError> = self
+            .validator
+            .iter_errors(data)
+            .take(MAX_VIOLATIONS + 1)
+            .map(|e| FieldError::new(e.instance_path().as_str(), cut(&e.to_string())))
+            .collect();
+        if violations.len() > MAX_VIOLATIONS {
+            violations.truncate(MAX_VIOLATIONS);
+            violations.push(FieldError::new(
+                "",
+                format!("more violations not shown (the first {MAX_VIOLATIONS} are)"),
+            ));
+        }
+        Err(violations)
+    }
+
+    /// Checks an event's `data` object in place (no copy of it is made).
+    pub fn check_map(&self, data: &mut Map<String, Value>) -> Result<(), Vec<FieldError>> {
+        let value = Value::Object(std::mem::take(data));
+        let checked = self.check(&value);
+        if let Value::Object(map) = value {
+            *data = map;
+        }
+        checked
+    }
+}
+
+fn cut(message: &str) -> String {
+    if message.chars().count() <= MAX_MESSAGE_CHARS {
+        return message.to_owned();
+    }
+    let mut cut: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    cut.push('…');
+    cut
+}
+
+/// One type's settings with its compiled schema.
+#[derive(Debug)]
+pub struct TypeConfig {
+    pub settings: EventTypeSettings,
+    pub schema: Option<DataSchema>,
+}
+
+/// How the worker processes one type's events: the process defaults with the type's
+/// overrides applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processing {
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// Every configured event type, compiled, as of one rule generation.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    generation: Option<i64>,
+    types: HashMap<String, Arc<TypeConfig>>,
+}
+
+impl Catalog {
+    /// Reads the generation first, then the settings: a change committed in between is
+    /// loaded now and again at the next look, never missed.
+    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let generation = store.rule_generation().await?;
+        let types = store
+            .event_type_settings()
+            .await?
+            .into_iter()
+            .map(|(name, settings)| {
+                let schema = settings.schema.as_ref().and_then(|schema| {
+                    DataSchema::compile(schema)
+                        .map_err(|error| {
+                            // Checked when saved; this only happens if the crate changed its
+                            // mind about a schema between versions.
+                            tracing::error!(event_type = %name, error = %error, "stored schema no longer compiles; not checking this type");
+                        })
+                        .ok()
+                });
+                (name, Arc::new(TypeConfig { settings, schema }))
+            })
+            .collect();
+        Ok(Catalog {
+            generation: Some(generation),
+            types,
+        })
+    }
+
+    pub fn generation(&self) -> Option<i64> {
+        self.generation
+    }
+
+    pub fn get(&self, event_type: &str) -> Option<&Arc<TypeConfig>> {
+        self.types.get(event_type)
+    }
+
+    /// The schema events of this type must match, if it has one.
+    pub fn schema(&self, event_type: &str) -> Option<&DataSchema> {
+        self.get(event_type).and_then(|t| t.schema.as_ref())
+    }
+
+    /// How events of this type are processed, given the process defaults.
+    pub fn processing(&self, event_type: &str, defaults: &Processing) -> Processing {
+        let Some(config) = self.get(event_type) else {
+            return defaults.clone();
+        };
+        let settings = &config.settings;
+        Processing {
+            timeout: settings
+                .processing_timeout_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map_or(defaults.timeout, Duration::from_millis),
+            retry: RetryPolicy {
+                max_attempts: settings
+                    .max_attempts
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(defaults.retry.max_attempts),
+                backoff_ms: settings
+                    .retry_backoff_ms
+                    .as_ref()
+                    .map(|delays| {
+                        delays
+                            .iter()
+                            .map(|&d| u64::try_from(d).unwrap_or(0))
+                            .collect()
+                    })
+                    .unwrap_or_else(|| defaults.retry.backoff_ms.clone()),
+            },
+        }
+    }
+}
+
+/// The catalog an API process checks ingest against, kept current in the background.
+pub struct SharedCatalog {
+    store: Arc<dyn Store>,
+    current: RwLock<Arc<Catalog>>,
+    loading: tokio::sync::Mutex<()>,
+}
+
+impl SharedCatalog {
+    /// Starts empty (loaded on first use) and refreshes every [`REFRESH`] while it lives.
+    pub fn start(store: Arc<dyn Store>) -> Arc<Self> {
+        let shared = Arc::new(SharedCatalog {
+            store,
+            current: RwLock::new(Arc::new(Catalog::default())),
+            loading: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(refresh_loop(Arc::downgrade(&shared)));
+        shared
+    }
+
+    /// The current catalog; loads it first if it never was.
+    pub async fn current(&self) -> Result<Arc<Catalog>, StoreError> {
+        let current = self.snapshot();
+        if current.generation().is_some() {
+            return Ok(current);
+        }
+        self.reload(false).await
+    }
+
+    fn snapshot(&self) -> Arc<Catalog> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Loads the catalog if the generation moved (or always, with `force`).
+    pub async fn reload(&self, force: bool) -> Result<Arc<Catalog>, StoreError> {
+        let _one_at_a_time = self.loading.lock().await;
+        let current = self.snapshot();
+        if !force && current.generation().is_some() {
+            let generation = self.store.rule_generation().await?;
+            if current.generation() == Some(generation) {
+                return Ok(current);
+            }
+        }
+        let loaded = Arc::new(Catalog::load(&*self.store).await?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = loaded.clone();
+        Ok(loaded)
+    }
+}
+
+async fn refresh_loop(shared: Weak<SharedCatalog>) {
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if let Err(error) = shared.reload(false).await {
+            tracing::warn!(error = %error, "cannot refresh the event types");
+        }
+    }
+}
+
+/// Validates the body of `PUT /event-types/{type}`: a partial change, `null` clearing a
+/// setting. Reports every problem at once.
+pub fn parse_changes(body: &Value) -> Result<EventTypeChanges, Vec<FieldError>> {
+    let Some(object) = body.as_object() else {
+        return Err(vec![FieldError::new(
+            "",
+            format!("body must be a JSON object, got {}", json_kind(body)),
+        )]);
+    };
+    let mut errors = Vec::new();
+    let mut changes = EventTypeChanges::default();
+    for (key, value) in object {
+        let null = value.is_null();
+        match key.as_str() {
+            "description" => match value {
+                Value::Null => changes.description = Some(None),
+                Value::String(text) if text.chars().count() > MAX_DESCRIPTION_CHARS => errors.push(
+                    FieldError::new(key, format!("must be at most {MAX_DESCRIPTION_CHARS} characters")),
+                ),
+                Value::String(text) if text.contains('\0') => {
+                    errors.push(FieldError::new(key, "must not contain U+0000 (NUL)"))
+                }
+                Value::String(text) => changes.description = Some(Some(text.clone())),
+                other => errors.push(FieldError::new(
+                    key,
+                    format!("must be a string or null, got {}", json_kind(other)),
+                )),
+            },
+            "schema" if null => changes.schema = Some(None),
+            "schema" => match DataSchema::compile(value) {
+                Ok(_) => changes.schema = Some(Some(value.clone())),
+                Err(message) => errors.push(FieldError::new(key, message)),
+            },
+            "processing_timeout_ms" if null => changes.processing_timeout_ms = Some(None),
+            "processing_timeout_ms" => match bounded(value, 1, MAX_TIMEOUT_MS) {
+                Ok(ms) => changes.processing_timeout_ms = Some(Some(ms)),
+                Err(message) => errors.push(FieldError::new(key, message)),
+            },
+            "max_attempts" if null => changes.max_attempts = Some(None),
+            "max_attempts" => match bounded(value, 1, MAX_ATTEMPTS) {
+                Ok(n) => changes.max_attempts = Some(Some(n)),
+                Err(message) => errors.push(FieldError::new(key, message)),
+            },
+            "retry_backoff_ms" if null => changes.retry_backoff_ms = Some(None),
+            "retry_backoff_ms" => match backoff(value) {
+                Ok(delays) => changes.retry_backoff_ms = Some(Some(delays)),
+                Err(error) => errors.push(FieldError::new(
+                    match error.0 {
+                        Some(i) => format!("{key}[{i}]"),
+                        None => key.clone(),
+                    },
+                    error.1,
+                )),
+            },
+            _ => errors.push(FieldError::new(
+                key,
+                "is not a setting of an event type (expected description, schema, \
+                 processing_timeout_ms, max_attempts, retry_backoff_ms)",
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(changes)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The `{type}` of `/event-types/{type}`: a valid event type name.
+pub fn parse_name(name: &str) -> Result<EventType, FieldError> {
+    EventType::parse(name).map_err(|e| FieldError::new("type", e.message))
+}
+
+fn bounded(value: &Value, min: i64, max: i64) -> Result<i64, String> {
+    match value.as_i64() {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be an integer from {min} to {max}, got {}",
+            cut(&value.to_string())
+        )),
+    }
+}
+
+/// Delays in milliseconds: an array (`[1000, 5000]`) or one number.
+fn backoff(value: &Value) -> Result<Vec<i64>, (Option<usize>, String)> {
+    let items = match value {
+        Value::Array(items) => items.as_slice(),
+        one => std::slice::from_ref(one),
+    };
+    if items.is_empty() || items.len() > MAX_DELAYS {
+        return Err((
+            None,
+            format!("must list 1 to {MAX_DELAYS} delays in milliseconds, e.g. [1000, 5000, 30000]"),
+        ));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            bounded(item, 1, MAX_DELAY_MS).map_err(|message| (value.is_array().then_some(i), message))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_schema_reports_each_violation_at_its_pointer_into_data() {
+        let schema = DataSchema::compile(&json!({
+            "type": "object",
+            "required": ["amount"],
+            "properties": {
+                "amount": {"type": "number", "minimum": 0},
+                "customer": {"type": "object", "properties": {"email": {"type": "string", "format": "email"}}}
+            }
+        }))
+        .unwrap();
+        assert!(schema.check(&json!({"amount": 3})).is_ok());
+        let errors = schema
+            .check(&json!({"amount": -1, "customer": {"email": "nope"}}))
+            .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/amount", "/customer/email"], "{errors:?}");
+        let missing = schema.check(&json!({})).unwrap_err();
+        assert_eq!(missing[0].path, "");
+        assert!(missing[0].message.contains("amount"), "{missing:?}");
+    }
+
+    #[test]
+    fn an_invalid_schema_is_refused_with_the_reason() {
+        let error = DataSchema::compile(&json!({"type": "integr"})).unwrap_err();
+        assert!(error.starts_with("is not a valid JSON Schema"), "{error}");
+        assert!(DataSchema::compile(&json!([1])).is_err());
+        assert!(DataSchema::compile(&json!({"$ref": "https://example.com/s.json"})).is_err());
+        assert!(DataSchema::compile(&json!({"pattern": "(unclosed"})).is_err());
+    }
+
+    #[test]
+    fn violations_are_bounded_in_count_and_size() {
+        let schema = DataSchema::compile(&json!({"additionalProperties": {"type": "integer"}}))
+            .unwrap();
+        let mut data = Map::new();
+        for i in 0..200 {
+            data.insert(format!("k{i}"), Value::String("x".repeat(10_000)));
+        }
+        let errors = schema.check(&Value::Object(data)).unwrap_err();
+        assert_eq!(errors.len(), MAX_VIOLATIONS + 1);
+        assert!(errors
+            .iter()
+            .all(|e| e.message.chars().count() <= MAX_MESSAGE_CHARS + 1));
+    }
+
+    #[test]
+    fn changes_are_partial_and_null_clears() {
+        let changes = parse_changes(&json!({
+            "max_attempts": 2, "processing_timeout_ms": null, "retry_backoff_ms": 250
+        }))
+        .unwrap();
+        assert_eq!(changes.max_attempts, Some(Some(2)));
+        assert_eq!(changes.processing_timeout_ms, Some(None));
+        assert_eq!(changes.retry_backoff_ms, Some(Some(vec![250])));
+        assert_eq!(changes.description, None);
+        let errors = parse_changes(&json!({
+            "max_attempts": 0, "retry_backoff_ms": [10, -1], "schema": {"type": 5}, "colour": 1
+        }))
+        .unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["max_attempts", "retry_backoff_ms[1]", "schema", "colour"]
+        );
+    }
+
+    #[test]
+    fn a_type_overrides_only_what_it_sets() {
+        let defaults = Processing {
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy {
+                max_attempts: 4,
+                backoff_ms: vec![1000],
+            },
+        };
+        let mut catalog = Catalog::default();
+        catalog.types.insert(
+            "pay".into(),
+            Arc::new(TypeConfig {
+                settings: EventTypeSettings {
+                    processing_timeout_ms: Some(200),
+                    ..EventTypeSettings::default()
+                },
+                schema: None,
+            }),
+        );
+        let pay = catalog.processing("pay", &defaults);
+        assert_eq!(pay.timeout, Duration::from_millis(200));
+        assert_eq!(pay.retry, defaults.retry);
+        assert_eq!(catalog.processing("ship", &defaults), defaults);
+    }
+}

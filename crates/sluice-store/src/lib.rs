@@ -125,9 +125,7 @@ pub trait Store: Send + Sync + 'static {
         changes: &EventTypeChanges,
     ) -> Result<EventTypeRecord, StoreError>;
     /// The settings of every configured type (what caches load; no counting).
-    async fn event_type_settings(
-        &self,
-    ) -> Result<Vec<(String, EventTypeSettings)>, StoreError>;
+    async fn event_type_settings(&self) -> Result<Vec<(String, EventTypeSettings)>, StoreError>;
 
     // ---- the worker ----
 

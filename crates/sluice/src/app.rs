@@ -40,6 +40,8 @@ pub struct AppState {
     pub live_seats: Arc<tokio::sync::Semaphore>,
     /// The API keys, with `AUTH=api_key` (`None`: every route is open).
     pub keys: Option<Arc<KeyRing>>,
+    /// Event-type settings and schemas, checked at ingest.
+    pub event_types: Arc<crate::event_types::SharedCatalog>,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ pub fn state(
     };
     AppState {
         ingestor: Ingestor::start(store.clone(), ingest),
+        event_types: crate::event_types::SharedCatalog::start(store.clone()),
         store,
         bus,
         metrics: metrics_handle(),
@@ -173,6 +176,11 @@ pub fn router(state: AppState) -> Router {
             post(api::keys::create_key).get(api::keys::list_keys),
         )
         .route("/api-keys/{id}", delete(api::keys::revoke_key))
+        .route("/event-types", get(api::event_types::list_event_types))
+        .route(
+            "/event-types/{event_type}",
+            get(api::event_types::get_event_type).put(api::event_types::update_event_type),
+        )
         .route("/targets", get(api::targets::list_targets))
         .route("/targets/pause", post(api::targets::pause_target))
         .route("/targets/resume", post(api::targets::resume_target))

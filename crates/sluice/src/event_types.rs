@@ -281,9 +281,12 @@ pub fn parse_changes(body: &Value) -> Result<EventTypeChanges, Vec<FieldError>> 
         match key.as_str() {
             "description" => match value {
                 Value::Null => changes.description = Some(None),
-                Value::String(text) if text.chars().count() > MAX_DESCRIPTION_CHARS => errors.push(
-                    FieldError::new(key, format!("must be at most {MAX_DESCRIPTION_CHARS} characters")),
-                ),
+                Value::String(text) if text.chars().count() > MAX_DESCRIPTION_CHARS => {
+                    errors.push(FieldError::new(
+                        key,
+                        format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+                    ))
+                }
                 Value::String(text) if text.contains('\0') => {
                     errors.push(FieldError::new(key, "must not contain U+0000 (NUL)"))
                 }
@@ -364,7 +367,8 @@ fn backoff(value: &Value) -> Result<Vec<i64>, (Option<usize>, String)> {
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            bounded(item, 1, MAX_DELAY_MS).map_err(|message| (value.is_array().then_some(i), message))
+            bounded(item, 1, MAX_DELAY_MS)
+                .map_err(|message| (value.is_array().then_some(i), message))
         })
         .collect()
 }
@@ -407,8 +411,8 @@ mod tests {
 
     #[test]
     fn violations_are_bounded_in_count_and_size() {
-        let schema = DataSchema::compile(&json!({"additionalProperties": {"type": "integer"}}))
-            .unwrap();
+        let schema =
+            DataSchema::compile(&json!({"additionalProperties": {"type": "integer"}})).unwrap();
         let mut data = Map::new();
         for i in 0..200 {
             data.insert(format!("k{i}"), Value::String("x".repeat(10_000)));

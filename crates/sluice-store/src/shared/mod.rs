@@ -566,9 +566,7 @@ impl<E: Engine> Store for E {
         let now = Utc::now();
         let schema_text = |schema: &Option<Value>| schema.as_ref().map(Value::to_string);
         let backoff_text = |backoff: &Option<Vec<i64>>| {
-            backoff
-                .as_ref()
-                .map(|b| Value::from(b.clone()).to_string())
+            backoff.as_ref().map(|b| Value::from(b.clone()).to_string())
         };
         let mut upsert = QueryBuilder::<E::Dialect>::new(
             "INSERT INTO event_types (event_type, description, data_schema, \

@@ -169,3 +169,20 @@ fn parse_id(name: &str, raw: &str) -> Result<i64, ApiError> {
         ),
     }
 }
+
+/// `/event-types/{event_type}`: a valid event type name (percent-decoded), else a 400.
+#[derive(Debug, Clone)]
+pub struct EventTypePath(pub sluice_core::event::EventType);
+
+impl<S: Send + Sync> FromRequestParts<S> for EventTypePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::validation(format!("invalid path: {e}")))?;
+        crate::event_types::parse_name(&raw)
+            .map(EventTypePath)
+            .map_err(|e| ApiError::invalid(vec![e]))
+    }
+}

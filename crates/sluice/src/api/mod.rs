@@ -1,6 +1,7 @@
 //! The HTTP API: handlers by resource, the error type, extractors.
 
 pub mod error;
+pub mod event_types;
 pub mod events;
 pub mod extract;
 pub mod keys;

@@ -5,7 +5,7 @@
 //! Each operation's `security` is filled in from the one route → scope table
 //! (`auth::access::required`), so the document cannot drift from what is enforced.
 
-use super::{events, keys, ops, replay, rules, schema, targets, ws};
+use super::{event_types, events, keys, ops, replay, rules, schema, targets, ws};
 use crate::app::AppState;
 use crate::auth::access::{self, Access};
 use crate::auth::AuthMode;
@@ -113,7 +113,10 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         keys::revoke_key,
         targets::list_targets,
         targets::pause_target,
-        targets::resume_target
+        targets::resume_target,
+        event_types::list_event_types,
+        event_types::get_event_type,
+        event_types::update_event_type
     ),
     components(schemas(
         schema::NewEventIn,
@@ -128,6 +131,9 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         schema::RuleTestIn,
         schema::NewKeyIn,
         schema::TargetIn,
+        schema::EventTypeIn,
+        operations::event_types::EventTypeOut,
+        operations::event_types::EventTypeList,
         operations::targets::TargetOut,
         operations::targets::TargetList,
         operations::targets::TargetState,

@@ -182,3 +182,24 @@ pub struct TargetIn {
     #[schema(max_length = 300, example = "https://hooks.example.com:443")]
     target: String,
 }
+
+/// A partial change of an event type's settings: fields left out keep their value, `null`
+/// clears one (back to the process default).
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTypeIn {
+    #[schema(max_length = 1000)]
+    description: Option<String>,
+    /// A JSON Schema (draft 2020-12 unless it declares another) that `data` must match;
+    /// `format` is checked and references must stay inside the schema.
+    #[schema(value_type = Option<Object>)]
+    schema: Option<serde_json::Value>,
+    /// Overrides PROCESSING_TIMEOUT_MS for this type.
+    #[schema(minimum = 1, maximum = 3_600_000)]
+    processing_timeout_ms: Option<i64>,
+    /// Overrides MAX_ATTEMPTS for this type.
+    #[schema(minimum = 1, maximum = 100)]
+    max_attempts: Option<i64>,
+    /// Overrides RETRY_BACKOFF_MS for this type: 1..20 delays in milliseconds (or one number).
+    retry_backoff_ms: Option<Vec<i64>>,
+}

@@ -116,13 +116,35 @@ fn conflict(existing_id: i64, external_id: &str) -> ApiError {
     )])
 }
 
+/// A 400 for `data` that does not match its type's schema: one detail per violation, each
+/// at its JSON pointer into `data` (`""` for `data` itself).
+fn schema_violation(event: &NewEvent, violations: Vec<FieldError>) -> ApiError {
+    let message = match violations.as_slice() {
+        [one] if one.path.is_empty() => one.message.clone(),
+        [one] => format!("{} at {}", one.message, one.path),
+        many => format!("{} violations (see details)", many.len()),
+    };
+    ApiError::validation(format!(
+        "data does not match the schema of event type '{}': {message}",
+        event.event_type.as_str()
+    ))
+    .with_details(violations)
+}
+
 fn count_ingested(outcome: &'static str, n: usize) {
     metrics::counter!("sluice_events_ingested_total", "outcome" => outcome).increment(n as u64);
 }
 
 /// Stores one event (group commit: concurrent calls share a transaction). A duplicate (same
 /// id and payload) is an answer, not an error; a different payload under a stored id is a 409.
-pub async fn ingest(state: &AppState, event: NewEvent) -> ApiResult<IngestedOut> {
+pub async fn ingest(state: &AppState, mut event: NewEvent) -> ApiResult<IngestedOut> {
+    let catalog = state.event_types.current().await?;
+    if let Some(schema) = catalog.schema(event.event_type.as_str()) {
+        if let Err(violations) = schema.check_map(&mut event.data) {
+            count_ingested("invalid", 1);
+            return Err(schema_violation(&event, violations));
+        }
+    }
     let outcome = state.ingestor.submit(event).await.map_err(|e| match e {
         IngestError::Store(error) => ApiError::from_store(&error),
         IngestError::Closed => {
@@ -192,19 +214,33 @@ pub async fn ingest_batch(
     let mut results: Vec<Option<BatchItemOut>> = Vec::with_capacity(items.len());
     let mut valid = Vec::new();
     let mut valid_index = Vec::new();
+    let catalog = state.event_types.current().await?;
     for (index, item) in items.into_iter().enumerate() {
+        let item = match item {
+            Ok(mut event) => match catalog
+                .schema(event.event_type.as_str())
+                .map(|schema| schema.check_map(&mut event.data))
+            {
+                Some(Err(violations)) => Err(schema_violation(&event, violations)),
+                _ => Ok(event),
+            },
+            Err(details) => Err(ApiError::invalid(prefix_paths(details, index))),
+        };
         match item {
             Ok(event) => {
                 valid.push(event);
                 valid_index.push(index);
                 results.push(None);
             }
-            Err(details) => results.push(Some(BatchItemOut {
-                index,
-                status: BatchStatus::Invalid,
-                event: None,
-                error: Some(ApiError::invalid(prefix_paths(details, index)).into_body()),
-            })),
+            Err(error) => {
+                count_ingested("invalid", 1);
+                results.push(Some(BatchItemOut {
+                    index,
+                    status: BatchStatus::Invalid,
+                    event: None,
+                    error: Some(error.into_body()),
+                }))
+            }
         }
     }
     if !valid.is_empty() {

@@ -7,6 +7,7 @@
 //! adds (a lease, a hash) reaches no client unless an output type names it, and the OpenAPI
 //! document is derived from these same types.
 
+pub mod event_types;
 pub mod events;
 pub mod keys;
 pub mod replay;

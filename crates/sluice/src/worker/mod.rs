@@ -168,8 +168,10 @@ async fn run(
     let context = Arc::new(ProcessContext {
         store: store.clone(),
         actions,
-        retry: config.retry.clone(),
-        timeout: config.processing_timeout,
+        defaults: crate::event_types::Processing {
+            timeout: config.processing_timeout,
+            retry: config.retry.clone(),
+        },
         targets,
     });
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
@@ -244,10 +246,11 @@ async fn run(
             };
             let context = context.clone();
             let done = done_sender.clone();
+            let processing = cache.processing(&event.event.event_type, &context.defaults);
             match rules_for(&*store, &cache, &event, &config.limits).await {
                 Ok(rules) => {
                     tasks.spawn(async move {
-                        let outcome = process(&event, rules, &context).await;
+                        let outcome = process(&event, rules, &processing, &context).await;
                         let _ = done.send(outcome).await;
                         drop(slot);
                     });
@@ -256,7 +259,7 @@ async fn run(
                     tracing::warn!(error = %error, event_id = event.event.id, "cannot load the original rule versions; retrying");
                     let outcome = process::cannot_start(
                         &event,
-                        &context,
+                        &processing,
                         &format!("cannot load the original rule versions: {error}"),
                     );
                     let _ = done.send(outcome).await;

@@ -8,6 +8,7 @@
 
 use crate::actions::{ActionContext, ActionError, Actions};
 use crate::delivery::{Admission, Delivered, Targets};
+use crate::event_types::Processing;
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
 use chrono::{DateTime, Utc};
 use sluice_core::event::{AttemptStatus, ExecutionResult};
@@ -20,8 +21,8 @@ use std::time::{Duration, Instant};
 pub struct ProcessContext {
     pub store: Arc<dyn Store>,
     pub actions: Actions,
-    pub retry: RetryPolicy,
-    pub timeout: Duration,
+    /// The process defaults; an event type may override them (see `worker/rules.rs`).
+    pub defaults: Processing,
     pub targets: Arc<Targets>,
 }
 
@@ -134,13 +135,14 @@ fn attempt_end(
 pub async fn process(
     claimed: &ClaimedEvent,
     rules: RuleSet,
+    processing: &Processing,
     context: &ProcessContext,
 ) -> AttemptOutcome {
     let started = Instant::now();
     let finished: Finished = Arc::new(Mutex::new(Vec::new()));
     let run = run_rules(claimed, &rules, context, finished.clone());
-    let outcome = tokio::time::timeout(context.timeout, run).await;
-    let timed_out = outcome.is_err().then_some(context.timeout);
+    let outcome = tokio::time::timeout(processing.timeout, run).await;
+    let timed_out = outcome.is_err().then_some(processing.timeout);
     let results = std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()));
     let (status, error, retryable) = match outcome {
         Ok(Err(error)) => (AttemptStatus::Failed, Some(store_error(&error)), true),
@@ -153,7 +155,7 @@ pub async fn process(
         NextState::DeferredUntil(until)
     } else {
         next_after_failure(
-            &context.retry,
+            &processing.retry,
             claimed.run_attempts,
             retryable,
             Utc::now(),
@@ -175,7 +177,7 @@ pub async fn process(
 /// retryable failure, so the event comes back later.
 pub fn cannot_start(
     claimed: &ClaimedEvent,
-    context: &ProcessContext,
+    processing: &Processing,
     error: &str,
 ) -> AttemptOutcome {
     AttemptOutcome {
@@ -185,7 +187,7 @@ pub fn cannot_start(
         error: Some(error.to_owned()),
         duration_ms: 0,
         next: next_after_failure(
-            &context.retry,
+            &processing.retry,
             claimed.run_attempts,
             true,
             Utc::now(),

@@ -1,7 +1,9 @@
-//! The worker's rule cache: active rules compiled once, grouped by event type, reloaded only
-//! when the store's rule generation moves. The generation is read after each non-empty claim
+//! The worker's rule cache: active rules compiled once, grouped by event type, and the
+//! event-type settings (timeouts, attempts, delays), reloaded only when the store's rule
+//! generation moves (every change of a rule or an event type moves it). The generation is read after each non-empty claim
 //! (see `claim` in `worker/mod.rs`), so a rule saved before an event arrived always applies.
 
+use crate::event_types::{Catalog, Processing};
 use crate::rule_pass::{CompiledRule, RuleSet};
 use sluice_core::logic::Limits;
 use sluice_store::{Store, StoreError};
@@ -13,6 +15,7 @@ pub struct RuleCache {
     generation: Option<i64>,
     by_type: HashMap<String, RuleSet>,
     empty: RuleSet,
+    types: Catalog,
 }
 
 impl RuleCache {
@@ -34,6 +37,7 @@ impl RuleCache {
                 .push(Arc::new(CompiledRule::compile(&snapshot, limits)));
         }
         self.by_type = by_type.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        self.types = Catalog::load(store).await?;
         self.generation = Some(generation);
         Ok(true)
     }
@@ -43,5 +47,10 @@ impl RuleCache {
             .get(event_type)
             .cloned()
             .unwrap_or_else(|| self.empty.clone())
+    }
+
+    /// How this type's events are processed: the defaults with the type's overrides.
+    pub fn processing(&self, event_type: &str, defaults: &Processing) -> Processing {
+        self.types.processing(event_type, defaults)
     }
 }

@@ -11,6 +11,7 @@ mod bench;
 mod browser;
 mod cli;
 mod console;
+mod event_types;
 mod events;
 mod explain;
 mod hostile;

@@ -8,6 +8,7 @@
 //! page's module).
 
 mod assets;
+mod event_types;
 mod events;
 mod keys;
 mod login;
@@ -41,6 +42,11 @@ pub fn router(gate: Gate) -> Router<AppState> {
         .route("/console/keys", get(keys::list).post(keys::create))
         .route("/console/keys/{id}/revoke", post(keys::revoke))
         .route("/console/targets", get(targets::list).post(targets::change))
+        .route("/console/event-types", get(event_types::list))
+        .route(
+            "/console/event-types/settings",
+            get(event_types::settings).post(event_types::save),
+        )
         .route("/console", get(overview::page))
         .route("/console/", get(to_console))
         .route("/console/events", get(events::list))
@@ -115,6 +121,7 @@ pub enum Section {
     Overview,
     Events,
     Rules,
+    EventTypes,
     Targets,
     Keys,
     None,
@@ -197,6 +204,7 @@ impl Layout {
             Section::Rules => "rules",
             Section::Keys => "keys",
             Section::Targets => "targets",
+            Section::EventTypes => "event-types",
             Section::None => return false,
         };
         current == name

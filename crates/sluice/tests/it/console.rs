@@ -851,3 +851,78 @@ async fn forms_posted_from_another_site_are_refused(app: TestApp) {
     );
     app.stop().await;
 }
+
+story!(event_types_are_listed_and_configured_with_errors_beside_their_fields);
+async fn event_types_are_listed_and_configured_with_errors_beside_their_fields(app: TestApp) {
+    crate::processing::post_event(&app, "e-1", "order.created", json!({"amount": 1})).await;
+    let list = get(&app, "/console/event-types").await;
+    assert_eq!(list.status, 200);
+    list.assert_contains("<code>order.created</code>");
+    list.assert_contains("href=\"/console/event-types/settings?type=order.created\"");
+
+    let form = get(&app, "/console/event-types/settings?type=order.created").await;
+    assert_eq!(form.status, 200);
+    form.assert_contains("1 events stored.");
+    form.assert_contains("Not configured yet");
+    form.assert_contains("id=\"type-schema\" name=\"schema\"");
+
+    // Wrong values: each error beside its field, the input kept, nothing saved.
+    let invalid = post_form(
+        &app,
+        "/console/event-types/settings",
+        &[
+            ("type", "order.created"),
+            ("description", "Orders"),
+            ("schema", "{\"type\": \"integr\"}"),
+            ("processing_timeout_ms", "soon"),
+            ("max_attempts", "0"),
+            ("retry_backoff_ms", "100, 200"),
+        ],
+    )
+    .await;
+    assert_eq!(invalid.status, 400);
+    invalid.assert_contains("The settings were not saved");
+    invalid.assert_contains(
+        "id=\"type-timeout-error\" data-server-error>&#39;soon&#39; is not a whole number",
+    );
+    invalid.assert_contains("value=\"Orders\"");
+    // The API's own validation speaks too, at the same fields.
+    invalid
+        .assert_contains("id=\"type-schema-error\" data-server-error>is not a valid JSON Schema");
+    invalid.assert_contains(
+        "id=\"type-attempts-error\" data-server-error>must be an integer from 1 to 100",
+    );
+    let (_, body) = app.get_json("/event-types/order.created").await;
+    assert_eq!(body["configured"], false, "{body}");
+
+    let saved = post_form(
+        &app,
+        "/console/event-types/settings",
+        &[
+            ("type", "order.created"),
+            ("description", "Orders"),
+            ("schema", "{\"required\": [\"amount\"]}"),
+            ("processing_timeout_ms", "2500"),
+            ("max_attempts", ""),
+            ("retry_backoff_ms", "100, 200"),
+        ],
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.html);
+    let (_, body) = app.get_json("/event-types/order.created").await;
+    assert_eq!(body["schema"], json!({"required": ["amount"]}));
+    assert_eq!(body["processing_timeout_ms"], 2500);
+    assert_eq!(body["max_attempts"], Value::Null);
+    assert_eq!(body["retry_backoff_ms"], json!([100, 200]));
+    let list = get(&app, "/console/event-types?saved=order.created").await;
+    list.assert_contains("Settings of order.created saved.");
+    list.assert_contains("<span class=\"badge\">checked</span>");
+    // The schema now guards ingest.
+    let (status, _) = app
+        .post(
+            "/events",
+            &json!({"id": "e-2", "type": "order.created", "data": {}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}

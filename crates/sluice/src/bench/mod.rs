@@ -75,6 +75,11 @@ pub struct BenchArgs {
     /// key's events are processed one at a time, in order.
     #[arg(long)]
     pub ordering_keys: Option<u64>,
+    /// Give the bench's event type a typical JSON Schema (required fields, types, an enum, a
+    /// pattern, an array of items) that every posted event matches, so ingest pays for the
+    /// check.
+    #[arg(long)]
+    pub schema: bool,
 }
 
 /// A server this bench started; killed when dropped.
@@ -171,6 +176,41 @@ fn payload(i: u64) -> Value {
             {"sku": format!("sku-{}", (i + 13) % 97), "qty": 1, "price": 5.5}
         ],
         "created_by": "bench",
+    })
+}
+
+/// A schema such as a producer would write for [`payload`].
+fn typical_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["amount", "currency", "customer", "items"],
+        "properties": {
+            "amount": {"type": "integer", "minimum": 0},
+            "currency": {"enum": ["EUR", "USD", "BRL"]},
+            "customer": {
+                "type": "object",
+                "required": ["id", "country"],
+                "properties": {
+                    "id": {"type": "string", "pattern": "^cus_[0-9]+$"},
+                    "country": {"type": "string", "minLength": 2, "maxLength": 2},
+                    "tier": {"enum": ["standard", "gold"]}
+                }
+            },
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["sku", "qty", "price"],
+                    "properties": {
+                        "sku": {"type": "string"},
+                        "qty": {"type": "integer", "minimum": 1},
+                        "price": {"type": "number", "exclusiveMinimum": 0}
+                    }
+                }
+            },
+            "created_by": {"type": "string"}
+        }
     })
 }
 
@@ -364,6 +404,20 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         if !response.status().is_success() {
             bail!(
                 "cannot create the {kind} rule: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+    }
+
+    if args.schema {
+        let response = client
+            .put(format!("{url}/event-types/{event_type}"))
+            .json(&json!({"schema": typical_schema()}))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "cannot set the schema: {}",
                 response.text().await.unwrap_or_default()
             );
         }

@@ -286,6 +286,33 @@ async fn an_operator_creates_a_rule_watches_an_event_and_replays_it() {
     shots.take(&browser, "13-rules").await;
     assert_console_clean(&browser, "the overview and rules").await;
 
+    // The type gets a schema: a mistake shows beside its field, then it saves.
+    visit(&browser, &app, "/console/event-types").await;
+    browser
+        .click("a[href=\"/console/event-types/settings?type=order.created\"]")
+        .await;
+    browser.wait_contains("h1", "order.created").await;
+    browser
+        .type_into("#type-schema", r#"{"type": "objet"}"#)
+        .await;
+    browser.click("button[type=submit].primary").await;
+    browser
+        .wait_contains("#type-schema-error", "is not a valid JSON Schema")
+        .await;
+    browser
+        .type_into(
+            "#type-schema",
+            r#"{"type": "object", "required": ["amount"]}"#,
+        )
+        .await;
+    browser.type_into("#type-attempts", "3").await;
+    browser.click("button[type=submit].primary").await;
+    browser
+        .wait_contains(".flash", "Settings of order.created saved.")
+        .await;
+    shots.take(&browser, "13b-event-types").await;
+    assert_console_clean(&browser, "the event types pages").await;
+
     // A phone: the same pages, readable at 390 px.
     browser.emulate_phone(390, 844).await;
     for (path, name) in [
@@ -293,6 +320,7 @@ async fn an_operator_creates_a_rule_watches_an_event_and_replays_it() {
         ("/console/events".to_owned(), "15-phone-events"),
         (format!("/console/events/{failed}"), "16-phone-event"),
         ("/console/rules/1".to_owned(), "17-phone-rule"),
+        ("/console/event-types".to_owned(), "18-phone-event-types"),
     ] {
         visit(&browser, &app, &path).await;
         let overflow = browser

@@ -58,6 +58,7 @@ impl DataSchema {
                 json_kind(schema)
             ));
         }
+        Expansion::check(schema)?;
         jsonschema::options()
             .with_pattern_options(jsonschema::PatternOptions::regex())
             .should_validate_formats(true)
@@ -96,6 +97,119 @@ impl DataSchema {
             *data = map;
         }
         checked
+    }
+}
+
+/// Most parts (objects, arrays, values) a schema may have with its references followed:
+/// the work of checking an event grows with it, and references can make it grow
+/// exponentially with the schema's text (`a` = two references to `b`, `b` to `c`, …).
+const MAX_EXPANDED_PARTS: usize = 20_000;
+/// Deepest chain of references followed one inside another.
+const MAX_REFERENCE_DEPTH: usize = 32;
+
+/// The walk that bounds a schema's size with its `$ref`s followed. References must be local
+/// (`#/json/pointer` or `#anchor`) and not recursive: recursion and remote documents are
+/// refused so the bound holds.
+struct Expansion<'a> {
+    root: &'a Value,
+    anchors: HashMap<&'a str, &'a Value>,
+    following: Vec<&'a str>,
+    parts: usize,
+}
+
+impl<'a> Expansion<'a> {
+    fn check(root: &'a Value) -> Result<(), String> {
+        let mut anchors = HashMap::new();
+        collect_anchors(root, &mut anchors);
+        let mut walk = Expansion {
+            root,
+            anchors,
+            following: Vec::new(),
+            parts: 0,
+        };
+        walk.visit(root)
+    }
+
+    fn visit(&mut self, node: &'a Value) -> Result<(), String> {
+        self.parts += 1;
+        if self.parts > MAX_EXPANDED_PARTS {
+            return Err(format!(
+                "is too large with its references followed (over {MAX_EXPANDED_PARTS} parts)"
+            ));
+        }
+        match node {
+            Value::Object(map) => {
+                for keyword in ["$dynamicRef", "$recursiveRef"] {
+                    if map.contains_key(keyword) {
+                        return Err(format!("uses {keyword}, which is not supported"));
+                    }
+                }
+                if let Some(reference) = map.get("$ref") {
+                    self.follow(reference)?;
+                }
+                for (key, value) in map {
+                    // Literal values, not schemas: counted, not walked.
+                    if !matches!(key.as_str(), "const" | "enum" | "default" | "examples") {
+                        self.visit(value)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(items) => items.iter().try_for_each(|item| self.visit(item)),
+            _ => Ok(()),
+        }
+    }
+
+    fn follow(&mut self, reference: &'a Value) -> Result<(), String> {
+        let Some(reference) = reference.as_str() else {
+            return Err("has a $ref that is not a string".to_owned());
+        };
+        let Some(fragment) = reference.strip_prefix('#') else {
+            return Err(format!(
+                "refers to '{}': references must stay inside the schema (#/…)",
+                cut(reference)
+            ));
+        };
+        if self.following.contains(&reference) {
+            return Err(format!(
+                "refers to itself through '{}': recursive schemas are not supported",
+                cut(reference)
+            ));
+        }
+        if self.following.len() >= MAX_REFERENCE_DEPTH {
+            return Err(format!(
+                "nests references more than {MAX_REFERENCE_DEPTH} deep"
+            ));
+        }
+        let target = if fragment.is_empty() {
+            Some(self.root)
+        } else if fragment.starts_with('/') {
+            self.root.pointer(fragment)
+        } else {
+            self.anchors.get(fragment).copied()
+        };
+        // An unresolvable reference is the compiler's to refuse.
+        if let Some(target) = target {
+            self.following.push(reference);
+            self.visit(target)?;
+            self.following.pop();
+        }
+        Ok(())
+    }
+}
+
+fn collect_anchors<'a>(node: &'a Value, anchors: &mut HashMap<&'a str, &'a Value>) {
+    match node {
+        Value::Object(map) => {
+            if let Some(Value::String(name)) = map.get("$anchor") {
+                anchors.insert(name.as_str(), node);
+            }
+            for value in map.values() {
+                collect_anchors(value, anchors);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_anchors(item, anchors)),
+        _ => {}
     }
 }
 
@@ -407,6 +521,41 @@ mod tests {
         assert!(DataSchema::compile(&json!([1])).is_err());
         assert!(DataSchema::compile(&json!({"$ref": "https://example.com/s.json"})).is_err());
         assert!(DataSchema::compile(&json!({"pattern": "(unclosed"})).is_err());
+    }
+
+    #[test]
+    fn schemas_whose_references_explode_or_recurse_are_refused() {
+        // Each level refers twice to the next: 2^20 checks of one value.
+        let mut defs = Map::new();
+        for i in 0..20 {
+            let next = format!("#/$defs/d{}", i + 1);
+            defs.insert(
+                format!("d{i}"),
+                json!({"anyOf": [{"$ref": next}, {"$ref": next, "minimum": 1}]}),
+            );
+        }
+        defs.insert("d20".into(), json!({"type": "integer"}));
+        let exploding = json!({"$defs": defs, "$ref": "#/$defs/d0"});
+        let error = DataSchema::compile(&exploding).unwrap_err();
+        assert!(error.contains("too large"), "{error}");
+        for recursive in [
+            json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}),
+            json!({"$anchor": "top", "anyOf": [{"$ref": "#top"}]}),
+            json!({"properties": {"next": {"$ref": "#"}}}),
+        ] {
+            let error = DataSchema::compile(&recursive).unwrap_err();
+            assert!(error.contains("recursive"), "{error}");
+        }
+        // Shared definitions are fine.
+        let shared = json!({
+            "$defs": {"money": {"type": "number", "minimum": 0}},
+            "properties": {"amount": {"$ref": "#/$defs/money"}, "fee": {"$ref": "#/$defs/money"}}
+        });
+        let schema = DataSchema::compile(&shared).unwrap();
+        assert_eq!(
+            schema.check(&json!({"fee": -1})).unwrap_err()[0].path,
+            "/fee"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         auth: false,
         hanging_target: None,
         ordering_keys: Some(20),
+        // Every posted event must match the typical schema (no errors below).
+        schema: true,
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);

@@ -32,6 +32,8 @@ const MAX_DELAY_MS: i64 = 86_400_000;
 /// A compiled JSON Schema for events' `data`.
 pub struct DataSchema {
     validator: jsonschema::Validator,
+    /// Its size with references followed: what checking one value may cost.
+    parts: usize,
 }
 
 impl std::fmt::Debug for DataSchema {
@@ -58,12 +60,12 @@ impl DataSchema {
                 json_kind(schema)
             ));
         }
-        Expansion::check(schema)?;
+        let parts = Expansion::check(schema)?;
         jsonschema::options()
             .with_pattern_options(jsonschema::PatternOptions::regex())
             .should_validate_formats(true)
             .build(schema)
-            .map(|validator| DataSchema { validator })
+            .map(|validator| DataSchema { validator, parts })
             .map_err(|e| format!("is not a valid JSON Schema: {}", cut(&e.to_string())))
     }
 
@@ -72,6 +74,23 @@ impl DataSchema {
     pub fn check(&self, data: &Value) -> Result<(), Vec<FieldError>> {
         if self.validator.is_valid(data) {
             return Ok(());
+        }
+        if self.costly(data) {
+            // Listing every violation means evaluating every branch of every applicator
+            // for every value and keeping what failed: for a costly check that is far more
+            // work than deciding. Report the first violation only.
+            let first = self
+                .validator
+                .validate(data)
+                .err()
+                .map(|e| FieldError::new(e.instance_path().as_str(), cut(&e.to_string())))
+                .into_iter()
+                .chain(std::iter::once(FieldError::new(
+                    "",
+                    "only the first violation is reported for an event this costly to check",
+                )))
+                .collect();
+            return Err(first);
         }
         let mut violations: Vec<FieldError> = self
             .validator
@@ -87,6 +106,16 @@ impl DataSchema {
             ));
         }
         Err(violations)
+    }
+
+    /// Whether checking `data` may cost more than [`INLINE_WORK`].
+    fn costly(&self, data: &Value) -> bool {
+        let limit = INLINE_WORK / self.parts.max(1) + 1;
+        let values = match data {
+            Value::Object(map) => count_values(map, limit),
+            _ => 1,
+        };
+        self.parts.saturating_mul(values) > INLINE_WORK
     }
 
     /// Checks an event's `data` object in place (no copy of it is made).
@@ -118,7 +147,8 @@ struct Expansion<'a> {
 }
 
 impl<'a> Expansion<'a> {
-    fn check(root: &'a Value) -> Result<(), String> {
+    /// The schema's size with references followed, or why it is refused.
+    fn check(root: &'a Value) -> Result<usize, String> {
         let mut anchors = HashMap::new();
         collect_anchors(root, &mut anchors);
         let mut walk = Expansion {
@@ -127,7 +157,8 @@ impl<'a> Expansion<'a> {
             following: Vec::new(),
             parts: 0,
         };
-        walk.visit(root)
+        walk.visit(root)?;
+        Ok(walk.parts)
     }
 
     fn visit(&mut self, node: &'a Value) -> Result<(), String> {
@@ -213,6 +244,60 @@ fn collect_anchors<'a>(node: &'a Value, anchors: &mut HashMap<&'a str, &'a Value
     }
 }
 
+/// Above this estimate of work (schema parts × data values), a check runs on the blocking
+/// pool rather than on an async thread, so that a costly schema over a large event never
+/// holds up other requests (`/health` included). A typical event is checked in place.
+const INLINE_WORK: usize = 200_000;
+
+/// Checks an event's `data` against a schema, on the blocking pool when it may be costly;
+/// the map is handed back either way.
+pub async fn check_data(
+    schema: &Arc<DataSchema>,
+    mut data: Map<String, Value>,
+) -> (Map<String, Value>, Result<(), Vec<FieldError>>) {
+    let limit = INLINE_WORK / schema.parts.max(1) + 1;
+    if schema.parts.saturating_mul(count_values(&data, limit)) <= INLINE_WORK {
+        let checked = schema.check_map(&mut data);
+        return (data, checked);
+    }
+    let schema = schema.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let checked = schema.check_map(&mut data);
+        (data, checked)
+    });
+    match work.await {
+        Ok(done) => done,
+        Err(error) => {
+            tracing::error!(error = %error, "a schema check stopped unexpectedly");
+            (
+                Map::new(),
+                Err(vec![FieldError::new(
+                    "",
+                    "the schema check stopped unexpectedly",
+                )]),
+            )
+        }
+    }
+}
+
+/// How many values `data` holds, counting no further than `limit`.
+fn count_values(data: &Map<String, Value>, limit: usize) -> usize {
+    let mut count = 0;
+    let mut pending: Vec<&Value> = data.values().collect();
+    while let Some(value) = pending.pop() {
+        count += 1;
+        if count >= limit {
+            break;
+        }
+        match value {
+            Value::Object(map) => pending.extend(map.values()),
+            Value::Array(items) => pending.extend(items),
+            _ => {}
+        }
+    }
+    count
+}
+
 fn cut(message: &str) -> String {
     if message.chars().count() <= MAX_MESSAGE_CHARS {
         return message.to_owned();
@@ -226,7 +311,7 @@ fn cut(message: &str) -> String {
 #[derive(Debug)]
 pub struct TypeConfig {
     pub settings: EventTypeSettings,
-    pub schema: Option<DataSchema>,
+    pub schema: Option<Arc<DataSchema>>,
 }
 
 /// How the worker processes one type's events: the process defaults with the type's
@@ -262,6 +347,7 @@ impl Catalog {
                             tracing::error!(event_type = %name, error = %error, "stored schema no longer compiles; not checking this type");
                         })
                         .ok()
+                        .map(Arc::new)
                 });
                 (name, Arc::new(TypeConfig { settings, schema }))
             })
@@ -281,7 +367,7 @@ impl Catalog {
     }
 
     /// The schema events of this type must match, if it has one.
-    pub fn schema(&self, event_type: &str) -> Option<&DataSchema> {
+    pub fn schema(&self, event_type: &str) -> Option<&Arc<DataSchema>> {
         self.get(event_type).and_then(|t| t.schema.as_ref())
     }
 

@@ -4,6 +4,7 @@ use super::{ApiError, ApiResult};
 use crate::api::error::{ErrorBody, ErrorName};
 use crate::api::query::{parse_date_range, parse_page, text_param, QueryErrors};
 use crate::app::AppState;
+use crate::event_types::check_data;
 use crate::ingest::IngestError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -140,7 +141,9 @@ fn count_ingested(outcome: &'static str, n: usize) {
 pub async fn ingest(state: &AppState, mut event: NewEvent) -> ApiResult<IngestedOut> {
     let catalog = state.event_types.current().await?;
     if let Some(schema) = catalog.schema(event.event_type.as_str()) {
-        if let Err(violations) = schema.check_map(&mut event.data) {
+        let (data, checked) = check_data(schema, std::mem::take(&mut event.data)).await;
+        event.data = data;
+        if let Err(violations) = checked {
             count_ingested("invalid", 1);
             return Err(schema_violation(&event, violations));
         }
@@ -217,12 +220,16 @@ pub async fn ingest_batch(
     let catalog = state.event_types.current().await?;
     for (index, item) in items.into_iter().enumerate() {
         let item = match item {
-            Ok(mut event) => match catalog
-                .schema(event.event_type.as_str())
-                .map(|schema| schema.check_map(&mut event.data))
-            {
-                Some(Err(violations)) => Err(schema_violation(&event, violations)),
-                _ => Ok(event),
+            Ok(mut event) => match catalog.schema(event.event_type.as_str()) {
+                Some(schema) => {
+                    let (data, checked) = check_data(schema, std::mem::take(&mut event.data)).await;
+                    event.data = data;
+                    match checked {
+                        Ok(()) => Ok(event),
+                        Err(violations) => Err(schema_violation(&event, violations)),
+                    }
+                }
+                None => Ok(event),
             },
             Err(details) => Err(ApiError::invalid(prefix_paths(details, index))),
         };

@@ -467,3 +467,55 @@ async fn a_cursor_walks_a_listing_page_by_page(app: TestApp) {
     );
     assert_eq!(seen, ["c-4", "c-3", "c-2", "c-1", "c-0"]);
 }
+
+// A check whose cost (schema parts with references followed × values in the event) is past
+// the inline limit runs on the blocking pool and reports only its first violation, instead
+// of evaluating and keeping every failing branch of every value.
+story!(a_costly_schema_check_reports_its_first_violation_and_holds_up_nothing);
+async fn a_costly_schema_check_reports_its_first_violation_and_holds_up_nothing(app: TestApp) {
+    // Nearly as large as a schema may be with its references followed: 80 references to 100
+    // alternatives, 8,000 tries for every item of `xs` (none matches), over 5,000 items.
+    let branches: Vec<Value> = (1..=100).map(|k| json!({"maximum": -k})).collect();
+    let refs: Vec<Value> = (0..80).map(|_| json!({"$ref": "#/$defs/b"})).collect();
+    let schema = json!({
+        "$defs": {"b": {"anyOf": branches}},
+        "properties": {"xs": {"items": {"anyOf": refs}}}
+    });
+    let (status, body) = app
+        .put("/event-types/heavy", &json!({"schema": schema}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let app = Arc::new(app);
+    let stop = Arc::new(AtomicBool::new(false));
+    let health = {
+        let (app, stop) = (app.clone(), stop.clone());
+        tokio::spawn(async move { watch_health(&app, stop).await })
+    };
+    let xs: Vec<Value> = (0..5_000).map(|_| json!(1)).collect();
+    let posts: Vec<_> = (0..2)
+        .map(|i| {
+            let (app, xs) = (app.clone(), xs.clone());
+            tokio::spawn(async move {
+                app.post(
+                    "/events",
+                    &json!({"id": format!("heavy-{i}"), "type": "heavy", "data": {"xs": xs}}),
+                )
+                .await
+            })
+        })
+        .collect();
+    for post in posts {
+        let (status, body) = post.await.unwrap();
+        assert_eq!(status, 400, "{body}");
+        // The first violation, and a word that the others are not listed.
+        assert_eq!(body["details"].as_array().unwrap().len(), 2, "{body}");
+        assert_eq!(body["details"][0]["path"], "/xs/0", "{body}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let slowest = health.await.unwrap();
+    assert!(
+        slowest < Duration::from_secs(1),
+        "/health took {slowest:?} while costly schemas were checked"
+    );
+}

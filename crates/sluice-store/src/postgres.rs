@@ -228,7 +228,8 @@ impl Engine for PostgresStore {
             .iter()
             .map(|g| TypeSelector::like_pattern(g))
             .collect();
-        // One statement: pick due events no one holds, lease them, open their attempts.
+        // One statement: pick due events no one holds and lease them. The attempt's id comes
+        // from the sequence; its row is written when it ends (see `complete_attempts`).
         let rows = sqlx::query(&format!(
             "WITH due AS ( \
                 SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= now() \
@@ -238,20 +239,15 @@ impl Engine for PostgresStore {
                     SELECT 1 FROM events o WHERE o.ordering_key = events.ordering_key \
                     AND o.id < events.id AND o.state IN ('pending', 'processing'))) \
                 ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
-             ), attempts AS ( \
-                INSERT INTO event_attempts \
-                    (event_id, attempt_no, trigger, status, worker, requested_by) \
-                SELECT e.id, e.attempts + 1, e.next_trigger, 'running', $1, \
-                    CASE WHEN e.next_trigger = 'replay' THEN e.replay_requested_by END \
-                FROM events e JOIN due ON due.id = e.id \
-                RETURNING id, event_id, attempt_no, trigger \
              ), claimed AS ( \
                 UPDATE events e SET state = 'processing', attempts = e.attempts + 1, \
-                    run_attempts = e.run_attempts + 1, leased_by = $1, current_attempt_id = a.id, \
+                    run_attempts = e.run_attempts + 1, leased_by = $1, \
+                    current_attempt_id = nextval('event_attempts_id_seq'), claimed_at = now(), \
                     lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), \
                     updated_at = now() \
-                FROM attempts a WHERE e.id = a.event_id \
-                RETURNING {CLAIMED_COLUMNS}, a.id AS attempt_id, a.attempt_no, a.trigger \
+                FROM due WHERE e.id = due.id \
+                RETURNING {CLAIMED_COLUMNS}, e.current_attempt_id AS attempt_id, \
+                    e.attempts AS attempt_no, e.next_trigger AS trigger \
              ) SELECT * FROM claimed ORDER BY next_attempt_at, id"
         ))
         .bind(worker)
@@ -290,55 +286,55 @@ impl Engine for PostgresStore {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await?;
         let plan = CompletionPlan::new(outcomes);
-        if !plan.new_executions.is_empty() {
-            let x = &plan.new_executions;
-            sqlx::query(
-                "INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, result, \
-                    error, idempotency_key, duration_ms) \
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-                    $5::text[], $6::text[], $7::text[], $8::bigint[])",
-            )
-            .bind(&x.attempt_ids)
-            .bind(&x.event_ids)
-            .bind(&x.rule_ids)
-            .bind(&x.rule_version_ids)
-            .bind(&x.results)
-            .bind(&x.errors)
-            .bind(&x.keys)
-            .bind(&x.durations)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !plan.started.ids.is_empty() {
-            let s = &plan.started;
-            sqlx::query(
-                "UPDATE rule_executions x SET result = u.result, error = u.error, \
-                    duration_ms = u.duration_ms, executed_at = now() \
-                 FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
-                    AS u(id, result, error, duration_ms) \
-                 WHERE x.id = u.id",
-            )
-            .bind(&s.ids)
-            .bind(&s.results)
-            .bind(&s.errors)
-            .bind(&s.durations)
-            .execute(&mut *tx)
-            .await?;
-        }
-        let e = &plan.events;
+        let (x, s, e) = (&plan.new_executions, &plan.started, &plan.events);
+        // One statement, atomic on its own: move each event that its attempt still holds,
+        // write those attempts (once, finished), record every execution — they happened,
+        // whether or not the attempt kept its lease — and settle `started` ones.
         let moved = sqlx::query(
-            "UPDATE events e SET state = u.state, next_attempt_at = u.next_at, last_error = u.error, \
-                processed_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END, \
-                next_trigger = CASE WHEN u.state = 'pending' AND NOT u.deferred THEN 'retry' \
-                    ELSE e.next_trigger END, \
-                run_attempts = CASE WHEN u.deferred THEN e.run_attempts - 1 ELSE e.run_attempts END, \
-                lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, updated_at = now() \
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], \
-                $6::boolean[]) AS u(event_id, attempt_id, state, next_at, error, deferred) \
-             WHERE e.id = u.event_id AND e.current_attempt_id = u.attempt_id AND e.state = 'processing' \
-             RETURNING e.id, e.external_id, e.type, e.state, u.attempt_id",
+            "WITH u AS ( \
+                SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], \
+                    $5::text[], $6::boolean[], $7::text[], $8::bigint[]) \
+                    AS u(event_id, attempt_id, state, next_at, error, deferred, status, duration_ms) \
+             ), moved AS ( \
+                UPDATE events e SET state = u.state, next_attempt_at = u.next_at, \
+                    last_error = u.error, \
+                    processed_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END, \
+                    next_trigger = CASE WHEN u.state = 'pending' AND NOT u.deferred THEN 'retry' \
+                        ELSE e.next_trigger END, \
+                    run_attempts = CASE WHEN u.deferred THEN e.run_attempts - 1 \
+                        ELSE e.run_attempts END, \
+                    lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, \
+                    updated_at = now() \
+                FROM u JOIN events o ON o.id = u.event_id \
+                WHERE e.id = u.event_id AND e.current_attempt_id = u.attempt_id \
+                    AND e.state = 'processing' \
+                RETURNING e.id, e.external_id, e.type, e.state, u.attempt_id, u.status, u.error, \
+                    u.duration_ms, o.attempts AS attempt_no, o.next_trigger AS trigger, \
+                    o.leased_by AS worker, COALESCE(o.claimed_at, o.updated_at) AS started_at, \
+                    CASE WHEN o.next_trigger = 'replay' THEN o.replay_requested_by END \
+                        AS requested_by \
+             ), attempts AS ( \
+                INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, error, \
+                    worker, started_at, finished_at, duration_ms, requested_by) \
+                SELECT attempt_id, id, attempt_no, trigger, status, error, worker, started_at, \
+                    now(), duration_ms, requested_by FROM moved \
+                ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, \
+                    finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms \
+                    WHERE event_attempts.status = 'running' \
+             ), executions AS ( \
+                INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, \
+                    result, error, idempotency_key, duration_ms) \
+                SELECT * FROM UNNEST($9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+                    $13::text[], $14::text[], $15::text[], $16::bigint[]) \
+             ), started AS ( \
+                UPDATE rule_executions x SET result = v.result, error = v.error, \
+                    duration_ms = v.duration_ms, executed_at = now() \
+                FROM UNNEST($17::bigint[], $18::text[], $19::text[], $20::bigint[]) \
+                    AS v(id, result, error, duration_ms) \
+                WHERE x.id = v.id \
+             ) SELECT id, external_id, type, state, attempt_id, status, now() AS finished_at, \
+                    duration_ms FROM moved",
         )
         .bind(&e.event_ids)
         .bind(&e.attempt_ids)
@@ -346,49 +342,30 @@ impl Engine for PostgresStore {
         .bind(&e.next_ats)
         .bind(&e.errors)
         .bind(&e.deferred)
-        .fetch_all(&mut *tx)
+        .bind(&e.statuses)
+        .bind(&e.durations)
+        .bind(&x.attempt_ids)
+        .bind(&x.event_ids)
+        .bind(&x.rule_ids)
+        .bind(&x.rule_version_ids)
+        .bind(&x.results)
+        .bind(&x.errors)
+        .bind(&x.keys)
+        .bind(&x.durations)
+        .bind(&s.ids)
+        .bind(&s.results)
+        .bind(&s.errors)
+        .bind(&s.durations)
+        .fetch_all(&self.pool)
         .await?;
-        let kept: Vec<i64> = moved
-            .iter()
-            .map(|row| row.value::<i64>("attempt_id"))
-            .collect::<Result<_, _>>()?;
-        let a = plan.attempts_for(&kept);
-        let finished = sqlx::query(
-            "UPDATE event_attempts a SET status = u.status, error = u.error, finished_at = now(), \
-                duration_ms = u.duration_ms \
-             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[]) \
-                AS u(id, status, error, duration_ms) \
-             WHERE a.id = u.id AND a.status = 'running' \
-             RETURNING a.id, a.status, a.finished_at, a.duration_ms",
-        )
-        .bind(&a.ids)
-        .bind(&a.statuses)
-        .bind(&a.errors)
-        .bind(&a.durations)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let mut finished_by_id = HashMap::new();
-        for row in &finished {
-            let id: i64 = row.value("id")?;
-            finished_by_id.insert(
-                id,
-                (
-                    row.text_enum::<AttemptStatus>("status")?,
-                    row.timestamp("finished_at")?,
-                    row.value::<Option<i64>>("duration_ms")?,
-                ),
-            );
-        }
         moved
             .iter()
             .map(|row| {
                 let attempt_id: i64 = row.value("attempt_id")?;
-                let finished = finished_by_id.get(&attempt_id);
                 Ok(StateChange {
-                    status: finished.map(|f| f.0),
-                    finished_at: finished.map(|f| f.1),
-                    duration_ms: finished.and_then(|f| f.2),
+                    status: Some(row.text_enum::<AttemptStatus>("status")?),
+                    finished_at: Some(row.timestamp("finished_at")?),
+                    duration_ms: row.value("duration_ms")?,
                     ..state_change_from_row(row, Some(attempt_id))?
                 })
             })
@@ -408,9 +385,13 @@ impl Engine for PostgresStore {
             ),
         };
         let message = release_message(which);
+        // The abandoned attempt is written here, from the lease (a claim writes no row), or
+        // a `running` row from before claims stopped writing one is closed.
         let rows = sqlx::query(&format!(
             "WITH stale AS ( \
-                SELECT id, current_attempt_id, COALESCE((SELECT t.max_attempts FROM event_types t \
+                SELECT id, current_attempt_id, attempts, next_trigger, leased_by, \
+                    COALESCE(claimed_at, updated_at) AS started_at, replay_requested_by, \
+                    COALESCE((SELECT t.max_attempts FROM event_types t \
                     WHERE t.event_type = events.type), $1) AS max_attempts FROM events \
                 WHERE state = 'processing' AND {predicate} AND $3::bigint >= 0 \
                 FOR UPDATE OF events SKIP LOCKED \
@@ -424,10 +405,18 @@ impl Engine for PostgresStore {
                 FROM stale s WHERE e.id = s.id \
                 RETURNING e.id, e.external_id, e.type, e.state, s.current_attempt_id \
              ), abandoned AS ( \
-                UPDATE event_attempts a SET status = 'abandoned', error = $2, finished_at = now(), \
-                    duration_ms = (extract(epoch FROM now() - a.started_at) * 1000)::bigint \
-                FROM stale s WHERE a.id = s.current_attempt_id AND a.status = 'running' \
-                RETURNING a.id, a.finished_at, a.duration_ms \
+                INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, error, \
+                    worker, started_at, finished_at, duration_ms, requested_by) \
+                SELECT s.current_attempt_id, s.id, s.attempts, s.next_trigger, 'abandoned', $2, \
+                    s.leased_by, s.started_at, now(), \
+                    (extract(epoch FROM now() - s.started_at) * 1000)::bigint, \
+                    CASE WHEN s.next_trigger = 'replay' THEN s.replay_requested_by END \
+                FROM stale s WHERE s.current_attempt_id IS NOT NULL \
+                ON CONFLICT (id) DO UPDATE SET status = 'abandoned', error = EXCLUDED.error, \
+                    finished_at = EXCLUDED.finished_at, \
+                    duration_ms = (extract(epoch FROM now() - event_attempts.started_at) * 1000)::bigint \
+                    WHERE event_attempts.status = 'running' \
+                RETURNING id, finished_at, duration_ms \
              ) SELECT r.id, r.external_id, r.type, r.state, r.current_attempt_id, \
                       ab.finished_at, ab.duration_ms \
                FROM reset r LEFT JOIN abandoned ab ON ab.id = r.current_attempt_id"

@@ -280,6 +280,8 @@ impl Engine for SqliteStore {
             .push_bind(now + lease_ms * 1000)
             .push(", updated_at = ")
             .push_bind(now)
+            .push(", claimed_at = ")
+            .push_bind(now)
             .push(" WHERE id IN ");
         push_in_list(&mut update, due.iter().copied());
         update.push(format!(

@@ -18,12 +18,6 @@ pub(crate) struct NewExecutions {
     pub durations: Vec<i64>,
 }
 
-impl NewExecutions {
-    pub fn is_empty(&self) -> bool {
-        self.attempt_ids.is_empty()
-    }
-}
-
 /// Outcomes of executions recorded as `started` before their action ran.
 #[derive(Default)]
 pub(crate) struct StartedUpdates {
@@ -43,6 +37,9 @@ pub(crate) struct EventMoves {
     pub errors: Vec<Option<String>>,
     /// Deferred: back to pending without the attempt counting, its trigger kept.
     pub deferred: Vec<bool>,
+    /// How the attempt ended, and how long it ran (its error is `errors`).
+    pub statuses: Vec<&'static str>,
+    pub durations: Vec<i64>,
 }
 
 /// How attempts end.
@@ -96,6 +93,8 @@ impl<'a> CompletionPlan<'a> {
             events
                 .deferred
                 .push(matches!(outcome.next, NextState::DeferredUntil(_)));
+            events.statuses.push(outcome.status.as_str());
+            events.durations.push(outcome.duration_ms);
         }
         Self {
             outcomes,
@@ -243,7 +242,10 @@ mod tests {
             NextState::Processed,
             vec![execution(7, ExecutionResult::Applied, Some(70))],
         )];
-        assert!(CompletionPlan::new(&outcomes).new_executions.is_empty());
+        assert!(CompletionPlan::new(&outcomes)
+            .new_executions
+            .attempt_ids
+            .is_empty());
     }
 
     #[test]

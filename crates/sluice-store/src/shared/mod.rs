@@ -183,12 +183,27 @@ impl<E: Engine> Store for E {
     }
 
     async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError> {
+        // A claimed event's running attempt has no row yet (it is written when it ends): it
+        // is read from the lease instead.
         let mut query = QueryBuilder::<E::Dialect>::new(format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM event_attempts WHERE event_id = "
+            "SELECT {ATTEMPT_COLUMNS} FROM (SELECT {ATTEMPT_COLUMNS} FROM event_attempts \
+             WHERE event_id = "
         ));
         query
             .push_value(event_id)
-            .push(" ORDER BY attempt_no DESC LIMIT ")
+            .push(
+                " UNION ALL SELECT current_attempt_id, id, attempts, next_trigger, 'running', \
+                 NULL, leased_by, COALESCE(claimed_at, updated_at), NULL, NULL, \
+                 CASE WHEN next_trigger = 'replay' THEN replay_requested_by END \
+                 FROM events WHERE id = ",
+            )
+            .push_value(event_id)
+            .push(
+                " AND state = 'processing' AND current_attempt_id IS NOT NULL \
+                 AND NOT EXISTS (SELECT 1 FROM event_attempts r \
+                    WHERE r.id = events.current_attempt_id)) attempts \
+                 ORDER BY attempt_no DESC LIMIT ",
+            )
             .push_value(page.limit)
             .push(" OFFSET ")
             .push_value(page.offset);

@@ -23,7 +23,7 @@ use sluice_store::{
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -168,107 +168,51 @@ async fn run(
     let context = Arc::new(ProcessContext {
         store: store.clone(),
         actions,
-        defaults: crate::event_types::Processing {
-            timeout: config.processing_timeout,
-            retry: config.retry.clone(),
-        },
         targets,
     });
-    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let wake = bus.wake_signal();
-    let mut cache = RuleCache::default();
+    // The claimer keeps a local queue of claimed events topped up while the dispatcher runs
+    // them, so a claim's round trip overlaps the processing of the previous batch instead of
+    // leaving the slots idle. `held` bounds what this worker holds (claimed and not finished).
+    let concurrency = config.concurrency.max(1);
+    let held = Arc::new(Semaphore::new(concurrency * HELD_PER_SLOT));
+    let (ready_sender, mut ready) = mpsc::unbounded_channel::<Ready>();
+    let claimer = tokio::spawn(claim_loop(
+        store.clone(),
+        bus.clone(),
+        config.clone(),
+        held,
+        ready_sender,
+        in_flight.clone(),
+        shutdown.clone(),
+    ));
+    let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
-    let batch_target = (config.concurrency / 4).clamp(1, config.claim_batch);
-    let mut backlog = false;
-
-    loop {
-        if shutdown.is_cancelled() {
-            break;
-        }
+    // Ends when the claimer has stopped and everything it claimed has been started.
+    while let Some(next) = ready.recv().await {
         // Reap finished tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
-        let mut permits = tokio::select! {
-            slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => break },
-            () = shutdown.cancelled() => break,
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
         };
-        // Under a backlog, slots free up one at a time; gathering a few before claiming makes
-        // each claim a batch rather than a single event (a round trip saved per event).
-        if backlog && batch_target > 1 {
-            let wanted = u32::try_from(batch_target - 1).unwrap_or(u32::MAX);
-            if let Ok(Ok(more)) = tokio::time::timeout(
-                Duration::from_millis(2),
-                slots.clone().acquire_many_owned(wanted),
-            )
-            .await
-            {
-                permits.merge(more);
-            }
-        }
-        let free = permits.num_permits() + slots.available_permits();
-        let claimed = match claim(&*store, &mut cache, &config, free).await {
-            Ok(claimed) => claimed,
-            Err(error) => {
-                tracing::warn!(error = %error, "claim failed; retrying shortly");
-                drop(permits);
-                backlog = false;
-                tokio::select! {
-                    () = tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))) => {},
-                    () = shutdown.cancelled() => break,
-                }
-                continue;
-            }
-        };
-        backlog = claimed.len() >= free.min(config.claim_batch);
-        if claimed.is_empty() {
-            drop(permits);
-            tokio::select! {
-                () = wake.notified() => {},
-                () = tokio::time::sleep(config.poll_interval) => {},
-                () = shutdown.cancelled() => break,
-            }
-            continue;
-        }
-        metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
-        bus.publish(claimed.iter().map(processing_message).collect());
-        {
-            let mut held = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            held.extend(claimed.iter().map(|c| c.attempt_id));
-        }
-        for event in claimed {
-            // One permit per event: from those held, else from the free ones counted above
-            // (only this loop takes permits, so they are still there).
-            let slot = match permits.split(1) {
-                Some(slot) => slot,
-                None => match slots.clone().acquire_owned().await {
-                    Ok(slot) => slot,
-                    Err(_) => break,
-                },
+        let context = context.clone();
+        let done = done_sender.clone();
+        tasks.spawn(async move {
+            let Ready {
+                event,
+                rules,
+                processing,
+                held,
+            } = next;
+            let outcome = match rules {
+                Ok(rules) => process(&event, rules, &processing, &context).await,
+                Err(error) => process::cannot_start(&event, &processing, &error),
             };
-            let context = context.clone();
-            let done = done_sender.clone();
-            let processing = cache.processing(&event.event.event_type, &context.defaults);
-            match rules_for(&*store, &cache, &event, &config.limits).await {
-                Ok(rules) => {
-                    tasks.spawn(async move {
-                        let outcome = process(&event, rules, &processing, &context).await;
-                        let _ = done.send(outcome).await;
-                        drop(slot);
-                    });
-                }
-                Err(error) => {
-                    tracing::warn!(error = %error, event_id = event.event.id, "cannot load the original rule versions; retrying");
-                    let outcome = process::cannot_start(
-                        &event,
-                        &processing,
-                        &format!("cannot load the original rule versions: {error}"),
-                    );
-                    let _ = done.send(outcome).await;
-                    drop(slot);
-                }
-            }
-        }
-        drop(permits);
+            let _ = done.send(outcome).await;
+            drop(slot);
+            drop(held);
+        });
     }
+    let _ = claimer.await;
 
     // Graceful stop: let what we hold finish (each attempt is bounded by its timeout), then
     // flush the outcomes and stop the helpers.
@@ -281,6 +225,124 @@ async fn run(
     let _ = reaper.await;
     let _ = target_sync.await;
     tracing::info!(worker = %config.worker_id, "worker stopped");
+}
+
+/// Events a worker may hold per slot of `WORKER_CONCURRENCY`: one running, the rest claimed
+/// and waiting in its local queue. A deeper queue makes claims bigger and rarer; it also
+/// keeps events leased by this worker that another could have taken, so it stays small.
+const HELD_PER_SLOT: usize = 4;
+
+/// A claimed event, ready to run: its rules (or why they could not be loaded) and its
+/// type's processing settings, resolved right after its claim.
+struct Ready {
+    event: ClaimedEvent,
+    rules: Result<RuleSet, String>,
+    processing: crate::event_types::Processing,
+    /// Its place among what the worker holds, given back when it finishes.
+    held: OwnedSemaphorePermit,
+}
+
+/// Claims due events whenever the worker has room to hold more, and hands them to the
+/// dispatcher; stops claiming when `shutdown` is cancelled (what it handed over still runs).
+async fn claim_loop(
+    store: Arc<dyn Store>,
+    bus: Bus,
+    config: WorkerConfig,
+    held: Arc<Semaphore>,
+    ready: mpsc::UnboundedSender<Ready>,
+    in_flight: Arc<Mutex<HashSet<i64>>>,
+    shutdown: CancellationToken,
+) {
+    let wake = bus.wake_signal();
+    let mut cache = RuleCache::default();
+    let defaults = crate::event_types::Processing {
+        timeout: config.processing_timeout,
+        retry: config.retry.clone(),
+    };
+    // Under a backlog, room frees up one event at a time; gathering a batch's worth first
+    // keeps claims large (a round trip per batch, not per event).
+    let gather = (config.concurrency.max(1) * HELD_PER_SLOT / 4).clamp(1, config.claim_batch);
+    let mut backlog = false;
+    loop {
+        let mut permits = tokio::select! {
+            permit = held.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            () = shutdown.cancelled() => break,
+        };
+        if backlog && gather > 1 {
+            let wanted = u32::try_from(gather - 1).unwrap_or(u32::MAX);
+            if let Ok(Ok(more)) = tokio::time::timeout(
+                Duration::from_millis(2),
+                held.clone().acquire_many_owned(wanted),
+            )
+            .await
+            {
+                permits.merge(more);
+            }
+        }
+        let room = config.claim_batch.saturating_sub(permits.num_permits());
+        let free = held.available_permits().min(room);
+        if free > 0 {
+            if let Ok(more) = held
+                .clone()
+                .try_acquire_many_owned(u32::try_from(free).unwrap_or(u32::MAX))
+            {
+                permits.merge(more);
+            }
+        }
+        let limit = permits.num_permits();
+        let claimed = match claim(&*store, &mut cache, &config, limit).await {
+            Ok(claimed) => claimed,
+            Err(error) => {
+                tracing::warn!(error = %error, "claim failed; retrying shortly");
+                drop(permits);
+                backlog = false;
+                tokio::select! {
+                    () = tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))) => {},
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+        };
+        backlog = claimed.len() >= limit;
+        if claimed.is_empty() {
+            drop(permits);
+            tokio::select! {
+                () = wake.notified() => {},
+                () = tokio::time::sleep(config.poll_interval) => {},
+                () = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
+        bus.publish(claimed.iter().map(processing_message).collect());
+        {
+            let mut leased = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            leased.extend(claimed.iter().map(|c| c.attempt_id));
+        }
+        for event in claimed {
+            let Some(place) = permits.split(1) else {
+                // Cannot happen: a claim takes at most `limit` events.
+                tracing::error!("claimed more events than there was room for");
+                break;
+            };
+            let processing = cache.processing(&event.event.event_type, &defaults);
+            let rules = rules_for(&*store, &cache, &event, &config.limits)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(error = %error, event_id = event.event.id, "cannot load the original rule versions; retrying");
+                    format!("cannot load the original rule versions: {error}")
+                });
+            let next = Ready {
+                event,
+                rules,
+                processing,
+                held: place,
+            };
+            if ready.send(next).is_err() {
+                break;
+            }
+        }
+    }
 }
 
 async fn claim(

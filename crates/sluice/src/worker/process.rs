@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 pub struct ProcessContext {
     pub store: Arc<dyn Store>,
     pub actions: Actions,
-    /// The process defaults; an event type may override them (see `worker/rules.rs`).
-    pub defaults: Processing,
     pub targets: Arc<Targets>,
 }
 

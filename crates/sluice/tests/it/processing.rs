@@ -320,3 +320,52 @@ async fn a_rule_that_exhausts_its_budget_fails_alone_and_the_worker_goes_on(app:
     app.wait_for_state(next, &["processed"]).await;
     app.stop().await;
 }
+
+story!(
+    an_attempt_in_flight_is_shown_running_and_then_finished_in_place,
+    "--webhook-allow-private",
+    "true"
+);
+async fn an_attempt_in_flight_is_shown_running_and_then_finished_in_place(app: TestApp) {
+    // A claim writes no attempt row on PostgreSQL (the attempt is written when it ends): while
+    // the webhook is in flight, the running attempt is read from the lease, with the `started`
+    // record of its webhook under it.
+    let slow = Receiver::start(200, 1_500).await;
+    create_rule(&app, "slow", "t", json!(true), webhook(&slow.url)).await;
+    let id = post_event(&app, "e", "t", json!({})).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let running = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the attempt in flight was never shown"
+        );
+        let attempts = app.attempts(id).await;
+        if let Some(attempt) = attempts.first() {
+            if attempt["rule_executions"][0]["result"] == "started" {
+                break attempt.clone();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(running["status"], "running", "{running}");
+    assert_eq!(running["attempt_no"], 1);
+    assert_eq!(running["trigger"], "initial");
+    assert!(running["worker"].is_string(), "{running}");
+    assert!(running["finished_at"].is_null(), "{running}");
+    let (_, event) = app.get_json(&format!("/events/{id}")).await;
+    assert_eq!(event["state"], "processing");
+
+    app.wait_for_state(id, &["processed"]).await;
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    let done = &attempts[0];
+    assert_eq!(done["id"], running["id"]);
+    assert_eq!(done["status"], "success");
+    assert_eq!(done["started_at"], running["started_at"]);
+    assert_eq!(done["worker"], running["worker"]);
+    assert!(done["duration_ms"].as_i64().unwrap() >= 1_000, "{done}");
+    let execution = &done["rule_executions"][0];
+    assert_eq!(execution["id"], running["rule_executions"][0]["id"]);
+    assert_eq!(execution["result"], "applied");
+    app.stop().await;
+}

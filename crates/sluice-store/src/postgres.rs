@@ -52,7 +52,17 @@ impl PostgresStore {
         let lease_pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
+            .connect_lazy_with(options.options([
+                ("synchronous_commit", "off"),
+                // A claim must walk the due index in order and stop at its limit, whatever
+                // the planner believes: a queue filled since the last ANALYZE looks nearly
+                // empty (so it would gather every due row and sort them), and a generic plan
+                // does not know the limit is small (so it would hash the whole queue). Only
+                // claims and lease renewals use these connections, all of them index lookups.
+                ("plan_cache_mode", "force_custom_plan"),
+                ("enable_bitmapscan", "off"),
+                ("enable_seqscan", "off"),
+            ]));
         Ok(Self { pool, lease_pool })
     }
 
@@ -86,16 +96,23 @@ async fn upsert_round(
     let keys: Vec<Option<&str>> = rows.iter().map(|r| r.ordering_key).collect();
     // One statement for the whole batch; the WHERE makes a different payload a no-op that
     // returns no row, which the caller turns into a conflict.
+    // A new event (xmax = 0: inserted, not updated) enters the queue in the same statement.
     let returned = sqlx::query(
-        "INSERT INTO events (external_id, type, payload, payload_hash, received_count, ordering_key) \
-         SELECT e, t, p::jsonb, h, c, k \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
-            AS u(e, t, p, h, c, k) \
-         ON CONFLICT (external_id) DO UPDATE \
-            SET received_count = events.received_count + EXCLUDED.received_count, \
-                updated_at = now() \
-            WHERE events.payload_hash = EXCLUDED.payload_hash \
-         RETURNING id, external_id, type, state, received_count, created_at",
+        "WITH upserted AS ( \
+            INSERT INTO events (external_id, type, payload, payload_hash, received_count, ordering_key) \
+            SELECT e, t, p::jsonb, h, c, k \
+            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
+               AS u(e, t, p, h, c, k) \
+            ON CONFLICT (external_id) DO UPDATE \
+               SET received_count = events.received_count + EXCLUDED.received_count, \
+                   updated_at = now() \
+               WHERE events.payload_hash = EXCLUDED.payload_hash \
+            RETURNING id, external_id, type, state, received_count, created_at, ordering_key, \
+               next_attempt_at, xmax = 0 AS inserted \
+         ), queued AS ( \
+            INSERT INTO event_queue (event_id, type, ordering_key, next_attempt_at) \
+            SELECT id, type, ordering_key, next_attempt_at FROM upserted WHERE inserted \
+         ) SELECT id, external_id, type, state, received_count, created_at FROM upserted",
     )
     .bind(&external_ids)
     .bind(&types)
@@ -228,24 +245,30 @@ impl Engine for PostgresStore {
             .iter()
             .map(|g| TypeSelector::like_pattern(g))
             .collect();
-        // One statement: pick due events no one holds and lease them. The attempt's id comes
-        // from the sequence; its row is written when it ends (see `complete_attempts`).
+        // One statement: pick due queue rows no one holds, lease them, and mark their events
+        // (a HOT update: nothing the claim changes in `events` is indexed). The attempt's id
+        // comes from the sequence; its row is written when it ends (see `complete_attempts`).
         let rows = sqlx::query(&format!(
             "WITH due AS ( \
-                SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= now() \
-                AND (cardinality($4::text[]) = 0 OR type LIKE ANY($4::text[])) \
-                AND NOT (type LIKE ANY($5::text[])) \
-                AND (ordering_key IS NULL OR NOT EXISTS ( \
-                    SELECT 1 FROM events o WHERE o.ordering_key = events.ordering_key \
-                    AND o.id < events.id AND o.state IN ('pending', 'processing'))) \
-                ORDER BY next_attempt_at, id LIMIT $2 FOR UPDATE SKIP LOCKED \
+                SELECT q.event_id FROM event_queue q \
+                WHERE q.lease_expires_at IS NULL AND q.next_attempt_at <= now() \
+                AND (cardinality($4::text[]) = 0 OR q.type LIKE ANY($4::text[])) \
+                AND NOT (q.type LIKE ANY($5::text[])) \
+                AND (q.ordering_key IS NULL OR NOT EXISTS ( \
+                    SELECT 1 FROM event_queue o WHERE o.ordering_key = q.ordering_key \
+                    AND o.event_id < q.event_id)) \
+                ORDER BY q.next_attempt_at, q.event_id LIMIT $2 FOR UPDATE SKIP LOCKED \
+             ), leased AS ( \
+                UPDATE event_queue q \
+                SET lease_expires_at = now() + make_interval(secs => $3::double precision / 1000) \
+                FROM due WHERE q.event_id = due.event_id \
+                RETURNING q.event_id, q.lease_expires_at \
              ), claimed AS ( \
                 UPDATE events e SET state = 'processing', attempts = e.attempts + 1, \
                     run_attempts = e.run_attempts + 1, leased_by = $1, \
                     current_attempt_id = nextval('event_attempts_id_seq'), claimed_at = now(), \
-                    lease_expires_at = now() + make_interval(secs => $3::double precision / 1000), \
-                    updated_at = now() \
-                FROM due WHERE e.id = due.id \
+                    lease_expires_at = leased.lease_expires_at, updated_at = now() \
+                FROM leased WHERE e.id = leased.event_id \
                 RETURNING {CLAIMED_COLUMNS}, e.current_attempt_id AS attempt_id, \
                     e.attempts AS attempt_no, e.next_trigger AS trigger \
              ) SELECT * FROM claimed ORDER BY next_attempt_at, id"
@@ -267,10 +290,12 @@ impl Engine for PostgresStore {
         sqlx::query(
             // SKIP LOCKED: a row locked right now is being completed, so it needs no renewal,
             // and waiting for it could deadlock with that completion.
-            "UPDATE events SET lease_expires_at = now() + make_interval(secs => $2::double precision / 1000) \
-             WHERE id IN (SELECT id FROM events \
-                WHERE current_attempt_id = ANY($1::bigint[]) AND state = 'processing' \
-                FOR UPDATE SKIP LOCKED)",
+            "UPDATE event_queue SET lease_expires_at = now() + make_interval(secs => $2::double precision / 1000) \
+             WHERE event_id IN (SELECT q.event_id FROM event_queue q \
+                JOIN events e ON e.id = q.event_id \
+                WHERE e.current_attempt_id = ANY($1::bigint[]) AND e.state = 'processing' \
+                AND q.lease_expires_at IS NOT NULL \
+                FOR UPDATE OF q SKIP LOCKED)",
         )
         .bind(attempt_ids)
         .bind(lease_ms)
@@ -289,8 +314,9 @@ impl Engine for PostgresStore {
         let plan = CompletionPlan::new(outcomes);
         let (x, s, e) = (&plan.new_executions, &plan.started, &plan.events);
         // One statement, atomic on its own: move each event that its attempt still holds,
-        // write those attempts (once, finished), record every execution — they happened,
-        // whether or not the attempt kept its lease — and settle `started` ones.
+        // settle or requeue its queue row, write those attempts (once, finished), record
+        // every execution — they happened, whether or not the attempt kept its lease — and
+        // settle `started` ones.
         let moved = sqlx::query(
             "WITH u AS ( \
                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], \
@@ -309,11 +335,18 @@ impl Engine for PostgresStore {
                 FROM u JOIN events o ON o.id = u.event_id \
                 WHERE e.id = u.event_id AND e.current_attempt_id = u.attempt_id \
                     AND e.state = 'processing' \
-                RETURNING e.id, e.external_id, e.type, e.state, u.attempt_id, u.status, u.error, \
-                    u.duration_ms, o.attempts AS attempt_no, o.next_trigger AS trigger, \
+                RETURNING e.id, e.external_id, e.type, e.state, e.next_attempt_at, u.attempt_id, \
+                    u.status, u.error, u.duration_ms, o.attempts AS attempt_no, o.next_trigger AS trigger, \
                     o.leased_by AS worker, COALESCE(o.claimed_at, o.updated_at) AS started_at, \
                     CASE WHEN o.next_trigger = 'replay' THEN o.replay_requested_by END \
                         AS requested_by \
+             ), settled AS ( \
+                DELETE FROM event_queue q USING moved m \
+                WHERE q.event_id = m.id AND m.state <> 'pending' \
+             ), requeued AS ( \
+                UPDATE event_queue q SET next_attempt_at = m.next_attempt_at, \
+                    lease_expires_at = NULL \
+                FROM moved m WHERE q.event_id = m.id AND m.state = 'pending' \
              ), attempts AS ( \
                 INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, error, \
                     worker, started_at, finished_at, duration_ms, requested_by) \
@@ -378,9 +411,10 @@ impl Engine for PostgresStore {
         max_attempts: i64,
     ) -> Result<Vec<StateChange>, StoreError> {
         let (predicate, seconds) = match which {
-            Release::Expired => ("lease_expires_at < now()", 0),
+            Release::Expired => ("q.lease_expires_at < now()", 0),
             Release::OlderThan(seconds) => (
-                "updated_at < now() - make_interval(secs => $3::bigint)",
+                "q.lease_expires_at IS NOT NULL \
+                 AND events.updated_at < now() - make_interval(secs => $3::bigint)",
                 seconds,
             ),
         };
@@ -392,8 +426,9 @@ impl Engine for PostgresStore {
                 SELECT id, current_attempt_id, attempts, next_trigger, leased_by, \
                     COALESCE(claimed_at, updated_at) AS started_at, replay_requested_by, \
                     COALESCE((SELECT t.max_attempts FROM event_types t \
-                    WHERE t.event_type = events.type), $1) AS max_attempts FROM events \
-                WHERE state = 'processing' AND {predicate} AND $3::bigint >= 0 \
+                    WHERE t.event_type = events.type), $1) AS max_attempts \
+                FROM event_queue q JOIN events ON events.id = q.event_id \
+                WHERE events.state = 'processing' AND {predicate} AND $3::bigint >= 0 \
                 FOR UPDATE OF events SKIP LOCKED \
              ), reset AS ( \
                 UPDATE events e SET \
@@ -404,6 +439,11 @@ impl Engine for PostgresStore {
                     updated_at = now() \
                 FROM stale s WHERE e.id = s.id \
                 RETURNING e.id, e.external_id, e.type, e.state, s.current_attempt_id \
+             ), settled AS ( \
+                DELETE FROM event_queue q USING reset r WHERE q.event_id = r.id AND r.state = 'failed' \
+             ), requeued AS ( \
+                UPDATE event_queue q SET next_attempt_at = now(), lease_expires_at = NULL \
+                FROM reset r WHERE q.event_id = r.id AND r.state = 'pending' \
              ), abandoned AS ( \
                 INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, error, \
                     worker, started_at, finished_at, duration_ms, requested_by) \

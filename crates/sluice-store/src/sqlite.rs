@@ -114,9 +114,22 @@ async fn upsert_round(
              RETURNING id, external_id, type, state, received_count, created_at",
         );
         let returned = query.build().fetch_all(&mut **tx).await?;
+        let mut ids = Vec::with_capacity(returned.len());
         for row in &returned {
             let summary = summary_from_row(row)?;
+            ids.push(summary.id);
             summaries.insert(summary.external_id.clone(), summary);
+        }
+        // New events enter the queue in the same transaction (a pending event already has
+        // its row; a settled one, resent, stays settled).
+        if !ids.is_empty() {
+            let mut enqueue = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO event_queue (event_id, type, ordering_key, next_attempt_at) \
+                 SELECT id, type, ordering_key, next_attempt_at FROM events \
+                 WHERE state = 'pending' AND id IN ",
+            );
+            push_in_list(&mut enqueue, ids);
+            enqueue.build().execute(&mut **tx).await?;
         }
     }
     Ok(summaries)
@@ -228,24 +241,30 @@ impl Engine for SqliteStore {
         let now = to_micros(Utc::now());
         let mut tx = self.writer.begin().await?;
         let mut select = QueryBuilder::new(
-            "SELECT id FROM events WHERE state = 'pending' AND next_attempt_at <= ",
+            "SELECT event_id FROM event_queue q \
+             WHERE lease_expires_at IS NULL AND next_attempt_at <= ",
         );
         select.push_bind(now);
         push_globs(&mut select, " AND (", &types.include);
         push_globs(&mut select, " AND NOT (", &types.exclude);
-        // One event per ordering key at a time: the lowest unsettled one.
+        // One event per ordering key at a time: the lowest unsettled (queued) one.
         select.push(
-            " AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM events o \
-             WHERE o.ordering_key = events.ordering_key AND o.id < events.id \
-             AND o.state IN ('pending', 'processing')))",
+            " AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM event_queue o \
+             WHERE o.ordering_key = q.ordering_key AND o.event_id < q.event_id))",
         );
         select
-            .push(" ORDER BY next_attempt_at, id LIMIT ")
+            .push(" ORDER BY next_attempt_at, event_id LIMIT ")
             .push_bind(limit);
         let due: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
         if due.is_empty() {
             return Ok(Vec::new());
         }
+        let mut lease = QueryBuilder::new("UPDATE event_queue SET lease_expires_at = ");
+        lease
+            .push_bind(now + lease_ms * 1000)
+            .push(" WHERE event_id IN ");
+        push_in_list(&mut lease, due.iter().copied());
+        lease.build().execute(&mut *tx).await?;
         let mut insert = QueryBuilder::new(
             "INSERT INTO event_attempts \
              (event_id, attempt_no, trigger, status, worker, started_at, requested_by) \
@@ -317,10 +336,14 @@ impl Engine for SqliteStore {
             return Ok(());
         }
         let until = to_micros(Utc::now()) + lease_ms * 1000;
-        let mut query = QueryBuilder::new("UPDATE events SET lease_expires_at = ");
+        let mut query = QueryBuilder::new("UPDATE event_queue SET lease_expires_at = ");
         query.push_bind(until);
-        query.push(" WHERE state = 'processing' AND current_attempt_id IN ");
+        query.push(
+            " WHERE lease_expires_at IS NOT NULL AND event_id IN (SELECT id FROM events \
+             WHERE state = 'processing' AND current_attempt_id IN ",
+        );
         push_in_list(&mut query, attempt_ids.iter().copied());
+        query.push(")");
         query.build().execute(&self.writer).await?;
         Ok(())
     }
@@ -397,6 +420,21 @@ impl Engine for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(row) = row {
+                if terminal {
+                    sqlx::query("DELETE FROM event_queue WHERE event_id = ?")
+                        .bind(e.event_ids[i])
+                        .execute(&mut *tx)
+                        .await?;
+                } else {
+                    sqlx::query(
+                        "UPDATE event_queue SET next_attempt_at = ?, lease_expires_at = NULL \
+                         WHERE event_id = ?",
+                    )
+                    .bind(e.next_ats[i].map(to_micros).unwrap_or(now))
+                    .bind(e.event_ids[i])
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 kept.push(e.attempt_ids[i]);
                 changes.push(state_change_from_row(&row, Some(e.attempt_ids[i]))?);
             }
@@ -439,8 +477,9 @@ impl Engine for SqliteStore {
         let stale = match which {
             Release::Expired => {
                 sqlx::query(
-                    "SELECT id, current_attempt_id FROM events \
-                     WHERE state = 'processing' AND lease_expires_at < ?",
+                    "SELECT e.id, e.current_attempt_id FROM event_queue q \
+                     JOIN events e ON e.id = q.event_id \
+                     WHERE e.state = 'processing' AND q.lease_expires_at < ?",
                 )
                 .bind(now)
                 .fetch_all(&mut *tx)
@@ -475,6 +514,21 @@ impl Engine for SqliteStore {
             .bind(event_id)
             .fetch_one(&mut *tx)
             .await?;
+            if moved.try_get::<String, _>("state")? == "failed" {
+                sqlx::query("DELETE FROM event_queue WHERE event_id = ?")
+                    .bind(event_id)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE event_queue SET next_attempt_at = ?, lease_expires_at = NULL \
+                     WHERE event_id = ?",
+                )
+                .bind(now)
+                .bind(event_id)
+                .execute(&mut *tx)
+                .await?;
+            }
             let ended: Option<(i64,)> = match attempt_id {
                 Some(attempt_id) => sqlx::query_as(
                     "UPDATE event_attempts SET status = 'abandoned', error = ?, finished_at = ?, \

@@ -513,11 +513,15 @@ impl<E: Engine> Store for E {
             .push(" WHERE ")
             .push_in_ids("id", ids)
             .push(" AND state IN ('processed', 'failed') RETURNING id, external_id, type, state");
-        let mut conn = self.writes().acquire().await?;
-        let rows = query.fetch_all(&mut conn).await?;
-        rows.iter()
+        let mut tx = self.writes().begin().await?;
+        let rows = query.fetch_all(&mut tx).await?;
+        let changes: Vec<StateChange> = rows
+            .iter()
             .map(|row| state_change_from_row(row, None))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        enqueue::<E::Dialect>(&mut tx, &changes).await?;
+        tx.commit().await?;
+        Ok(changes)
     }
 
     async fn replay_matching(
@@ -535,11 +539,15 @@ impl<E: Engine> Store for E {
             .push(" ORDER BY created_at DESC, id DESC LIMIT ")
             .push_value(limit)
             .push(") RETURNING id, external_id, type, state");
-        let mut conn = self.writes().acquire().await?;
-        let rows = query.fetch_all(&mut conn).await?;
-        rows.iter()
+        let mut tx = self.writes().begin().await?;
+        let rows = query.fetch_all(&mut tx).await?;
+        let changes: Vec<StateChange> = rows
+            .iter()
             .map(|row| state_change_from_row(row, None))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        enqueue::<E::Dialect>(&mut tx, &changes).await?;
+        tx.commit().await?;
+        Ok(changes)
     }
 
     async fn event_types(&self) -> Result<Vec<EventTypeRecord>, StoreError> {
@@ -1011,6 +1019,25 @@ async fn upsert_target<D: Dialect>(
         .push(") AS in_flight FROM targets WHERE target = ")
         .push_value(target.to_owned());
     target_from_row(&query.fetch_one(&mut conn).await?)
+}
+
+/// Puts events that became pending again (replays) back in the queue, in the transaction
+/// that changed them: a settled event has no queue row, so there is none to conflict with.
+async fn enqueue<D: Dialect>(
+    conn: &mut D::Connection,
+    changes: &[StateChange],
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = changes.iter().map(|c| c.event_id).collect();
+    let mut insert = QueryBuilder::<D>::new(
+        "INSERT INTO event_queue (event_id, type, ordering_key, next_attempt_at) \
+         SELECT id, type, ordering_key, next_attempt_at FROM events WHERE ",
+    );
+    insert.push_in_ids("id", &ids);
+    insert.execute(conn).await?;
+    Ok(())
 }
 
 /// Sets a terminal event back to pending for a replay.

@@ -78,7 +78,7 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
 
 /// A database with history, made by the migrations before delivery isolation (which rebuilds
 /// two tables on SQLite), upgrades in place when a new sluice starts on it: every row kept,
-/// the foreign keys whole, and the old events replayable.
+/// the foreign keys whole, the old events replayable and a pending one processed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_with_history_upgrades_in_place() {
     use crate::helpers::{fresh_database, start_on, Db};
@@ -111,6 +111,9 @@ async fn a_database_with_history_upgrades_in_place() {
             "INSERT INTO events (id, external_id, type, payload, payload_hash, state, attempts, \
              run_attempts, next_attempt_at, created_at, updated_at, processed_at) \
              VALUES (1, 'old-1', 't', '{}', 'p', 'processed', 1, 1, NULL, 0, 0, 0)",
+            "INSERT INTO events (id, external_id, type, payload, payload_hash, state, \
+             created_at, updated_at, next_attempt_at) \
+             VALUES (2, 'old-2', 't', '{}', 'p2', 'pending', 0, 0, 0)",
             "INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, started_at, \
              finished_at, duration_ms) VALUES (1, 1, 1, 'initial', 'success', 0, 0, 1)",
             "INSERT INTO rule_executions (id, attempt_id, event_id, rule_id, rule_version_id, result, \
@@ -160,6 +163,9 @@ async fn a_database_with_history_upgrades_in_place() {
         }
 
         let app = start_on(db, &database.url, &[]).await;
+        // An event still pending at the upgrade is queued by the migration and processed.
+        let waiting = app.wait_for_state(2, &["processed"]).await;
+        assert_eq!(waiting["attempts"], 1, "{waiting}");
         let attempts = app.attempts(1).await;
         assert_eq!(attempts.len(), 1, "{attempts:?}");
         assert_eq!(attempts[0]["rule_executions"][0]["result"], "applied");

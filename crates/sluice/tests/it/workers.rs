@@ -50,7 +50,8 @@ impl Sql {
     }
 
     /// What a worker that died mid-attempt leaves behind: an event `processing` under a
-    /// lease that ran out a while ago, and its `running` attempt. Returns (event id, attempt id).
+    /// lease that ran out a while ago (in the queue), and a `running` attempt row (as claims
+    /// wrote before the attempt was written only at its end; the reaper closes either kind). Returns (event id, attempt id).
     async fn stage_dead_worker_claim(&self, external_id: &str, event_type: &str) -> (i64, i64) {
         match self {
             Sql::Sqlite(pool) => {
@@ -87,6 +88,17 @@ impl Sql {
                     .execute(&mut *tx)
                     .await
                     .unwrap();
+                sqlx::query(
+                    "INSERT INTO event_queue (event_id, type, next_attempt_at, lease_expires_at) \
+                     VALUES (?, ?, ?, ?)",
+                )
+                .bind(event_id)
+                .bind(event_type)
+                .bind(minute_ago)
+                .bind(expired)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
                 tx.commit().await.unwrap();
                 (event_id, attempt_id)
             }
@@ -120,6 +132,15 @@ impl Sql {
                     .execute(&mut *tx)
                     .await
                     .unwrap();
+                sqlx::query(
+                    "INSERT INTO event_queue (event_id, type, next_attempt_at, lease_expires_at) \
+                     VALUES ($1, $2, now() - interval '60 seconds', now() - interval '30 seconds')",
+                )
+                .bind(event_id)
+                .bind(event_type)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
                 tx.commit().await.unwrap();
                 (event_id, attempt_id)
             }

@@ -2,7 +2,11 @@
 -- small row here, and only here are they found: the claim's scan, the order per key, the
 -- leases the reaper watches. `events` keeps every column (state included, as every reader
 -- sees it) but no index on what claims and completions change, so those updates are HOT
--- (no index entries written, the new row version on the same page — hence the fill factor).
+-- (no index entries written, the new row version on the same page). Half of each page is
+-- left free for those versions: an event is updated twice while its page is still being
+-- read, and a row version can only be pruned once no open snapshot needs it (fill factor 70
+-- measured 0.80x the drain of 50; the history takes more room, which reads that cost the
+-- page rather than the table do not pay for).
 CREATE TABLE event_queue (
     event_id         BIGINT      PRIMARY KEY,
     type             TEXT        NOT NULL,
@@ -27,4 +31,4 @@ DROP INDEX IF EXISTS events_due_idx;
 DROP INDEX IF EXISTS events_lease_idx;
 DROP INDEX IF EXISTS events_ordering_idx;
 DROP INDEX IF EXISTS events_failed_created_idx;
-ALTER TABLE events SET (fillfactor = 70);
+ALTER TABLE events SET (fillfactor = 50);

@@ -5,8 +5,8 @@
 -- (no index entries written, the new row version on the same page). Half of each page is
 -- left free for those versions: an event is updated twice while its page is still being
 -- read, and a row version can only be pruned once no open snapshot needs it (fill factor 70
--- measured 0.80x the drain of 50; the history takes more room, which reads that cost the
--- page rather than the table do not pay for).
+-- measured 0.80x the drain of 50; the history takes more room, which listings that cost the
+-- page rather than the table will not pay for; it takes about twice the room).
 CREATE TABLE event_queue (
     event_id         BIGINT      PRIMARY KEY,
     type             TEXT        NOT NULL,

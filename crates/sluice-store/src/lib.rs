@@ -139,7 +139,7 @@ pub trait Store: Send + Sync + 'static {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
     /// Extends the leases of attempts still running.
-    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError>;
+    async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError>;
     /// Durably records that a non-idempotent action is about to run; returns the row id.
     async fn record_started(
         &self,
@@ -170,6 +170,11 @@ pub trait Store: Send + Sync + 'static {
         which: Release,
         max_attempts: i64,
     ) -> Result<Vec<StateChange>, StoreError>;
+
+    /// Reclaims the queue's dead rows so that its churn (every event passes through it)
+    /// leaves it small however the database's own vacuuming is set up. Cheap: the queue
+    /// holds only unsettled events. Skipped when another process is already at it.
+    async fn compact_queue(&self) -> Result<(), StoreError>;
 
     // ---- replay ----
 

@@ -274,6 +274,13 @@ pub enum NextState {
     Failed,
 }
 
+/// A lease a worker holds: which event, under which attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldLease {
+    pub event_id: i64,
+    pub attempt_id: i64,
+}
+
 /// The end of one attempt: its status, the event's next state and the rule executions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptOutcome {

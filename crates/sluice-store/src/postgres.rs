@@ -283,21 +283,27 @@ impl Engine for PostgresStore {
         rows.iter().map(claimed_from_row).collect()
     }
 
-    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError> {
-        if attempt_ids.is_empty() {
+    async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError> {
+        if leases.is_empty() {
             return Ok(());
         }
+        let event_ids: Vec<i64> = leases.iter().map(|l| l.event_id).collect();
+        let attempt_ids: Vec<i64> = leases.iter().map(|l| l.attempt_id).collect();
         sqlx::query(
-            // SKIP LOCKED: a row locked right now is being completed, so it needs no renewal,
-            // and waiting for it could deadlock with that completion.
-            "UPDATE event_queue SET lease_expires_at = now() + make_interval(secs => $2::double precision / 1000) \
-             WHERE event_id IN (SELECT q.event_id FROM event_queue q \
-                JOIN events e ON e.id = q.event_id \
-                WHERE e.current_attempt_id = ANY($1::bigint[]) AND e.state = 'processing' \
+            // By event id (index lookups only), and only while the attempt still holds the
+            // lease. SKIP LOCKED: a row locked right now is being completed, so it needs no
+            // renewal, and waiting for it could deadlock with that completion.
+            "UPDATE event_queue SET lease_expires_at = now() + make_interval(secs => $3::double precision / 1000) \
+             WHERE event_id IN (SELECT q.event_id \
+                FROM UNNEST($1::bigint[], $2::bigint[]) AS u(event_id, attempt_id) \
+                JOIN event_queue q ON q.event_id = u.event_id \
+                JOIN events e ON e.id = u.event_id \
+                WHERE e.current_attempt_id = u.attempt_id AND e.state = 'processing' \
                 AND q.lease_expires_at IS NOT NULL \
                 FOR UPDATE OF q SKIP LOCKED)",
         )
-        .bind(attempt_ids)
+        .bind(&event_ids)
+        .bind(&attempt_ids)
         .bind(lease_ms)
         .execute(&self.lease_pool)
         .await?;
@@ -477,6 +483,15 @@ impl Engine for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn compact_queue(&self) -> Result<(), StoreError> {
+        // Not left to autovacuum alone: it may be off, or too slow for a table every event
+        // passes through; without it dead rows are never reused and the queue only grows.
+        sqlx::raw_sql("VACUUM (SKIP_LOCKED) event_queue")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError> {

@@ -331,22 +331,25 @@ impl Engine for SqliteStore {
         Ok(claimed)
     }
 
-    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError> {
-        if attempt_ids.is_empty() {
+    async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError> {
+        if leases.is_empty() {
             return Ok(());
         }
         let until = to_micros(Utc::now()) + lease_ms * 1000;
         let mut query = QueryBuilder::new("UPDATE event_queue SET lease_expires_at = ");
         query.push_bind(until);
+        query.push(" WHERE lease_expires_at IS NOT NULL AND event_id IN ");
+        push_in_list(&mut query, leases.iter().map(|l| l.event_id));
         query.push(
-            " WHERE lease_expires_at IS NOT NULL AND event_id IN (SELECT id FROM events \
-             WHERE state = 'processing' AND current_attempt_id IN ",
+            " AND event_id IN (SELECT id FROM events WHERE state = 'processing' \
+             AND current_attempt_id IN ",
         );
-        push_in_list(&mut query, attempt_ids.iter().copied());
+        push_in_list(&mut query, leases.iter().map(|l| l.attempt_id));
         query.push(")");
         query.build().execute(&self.writer).await?;
         Ok(())
     }
+
     async fn complete_attempts(
         &self,
         outcomes: &[AttemptOutcome],
@@ -552,6 +555,11 @@ impl Engine for SqliteStore {
         }
         tx.commit().await?;
         Ok(changes)
+    }
+
+    async fn compact_queue(&self) -> Result<(), StoreError> {
+        // SQLite reuses a deleted row's space within the file by itself.
+        Ok(())
     }
 
     async fn notify(&self, _notifications: &[(&str, String)]) -> Result<(), StoreError> {

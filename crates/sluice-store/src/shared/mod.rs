@@ -41,7 +41,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
-    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError>;
+    async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError>;
     async fn complete_attempts(
         &self,
         outcomes: &[AttemptOutcome],
@@ -51,6 +51,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
         which: Release,
         max_attempts: i64,
     ) -> Result<Vec<StateChange>, StoreError>;
+    async fn compact_queue(&self) -> Result<(), StoreError>;
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError>;
     async fn listen(&self, channels: &[&str]) -> Result<Option<NotificationStream>, StoreError>;
 }
@@ -427,8 +428,8 @@ impl<E: Engine> Store for E {
         Engine::claim_due_events(self, worker, types, limit, lease_ms).await
     }
 
-    async fn extend_leases(&self, attempt_ids: &[i64], lease_ms: i64) -> Result<(), StoreError> {
-        Engine::extend_leases(self, attempt_ids, lease_ms).await
+    async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError> {
+        Engine::extend_leases(self, leases, lease_ms).await
     }
 
     async fn record_started(
@@ -496,6 +497,10 @@ impl<E: Engine> Store for E {
         max_attempts: i64,
     ) -> Result<Vec<StateChange>, StoreError> {
         Engine::release_events(self, which, max_attempts).await
+    }
+
+    async fn compact_queue(&self) -> Result<(), StoreError> {
+        Engine::compact_queue(self).await
     }
 
     async fn replay_events(

@@ -18,9 +18,10 @@ use sluice_core::event::{AttemptStatus, EventState};
 use sluice_core::logic::Limits;
 use sluice_core::retry::RetryPolicy;
 use sluice_store::{
-    AttemptOutcome, ClaimedEvent, NextState, Release, ReplayRules, StateChange, Store, TypeSelector,
+    AttemptOutcome, ClaimedEvent, HeldLease, NextState, Release, ReplayRules, StateChange, Store,
+    TypeSelector,
 };
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -135,7 +136,8 @@ async fn run(
     shutdown: CancellationToken,
 ) {
     tracing::info!(worker = %config.worker_id, concurrency = config.concurrency, "worker started");
-    let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    // Attempt id → event id of every lease this worker holds (renewed by the heartbeat).
+    let in_flight: Arc<Mutex<HashMap<i64, i64>>> = Arc::default();
     let (done_sender, done_receiver) =
         mpsc::channel::<AttemptOutcome>(config.concurrency.max(1) * 2);
     let writer = tokio::spawn(write_completions(
@@ -250,7 +252,7 @@ async fn claim_loop(
     config: WorkerConfig,
     held: Arc<Semaphore>,
     ready: mpsc::UnboundedSender<Ready>,
-    in_flight: Arc<Mutex<HashSet<i64>>>,
+    in_flight: Arc<Mutex<HashMap<i64, i64>>>,
     shutdown: CancellationToken,
 ) {
     let wake = bus.wake_signal();
@@ -317,7 +319,7 @@ async fn claim_loop(
         bus.publish(claimed.iter().map(processing_message).collect());
         {
             let mut leased = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            leased.extend(claimed.iter().map(|c| c.attempt_id));
+            leased.extend(claimed.iter().map(|c| (c.attempt_id, c.event.id)));
         }
         for event in claimed {
             let Some(place) = permits.split(1) else {
@@ -398,7 +400,7 @@ async fn write_completions(
     store: Arc<dyn Store>,
     bus: Bus,
     mut done: mpsc::Receiver<AttemptOutcome>,
-    in_flight: Arc<Mutex<HashSet<i64>>>,
+    in_flight: Arc<Mutex<HashMap<i64, i64>>>,
 ) {
     const MAX_BATCH: usize = 512;
     while let Some(first) = done.recv().await {
@@ -474,7 +476,7 @@ fn schedule_retries(bus: &Bus, batch: &[AttemptOutcome]) {
 async fn renew_leases(
     store: Arc<dyn Store>,
     config: WorkerConfig,
-    in_flight: Arc<Mutex<HashSet<i64>>>,
+    in_flight: Arc<Mutex<HashMap<i64, i64>>>,
     stop: CancellationToken,
 ) {
     let period = config.lease / 3;
@@ -483,11 +485,14 @@ async fn renew_leases(
             () = tokio::time::sleep(period) => {},
             () = stop.cancelled() => return,
         }
-        let held: Vec<i64> = in_flight
+        let held: Vec<HeldLease> = in_flight
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .copied()
+            .map(|(&attempt_id, &event_id)| HeldLease {
+                event_id,
+                attempt_id,
+            })
             .collect();
         if let Err(error) = store.extend_leases(&held, ms(config.lease)).await {
             tracing::warn!(error = %error, "cannot renew leases");
@@ -495,11 +500,21 @@ async fn renew_leases(
     }
 }
 
+/// How often a worker compacts the queue (see `Store::compact_queue`).
+const COMPACT_QUEUE_EVERY: Duration = Duration::from_secs(30);
+
 async fn reap(store: Arc<dyn Store>, bus: Bus, config: WorkerConfig, stop: CancellationToken) {
+    let mut compacted = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(config.reap_interval) => {},
             () = stop.cancelled() => return,
+        }
+        if compacted.elapsed() >= COMPACT_QUEUE_EVERY {
+            compacted = tokio::time::Instant::now();
+            if let Err(error) = store.compact_queue().await {
+                tracing::warn!(error = %error, "cannot compact the queue");
+            }
         }
         match store
             .release_events(Release::Expired, i64::from(config.retry.max_attempts))

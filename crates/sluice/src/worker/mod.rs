@@ -140,13 +140,18 @@ async fn run(
     let in_flight: Arc<Mutex<HashMap<i64, i64>>> = Arc::default();
     let (done_sender, done_receiver) =
         mpsc::channel::<AttemptOutcome>(config.concurrency.max(1) * 2);
-    let writer = tokio::spawn(write_completions(
-        pool_name(&config.types),
-        store.clone(),
-        bus.clone(),
-        done_receiver,
-        in_flight.clone(),
-    ));
+    let done_receiver = Arc::new(tokio::sync::Mutex::new(done_receiver));
+    let writers: Vec<_> = (0..COMPLETION_WRITERS)
+        .map(|_| {
+            tokio::spawn(write_completions(
+                pool_name(&config.types),
+                store.clone(),
+                bus.clone(),
+                done_receiver.clone(),
+                in_flight.clone(),
+            ))
+        })
+        .collect();
     let background = CancellationToken::new();
     let heartbeat = tokio::spawn(renew_leases(
         store.clone(),
@@ -221,7 +226,9 @@ async fn run(
     tracing::info!(worker = %config.worker_id, in_flight = tasks.len(), "worker stopping");
     while tasks.join_next().await.is_some() {}
     drop(done_sender);
-    let _ = writer.await;
+    for writer in writers {
+        let _ = writer.await;
+    }
     background.cancel();
     let _ = heartbeat.await;
     let _ = reaper.await;
@@ -393,24 +400,36 @@ fn processing_message(event: &ClaimedEvent) -> LiveMessage {
     }
 }
 
+/// Completion writers per worker: while one batch waits for its commit to be flushed, the
+/// next one is written, so a batch never waits for the flush of the batch before it (the
+/// database flushes both at once).
+const COMPLETION_WRITERS: usize = 2;
+
 /// Writes outcomes in batches: whatever finished while the previous batch was being written
-/// goes in the next transaction.
+/// goes in the next statement.
 async fn write_completions(
     pool: String,
     store: Arc<dyn Store>,
     bus: Bus,
-    mut done: mpsc::Receiver<AttemptOutcome>,
+    done: Arc<tokio::sync::Mutex<mpsc::Receiver<AttemptOutcome>>>,
     in_flight: Arc<Mutex<HashMap<i64, i64>>>,
 ) {
     const MAX_BATCH: usize = 512;
-    while let Some(first) = done.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match done.try_recv() {
-                Ok(outcome) => batch.push(outcome),
-                Err(_) => break,
+    loop {
+        let batch = {
+            let mut done = done.lock().await;
+            let Some(first) = done.recv().await else {
+                break;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match done.try_recv() {
+                    Ok(outcome) => batch.push(outcome),
+                    Err(_) => break,
+                }
             }
-        }
+            batch
+        };
         let mut delay = Duration::from_millis(100);
         let changes = loop {
             match store.complete_attempts(&batch).await {

@@ -81,6 +81,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// `filter.state` and `filter.external_id` are ignored.
     async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError>;
+    /// Events that arrived in each minute since `since` (at most the last two hours are kept
+    /// by minute), oldest first; minutes without events are left out.
+    async fn arrivals_per_minute(&self, since: Timestamp) -> Result<Vec<Arrivals>, StoreError>;
 
     /// The rule version an execution of this event ran, with its condition; `None` if the
     /// execution is unknown or belongs to another event.
@@ -175,6 +178,15 @@ pub trait Store: Send + Sync + 'static {
     /// leaves it small however the database's own vacuuming is set up. Cheap: the queue
     /// holds only unsettled events. Skipped when another process is already at it.
     async fn compact_queue(&self) -> Result<(), StoreError>;
+    /// Folds the count changes the database's triggers appended into the counts, and rolls
+    /// counts by minute older than two hours up into hours; cheap when there is little to do.
+    /// Readers see exact figures before and after.
+    async fn compact_counts(&self) -> Result<(), StoreError>;
+    /// Retention: deletes up to `limit` settled (processed or failed) events whose last change
+    /// is older than `before`, oldest first, with their attempts and rule executions; returns
+    /// how many. One process at a time (on PostgreSQL, others return 0 at once); events being
+    /// replayed are skipped, pending and processing ones are never touched.
+    async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError>;
 
     // ---- replay ----
 

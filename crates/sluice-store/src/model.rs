@@ -132,6 +132,16 @@ pub struct EventStats {
     pub retrying: i64,
 }
 
+/// Events that arrived in one minute, by what has become of them so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Arrivals {
+    pub minute: Timestamp,
+    /// Pending (retries included) or processing.
+    pub waiting: i64,
+    pub processed: i64,
+    pub failed: i64,
+}
+
 /// One processing attempt of an event, with what each rule did in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {

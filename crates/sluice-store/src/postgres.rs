@@ -25,6 +25,9 @@ use std::time::Duration;
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// The advisory lock that makes retention one process at a time ("sluice.r" in ASCII).
+const RETENTION_LOCK: i64 = 0x736c_7569_6365_2e72;
+
 const CLAIMED_COLUMNS: &str = "e.id, e.external_id, e.type, e.payload, e.state, e.received_count, \
      e.attempts, e.next_attempt_at, e.last_error, e.created_at, e.updated_at, e.processed_at, \
      e.replayed_at, e.lease_expires_at, e.leased_by, e.ordering_key, e.run_attempts, \
@@ -141,10 +144,6 @@ impl Dialect for Postgres {
 
     fn push_now(query: &mut QueryBuilder<'_, Self>, _now: Timestamp) {
         query.push("now()");
-    }
-
-    fn push_hours_ago(query: &mut QueryBuilder<'_, Self>, _now: Timestamp, hours: i64) {
-        query.push(format_args!("now() - interval '{hours} hours'"));
     }
 
     fn push_in_ids(query: &mut QueryBuilder<'_, Self>, column: &str, ids: &[i64]) {
@@ -492,6 +491,81 @@ impl Engine for PostgresStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn compact_counts(&self, minutes_until: Timestamp) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // DELETE … RETURNING: two processes compacting at once each fold the rows they
+        // deleted, never the same row twice.
+        sqlx::query(
+            "WITH moved AS ( \
+                DELETE FROM event_count_changes RETURNING type, bucket, status, failed_hour, n \
+             ) INSERT INTO event_counts (type, bucket, bucket_minutes, status, failed_hour, n) \
+             SELECT type, \
+                CASE WHEN bucket < $1 THEN date_bin('1 hour', bucket, TIMESTAMPTZ 'epoch') \
+                     ELSE bucket END, \
+                CASE WHEN bucket < $1 THEN 60 ELSE 1 END, status, failed_hour, sum(n) \
+             FROM moved GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) <> 0 \
+             ON CONFLICT (type, bucket, bucket_minutes, status, failed_hour) \
+             DO UPDATE SET n = event_counts.n + EXCLUDED.n",
+        )
+        .bind(minutes_until)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "WITH old AS ( \
+                DELETE FROM event_counts WHERE bucket_minutes = 1 AND bucket < $1 \
+                RETURNING type, bucket, status, failed_hour, n \
+             ) INSERT INTO event_counts (type, bucket, bucket_minutes, status, failed_hour, n) \
+             SELECT type, date_bin('1 hour', bucket, TIMESTAMPTZ 'epoch'), 60, status, \
+                failed_hour, sum(n) \
+             FROM old GROUP BY 1, 2, 3, 4, 5 HAVING sum(n) <> 0 \
+             ON CONFLICT (type, bucket, bucket_minutes, status, failed_hour) \
+             DO UPDATE SET n = event_counts.n + EXCLUDED.n",
+        )
+        .bind(minutes_until)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM event_counts WHERE n = 0")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        // Every event's changes pass through this table: its dead rows are reclaimed here,
+        // autovacuum or not, so readers scanning it stay fast.
+        sqlx::raw_sql("VACUUM (SKIP_LOCKED) event_count_changes")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let (ours,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(RETENTION_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !ours {
+            return Ok(0);
+        }
+        // SKIP LOCKED: an event a replay holds is left for the next round, and neither waits.
+        let deleted = sqlx::query(
+            "WITH doomed AS ( \
+                SELECT id FROM events \
+                WHERE created_at < $1 AND updated_at < $1 AND state IN ('processed', 'failed') \
+                ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED \
+             ), attempts AS ( \
+                DELETE FROM event_attempts WHERE event_id IN (SELECT id FROM doomed) RETURNING id \
+             ), executions AS ( \
+                DELETE FROM rule_executions WHERE attempt_id IN (SELECT id FROM attempts) \
+             ) DELETE FROM events WHERE id IN (SELECT id FROM doomed)",
+        )
+        .bind(before)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError> {

@@ -161,10 +161,6 @@ impl Dialect for Sqlite {
         query.push_bind(to_micros(now));
     }
 
-    fn push_hours_ago(query: &mut QueryBuilder<'_, Self>, now: Timestamp, hours: i64) {
-        query.push_bind(to_micros(now - chrono::Duration::hours(hours)));
-    }
-
     fn push_in_ids(query: &mut QueryBuilder<'_, Self>, column: &str, ids: &[i64]) {
         query.push(column).push(" IN ");
         push_in_list(query, ids.iter().copied());
@@ -560,6 +556,64 @@ impl Engine for SqliteStore {
     async fn compact_queue(&self) -> Result<(), StoreError> {
         // SQLite reuses a deleted row's space within the file by itself.
         Ok(())
+    }
+
+    async fn compact_counts(&self, minutes_until: Timestamp) -> Result<(), StoreError> {
+        // The triggers here update `event_counts` in place (one writer at a time); only the
+        // roll-up of old minutes into hours is left to do.
+        let until = to_micros(minutes_until);
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO event_counts (type, bucket, bucket_minutes, status, failed_hour, n) \
+             SELECT type, bucket - bucket % 3600000000, 60, status, failed_hour, SUM(n) \
+             FROM event_counts WHERE bucket_minutes = 1 AND bucket < ?1 \
+             GROUP BY type, bucket - bucket % 3600000000, status, failed_hour \
+             ON CONFLICT (type, bucket, bucket_minutes, status, failed_hour) \
+             DO UPDATE SET n = n + excluded.n",
+        )
+        .bind(until)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM event_counts WHERE bucket_minutes = 1 AND bucket < ?1")
+            .bind(until)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM event_counts WHERE n = 0")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError> {
+        // One writer: the three statements see the same oldest events.
+        const DOOMED: &str = "SELECT id FROM events WHERE created_at < ?1 AND updated_at < ?1 \
+             AND state IN ('processed', 'failed') ORDER BY created_at LIMIT ?2";
+        let before = to_micros(before);
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(&format!(
+            "DELETE FROM rule_executions WHERE attempt_id IN \
+             (SELECT id FROM event_attempts WHERE event_id IN ({DOOMED}))"
+        ))
+        .bind(before)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM event_attempts WHERE event_id IN ({DOOMED})"
+        ))
+        .bind(before)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query(&format!("DELETE FROM events WHERE id IN ({DOOMED})"))
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
     }
 
     async fn notify(&self, _notifications: &[(&str, String)]) -> Result<(), StoreError> {

@@ -269,6 +269,7 @@ pub struct RunningApp {
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<()>>,
     key_refresh: Option<JoinHandle<()>>,
+    upkeep: JoinHandle<()>,
 }
 
 impl RunningApp {
@@ -335,6 +336,8 @@ impl RunningApp {
                 state(store.clone(), bus.clone(), settings, None),
             )
         };
+        let upkeep =
+            crate::upkeep::spawn(store.clone(), state.settings.retention, shutdown.clone());
         let worker = roles
             .worker
             .then(|| crate::worker::spawn(store, bus, actions, worker_config, shutdown.clone()));
@@ -345,6 +348,7 @@ impl RunningApp {
             server,
             worker,
             key_refresh,
+            upkeep,
         })
     }
 
@@ -360,6 +364,7 @@ impl RunningApp {
         if let Some(refresh) = self.key_refresh {
             refresh.await?;
         }
+        self.upkeep.await?;
         Ok(())
     }
 

@@ -152,6 +152,57 @@ pub struct Settings {
     /// Event types this worker leaves to others, comma-separated globs.
     #[arg(long, env = "WORKER_EXCLUDE_EVENT_TYPES", value_delimiter = ',')]
     pub exclude_event_types: Vec<String>,
+
+    /// Delete settled (processed or failed) events, with their attempts and rule executions,
+    /// once unchanged for this long: `30d`, `12h`, `90m`, `45s`. Unset: keep them forever.
+    /// This is also how long a duplicate id is recognised.
+    #[arg(long, env = "RETENTION", value_parser = parse_retention)]
+    pub retention: Option<Retention>,
+}
+
+/// How long settled events are kept, as parsed from RETENTION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub chrono::Duration);
+
+impl std::fmt::Display for Retention {
+    /// In the largest unit that divides it: `30 d`, `36 h`, `90 min`, `45 s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.num_seconds();
+        match secs {
+            s if s % 86_400 == 0 => write!(f, "{} d", s / 86_400),
+            s if s % 3_600 == 0 => write!(f, "{} h", s / 3_600),
+            s if s % 60 == 0 => write!(f, "{} min", s / 60),
+            s => write!(f, "{s} s"),
+        }
+    }
+}
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("needs a unit: d, h, m or s (e.g. 30d)")?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .map_err(|_| "must start with a whole number (e.g. 30d)".to_owned())?;
+    let unit_secs = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" => 1,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}': use d, h, m or s (e.g. 30d)"
+            ))
+        }
+    };
+    // Ten years at most: enough for any policy, and far from overflowing a timestamp.
+    let secs = number
+        .checked_mul(unit_secs)
+        .filter(|s| (1..=10 * 366 * 86_400).contains(s))
+        .ok_or("must be between 1s and 10 years")?;
+    Ok(Retention(chrono::Duration::seconds(secs)))
 }
 
 impl std::fmt::Debug for Settings {
@@ -193,6 +244,7 @@ impl std::fmt::Debug for Settings {
             .field("target_open_ms", &self.target_open_ms)
             .field("event_types", &self.event_types)
             .field("exclude_event_types", &self.exclude_event_types)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -262,5 +314,33 @@ impl Settings {
         let args = std::iter::once(std::ffi::OsString::from("sluice"))
             .chain(args.into_iter().map(Into::into));
         SettingsOnly::try_parse_from(args).map(|s| s.settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_reads_a_number_and_a_unit() {
+        assert_eq!(
+            parse_retention("30d"),
+            Ok(Retention(chrono::Duration::days(30)))
+        );
+        assert_eq!(
+            parse_retention("90m"),
+            Ok(Retention(chrono::Duration::minutes(90)))
+        );
+        assert_eq!(
+            parse_retention("12h").map(|r| r.to_string()).as_deref(),
+            Ok("12 h")
+        );
+        assert_eq!(
+            parse_retention("90m").map(|r| r.to_string()).as_deref(),
+            Ok("90 min")
+        );
+        for bad in ["30", "d", "0d", "-1d", "1.5h", "3w", "99999999999999d", ""] {
+            assert!(parse_retention(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

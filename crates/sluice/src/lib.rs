@@ -21,4 +21,5 @@ pub mod operations;
 pub mod rule_pass;
 pub mod serve;
 pub mod telemetry;
+pub mod upkeep;
 pub mod worker;

@@ -43,8 +43,6 @@ pub(crate) trait Dialect:
     fn push_timestamp(query: &mut QueryBuilder<'_, Self>, at: Timestamp);
     /// The current time: the database's own clock where it has one, else `now` bound.
     fn push_now(query: &mut QueryBuilder<'_, Self>, now: Timestamp);
-    /// `hours` before the current time, by the same clock as [`Dialect::push_now`].
-    fn push_hours_ago(query: &mut QueryBuilder<'_, Self>, now: Timestamp, hours: i64);
     /// `column IN (ids)`, written the way the database takes a list best.
     fn push_in_ids(query: &mut QueryBuilder<'_, Self>, column: &str, ids: &[i64]);
     /// `column IN (values)`, written the way the database takes a list best.

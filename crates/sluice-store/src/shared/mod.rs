@@ -14,7 +14,7 @@ use chrono::Utc;
 use dialect::{Dialect, QueryBuilderExt, RowExt};
 use rows::*;
 use serde_json::Value;
-use sluice_core::event::{ExecutionResult, NewEvent};
+use sluice_core::event::{EventState, ExecutionResult, NewEvent};
 use sqlx::migrate::Migrator;
 use sqlx::types::Json;
 use sqlx::{Pool, QueryBuilder};
@@ -52,6 +52,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
         max_attempts: i64,
     ) -> Result<Vec<StateChange>, StoreError>;
     async fn compact_queue(&self) -> Result<(), StoreError>;
+    /// Folds appended count changes into `event_counts` and rolls minutes older than
+    /// `minutes_until` up into hours.
+    async fn compact_counts(&self, minutes_until: Timestamp) -> Result<(), StoreError>;
+    async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError>;
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError>;
     async fn listen(&self, channels: &[&str]) -> Result<Option<NotificationStream>, StoreError>;
 }
@@ -103,15 +107,10 @@ impl<E: Engine> Store for E {
         page: Page,
     ) -> Result<Vec<EventHeader>, StoreError> {
         let mut query = QueryBuilder::<E::Dialect>::new(format!(
-            "SELECT {HEADER_COLUMNS}, {} AS payload_bytes FROM events WHERE TRUE",
+            "SELECT {HEADER_COLUMNS}, {} AS payload_bytes",
             <E::Dialect as Dialect>::PAYLOAD_BYTES
         ));
-        push_event_filter(&mut query, filter);
-        query
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_value(page.limit)
-            .push(" OFFSET ")
-            .push_value(page.offset);
+        push_listing(&mut query, filter, page);
         let mut conn = self.reads().acquire().await?;
         let rows = query.fetch_all(&mut conn).await?;
         rows.iter().map(header_from_row).collect()
@@ -135,52 +134,85 @@ impl<E: Engine> Store for E {
         filter: &EventFilter,
         page: Page,
     ) -> Result<Vec<Event>, StoreError> {
-        let mut query = QueryBuilder::<E::Dialect>::new(format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE TRUE"
-        ));
-        push_event_filter(&mut query, filter);
-        query
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_value(page.limit)
-            .push(" OFFSET ")
-            .push_value(page.offset);
+        let mut query = QueryBuilder::<E::Dialect>::new(format!("SELECT {EVENT_COLUMNS}"));
+        push_listing(&mut query, filter, page);
         let mut conn = self.reads().acquire().await?;
         let rows = query.fetch_all(&mut conn).await?;
         rows.iter().map(event_from_row).collect()
     }
 
     async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError> {
-        let mut query = QueryBuilder::<E::Dialect>::new(
-            "SELECT count(*) AS total, \
-             count(*) FILTER (WHERE state = 'pending') AS pending, \
-             count(*) FILTER (WHERE state = 'processing') AS processing, \
-             count(*) FILTER (WHERE state = 'processed') AS processed, \
-             count(*) FILTER (WHERE state = 'failed') AS failed, \
-             count(*) FILTER (WHERE state = 'failed' AND updated_at > ",
-        );
-        E::Dialect::push_hours_ago(&mut query, Utc::now(), 24);
-        query.push(
-            ") AS failed_last_24h, \
-             count(*) FILTER (WHERE state = 'pending' AND attempts > 0) AS retrying \
-             FROM events WHERE TRUE",
-        );
-        let scoped = EventFilter {
-            state: None,
-            external_id: None,
-            ..filter.clone()
-        };
-        push_event_filter(&mut query, &scoped);
+        let mut query = QueryBuilder::<E::Dialect>::new("");
+        push_stats_query(&mut query, filter, Utc::now());
         let mut conn = self.reads().acquire().await?;
-        let row = query.fetch_one(&mut conn).await?;
-        Ok(EventStats {
-            total: row.value("total")?,
-            pending: row.value("pending")?,
-            processing: row.value("processing")?,
-            processed: row.value("processed")?,
-            failed: row.value("failed")?,
-            failed_last_24h: row.value("failed_last_24h")?,
-            retrying: row.value("retrying")?,
-        })
+        let rows = query.fetch_all(&mut conn).await?;
+        let mut stats = EventStats::default();
+        for row in &rows {
+            let n: i64 = row.value("n")?;
+            stats.failed_last_24h += row.value::<i64>("recent")?;
+            match row.value::<String>("status")?.as_str() {
+                "pending" => stats.pending += n,
+                "retrying" => {
+                    stats.pending += n;
+                    stats.retrying += n;
+                }
+                "processing" => stats.processing += n,
+                "processed" => stats.processed += n,
+                "failed" => stats.failed += n,
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "unknown status {other:?} in event counts"
+                    )))
+                }
+            }
+        }
+        stats.total = stats.pending + stats.processing + stats.processed + stats.failed;
+        Ok(stats)
+    }
+
+    async fn arrivals_per_minute(&self, since: Timestamp) -> Result<Vec<Arrivals>, StoreError> {
+        let since = floor_to(since, MINUTE_US);
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT bucket, status, CAST(SUM(n) AS BIGINT) AS n FROM (\
+             SELECT bucket, status, n FROM event_counts WHERE bucket_minutes = 1 AND bucket >= ",
+        );
+        query
+            .push_timestamp(since)
+            .push(" UNION ALL SELECT bucket, status, n FROM event_count_changes WHERE bucket >= ")
+            .push_timestamp(since)
+            .push(") counted GROUP BY bucket, status ORDER BY bucket");
+        let mut conn = self.reads().acquire().await?;
+        let rows = query.fetch_all(&mut conn).await?;
+        let mut minutes: Vec<Arrivals> = Vec::new();
+        for row in &rows {
+            let minute = E::Dialect::timestamp(row, "bucket")?;
+            if minutes.last().map(|m| m.minute) != Some(minute) {
+                minutes.push(Arrivals {
+                    minute,
+                    ..Arrivals::default()
+                });
+            }
+            let n: i64 = row.value("n")?;
+            let counts = minutes.last_mut().expect("pushed above when missing");
+            match row.value::<String>("status")?.as_str() {
+                "processed" => counts.processed += n,
+                "failed" => counts.failed += n,
+                _ => counts.waiting += n,
+            }
+        }
+        Ok(minutes)
+    }
+
+    async fn compact_counts(&self) -> Result<(), StoreError> {
+        Engine::compact_counts(
+            self,
+            Utc::now() - chrono::Duration::hours(COUNTS_BY_MINUTE_HOURS),
+        )
+        .await
+    }
+
+    async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError> {
+        Engine::delete_settled(self, before, limit).await
     }
 
     async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError> {
@@ -971,37 +1003,224 @@ impl<E: Engine> Store for E {
 
 /// Appends ` AND …` for each filter set.
 fn push_event_filter<D: Dialect>(query: &mut QueryBuilder<'_, D>, filter: &EventFilter) {
+    push_event_filter_on(query, filter, "", "id");
+}
+
+/// The filter's conditions on the columns of a table aliased `prefix` whose event id is
+/// `id_column`: `events` itself, or `failed_events` (same `type` and `created_at`).
+fn push_event_filter_on<D: Dialect>(
+    query: &mut QueryBuilder<'_, D>,
+    filter: &EventFilter,
+    prefix: &str,
+    id_column: &str,
+) {
     if let Some(state) = filter.state {
         query
-            .push(" AND state = ")
+            .push(format_args!(" AND {prefix}state = "))
             .push_value(state.as_str().to_owned());
     }
     if let Some(event_type) = &filter.event_type {
-        query.push(" AND type = ").push_value(event_type.clone());
+        query
+            .push(format_args!(" AND {prefix}type = "))
+            .push_value(event_type.clone());
     }
     if let Some(external_id) = &filter.external_id {
         query
-            .push(" AND external_id = ")
+            .push(format_args!(" AND {prefix}external_id = "))
             .push_value(external_id.clone());
     }
     if let Some(start) = filter.start {
-        query.push(" AND created_at >= ").push_timestamp(start);
+        query
+            .push(format_args!(" AND {prefix}created_at >= "))
+            .push_timestamp(start);
     }
     if let Some(end) = filter.end {
-        query.push(" AND created_at <= ").push_timestamp(end);
+        query
+            .push(format_args!(" AND {prefix}created_at <= "))
+            .push_timestamp(end);
     }
     if let Some((created_at, id)) = filter.before {
         // Spelled out rather than as a row comparison, which not every planner matches to
         // the (created_at, id) order.
         query
-            .push(" AND (created_at < ")
+            .push(format_args!(" AND ({prefix}created_at < "))
             .push_timestamp(created_at)
-            .push(" OR (created_at = ")
+            .push(format_args!(" OR ({prefix}created_at = "))
             .push_timestamp(created_at)
-            .push(" AND id < ")
+            .push(format_args!(" AND {id_column} < "))
             .push_value(id)
             .push("))");
     }
+}
+
+/// `FROM events WHERE …` for a listing page, newest first, found through the narrowest table
+/// that holds the filter's state: `events` has no index on its state (its updates stay HOT),
+/// so failures come from `failed_events` and unsettled events from the queue; a page then
+/// costs the rows it shows (or the queue, which is the work in hand), not the history.
+fn push_listing<D: Dialect>(query: &mut QueryBuilder<'_, D>, filter: &EventFilter, page: Page) {
+    let narrowed = match (filter.state, &filter.external_id) {
+        (Some(EventState::Failed), None) => {
+            query.push(" FROM events WHERE id IN (SELECT event_id FROM failed_events WHERE TRUE");
+            let rest = EventFilter {
+                state: None,
+                ..filter.clone()
+            };
+            push_event_filter_on(query, &rest, "", "event_id");
+            query.push(" ORDER BY created_at DESC, event_id DESC");
+            true
+        }
+        (Some(EventState::Pending | EventState::Processing), None) => {
+            // CROSS JOIN keeps SQLite's join order: the queue first, then each event by id.
+            query.push(
+                " FROM events WHERE id IN (SELECT e.id FROM event_queue q CROSS JOIN events e \
+                 WHERE e.id = q.event_id",
+            );
+            push_event_filter_on(query, filter, "e.", "e.id");
+            query.push(" ORDER BY e.created_at DESC, e.id DESC");
+            true
+        }
+        _ => {
+            query.push(" FROM events WHERE TRUE");
+            push_event_filter(query, filter);
+            query.push(" ORDER BY created_at DESC, id DESC");
+            false
+        }
+    };
+    query
+        .push(" LIMIT ")
+        .push_value(page.limit)
+        .push(" OFFSET ")
+        .push_value(page.offset);
+    if narrowed {
+        query.push(") ORDER BY created_at DESC, id DESC");
+    }
+}
+
+/// Counts are kept per minute of arrival for this long, then rolled up into hours.
+const COUNTS_BY_MINUTE_HOURS: i64 = 2;
+const MINUTE_US: i64 = 60_000_000;
+const HOUR_US: i64 = 3_600_000_000;
+
+fn floor_to(at: Timestamp, unit_us: i64) -> Timestamp {
+    let us = at.timestamp_micros();
+    Timestamp::from_timestamp_micros(us - us.rem_euclid(unit_us)).unwrap_or(at)
+}
+
+fn ceil_to(at: Timestamp, unit_us: i64) -> Timestamp {
+    let floor = floor_to(at, unit_us);
+    if floor == at {
+        at
+    } else {
+        floor + chrono::Duration::microseconds(unit_us)
+    }
+}
+
+/// The status an event is counted under (as the counting triggers compute it).
+const STATUS_OF_EVENT: &str =
+    "CASE WHEN state = 'pending' AND attempts > 0 THEN 'retrying' ELSE state END";
+
+/// One statement (one snapshot, so the figures agree with each other) that adds up the counts
+/// of the whole hours inside the filter's dates, counts the events of the partial hours at its
+/// edges one by one (the `created_at` index bounds them to an hour each), and does the same for
+/// the 24 hours of "failed lately": whole hours from the counts, the partial one from
+/// `failed_events`. Rows: `status`, `n`, and `recent` (failures in the last 24 hours).
+fn push_stats_query<D: Dialect>(
+    query: &mut QueryBuilder<'_, D>,
+    filter: &EventFilter,
+    now: Timestamp,
+) {
+    let lately = now - chrono::Duration::hours(24);
+    let lately_hours = ceil_to(lately, HOUR_US);
+    // Whole hours inside [start, end]: [inner_start, inner_end).
+    let inner_start = filter.start.map(|s| ceil_to(s, HOUR_US));
+    let inner_end = filter
+        .end
+        .map(|e| floor_to(e + chrono::Duration::microseconds(1), HOUR_US));
+    let has_inner = match (inner_start, inner_end) {
+        (Some(s), Some(e)) => s < e,
+        _ => true,
+    };
+    let push_type = |query: &mut QueryBuilder<'_, D>| {
+        if let Some(event_type) = &filter.event_type {
+            query.push(" AND type = ").push_value(event_type.clone());
+        }
+    };
+    let push_inner = |query: &mut QueryBuilder<'_, D>, column: &str| {
+        if let Some(s) = inner_start {
+            query
+                .push(format_args!(" AND {column} >= "))
+                .push_timestamp(s);
+        }
+        if let Some(e) = inner_end {
+            query
+                .push(format_args!(" AND {column} < "))
+                .push_timestamp(e);
+        }
+    };
+    query.push(
+        "SELECT status, CAST(SUM(n) AS BIGINT) AS n, CAST(SUM(recent) AS BIGINT) AS recent \
+         FROM (SELECT 'pending' AS status, 0 AS n, 0 AS recent",
+    );
+    if has_inner {
+        for table in ["event_counts", "event_count_changes"] {
+            query
+                .push(
+                    " UNION ALL SELECT status, n, \
+                     CASE WHEN status = 'failed' AND failed_hour >= ",
+                )
+                .push_timestamp(lately_hours)
+                .push(format_args!(" THEN n ELSE 0 END FROM {table} WHERE TRUE"));
+            push_type(query);
+            push_inner(query, "bucket");
+        }
+        // Failures of the partial hour at the start of the last 24 hours.
+        if lately_hours > lately {
+            query.push(" UNION ALL SELECT 'failed', 0, 1 FROM failed_events WHERE failed_at >= ");
+            query
+                .push_timestamp(lately)
+                .push(" AND failed_at < ")
+                .push_timestamp(lately_hours);
+            push_type(query);
+            push_inner(query, "created_at");
+        }
+    }
+    // Events of the partial hours at the edges (or of the whole range, when it is shorter
+    // than one whole hour), counted one by one.
+    let mut edges: Vec<(Option<Timestamp>, Option<Timestamp>, bool)> = Vec::new();
+    if has_inner {
+        if let (Some(start), Some(inner)) = (filter.start, inner_start) {
+            if start < inner {
+                edges.push((Some(start), Some(inner), false));
+            }
+        }
+        if let (Some(end), Some(inner)) = (filter.end, inner_end) {
+            if inner <= end {
+                edges.push((Some(inner), Some(end), true));
+            }
+        }
+    } else {
+        edges.push((filter.start, filter.end, true));
+    }
+    for (from, to, to_inclusive) in edges {
+        query.push(format_args!(
+            " UNION ALL SELECT {STATUS_OF_EVENT}, 1, \
+             CASE WHEN state = 'failed' AND updated_at >= "
+        ));
+        query
+            .push_timestamp(lately)
+            .push(" THEN 1 ELSE 0 END FROM events WHERE TRUE");
+        push_type(query);
+        if let Some(from) = from {
+            query.push(" AND created_at >= ").push_timestamp(from);
+        }
+        if let Some(to) = to {
+            let op = if to_inclusive { "<=" } else { "<" };
+            query
+                .push(format_args!(" AND created_at {op} "))
+                .push_timestamp(to);
+        }
+    }
+    query.push(") counted GROUP BY status");
 }
 
 /// How recent a worker's load report must be to count as in flight.

@@ -11,19 +11,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use futures::{StreamExt, TryStreamExt};
 use sluice_core::event::EventState;
 use sluice_store::{EventFilter, Page, RuleFilter};
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::Instant;
 
 /// Minutes the throughput chart covers.
 const CHART_MINUTES: i64 = 60;
 /// Recent failures listed.
 const FAILURES_SHOWN: i64 = 8;
-/// Per-minute counts fetched at once.
-const CONCURRENT_COUNTS: usize = 6;
 
 pub struct FailureRow {
     pub id: i64,
@@ -41,6 +35,8 @@ struct OverviewPage {
     active_rules: usize,
     chart: Chart,
     failures: Vec<FailureRow>,
+    /// How long settled events are kept, when something deletes them.
+    retention: Option<String>,
 }
 
 /// `GET /console`.
@@ -95,77 +91,28 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> ConsoleResul
             active_rules,
             chart: Chart::new(&minutes),
             failures,
+            retention: state.settings.retention.map(|r| r.to_string()),
         },
     ))
 }
 
-/// Minutes that ended at least this long ago rarely change: their counts are cached.
-const SETTLED_AFTER: Duration = Duration::minutes(10);
-/// How long a cached minute is trusted (a replay can still move its events).
-const CACHED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Counts of settled minutes, by database and minute. Recounting a busy hour on every refresh
-/// of every open overview would load the database for a picture that barely changes.
-type MinuteCache = HashMap<(String, DateTime<Utc>), (Instant, MinuteCount)>;
-static SETTLED_MINUTES: LazyLock<Mutex<MinuteCache>> = LazyLock::new(Mutex::default);
-
-fn cached_minute(database: &str, start: DateTime<Utc>) -> Option<MinuteCount> {
-    let cache = SETTLED_MINUTES.lock().ok()?;
-    let (at, count) = cache.get(&(database.to_owned(), start))?;
-    (at.elapsed() < CACHED_FOR).then(|| count.clone())
-}
-
-fn remember_minutes(database: &str, minutes: &[MinuteCount], settled_before: DateTime<Utc>) {
-    let Ok(mut cache) = SETTLED_MINUTES.lock() else {
-        return;
-    };
-    cache.retain(|_, (at, _)| at.elapsed() < CACHED_FOR);
-    for minute in minutes {
-        if let Some(start) = minute.start.filter(|s| *s < settled_before) {
-            cache
-                .entry((database.to_owned(), start))
-                .or_insert_with(|| (Instant::now(), minute.clone()));
-        }
-    }
-}
-
-/// Events received per minute over the last hour, by what became of them, from one
-/// `event_stats` per minute (each bounded by the `created_at` index); settled minutes come
-/// from a short-lived cache.
+/// Events received per minute over the last hour, by what became of them: one read of the
+/// counts the database keeps per minute of arrival.
 async fn throughput(state: &AppState, now: DateTime<Utc>) -> Result<Vec<MinuteCount>, ApiError> {
     let minute = Duration::minutes(1);
     let current = now.duration_trunc(minute).unwrap_or(now);
     let first = current - Duration::minutes(CHART_MINUTES - 1);
-    let settled_before = now - SETTLED_AFTER - minute;
-    let database = state.settings.database_url.as_str();
-    let minutes: Vec<MinuteCount> = futures::stream::iter(0..CHART_MINUTES)
+    let arrivals = state.store.arrivals_per_minute(first).await?;
+    Ok((0..CHART_MINUTES)
         .map(|i| {
             let start = first + Duration::minutes(i);
-            let cached = (start < settled_before)
-                .then(|| cached_minute(database, start))
-                .flatten();
-            let filter = EventFilter {
+            let counts = arrivals.iter().find(|a| a.minute == start);
+            MinuteCount {
                 start: Some(start),
-                // Bounds are inclusive; stop a microsecond before the next minute.
-                end: Some(start + minute - Duration::microseconds(1)),
-                ..EventFilter::default()
-            };
-            async move {
-                if let Some(count) = cached {
-                    return Ok(count);
-                }
-                let stats = event_ops::event_stats(state, &filter).await?;
-                Ok::<_, ApiError>(MinuteCount {
-                    start: Some(start),
-                    processed: stats.processed,
-                    failed: stats.failed,
-                    waiting: stats.pending + stats.processing,
-                })
+                processed: counts.map_or(0, |c| c.processed),
+                failed: counts.map_or(0, |c| c.failed),
+                waiting: counts.map_or(0, |c| c.waiting),
             }
         })
-        .buffered(CONCURRENT_COUNTS)
-        .try_collect()
-        .await?;
-    remember_minutes(database, &minutes, settled_before);
-    Ok(minutes)
+        .collect())
 }

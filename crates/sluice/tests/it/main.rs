@@ -14,6 +14,7 @@ mod console;
 mod event_types;
 mod events;
 mod explain;
+mod history;
 mod hostile;
 mod live;
 mod ops;

@@ -13,13 +13,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// Direct access to a test database, for what the API does not show (or to stage a crash).
-enum Sql {
+pub(crate) enum Sql {
     Sqlite(SqlitePool),
     Postgres(PgPool),
 }
 
 impl Sql {
-    async fn connect(db: Db, url: &str) -> Sql {
+    pub(crate) async fn connect(db: Db, url: &str) -> Sql {
         match db {
             Db::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -32,7 +32,7 @@ impl Sql {
     }
 
     /// One integer (e.g. a count) from SQL both backends understand.
-    async fn number(&self, sql: &str) -> i64 {
+    pub(crate) async fn number(&self, sql: &str) -> i64 {
         match self {
             Sql::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
             Sql::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
@@ -41,12 +41,41 @@ impl Sql {
     }
 
     /// (text, integer) rows from SQL both backends understand.
-    async fn pairs(&self, sql: &str) -> Vec<(String, i64)> {
+    pub(crate) async fn pairs(&self, sql: &str) -> Vec<(String, i64)> {
         match self {
             Sql::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
             Sql::Postgres(pool) => sqlx::query_as(sql).fetch_all(pool).await,
         }
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs one statement; returns the rows it changed.
+    pub(crate) async fn execute(&self, sql: &str) -> u64 {
+        match self {
+            Sql::Sqlite(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+            Sql::Postgres(pool) => sqlx::query(sql)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Moves the matching events' `created_at` and `updated_at` back by `hours`, as if they
+    /// had arrived (and last changed) that long ago.
+    pub(crate) async fn backdate(&self, condition: &str, hours: i64) -> u64 {
+        let shift = match self {
+            Sql::Sqlite(_) => format!("- {}", hours * 3_600_000_000),
+            Sql::Postgres(_) => format!("- interval '{hours} hours'"),
+        };
+        self.execute(&format!(
+            "UPDATE events SET created_at = created_at {shift}, updated_at = updated_at {shift} \
+             WHERE {condition}"
+        ))
+        .await
     }
 
     /// What a worker that died mid-attempt leaves behind: an event `processing` under a

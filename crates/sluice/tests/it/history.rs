@@ -1,0 +1,300 @@
+//! History at scale: stats from the counts the database keeps (exact at any date range, after
+//! roll-ups), listings by state through their own index, and retention.
+
+use crate::helpers::TestApp;
+use crate::processing::{create_rule, post_event};
+use crate::story;
+use crate::workers::Sql;
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+/// A rule whose evaluation exhausts its budget: its events fail at once, without retries.
+fn failing_condition() -> Value {
+    json!({"reduce": [(1..=30).collect::<Vec<i32>>(), {"merge": [{"var": "accumulator"}, {"var": "accumulator"}]}, [1]]})
+}
+
+/// Every event, newest first, walked page by page.
+async fn all_events(app: &TestApp, query: &str) -> Vec<Value> {
+    let mut events = Vec::new();
+    let mut path = format!("/events?limit=3{query}");
+    loop {
+        let (status, page) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{page}");
+        events.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/events?limit=3{query}&cursor={cursor}"),
+            None => return events,
+        }
+    }
+}
+
+fn at(event: &Value, field: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(event[field].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+/// A date filter's bound, if set.
+type Bound = Option<DateTime<Utc>>;
+
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// What `/events/stats` must say about `events` (the ones the filter selects), counted here.
+fn expected_stats(events: &[&Value], now: DateTime<Utc>) -> Value {
+    let count = |state: &str| events.iter().filter(|e| e["state"] == state).count();
+    let recent = events
+        .iter()
+        .filter(|e| e["state"] == "failed" && at(e, "updated_at") >= now - Duration::hours(24))
+        .count();
+    json!({
+        "total": events.len(),
+        "pending": count("pending"),
+        "processing": count("processing"),
+        "processed": count("processed"),
+        "failed": count("failed"),
+        "failed_last_24h": recent,
+        "retrying": events.iter().filter(|e| e["state"] == "pending" && e["attempts"].as_i64() > Some(0)).count(),
+    })
+}
+
+story!(stats_from_kept_counts_agree_with_the_events_at_any_dates);
+async fn stats_from_kept_counts_agree_with_the_events_at_any_dates(app: TestApp) {
+    create_rule(
+        &app,
+        "bomb",
+        "t.fail",
+        failing_condition(),
+        json!({"type": "noop"}),
+    )
+    .await;
+    create_rule(&app, "fine", "t.ok", json!(true), json!({"type": "noop"})).await;
+    for i in 0..12 {
+        post_event(&app, &format!("ok-{i}"), "t.ok", json!({"i": i})).await;
+    }
+    for i in 0..6 {
+        post_event(&app, &format!("fail-{i}"), "t.fail", json!({"i": i})).await;
+    }
+    app.wait_for_stats(|s| s["processed"] == 12 && s["failed"] == 6)
+        .await;
+
+    // Some arrived three hours ago (counted by a minute that is then rolled up into its hour),
+    // some thirty (and failed then: no longer "in the last 24 h").
+    let sql = Sql::connect(app.db, &app.database_url).await;
+    sql.backdate("external_id IN ('ok-0', 'ok-1', 'ok-2', 'fail-0')", 3)
+        .await;
+    sql.backdate("external_id IN ('ok-3', 'fail-1', 'fail-2')", 30)
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sql
+        .number("SELECT count(*) FROM event_counts WHERE bucket_minutes = 60")
+        .await
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old minutes were never rolled up into hours"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    let events = all_events(&app, "").await;
+    assert_eq!(events.len(), 18);
+    let now = Utc::now();
+    let today = now.format("%Y-%m-%d").to_string();
+    // Bounds inside hours (counted event by event at the edges), whole days, and ranges
+    // shorter than an hour.
+    let ranges: Vec<(Bound, Bound, String)> = vec![
+        (None, None, String::new()),
+        (
+            Some(now - Duration::minutes(200)),
+            None,
+            format!("&start_date={}", stamp(now - Duration::minutes(200))),
+        ),
+        (
+            None,
+            Some(now - Duration::minutes(150)),
+            format!("&end_date={}", stamp(now - Duration::minutes(150))),
+        ),
+        (
+            Some(now - Duration::hours(31)),
+            Some(now - Duration::minutes(170)),
+            format!(
+                "&start_date={}&end_date={}",
+                stamp(now - Duration::hours(31)),
+                stamp(now - Duration::minutes(170))
+            ),
+        ),
+        (
+            Some(now - Duration::minutes(190)),
+            Some(now - Duration::minutes(170)),
+            format!(
+                "&start_date={}&end_date={}",
+                stamp(now - Duration::minutes(190)),
+                stamp(now - Duration::minutes(170))
+            ),
+        ),
+        (
+            Some(
+                DateTime::parse_from_rfc3339(&format!("{today}T00:00:00Z"))
+                    .unwrap()
+                    .with_timezone(&Utc),
+            ),
+            None,
+            format!("&start_date={today}"),
+        ),
+    ];
+    for event_type in [None, Some("t.ok"), Some("t.fail")] {
+        for (start, end, dates) in &ranges {
+            let selected: Vec<&Value> = events
+                .iter()
+                .filter(|e| event_type.is_none_or(|t| e["type"] == t))
+                .filter(|e| start.is_none_or(|s| at(e, "created_at") >= s))
+                .filter(|e| end.is_none_or(|s| at(e, "created_at") <= s))
+                .collect();
+            let type_query = event_type.map(|t| format!("&type={t}")).unwrap_or_default();
+            let (status, stats) = app
+                .get_json(&format!("/events/stats?x=1{type_query}{dates}"))
+                .await;
+            assert_eq!(status, 200, "{stats}");
+            assert_eq!(
+                stats,
+                expected_stats(&selected, now),
+                "stats for type {event_type:?}, dates {dates:?}"
+            );
+        }
+    }
+
+    // Failures are listed through their own index, by type and dates, page by page.
+    let mut failed: Vec<&Value> = events.iter().filter(|e| e["state"] == "failed").collect();
+    failed.sort_by_key(|e| std::cmp::Reverse((at(e, "created_at"), e["id"].as_i64())));
+    let ids = |events: &[&Value]| {
+        events
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let listed = all_events(&app, "&state=failed&type=t.fail").await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids(&failed)
+    );
+    let since = now - Duration::hours(4);
+    let recent: Vec<&Value> = failed
+        .iter()
+        .copied()
+        .filter(|e| at(e, "created_at") >= since)
+        .collect();
+    let listed = all_events(&app, &format!("&state=failed&start_date={}", stamp(since))).await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|e| e["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids(&recent)
+    );
+    app.stop().await;
+}
+
+story!(
+    retention_deletes_settled_events_past_it_and_nothing_else,
+    "--retention",
+    "1h",
+    "--exclude-event-types",
+    "held.*"
+);
+async fn retention_deletes_settled_events_past_it_and_nothing_else(app: TestApp) {
+    create_rule(&app, "fine", "t.ok", json!(true), json!({"type": "noop"})).await;
+    create_rule(
+        &app,
+        "bomb",
+        "t.fail",
+        failing_condition(),
+        json!({"type": "noop"}),
+    )
+    .await;
+    let mut old = Vec::new();
+    for i in 0..20 {
+        old.push(post_event(&app, &format!("ok-{i}"), "t.ok", json!({"i": i})).await);
+    }
+    old.push(post_event(&app, "fail-0", "t.fail", json!({})).await);
+    // Never claimed by this worker: pending however old they get.
+    let held = post_event(&app, "held-0", "held.x", json!({})).await;
+    app.wait_for_stats(|s| s["processed"] == 20 && s["failed"] == 1)
+        .await;
+    let recent = post_event(&app, "ok-recent", "t.ok", json!({})).await;
+    app.wait_for_state(recent, &["processed"]).await;
+
+    let sql = Sql::connect(app.db, &app.database_url).await;
+    sql.backdate("external_id <> 'ok-recent'", 2).await;
+    let stats = app.wait_for_stats(|s| s["total"] == 2).await;
+    assert_eq!(stats["pending"], 1, "{stats}");
+    assert_eq!(stats["processed"], 1, "{stats}");
+    assert_eq!(stats["failed"], 0, "{stats}");
+
+    for id in &old {
+        let (status, _) = app.get_json(&format!("/events/{id}")).await;
+        assert_eq!(status, 404, "event {id} outlived the retention");
+    }
+    assert_eq!(
+        app.wait_for_state(held, &["pending"]).await["state"],
+        "pending"
+    );
+    assert_eq!(
+        app.wait_for_state(recent, &["processed"]).await["state"],
+        "processed"
+    );
+    assert_eq!(app.attempts(recent).await.len(), 1);
+    // Their attempts and rule executions went with them.
+    let in_list = old
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(
+        sql.number(&format!(
+            "SELECT count(*) FROM event_attempts WHERE event_id IN ({in_list})"
+        ))
+        .await,
+        0
+    );
+    assert_eq!(
+        sql.number(&format!(
+            "SELECT count(*) FROM rule_executions WHERE event_id IN ({in_list})"
+        ))
+        .await,
+        0
+    );
+    let (status, listed) = app.get_json("/events?state=failed").await;
+    assert_eq!((status, listed["count"].clone()), (200, json!(0)));
+
+    // Past the retention an id is new again.
+    let (status, again) = app
+        .post(
+            "/events",
+            &json!({"id": "ok-0", "type": "t.ok", "data": {"i": 0}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["duplicate"], false);
+    assert!(!old.contains(&again["id"].as_i64().unwrap()));
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let deleted: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_retention_deleted_total "))
+        .expect("the retention metric is exported")
+        .parse()
+        .unwrap();
+    assert!(deleted >= 21.0, "{deleted}");
+    let overview = app.get("/console").await.text().await.unwrap();
+    assert!(
+        overview.contains("deleted 1 h after their last change"),
+        "the console does not show the retention"
+    );
+    app.stop().await;
+}

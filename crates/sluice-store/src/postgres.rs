@@ -45,7 +45,11 @@ pub struct PostgresStore {
 impl PostgresStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Config(format!("invalid DATABASE_URL: {e}")))?;
+            .map_err(|e| StoreError::Config(format!("invalid DATABASE_URL: {e}")))?
+            // Every statement here is short; a plan whose cost estimate crosses the JIT
+            // threshold (a big table the planner has no statistics for) would spend 100 ms
+            // compiling a query that runs in one.
+            .options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(5))
@@ -137,6 +141,11 @@ async fn upsert_round(
 impl Dialect for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const PAYLOAD_BYTES: &'static str = "octet_length(payload::text)::bigint";
+    // OFFSET 0 keeps the subquery from being flattened into a join the planner could turn
+    // around (walking every event by date, probing the queue for each).
+    const QUEUED_EVENTS: &'static str = "event_queue q CROSS JOIN LATERAL (\
+        SELECT id, type, state, external_id, created_at FROM events \
+        WHERE events.id = q.event_id OFFSET 0) e";
 
     fn push_timestamp(query: &mut QueryBuilder<'_, Self>, at: Timestamp) {
         query.push_bind(at);

@@ -152,6 +152,8 @@ impl Dialect for Sqlite {
     // One writer at a time: a transaction's reads cannot be overtaken by another's writes.
     const FOR_UPDATE: &'static str = "";
     const PAYLOAD_BYTES: &'static str = "length(CAST(payload AS BLOB))";
+    // CROSS JOIN fixes SQLite's join order: left to right.
+    const QUEUED_EVENTS: &'static str = "event_queue q CROSS JOIN events e";
 
     fn push_timestamp(query: &mut QueryBuilder<'_, Self>, at: Timestamp) {
         query.push_bind(to_micros(at));

@@ -38,6 +38,10 @@ pub(crate) trait Dialect:
     /// The size in bytes of the `payload` column as JSON text, computed by the database (so
     /// a listing can be cut to a byte budget before any payload is fetched).
     const PAYLOAD_BYTES: &'static str;
+    /// A `FROM` clause of the queue (`q`) and its events (`e`: id, type, state, external_id,
+    /// created_at) that the planner must read queue first — a listing of pending events then
+    /// costs the queue, never a walk through the settled history in date order.
+    const QUEUED_EVENTS: &'static str;
 
     /// Binds a timestamp in the form the database stores it.
     fn push_timestamp(query: &mut QueryBuilder<'_, Self>, at: Timestamp);

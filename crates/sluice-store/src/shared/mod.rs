@@ -1070,11 +1070,10 @@ fn push_listing<D: Dialect>(query: &mut QueryBuilder<'_, D>, filter: &EventFilte
             true
         }
         (Some(EventState::Pending | EventState::Processing), None) => {
-            // CROSS JOIN keeps SQLite's join order: the queue first, then each event by id.
-            query.push(
-                " FROM events WHERE id IN (SELECT e.id FROM event_queue q CROSS JOIN events e \
-                 WHERE e.id = q.event_id",
-            );
+            query.push(format_args!(
+                " FROM events WHERE id IN (SELECT e.id FROM {} WHERE e.id = q.event_id",
+                D::QUEUED_EVENTS
+            ));
             push_event_filter_on(query, filter, "e.", "e.id");
             query.push(" ORDER BY e.created_at DESC, e.id DESC");
             true

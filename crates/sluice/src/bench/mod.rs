@@ -4,6 +4,7 @@
 //! event is terminal, and reports ingest rate, drain rate, ingest-to-processed latency
 //! percentiles, errors by kind and — for a spawned server — its peak memory.
 
+mod history;
 pub mod report;
 mod sink;
 
@@ -80,6 +81,15 @@ pub struct BenchArgs {
     /// check.
     #[arg(long)]
     pub schema: bool,
+    /// Instead of the load run: build a history of this many settled events (comma-separated
+    /// sizes, e.g. 100000,1000000, each built on the one before) and time the operator's
+    /// reads and a fresh drain at each size.
+    #[arg(long, value_delimiter = ',')]
+    pub history: Vec<u64>,
+    /// With --history: then produce at --rate (default 500/s) until the server's RETENTION
+    /// has deleted the history, and compare the producer's latency before and during.
+    #[arg(long, requires = "history")]
+    pub retention_check: bool,
 }
 
 /// A server this bench started; killed when dropped.
@@ -242,6 +252,28 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
         }
     };
     let json = args.json;
+    if !args.history.is_empty() {
+        return match runtime.block_on(history::bench_history(args)) {
+            Ok(report) if json => match serde_json::to_string_pretty(&report) {
+                Ok(text) => {
+                    println!("{text}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("sluice bench: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            },
+            Ok(report) => {
+                print!("{}", report.text());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sluice bench: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(bench(args)) {
         Ok(report) => {
             if json {
@@ -339,6 +371,21 @@ fn bench_key(database_url: &str) -> anyhow::Result<String> {
         .context("`sluice keys create --json` printed no key")
 }
 
+/// An HTTP client that sends `api_key` (if any) with every request.
+fn client(api_key: Option<&str>, connections: usize) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = api_key {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .context("the API key is not valid in a header")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .default_headers(headers)
+        .build()?)
+}
+
 /// Runs a benchmark and returns its figures.
 pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
     if args.events == 0 || args.concurrency == 0 {
@@ -362,17 +409,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
         (None, Some(url)) => url.trim_end_matches('/').to_owned(),
         (None, None) => bail!("give --url of a running sluice, or --spawn"),
     };
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(key) = &api_key {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .context("the API key is not valid in a header")?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .default_headers(headers)
-        .build()?;
+    let client = client(api_key.as_deref(), args.concurrency)?;
     wait_ready(&client, &url).await?;
 
     let sink = sink::Sink::start().await?;
@@ -617,15 +654,15 @@ async fn collect_latencies(
     let mut millis = Vec::new();
     let mut first_created: Option<chrono::DateTime<chrono::Utc>> = None;
     let mut last_done: Option<chrono::DateTime<chrono::Utc>> = None;
-    let mut offset = 0usize;
+    let mut cursor: Option<String> = None;
     loop {
+        let mut query = vec![("type", event_type), ("limit", "500")];
+        if let Some(cursor) = &cursor {
+            query.push(("cursor", cursor));
+        }
         let page: Value = client
             .get(format!("{url}/events"))
-            .query(&[
-                ("type", event_type),
-                ("limit", "500"),
-                ("offset", &offset.to_string()),
-            ])
+            .query(&query)
             .send()
             .await?
             .json()
@@ -640,10 +677,10 @@ async fn collect_latencies(
                 last_done = Some(last_done.map_or(done, |l| l.max(done)));
             }
         }
-        if data.len() < 500 {
-            break;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
         }
-        offset += data.len();
     }
     millis.sort_by(f64::total_cmp);
     let span_seconds = match (first_created, last_done) {

@@ -31,6 +31,7 @@ const FILTER_FIELDS: &[&str] = &[
     "start_date",
     "end_date",
     "offset",
+    "cursor",
 ];
 
 /// The list's filters, as the form sends them and the links carry them.
@@ -48,6 +49,13 @@ pub struct EventsParams {
     pub end_date: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub offset: String,
+    /// Where the page starts: the `next_cursor` of the page before (older pages are walked by
+    /// cursor, at the same cost however deep).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cursor: String,
+    /// How many events the pages before this one showed (for "Showing 51–100" only).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub shown: String,
 }
 
 impl EventsParams {
@@ -59,11 +67,22 @@ impl EventsParams {
             start_date: self.start_date.trim().to_owned(),
             end_date: self.end_date.trim().to_owned(),
             offset: self.offset.trim().to_owned(),
+            cursor: self.cursor.trim().to_owned(),
+            shown: self.shown.trim().to_owned(),
         }
     }
 
     fn offset(&self) -> i64 {
         self.offset.parse().unwrap_or(0).max(0)
+    }
+
+    /// How many events come before this page in the list.
+    fn position(&self) -> i64 {
+        if self.cursor.is_empty() {
+            self.offset()
+        } else {
+            self.shown.parse().unwrap_or(0).max(0)
+        }
     }
 
     fn is_filtered(&self) -> bool {
@@ -82,6 +101,19 @@ impl EventsParams {
             } else {
                 String::new()
             },
+            cursor: String::new(),
+            shown: String::new(),
+            ..self.clone()
+        };
+        format!("/console/events{}", query_string(&params))
+    }
+
+    /// The list's URL with these filters, continuing after `cursor`.
+    fn link_after(&self, cursor: String, shown: i64) -> String {
+        let params = EventsParams {
+            offset: String::new(),
+            cursor,
+            shown: shown.to_string(),
             ..self.clone()
         };
         format!("/console/events{}", query_string(&params))
@@ -152,6 +184,8 @@ pub async fn list(
         }
     };
     let offset = params.offset();
+    let position = params.position();
+    let by_cursor = !params.cursor.is_empty();
     let api_query = EventsQuery {
         state: Some(params.state.clone()),
         event_type: Some(params.event_type.clone()),
@@ -159,8 +193,8 @@ pub async fn list(
         start_date: Some(params.start_date.clone()),
         end_date: Some(params.end_date.clone()),
         limit: Some(PAGE_SIZE.to_string()),
-        offset: Some(offset.to_string()),
-        cursor: None,
+        offset: (!by_cursor).then(|| offset.to_string()),
+        cursor: by_cursor.then(|| params.cursor.clone()),
     };
     let mut events = Vec::new();
     let mut has_older = false;
@@ -184,16 +218,28 @@ pub async fn list(
     let rows: Vec<EventRow> = events.iter().map(|e| EventRow::new(e, now)).collect();
     let range = match rows.len() {
         0 => String::new(),
-        n => format!("{}–{}", offset + 1, offset + n as i64),
+        n => format!("{}–{}", position + 1, position + n as i64),
+    };
+    let older = match events.last() {
+        Some(last) if has_older => Some(params.link_after(
+            event_ops::encode_cursor(last.created_at, last.id),
+            position + rows.len() as i64,
+        )),
+        _ => None,
     };
     let page = EventsPage {
         layout: Layout::new("Events", Section::Events, &viewer),
         states: EventState::ALL,
         known_types: known_types(&state).await?,
-        first_page: offset == 0,
+        first_page: position == 0,
         filtered: params.is_filtered(),
-        newer: (offset > 0).then(|| params.link((offset - PAGE_SIZE).max(0))),
-        older: has_older.then(|| params.link(offset + PAGE_SIZE)),
+        // Cursors walk one way: from a cursor page, "newer" goes back to the newest.
+        newer: if by_cursor {
+            Some(params.link(0))
+        } else {
+            (offset > 0).then(|| params.link((offset - PAGE_SIZE).max(0)))
+        },
+        older,
         range,
         rows,
         errors,

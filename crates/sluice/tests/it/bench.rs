@@ -31,6 +31,8 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         ordering_keys: Some(20),
         // Every posted event must match the typical schema (no errors below).
         schema: true,
+        history: Vec::new(),
+        retention_check: false,
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);
@@ -80,4 +82,41 @@ fn bench_spawns_its_own_server_with_a_key_and_prints_json() {
     assert_eq!(report["processed"], 500);
     assert!(report["server_peak_rss_mb"].as_f64().unwrap() > 1.0);
     assert!(report["ingest_rate"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_builds_a_history_and_times_reads_at_each_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "bench",
+            "--spawn",
+            "--history",
+            "400,200",
+            "--json",
+            "--auth",
+        ])
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("history.db").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let sizes = report["sizes"].as_array().unwrap();
+    let events: Vec<u64> = sizes
+        .iter()
+        .map(|s| s["events"].as_u64().unwrap())
+        .collect();
+    assert_eq!(events, [200, 400], "sizes are built smallest first");
+    for size in sizes {
+        assert_eq!(size["reads"].as_array().unwrap().len(), 9, "{size}");
+        assert!(size["fresh_drain_rate"].as_f64().unwrap() > 0.0);
+    }
 }

@@ -1041,8 +1041,11 @@ fn push_event_filter_on<D: Dialect>(
     }
     if let Some((created_at, id)) = filter.before {
         // Spelled out rather than as a row comparison, which not every planner matches to
-        // the (created_at, id) order.
+        // the (created_at, id) order; the plain `<=` is what lets an index start at the
+        // cursor instead of walking every newer row (the `OR` alone is no index bound).
         query
+            .push(format_args!(" AND {prefix}created_at <= "))
+            .push_timestamp(created_at)
             .push(format_args!(" AND ({prefix}created_at < "))
             .push_timestamp(created_at)
             .push(format_args!(" OR ({prefix}created_at = "))
@@ -1416,7 +1419,7 @@ mod tests {
             query.sql(),
             "SELECT id FROM events WHERE TRUE AND state = $1 AND type = $2 \
              AND external_id = $3 AND created_at >= $4 AND created_at <= $5 \
-             AND (created_at < $6 OR (created_at = $7 AND id < $8))"
+             AND created_at <= $6 AND (created_at < $7 OR (created_at = $8 AND id < $9))"
         );
 
         let mut query = QueryBuilder::<Sqlite>::new("SELECT id FROM events WHERE TRUE");

@@ -271,8 +271,32 @@ async fn time_reads(
     let some_event = newest["data"][0]["id"]
         .as_i64()
         .context("the history has no failed event")?;
+    // The deepest page: a cursor at the first event of the history.
+    let first: Value = client
+        .get(format!("{url}/events"))
+        .query(&[("external_id", format!("history-{}-0", types[0]))])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let oldest = &first["data"][0];
+    let deepest = match (
+        oldest["created_at"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()),
+        oldest["id"].as_i64(),
+    ) {
+        (Some(at), Some(id)) => {
+            crate::operations::events::encode_cursor(at.with_timezone(&chrono::Utc), id + 1)
+        }
+        _ => bail!("the history's first event is missing: {first}"),
+    };
     let reads = [
         ("GET /events/stats".to_owned(), "/events/stats".to_owned()),
+        (
+            "GET /events?cursor=(the oldest page)".to_owned(),
+            format!("/events?cursor={deepest}"),
+        ),
         (
             "GET /events/stats?type=…".to_owned(),
             format!("/events/stats?type={some_type}"),

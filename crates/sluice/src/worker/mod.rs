@@ -163,6 +163,7 @@ async fn run(
         store.clone(),
         bus.clone(),
         config.clone(),
+        in_flight.clone(),
         background.clone(),
     ));
 
@@ -522,15 +523,31 @@ async fn renew_leases(
 /// How often a worker compacts the queue (see `Store::compact_queue`).
 const COMPACT_QUEUE_EVERY: Duration = Duration::from_secs(30);
 
-async fn reap(store: Arc<dyn Store>, bus: Bus, config: WorkerConfig, stop: CancellationToken) {
+async fn reap(
+    store: Arc<dyn Store>,
+    bus: Bus,
+    config: WorkerConfig,
+    in_flight: Arc<Mutex<HashMap<i64, i64>>>,
+    stop: CancellationToken,
+) {
     let mut compacted = tokio::time::Instant::now();
+    let mut busy_since_compacted = false;
     loop {
         tokio::select! {
             () = tokio::time::sleep(config.reap_interval) => {},
             () = stop.cancelled() => return,
         }
-        if compacted.elapsed() >= COMPACT_QUEUE_EVERY {
+        let idle = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        busy_since_compacted |= !idle;
+        // Also as soon as a burst is over: the queue is then at its smallest, and a VACUUM
+        // of an idle table can give its empty pages back, so the next reads of the queue
+        // cost what is in it rather than what passed through it.
+        if compacted.elapsed() >= COMPACT_QUEUE_EVERY || (idle && busy_since_compacted) {
             compacted = tokio::time::Instant::now();
+            busy_since_compacted = false;
             if let Err(error) = store.compact_queue().await {
                 tracing::warn!(error = %error, "cannot compact the queue");
             }

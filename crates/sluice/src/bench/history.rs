@@ -21,6 +21,8 @@ const BATCH: u64 = 1_000;
 const BATCHES_IN_FLIGHT: usize = 4;
 /// Fresh events drained on top of each history.
 const FRESH: u64 = 5_000;
+/// Pause between the history settling and the reads.
+const SETTLE: Duration = Duration::from_secs(3);
 /// Times each read is repeated; the median is reported.
 const REPEATS: usize = 5;
 
@@ -106,6 +108,9 @@ pub async fn bench_history(args: BenchArgs) -> anyhow::Result<HistoryReport> {
         wait_settled(&client, &url, None, size, args.timeout_secs).await?;
         let build_seconds = started.elapsed().as_secs_f64();
         built = size;
+        // Reads of a settled history, not of one still being cleaned up: workers compact the
+        // queue within a second or two of running dry.
+        tokio::time::sleep(SETTLE).await;
         let reads = time_reads(&client, &url, &types).await?;
         let fresh_type = format!("hist.{run_id}.fresh{size}");
         let rule = json!({"name": format!("history {fresh_type}"), "event_type": fresh_type,

@@ -94,7 +94,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ExecutionCondition>, StoreError>;
 
     /// Attempts of one event, newest first, each with its rule executions.
-    async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError>;
+    /// An event's attempts, newest first; with `before_attempt_no`, only older ones (a cursor).
+    async fn list_attempts(
+        &self,
+        event_id: i64,
+        before_attempt_no: Option<i64>,
+        page: Page,
+    ) -> Result<Vec<Attempt>, StoreError>;
 
     // ---- rules ----
 

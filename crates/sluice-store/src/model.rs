@@ -119,6 +119,16 @@ pub struct Page {
     pub offset: i64,
 }
 
+impl Page {
+    /// The same page with one row more: fetched to learn whether another page follows.
+    pub fn plus_one(self) -> Page {
+        Page {
+            limit: self.limit + 1,
+            ..self
+        }
+    }
+}
+
 /// Counts of `GET /events/stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventStats {
@@ -237,6 +247,8 @@ pub struct RuleChanges {
 pub struct RuleFilter {
     pub active: Option<bool>,
     pub event_type: Option<String>,
+    /// Only rules with a lower id (listing order is newest first): a cursor.
+    pub before_id: Option<i64>,
 }
 
 /// A rule version together with what the worker needs to know about its rule.

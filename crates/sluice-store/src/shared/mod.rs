@@ -215,7 +215,12 @@ impl<E: Engine> Store for E {
         Engine::delete_settled(self, before, limit).await
     }
 
-    async fn list_attempts(&self, event_id: i64, page: Page) -> Result<Vec<Attempt>, StoreError> {
+    async fn list_attempts(
+        &self,
+        event_id: i64,
+        before_attempt_no: Option<i64>,
+        page: Page,
+    ) -> Result<Vec<Attempt>, StoreError> {
         // A claimed event's running attempt has no row yet (it is written when it ends): it
         // is read from the lease instead.
         let mut query = QueryBuilder::<E::Dialect>::new(format!(
@@ -234,9 +239,13 @@ impl<E: Engine> Store for E {
             .push(
                 " AND state = 'processing' AND current_attempt_id IS NOT NULL \
                  AND NOT EXISTS (SELECT 1 FROM event_attempts r \
-                    WHERE r.id = events.current_attempt_id)) attempts \
-                 ORDER BY attempt_no DESC LIMIT ",
-            )
+                    WHERE r.id = events.current_attempt_id)) attempts WHERE TRUE",
+            );
+        if let Some(before) = before_attempt_no {
+            query.push(" AND attempt_no < ").push_value(before);
+        }
+        query
+            .push(" ORDER BY attempt_no DESC LIMIT ")
             .push_value(page.limit)
             .push(" OFFSET ")
             .push_value(page.offset);
@@ -335,6 +344,9 @@ impl<E: Engine> Store for E {
             query
                 .push(" AND r.event_type = ")
                 .push_value(event_type.clone());
+        }
+        if let Some(before) = filter.before_id {
+            query.push(" AND r.id < ").push_value(before);
         }
         query
             .push(" ORDER BY r.id DESC LIMIT ")

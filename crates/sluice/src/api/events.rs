@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{ExecutionPath, IdPath, JsonBody};
-use super::query::{parse_page, PageQuery, QueryErrors};
+use super::query::{parse_key_cursor, parse_page, PageQuery, QueryErrors};
 use super::schema::{BatchIn, NewEventIn};
 use crate::app::AppState;
 use crate::operations::events::{
@@ -181,6 +181,7 @@ pub async fn list_attempts(
     let query = query_or_400(query)?;
     let mut errors = QueryErrors::default();
     let page = parse_page(query.limit.as_deref(), query.offset.as_deref(), &mut errors);
+    let before = parse_key_cursor(query.cursor.as_deref(), page, &mut errors);
     errors.into_result()?;
-    Ok(Json(events::list_attempts(&state, id, page).await?))
+    Ok(Json(events::list_attempts(&state, id, before, page).await?))
 }

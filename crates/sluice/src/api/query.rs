@@ -18,6 +18,27 @@ pub struct PageQuery {
     /// Default 0.
     #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
+    /// A page's `next_cursor`: continues that listing, at a cost that does not grow with depth.
+    pub cursor: Option<String>,
+}
+
+/// A listing's `cursor` where pages are ordered by one integer key, newest first: the key of
+/// the previous page's last row. Not combined with an offset (it would skip rows).
+pub fn parse_key_cursor(cursor: Option<&str>, page: Page, errors: &mut QueryErrors) -> Option<i64> {
+    let key = match cursor {
+        None | Some("") => return None,
+        Some(text) => match text.parse::<i64>() {
+            Ok(key) if key > 0 => key,
+            _ => {
+                errors.push("cursor", "is not a cursor this server gave out");
+                return None;
+            }
+        },
+    };
+    if page.offset > 0 {
+        errors.push("offset", "cannot be combined with cursor");
+    }
+    Some(key)
 }
 
 /// Collects every bad parameter, so one answer lists them all.

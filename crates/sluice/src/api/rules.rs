@@ -4,6 +4,7 @@
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::events::query_or_400;
 use super::extract::{IdPath, JsonBody};
+use super::query::parse_key_cursor;
 use super::query::{parse_page, text_param, QueryErrors};
 use super::schema::{NewRuleIn, RulePatchIn, RuleTestIn};
 use crate::app::AppState;
@@ -50,6 +51,8 @@ pub struct RulesQuery {
     /// Default 0.
     #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
+    /// A page's `next_cursor`: continues that listing.
+    pub cursor: Option<String>,
 }
 
 /// Rules, newest first.
@@ -72,9 +75,14 @@ pub async fn list_rules(
         }
     };
     let page = parse_page(query.limit.as_deref(), query.offset.as_deref(), &mut errors);
+    let before_id = parse_key_cursor(query.cursor.as_deref(), page, &mut errors);
     let event_type = text_param("event_type", query.event_type.as_deref(), &mut errors);
     errors.into_result()?;
-    let filter = RuleFilter { active, event_type };
+    let filter = RuleFilter {
+        active,
+        event_type,
+        before_id,
+    };
     Ok(Json(rules::list_rules(&state, &filter, page).await?))
 }
 

@@ -548,6 +548,7 @@ async fn event_page(
     let attempts = event_ops::list_attempts(
         state,
         id,
+        None,
         Page {
             limit: ATTEMPTS_SHOWN,
             offset: 0,

@@ -74,6 +74,7 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> ConsoleResul
         &RuleFilter {
             active: Some(true),
             event_type: None,
+            before_id: None,
         },
         Page {
             limit: 1000,

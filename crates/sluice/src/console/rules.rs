@@ -112,6 +112,7 @@ pub async fn list(
             }
             !t.is_empty() && !t.contains('\0')
         }),
+        before_id: None,
     };
     let mut rules = rule_ops::list_rules(
         &state,

@@ -752,19 +752,37 @@ pub struct AttemptList {
     pub count: usize,
     pub limit: i64,
     pub offset: i64,
+    /// Continues with `?cursor=` (`null` on the last page).
+    pub next_cursor: Option<String>,
 }
 
-/// An event's attempts, newest first, each with its rule executions; 404 if the event is
-/// unknown.
-pub async fn list_attempts(state: &AppState, id: i64, page: Page) -> ApiResult<AttemptList> {
+/// An event's attempts, newest first (those numbered below `before`, when a cursor says so),
+/// each with its rule executions; 404 if the event is unknown.
+pub async fn list_attempts(
+    state: &AppState,
+    id: i64,
+    before: Option<i64>,
+    page: Page,
+) -> ApiResult<AttemptList> {
     if state.store.get_event(id).await?.is_none() {
         return Err(event_not_found(id));
     }
-    let attempts = state.store.list_attempts(id, page).await?;
+    // One more than the page: whether another page follows.
+    let mut attempts = state
+        .store
+        .list_attempts(id, before, page.plus_one())
+        .await?;
+    let more = attempts.len() as i64 > page.limit;
+    attempts.truncate(page.limit as usize);
+    let next_cursor = attempts
+        .last()
+        .filter(|_| more)
+        .map(|a| a.attempt_no.to_string());
     Ok(AttemptList {
         count: attempts.len(),
         data: attempts.into_iter().map(AttemptOut::from).collect(),
         limit: page.limit,
         offset: page.offset,
+        next_cursor,
     })
 }

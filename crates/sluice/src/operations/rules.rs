@@ -100,6 +100,8 @@ pub struct RuleList {
     pub count: usize,
     pub limit: i64,
     pub offset: i64,
+    /// Continues with `?cursor=` (`null` on the last page).
+    pub next_cursor: Option<String>,
 }
 
 /// Every version of a rule, newest first.
@@ -145,12 +147,17 @@ pub async fn create_rule(state: &AppState, rule: NewRule, by: Option<&str>) -> A
 
 /// Rules matching the filter, newest first.
 pub async fn list_rules(state: &AppState, filter: &RuleFilter, page: Page) -> ApiResult<RuleList> {
-    let rules = state.store.list_rules(filter, page).await?;
+    // One more than the page: whether another page follows.
+    let mut rules = state.store.list_rules(filter, page.plus_one()).await?;
+    let more = rules.len() as i64 > page.limit;
+    rules.truncate(page.limit as usize);
+    let next_cursor = rules.last().filter(|_| more).map(|r| r.id.to_string());
     Ok(RuleList {
         count: rules.len(),
         data: rules.into_iter().map(RuleOut::from).collect(),
         limit: page.limit,
         offset: page.offset,
+        next_cursor,
     })
 }
 

@@ -298,3 +298,86 @@ async fn retention_deletes_settled_events_past_it_and_nothing_else(app: TestApp)
     );
     app.stop().await;
 }
+
+/// Every page of a listing, following `next_cursor` from `path` (which has a `?`).
+async fn walk(app: &TestApp, path: &str) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut next = path.to_owned();
+    loop {
+        let (status, page) = app.get_json(&next).await;
+        assert_eq!(status, 200, "{next}: {page}");
+        rows.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(cursor) => next = format!("{path}&cursor={cursor}"),
+            None => return rows,
+        }
+    }
+}
+
+story!(rules_and_attempts_continue_by_cursor);
+async fn rules_and_attempts_continue_by_cursor(app: TestApp) {
+    let mut rules = Vec::new();
+    for i in 0..5 {
+        rules.push(
+            create_rule(
+                &app,
+                &format!("r{i}"),
+                "t",
+                json!(true),
+                json!({"type": "noop"}),
+            )
+            .await,
+        );
+    }
+    rules.reverse();
+    let listed = walk(&app, "/rules?limit=2").await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        rules
+    );
+    let (_, last) = app.get_json("/rules?limit=5").await;
+    assert_eq!(last["next_cursor"], Value::Null, "a full last page says so");
+
+    let id = post_event(&app, "e", "t", json!({})).await;
+    app.wait_for_state(id, &["processed"]).await;
+    for replays in 1..=3 {
+        let (status, body) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while app.attempts(id).await.len() <= replays
+            || app.wait_for_state(id, &["processed"]).await["state"] != "processed"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replay {replays} never ran"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let attempts = walk(&app, &format!("/events/{id}/attempts?limit=1")).await;
+    let numbers: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["attempt_no"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [4, 3, 2, 1]);
+    assert!(attempts
+        .iter()
+        .all(|a| a["rule_executions"].as_array().unwrap().len() == 5));
+
+    for bad in [
+        "/rules?cursor=abc",
+        "/rules?cursor=0",
+        &format!("/events/{id}/attempts?cursor=x"),
+    ] {
+        let (status, body) = app.get_json(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["details"][0]["path"], "cursor", "{body}");
+    }
+    let (status, body) = app.get_json("/rules?cursor=3&offset=1").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["details"][0]["path"], "offset");
+    app.stop().await;
+}

@@ -68,6 +68,10 @@ BEGIN
                event_status(state, attempts), event_failed_hour(state, updated_at), count(*)
         FROM new_events GROUP BY 1, 2, 3, 4;
     ELSIF TG_OP = 'UPDATE' THEN
+        -- Every ingest statement fires this too (its ON CONFLICT may update), mostly empty.
+        IF NOT EXISTS (SELECT 1 FROM new_events) THEN
+            RETURN NULL;
+        END IF;
         INSERT INTO event_count_changes (type, bucket, status, failed_hour, n)
         SELECT type, date_bin('1 minute', created_at, TIMESTAMPTZ '1970-01-01 00:00:00+00'),
                status, failed_hour, sum(n)

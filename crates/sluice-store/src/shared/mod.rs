@@ -610,8 +610,12 @@ impl<E: Engine> Store for E {
             .iter()
             .map(|row| event_type_from_row(row).map(|t| (t.event_type.clone(), t)))
             .collect::<Result<_, _>>()?;
+        // From the kept counts: a sum over a few rows per type, not a count of the history.
         let mut counts = QueryBuilder::<E::Dialect>::new(
-            "SELECT type AS event_type, COUNT(*) AS n FROM events GROUP BY type \
+            "SELECT type AS event_type, CAST(SUM(n) AS BIGINT) AS n FROM (\
+                SELECT type, n FROM event_counts \
+                UNION ALL SELECT type, n FROM event_count_changes) counted \
+             GROUP BY type HAVING SUM(n) <> 0 \
              UNION ALL SELECT DISTINCT event_type, 0 AS n FROM rules",
         );
         for row in counts.fetch_all(&mut conn).await? {
@@ -1345,10 +1349,15 @@ async fn fetch_event_type<D: Dialect>(
         Some(record) => record,
         None => seen_event_type(event_type.to_owned()),
     };
-    let mut counts = QueryBuilder::<D>::new("SELECT (SELECT COUNT(*) FROM events WHERE type = ");
+    let mut counts = QueryBuilder::<D>::new(
+        "SELECT (SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM (\
+            SELECT n FROM event_counts WHERE type = ",
+    );
     counts
         .push_value(event_type.to_owned())
-        .push(") AS n, (SELECT COUNT(*) FROM rules WHERE event_type = ")
+        .push(" UNION ALL SELECT n FROM event_count_changes WHERE type = ")
+        .push_value(event_type.to_owned())
+        .push(") counted) AS n, (SELECT COUNT(*) FROM rules WHERE event_type = ")
         .push_value(event_type.to_owned())
         .push(") AS rules");
     let row = counts.fetch_one(&mut *conn).await?;

@@ -325,6 +325,10 @@ async fn time_reads(
         ),
         ("/console (overview)".to_owned(), "/console".to_owned()),
         (
+            "GET /event-types (with events_total)".to_owned(),
+            "/event-types".to_owned(),
+        ),
+        (
             "/console/events?state=failed".to_owned(),
             "/console/events?state=failed".to_owned(),
         ),

@@ -116,7 +116,7 @@ fn bench_builds_a_history_and_times_reads_at_each_size() {
         .collect();
     assert_eq!(events, [200, 400], "sizes are built smallest first");
     for size in sizes {
-        assert_eq!(size["reads"].as_array().unwrap().len(), 10, "{size}");
+        assert_eq!(size["reads"].as_array().unwrap().len(), 11, "{size}");
         assert!(size["fresh_drain_rate"].as_f64().unwrap() > 0.0);
     }
 }

@@ -4,7 +4,9 @@
 --
 -- `event_counts`: how many events arrived per type and minute (rolled up to the hour once
 -- older than two hours) are in each status — pending, retrying (pending after a failed
--- attempt), processing, processed, failed — and, for failures, in which hour they failed.
+-- attempt), processed, failed — and, for failures, in which hour they failed. A processing
+-- event is counted as pending: claims, the busiest statements, then change no count; readers
+-- take the processing ones (a worker's capacity at most) from the queue's leases.
 -- Stats and the overview's chart sum a few of these rows instead of counting the history.
 -- Many writers change the same counts at once, so on PostgreSQL the triggers append signed
 -- changes to `event_count_changes` (no row anyone else updates, so no waiting on locks) and
@@ -52,7 +54,9 @@ CREATE INDEX failed_events_failed_at_idx ON failed_events (failed_at);
 -- edges `event_stats` counts from `events` directly.
 CREATE FUNCTION event_status(state TEXT, attempts BIGINT) RETURNS TEXT
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN CASE WHEN state = 'pending' AND attempts > 0 THEN 'retrying' ELSE state END;
+    RETURN CASE WHEN state = 'pending' AND attempts > 0 THEN 'retrying'
+                WHEN state = 'processing' THEN 'pending'
+                ELSE state END;
 CREATE FUNCTION event_failed_hour(state TEXT, updated_at TIMESTAMPTZ) RETURNS TIMESTAMPTZ
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN state = 'failed'

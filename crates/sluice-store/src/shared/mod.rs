@@ -1133,7 +1133,8 @@ fn ceil_to(at: Timestamp, unit_us: i64) -> Timestamp {
     }
 }
 
-/// The status an event is counted under (as the counting triggers compute it).
+/// The status an event is reported under, counted one by one (the counting triggers count a
+/// processing event as pending, see `push_stats_query`).
 const STATUS_OF_EVENT: &str =
     "CASE WHEN state = 'pending' AND attempts > 0 THEN 'retrying' ELSE state END";
 
@@ -1141,7 +1142,8 @@ const STATUS_OF_EVENT: &str =
 /// of the whole hours inside the filter's dates, counts the events of the partial hours at its
 /// edges one by one (the `created_at` index bounds them to an hour each), and does the same for
 /// the 24 hours of "failed lately": whole hours from the counts, the partial one from
-/// `failed_events`. Rows: `status`, `n`, and `recent` (failures in the last 24 hours).
+/// `failed_events`; processing events (counted as pending) from the queue's leases. Rows:
+/// `status`, `n`, and `recent` (failures in the last 24 hours).
 fn push_stats_query<D: Dialect>(
     query: &mut QueryBuilder<'_, D>,
     filter: &EventFilter,
@@ -1190,6 +1192,20 @@ fn push_stats_query<D: Dialect>(
                 .push(format_args!(" THEN n ELSE 0 END FROM {table} WHERE TRUE"));
             push_type(query);
             push_inner(query, "bucket");
+        }
+        // The counts hold processing events as pending (claims change no count); the
+        // processing ones are the queue's leased rows, a worker's capacity at most.
+        for (status, n) in [("processing", 1), ("pending", -1)] {
+            query.push(format_args!(
+                " UNION ALL SELECT '{status}', {n}, 0 FROM {} \
+                 WHERE e.id = q.event_id AND q.lease_expires_at IS NOT NULL \
+                 AND e.state = 'processing'",
+                D::QUEUED_EVENTS
+            ));
+            if let Some(event_type) = &filter.event_type {
+                query.push(" AND e.type = ").push_value(event_type.clone());
+            }
+            push_inner(query, "e.created_at");
         }
         // Failures of the partial hour at the start of the last 24 hours.
         if lately_hours > lately {

@@ -381,3 +381,96 @@ async fn rules_and_attempts_continue_by_cursor(app: TestApp) {
     assert_eq!(body["details"][0]["path"], "offset");
     app.stop().await;
 }
+
+story!(
+    stats_count_unsettled_events_exactly,
+    "--exclude-event-types",
+    "held.*",
+    "--webhook-allow-private",
+    "true",
+    "--retry-backoff-ms",
+    "60000,60000",
+    "--max-attempts",
+    "3"
+);
+async fn stats_count_unsettled_events_exactly(app: TestApp) {
+    // Pending (never claimed here), processing (a receiver that answers after 30 s, past the
+    // test), retrying (a receiver that fails; the retry is a minute away) and processed.
+    let hanging = crate::receiver::Receiver::start(200, 30_000).await;
+    let failing = crate::receiver::Receiver::start(500, 0).await;
+    create_rule(
+        &app,
+        "hang",
+        "t.hang",
+        json!(true),
+        crate::processing::webhook(&hanging.url),
+    )
+    .await;
+    create_rule(
+        &app,
+        "fail",
+        "t.retry",
+        json!(true),
+        crate::processing::webhook(&failing.url),
+    )
+    .await;
+    create_rule(&app, "fine", "t.ok", json!(true), json!({"type": "noop"})).await;
+    for (prefix, event_type, count) in [
+        ("held", "held.x", 3),
+        ("hang", "t.hang", 2),
+        ("retry", "t.retry", 2),
+        ("ok", "t.ok", 4),
+    ] {
+        for i in 0..count {
+            post_event(
+                &app,
+                &format!("{prefix}-{i}"),
+                event_type,
+                json!({"amount": i}),
+            )
+            .await;
+        }
+    }
+    app.wait_for_stats(|s| s["processing"] == 2 && s["retrying"] == 2 && s["processed"] == 4)
+        .await;
+
+    let events = all_events(&app, "").await;
+    let now = Utc::now();
+    let an_hour_ago = now - Duration::minutes(61);
+    for (event_type, dates) in [
+        (None, String::new()),
+        (Some("t.hang"), String::new()),
+        (Some("t.retry"), String::new()),
+        (None, format!("&start_date={}", stamp(an_hour_ago))),
+        (
+            Some("t.hang"),
+            format!("&start_date={}", stamp(an_hour_ago)),
+        ),
+    ] {
+        let selected: Vec<&Value> = events
+            .iter()
+            .filter(|e| event_type.is_none_or(|t| e["type"] == t))
+            .collect();
+        let type_query = event_type.map(|t| format!("&type={t}")).unwrap_or_default();
+        let (status, stats) = app
+            .get_json(&format!("/events/stats?x=1{type_query}{dates}"))
+            .await;
+        assert_eq!(status, 200, "{stats}");
+        assert_eq!(
+            stats,
+            expected_stats(&selected, now),
+            "type {event_type:?}, dates {dates:?}"
+        );
+    }
+    let (_, stats) = app.get_json("/events/stats").await;
+    assert_eq!(
+        (
+            stats["pending"].as_i64(),
+            stats["processing"].as_i64(),
+            stats["total"].as_i64()
+        ),
+        (Some(5), Some(2), Some(11)),
+        "{stats}"
+    );
+    // Not stopped gracefully: that would wait for the hanging receiver.
+}

@@ -5,7 +5,7 @@
 //! `--server-args "--retention 2m"`), it then keeps a producer going at `--rate` until
 //! retention has deleted the history, and compares the producer's latency before and during.
 
-use super::{progress_bar, wait_ready, BenchArgs, Spawned};
+use super::{progress_bar, wait_ready, BenchArgs};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -59,22 +59,7 @@ pub async fn bench_history(args: BenchArgs) -> anyhow::Result<HistoryReport> {
     if sizes.first() == Some(&0) {
         bail!("--history sizes must be at least 1");
     }
-    let api_key = match (&args.api_key, args.auth) {
-        (Some(key), _) => Some(key.clone()),
-        (None, true) => Some(super::bench_key(&args.database_url)?),
-        (None, false) => None,
-    };
-    let spawned = if args.spawn {
-        Some(Spawned::start_role(&args, "serve")?)
-    } else {
-        None
-    };
-    let url = match (&spawned, &args.url) {
-        (Some(s), _) => s.url.clone(),
-        (None, Some(url)) => url.trim_end_matches('/').to_owned(),
-        (None, None) => bail!("give --url of a running sluice, or --spawn"),
-    };
-    let client = super::client(api_key.as_deref(), 32)?;
+    let (spawned, url, client) = super::connect(&args, "serve", 32)?;
     wait_ready(&client, &url).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let types: Vec<String> = (0..TYPES)

@@ -138,10 +138,6 @@ impl Drop for Spawned {
 }
 
 impl Spawned {
-    fn start(args: &BenchArgs) -> anyhow::Result<Spawned> {
-        Spawned::start_role(args, if args.phased { "api" } else { "serve" })
-    }
-
     /// Peak resident memory so far, from /proc (Linux).
     fn peak_rss_bytes(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
@@ -371,6 +367,31 @@ fn bench_key(database_url: &str) -> anyhow::Result<String> {
         .context("`sluice keys create --json` printed no key")
 }
 
+/// The sluice to drive — started as `role` with `--spawn` (with an admin key made for it under
+/// `--auth`), else the one at `--url` — and a client for it.
+fn connect(
+    args: &BenchArgs,
+    role: &str,
+    connections: usize,
+) -> anyhow::Result<(Option<Spawned>, String, reqwest::Client)> {
+    let api_key = match (&args.api_key, args.auth) {
+        (Some(key), _) => Some(key.clone()),
+        (None, true) => Some(bench_key(&args.database_url)?),
+        (None, false) => None,
+    };
+    let spawned = if args.spawn {
+        Some(Spawned::start_role(args, role)?)
+    } else {
+        None
+    };
+    let url = match (&spawned, &args.url) {
+        (Some(s), _) => s.url.clone(),
+        (None, Some(url)) => url.trim_end_matches('/').to_owned(),
+        (None, None) => bail!("give --url of a running sluice, or --spawn"),
+    };
+    Ok((spawned, url, client(api_key.as_deref(), connections)?))
+}
+
 /// An HTTP client that sends `api_key` (if any) with every request.
 fn client(api_key: Option<&str>, connections: usize) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -394,22 +415,8 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<Report> {
     if !(0.0..=0.9).contains(&args.duplicates) {
         bail!("--duplicates must be between 0.0 and 0.9");
     }
-    let api_key = match (&args.api_key, args.auth) {
-        (Some(key), _) => Some(key.clone()),
-        (None, true) => Some(bench_key(&args.database_url)?),
-        (None, false) => None,
-    };
-    let spawned = if args.spawn {
-        Some(Spawned::start(&args)?)
-    } else {
-        None
-    };
-    let url = match (&spawned, &args.url) {
-        (Some(s), _) => s.url.clone(),
-        (None, Some(url)) => url.trim_end_matches('/').to_owned(),
-        (None, None) => bail!("give --url of a running sluice, or --spawn"),
-    };
-    let client = client(api_key.as_deref(), args.concurrency)?;
+    let role = if args.phased { "api" } else { "serve" };
+    let (spawned, url, client) = connect(&args, role, args.concurrency)?;
     wait_ready(&client, &url).await?;
 
     let sink = sink::Sink::start().await?;

@@ -59,6 +59,26 @@ fn expected_stats(events: &[&Value], now: DateTime<Utc>) -> Value {
     })
 }
 
+/// `/events/stats` with a type (if any) and date parameters says what counting `selected` says.
+async fn assert_stats(
+    app: &TestApp,
+    selected: &[&Value],
+    event_type: Option<&str>,
+    dates: &str,
+    now: DateTime<Utc>,
+) {
+    let type_query = event_type.map(|t| format!("&type={t}")).unwrap_or_default();
+    let (status, stats) = app
+        .get_json(&format!("/events/stats?x=1{type_query}{dates}"))
+        .await;
+    assert_eq!(status, 200, "{stats}");
+    assert_eq!(
+        stats,
+        expected_stats(selected, now),
+        "stats for type {event_type:?}, dates {dates:?}"
+    );
+}
+
 story!(stats_from_kept_counts_agree_with_the_events_at_any_dates);
 async fn stats_from_kept_counts_agree_with_the_events_at_any_dates(app: TestApp) {
     create_rule(
@@ -153,16 +173,7 @@ async fn stats_from_kept_counts_agree_with_the_events_at_any_dates(app: TestApp)
                 .filter(|e| start.is_none_or(|s| at(e, "created_at") >= s))
                 .filter(|e| end.is_none_or(|s| at(e, "created_at") <= s))
                 .collect();
-            let type_query = event_type.map(|t| format!("&type={t}")).unwrap_or_default();
-            let (status, stats) = app
-                .get_json(&format!("/events/stats?x=1{type_query}{dates}"))
-                .await;
-            assert_eq!(status, 200, "{stats}");
-            assert_eq!(
-                stats,
-                expected_stats(&selected, now),
-                "stats for type {event_type:?}, dates {dates:?}"
-            );
+            assert_stats(&app, &selected, event_type, dates, now).await;
         }
     }
 
@@ -451,16 +462,7 @@ async fn stats_count_unsettled_events_exactly(app: TestApp) {
             .iter()
             .filter(|e| event_type.is_none_or(|t| e["type"] == t))
             .collect();
-        let type_query = event_type.map(|t| format!("&type={t}")).unwrap_or_default();
-        let (status, stats) = app
-            .get_json(&format!("/events/stats?x=1{type_query}{dates}"))
-            .await;
-        assert_eq!(status, 200, "{stats}");
-        assert_eq!(
-            stats,
-            expected_stats(&selected, now),
-            "type {event_type:?}, dates {dates:?}"
-        );
+        assert_stats(&app, &selected, event_type, &dates, now).await;
     }
     let (_, stats) = app.get_json("/events/stats").await;
     assert_eq!(

@@ -27,6 +27,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The advisory lock that makes retention one process at a time ("sluice.r" in ASCII).
 const RETENTION_LOCK: i64 = 0x736c_7569_6365_2e72;
+/// The advisory lock of count compaction ("sluice.c").
+const COUNTS_LOCK: i64 = 0x736c_7569_6365_2e63;
 
 const CLAIMED_COLUMNS: &str = "e.id, e.external_id, e.type, e.payload, e.state, e.received_count, \
      e.attempts, e.next_attempt_at, e.last_error, e.created_at, e.updated_at, e.processed_at, \
@@ -512,8 +514,17 @@ impl Engine for PostgresStore {
 
     async fn compact_counts(&self, minutes_until: Timestamp) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        // DELETE … RETURNING: two processes compacting at once each fold the rows they
-        // deleted, never the same row twice.
+        // Every process calls this each second; one at a time does the work (a second one
+        // would only wait on the first one's deleted rows), the others return at once.
+        let (ours,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(COUNTS_LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        if !ours {
+            return Ok(());
+        }
+        // DELETE … RETURNING: even without the lock, two processes compacting at once would
+        // each fold the rows they deleted, never the same row twice.
         sqlx::query(
             "WITH moved AS ( \
                 DELETE FROM event_count_changes RETURNING type, bucket, status, failed_hour, n \

@@ -582,12 +582,22 @@ impl<E: Engine> Store for E {
     ) -> Result<Vec<StateChange>, StoreError> {
         let mut query = QueryBuilder::<E::Dialect>::new("UPDATE events SET ");
         push_replay_set(&mut query, rules, requested_by);
-        query.push(" WHERE id IN (SELECT id FROM events WHERE state IN ('processed', 'failed')");
-        push_event_filter(&mut query, filter);
-        query
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_value(limit)
-            .push(") RETURNING id, external_id, type, state");
+        query.push(" WHERE id IN (SELECT id");
+        match filter.state {
+            // The same page a listing of that state would show (failures through their own
+            // table): a replay of the failed events of a type costs those events.
+            Some(EventState::Failed | EventState::Processed) => {
+                push_listing(&mut query, filter, Page { limit, offset: 0 });
+            }
+            _ => {
+                query.push(" FROM events WHERE state IN ('processed', 'failed')");
+                push_event_filter(&mut query, filter);
+                query
+                    .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+                    .push_value(limit);
+            }
+        }
+        query.push(") RETURNING id, external_id, type, state");
         let mut tx = self.writes().begin().await?;
         let rows = query.fetch_all(&mut tx).await?;
         let changes: Vec<StateChange> = rows

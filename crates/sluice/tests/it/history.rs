@@ -208,6 +208,16 @@ async fn stats_from_kept_counts_agree_with_the_events_at_any_dates(app: TestApp)
             .collect::<Vec<_>>(),
         ids(&recent)
     );
+
+    // A replay by filter takes the same page: the failures of that type, however old.
+    let (status, body) = app
+        .post(
+            "/events/replay-batch",
+            &json!({"filter": {"state": "failed", "type": "t.fail"}, "limit": 100}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["replayed"], 6, "{body}");
     app.stop().await;
 }
 

@@ -1,21 +1,22 @@
 //! Group commit for `POST /events`: concurrent submissions share one transaction and one
 //! multi-row upsert, and each request still gets its own answer — only after the commit.
 //!
-//! A few flusher tasks take turns at the queue. The one holding it collects submissions for
-//! at most `max_wait` (or until `max_batch`), then lets the next flusher collect while it
-//! writes. Under load batches form by themselves; an idle system pays at most `max_wait`.
+//! A few flusher tasks take turns at the queue. A free flusher takes what is queued (up to
+//! `max_batch`) and writes it at once; submissions arriving meanwhile queue up for the next
+//! free flusher. Under load batches form by themselves while the flushers write, so nothing
+//! waits on a timer: an idle system writes each event as it comes. (A 1 ms collection window,
+//! tried first, cost a quarter of the ingest rate: requests sat out the window while the
+//! database was idle.)
 
 use sluice_core::event::NewEvent;
 use sluice_store::{IngestOutcome, Store, StoreError};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngestConfig {
     pub max_batch: usize,
-    pub max_wait: Duration,
     pub flushers: usize,
     pub queue: usize,
 }
@@ -24,7 +25,6 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_batch: 500,
-            max_wait: Duration::from_millis(1),
             flushers: 4,
             queue: 10_000,
         }
@@ -90,7 +90,7 @@ async fn flush_loop(
             let Some(first) = queue.recv().await else {
                 return;
             };
-            collect_batch(&mut queue, first, &config).await
+            take_queued(&mut queue, first, config.max_batch)
         };
         let (events, replies): (Vec<NewEvent>, Vec<Reply>) =
             batch.into_iter().map(|s| (s.event, s.reply)).unzip();
@@ -115,23 +115,17 @@ async fn flush_loop(
     }
 }
 
-async fn collect_batch(
+/// The first submission and whatever else is queued right now, up to `max_batch`.
+fn take_queued(
     queue: &mut mpsc::Receiver<Submission>,
     first: Submission,
-    config: &IngestConfig,
+    max_batch: usize,
 ) -> Vec<Submission> {
     let mut batch = vec![first];
-    let deadline = Instant::now() + config.max_wait;
-    while batch.len() < config.max_batch {
+    while batch.len() < max_batch {
         match queue.try_recv() {
             Ok(submission) => batch.push(submission),
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                match tokio::time::timeout_at(deadline, queue.recv()).await {
-                    Ok(Some(submission)) => batch.push(submission),
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            Err(_) => break,
         }
     }
     batch

@@ -18,7 +18,7 @@ use sluice_core::event::AttemptStatus;
 use sluice_core::event::NewEvent;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -42,6 +42,10 @@ pub struct PostgresStore {
     /// pending — and any later durable commit (a `started` record, an outcome) flushes the WAL
     /// up to and including it, so no outcome is ever durable without its claim.
     lease_pool: PgPool,
+    /// For `NOTIFY` only, also `synchronous_commit=off`: a notification is a hint (workers
+    /// poll, the console reloads), so its transaction need not wait for a WAL flush of its
+    /// own — under load there are as many of them as ingest batches.
+    notify_pool: PgPool,
 }
 
 impl PostgresStore {
@@ -59,26 +63,27 @@ impl PostgresStore {
                 // statistics picks it. Nothing sluice runs needs one.
                 ("enable_bitmapscan", "off"),
             ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(5))
+        let pool = pool_options(max_connections.max(2))
             .connect_with(options.clone())
             .await?;
+        let notify_pool = pool_options(1)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
         // Lazy: API-only processes never claim, so they never open these connections.
-        let lease_pool = PgPoolOptions::new()
-            .max_connections(2)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_lazy_with(options.options([
-                ("synchronous_commit", "off"),
-                // A claim must walk the due index in order and stop at its limit, whatever
-                // the planner believes: a queue filled since the last ANALYZE looks nearly
-                // empty (so it would gather every due row and sort them), and a generic plan
-                // does not know the limit is small (so it would hash the whole queue). Only
-                // claims and lease renewals use these connections, all of them index lookups.
-                ("plan_cache_mode", "force_custom_plan"),
-                ("enable_seqscan", "off"),
-            ]));
-        Ok(Self { pool, lease_pool })
+        let lease_pool = pool_options(2).connect_lazy_with(options.options([
+            ("synchronous_commit", "off"),
+            // A claim must walk the due index in order and stop at its limit, whatever
+            // the planner believes: a queue filled since the last ANALYZE looks nearly
+            // empty (so it would gather every due row and sort them), and a generic plan
+            // does not know the limit is small (so it would hash the whole queue). Only
+            // claims and lease renewals use these connections, all of them index lookups.
+            ("plan_cache_mode", "force_custom_plan"),
+            ("enable_seqscan", "off"),
+        ]));
+        Ok(Self {
+            pool,
+            lease_pool,
+            notify_pool,
+        })
     }
 
     /// The connection pool, for `LISTEN` connections of the worker and the live feed.
@@ -86,6 +91,28 @@ impl PostgresStore {
         &self.pool
     }
 }
+
+/// Pool settings shared by every pool here. A connection that sat idle for a while is
+/// pinged before use (a restarted database closed it); one in steady use is not — the ping
+/// is a round trip, and sqlx's default pings on every acquire: one per ingest batch, claim
+/// and completion, each waking a backend for nothing.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_BEFORE_PING {
+                    connection.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+}
+
+/// How long a connection may sit idle before it is pinged on its next use.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 async fn existing_ids(
     conn: &mut sqlx::PgConnection,
@@ -605,7 +632,7 @@ impl Engine for PostgresStore {
         sqlx::query("SELECT pg_notify(c, p) FROM UNNEST($1::text[], $2::text[]) AS u(c, p)")
             .bind(&channels)
             .bind(&payloads)
-            .execute(&self.pool)
+            .execute(&self.notify_pool)
             .await?;
         Ok(())
     }

@@ -19,6 +19,10 @@ const WAKE_CHANNEL: &str = "sluice_wake";
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_NOTIFY_BYTES: usize = 7_000;
 /// Live messages a slow subscriber may fall behind by before it is dropped.
+/// At most one NOTIFY round trip per this interval. Every NOTIFY is a transaction that
+/// signals each listening connection; sent per ingest batch they outnumbered the ingest
+/// commits three to one. Processes wait at most this long for news from another process.
+const NOTIFY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
 const LIVE_BUFFER: usize = 4_096;
 
 /// A message of `GET /ws`.
@@ -161,8 +165,11 @@ impl Bus {
         });
 
         tokio::spawn(async move {
+            let mut next_send = tokio::time::Instant::now();
             while let Some(first) = outgoing.recv().await {
-                // Coalesce what queued up meanwhile: one NOTIFY round trip per burst.
+                // Coalesce what queues up until the interval has passed since the last one:
+                // one NOTIFY round trip per burst. A lone message goes out at once.
+                tokio::time::sleep_until(next_send).await;
                 let mut messages = Vec::new();
                 let mut wake = false;
                 let mut take = |item: Outgoing| match item {
@@ -181,6 +188,7 @@ impl Bus {
                 if wake {
                     notifications.push((WAKE_CHANNEL, origin.clone()));
                 }
+                next_send = tokio::time::Instant::now() + NOTIFY_INTERVAL;
                 if let Err(error) = store.notify(&notifications).await {
                     tracing::warn!(error = %error, "cannot send notifications to other processes");
                 }

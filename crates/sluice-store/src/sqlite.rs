@@ -21,11 +21,12 @@ use serde_json::Value;
 use sluice_core::event::AttemptStatus;
 use sluice_core::event::NewEvent;
 use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -64,8 +65,11 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // No ping before each use (sqlx's default): a SQLite connection does not go away,
+        // and the ping is a round trip to the connection's thread.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
@@ -75,6 +79,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options.read_only(true))
                 .await?
@@ -236,97 +241,10 @@ impl Engine for SqliteStore {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let now = to_micros(Utc::now());
-        let mut tx = self.writer.begin().await?;
-        let mut select = QueryBuilder::new(
-            "SELECT event_id FROM event_queue q \
-             WHERE lease_expires_at IS NULL AND next_attempt_at <= ",
-        );
-        select.push_bind(now);
-        push_globs(&mut select, " AND (", &types.include);
-        push_globs(&mut select, " AND NOT (", &types.exclude);
-        // One event per ordering key at a time: the lowest unsettled (queued) one.
-        select.push(
-            " AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM event_queue o \
-             WHERE o.ordering_key = q.ordering_key AND o.event_id < q.event_id))",
-        );
-        select
-            .push(" ORDER BY next_attempt_at, event_id LIMIT ")
-            .push_bind(limit);
-        let due: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut lease = QueryBuilder::new("UPDATE event_queue SET lease_expires_at = ");
-        lease
-            .push_bind(now + lease_ms * 1000)
-            .push(" WHERE event_id IN ");
-        push_in_list(&mut lease, due.iter().copied());
-        lease.build().execute(&mut *tx).await?;
-        let mut insert = QueryBuilder::new(
-            "INSERT INTO event_attempts \
-             (event_id, attempt_no, trigger, status, worker, started_at, requested_by) \
-             SELECT id, attempts + 1, next_trigger, 'running', ",
-        );
-        insert.push_bind(worker).push(", ").push_bind(now);
-        insert.push(", CASE WHEN next_trigger = 'replay' THEN replay_requested_by END");
-        insert.push(" FROM events WHERE id IN ");
-        push_in_list(&mut insert, due.iter().copied());
-        insert.push(" RETURNING id, event_id, attempt_no, trigger");
-        let attempts = insert.build().fetch_all(&mut *tx).await?;
-        let mut by_event: HashMap<i64, (i64, i64, String)> = HashMap::new();
-        for row in &attempts {
-            by_event.insert(
-                row.try_get("event_id")?,
-                (
-                    row.try_get("id")?,
-                    row.try_get("attempt_no")?,
-                    row.try_get("trigger")?,
-                ),
-            );
-        }
-        let mut update = QueryBuilder::new(
-            "UPDATE events SET state = 'processing', attempts = attempts + 1, \
-             run_attempts = run_attempts + 1, \
-             current_attempt_id = (SELECT a.id FROM event_attempts a \
-                WHERE a.event_id = events.id AND a.attempt_no = events.attempts + 1), leased_by = ",
-        );
-        update
-            .push_bind(worker)
-            .push(", lease_expires_at = ")
-            .push_bind(now + lease_ms * 1000)
-            .push(", updated_at = ")
-            .push_bind(now)
-            .push(", claimed_at = ")
-            .push_bind(now)
-            .push(" WHERE id IN ");
-        push_in_list(&mut update, due.iter().copied());
-        update.push(format!(
-            " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules"
-        ));
-        let rows = update.build().fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let event = event_from_row(row)?;
-            let Some((attempt_id, attempt_no, trigger)) = by_event.remove(&event.id) else {
-                return Err(StoreError::Corrupt(format!(
-                    "claimed event {} has no attempt",
-                    event.id
-                )));
-            };
-            claimed.push(ClaimedEvent {
-                attempt_id,
-                attempt_no,
-                trigger: parse_text(trigger)?,
-                replay_rules: row.text_enum("replay_rules")?,
-                run_attempts: row.value("run_attempts")?,
-                event,
-            });
-        }
-        let order: HashMap<i64, usize> = due.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        claimed.sort_by_key(|c| order.get(&c.event.id).copied().unwrap_or(usize::MAX));
-        Ok(claimed)
+        let mut writer = UnsyncedWriter::acquire(&self.writer).await?;
+        let claimed = claim_on(&mut writer, worker, types, limit, lease_ms).await;
+        writer.restore().await?;
+        claimed
     }
 
     async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError> {
@@ -642,4 +560,195 @@ fn push_globs(query: &mut QueryBuilder<'_, Sqlite>, open: &str, globs: &[String]
             .push_bind(TypeSelector::glob_pattern(glob));
     }
     query.push(")");
+}
+
+/// A claim: leases the due events and opens their attempts, in one transaction on `conn`.
+async fn claim_on(
+    writer: &mut UnsyncedWriter,
+    worker: &str,
+    types: &TypeSelector,
+    limit: i64,
+    lease_ms: i64,
+) -> Result<Vec<ClaimedEvent>, StoreError> {
+    let now = to_micros(Utc::now());
+    let mut tx = writer.begin().await?;
+    let mut select = QueryBuilder::new(
+        "SELECT event_id FROM event_queue q \
+         WHERE lease_expires_at IS NULL AND next_attempt_at <= ",
+    );
+    select.push_bind(now);
+    push_globs(&mut select, " AND (", &types.include);
+    push_globs(&mut select, " AND NOT (", &types.exclude);
+    // One event per ordering key at a time: the lowest unsettled (queued) one.
+    select.push(
+        " AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM event_queue o \
+         WHERE o.ordering_key = q.ordering_key AND o.event_id < q.event_id))",
+    );
+    select
+        .push(" ORDER BY next_attempt_at, event_id LIMIT ")
+        .push_bind(limit);
+    let due: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
+    if due.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut lease = QueryBuilder::new("UPDATE event_queue SET lease_expires_at = ");
+    lease
+        .push_bind(now + lease_ms * 1000)
+        .push(" WHERE event_id IN ");
+    push_in_list(&mut lease, due.iter().copied());
+    lease.build().execute(&mut *tx).await?;
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO event_attempts \
+         (event_id, attempt_no, trigger, status, worker, started_at, requested_by) \
+         SELECT id, attempts + 1, next_trigger, 'running', ",
+    );
+    insert.push_bind(worker).push(", ").push_bind(now);
+    insert.push(", CASE WHEN next_trigger = 'replay' THEN replay_requested_by END");
+    insert.push(" FROM events WHERE id IN ");
+    push_in_list(&mut insert, due.iter().copied());
+    insert.push(" RETURNING id, event_id, attempt_no, trigger");
+    let attempts = insert.build().fetch_all(&mut *tx).await?;
+    let mut by_event: HashMap<i64, (i64, i64, String)> = HashMap::new();
+    for row in &attempts {
+        by_event.insert(
+            row.try_get("event_id")?,
+            (
+                row.try_get("id")?,
+                row.try_get("attempt_no")?,
+                row.try_get("trigger")?,
+            ),
+        );
+    }
+    let mut update = QueryBuilder::new(
+        "UPDATE events SET state = 'processing', attempts = attempts + 1, \
+         run_attempts = run_attempts + 1, \
+         current_attempt_id = (SELECT a.id FROM event_attempts a \
+            WHERE a.event_id = events.id AND a.attempt_no = events.attempts + 1), leased_by = ",
+    );
+    update
+        .push_bind(worker)
+        .push(", lease_expires_at = ")
+        .push_bind(now + lease_ms * 1000)
+        .push(", updated_at = ")
+        .push_bind(now)
+        .push(", claimed_at = ")
+        .push_bind(now)
+        .push(" WHERE id IN ");
+    push_in_list(&mut update, due.iter().copied());
+    update.push(format!(
+        " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules"
+    ));
+    let rows = update.build().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let event = event_from_row(row)?;
+        let Some((attempt_id, attempt_no, trigger)) = by_event.remove(&event.id) else {
+            return Err(StoreError::Corrupt(format!(
+                "claimed event {} has no attempt",
+                event.id
+            )));
+        };
+        claimed.push(ClaimedEvent {
+            attempt_id,
+            attempt_no,
+            trigger: parse_text(trigger)?,
+            replay_rules: row.text_enum("replay_rules")?,
+            run_attempts: row.value("run_attempts")?,
+            event,
+        });
+    }
+    let order: HashMap<i64, usize> = due.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    claimed.sort_by_key(|c| order.get(&c.event.id).copied().unwrap_or(usize::MAX));
+    Ok(claimed)
+}
+
+/// The writer connection with `synchronous=NORMAL` for a transaction whose loss in a power
+/// failure is harmless: a claim or a lease renewal (the event is simply still due). Its WAL
+/// frames are made durable by the fsync of the next `FULL` commit (the WAL is one file,
+/// appended in order), so no outcome or `started` record is ever durable without its claim,
+/// and a claim saves one fsync on the one writer. `restore` sets `FULL` again; a connection
+/// dropped without it (an error, a cancelled future) is closed instead of returned, so the
+/// pool never hands out a lax writer.
+struct UnsyncedWriter {
+    connection: Option<PoolConnection<Sqlite>>,
+}
+
+impl UnsyncedWriter {
+    async fn acquire(pool: &SqlitePool) -> Result<Self, StoreError> {
+        Ok(Self {
+            connection: Some(pool.acquire().await?),
+        })
+    }
+
+    fn connection(&mut self) -> &mut SqliteConnection {
+        self.connection
+            .as_deref_mut()
+            .expect("the connection is only taken by restore, which consumes the writer")
+    }
+
+    /// A transaction whose commit does not wait for an fsync (one round trip, as a plain
+    /// `BEGIN` would be).
+    async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, StoreError> {
+        Ok(self
+            .connection()
+            .begin_with("PRAGMA synchronous = NORMAL; BEGIN")
+            .await?)
+    }
+
+    async fn restore(mut self) -> Result<(), StoreError> {
+        sqlx::query("PRAGMA synchronous = FULL")
+            .execute(self.connection())
+            .await?;
+        // Restored: hand the connection back to the pool as usual.
+        drop(self.connection.take());
+        Ok(())
+    }
+}
+
+impl Drop for UnsyncedWriter {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.as_mut() {
+            connection.close_on_drop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Store;
+    use serde_json::json;
+
+    async fn synchronous(store: &SqliteStore) -> i64 {
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .expect("the pragma reads back")
+    }
+
+    #[tokio::test]
+    async fn a_claim_leaves_the_writer_synchronous_full() {
+        let store = SqliteStore::connect("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory store");
+        Store::migrate(&store).await.expect("migrations run");
+        const FULL: i64 = 2;
+        assert_eq!(synchronous(&store).await, FULL);
+        let event =
+            NewEvent::parse(&json!({"id": "a", "type": "t", "data": {}})).expect("a valid event");
+        Store::ingest(&store, &[event]).await.expect("ingested");
+
+        let claimed = Store::claim_due_events(&store, "w", &TypeSelector::default(), 10, 30_000)
+            .await
+            .expect("claimed");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(synchronous(&store).await, FULL, "after a claim");
+        // Nothing due: the claim returns early and must restore all the same.
+        let none = Store::claim_due_events(&store, "w", &TypeSelector::default(), 10, 30_000)
+            .await
+            .expect("claimed nothing");
+        assert!(none.is_empty());
+        assert_eq!(synchronous(&store).await, FULL, "after an empty claim");
+    }
 }

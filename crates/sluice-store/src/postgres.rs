@@ -37,8 +37,8 @@ const CLAIMED_COLUMNS: &str = "e.id, e.external_id, e.type, e.payload, e.state, 
 
 pub struct PostgresStore {
     pool: PgPool,
-    /// For claims and lease renewals only: `synchronous_commit=off`, so a claim does not wait
-    /// for a WAL flush. Losing one in a database crash is harmless — the event is simply still
+    /// For claims, lease renewals and the stats (which count the leases):
+    /// `synchronous_commit=off`, so a claim does not wait for a WAL flush. Losing one in a database crash is harmless — the event is simply still
     /// pending — and any later durable commit (a `started` record, an outcome) flushes the WAL
     /// up to and including it, so no outcome is ever durable without its claim.
     lease_pool: PgPool,
@@ -75,7 +75,8 @@ impl PostgresStore {
             // the planner believes: a queue filled since the last ANALYZE looks nearly
             // empty (so it would gather every due row and sort them), and a generic plan
             // does not know the limit is small (so it would hash the whole queue). Only
-            // claims and lease renewals use these connections, all of them index lookups.
+            // claims, lease renewals and the stats use these connections, all of them index
+            // lookups or scans of small tables that have no index to take.
             ("plan_cache_mode", "force_custom_plan"),
             ("enable_seqscan", "off"),
         ]));
@@ -234,6 +235,11 @@ impl Engine for PostgresStore {
 
     fn writes(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The claims' connections: they never scan a table sequentially where an index exists.
+    fn queue_reads(&self) -> &PgPool {
+        &self.lease_pool
     }
 
     async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {

@@ -32,6 +32,12 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn reads(&self) -> &Pool<Self::Dialect>;
     /// Where writes go, and reads that must see the latest writes.
     fn writes(&self) -> &Pool<Self::Dialect>;
+    /// Where reads go that look up the queue's leased rows, which must take the queue's
+    /// indexes whatever the planner's statistics say (a queue filled since its last
+    /// `ANALYZE` looks half leased, and a sequential scan of a backlog costs milliseconds).
+    fn queue_reads(&self) -> &Pool<Self::Dialect> {
+        self.reads()
+    }
 
     async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError>;
     async fn claim_due_events(
@@ -144,7 +150,7 @@ impl<E: Engine> Store for E {
     async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError> {
         let mut query = QueryBuilder::<E::Dialect>::new("");
         push_stats_query(&mut query, filter, Utc::now());
-        let mut conn = self.reads().acquire().await?;
+        let mut conn = self.queue_reads().acquire().await?;
         let rows = query.fetch_all(&mut conn).await?;
         let mut stats = EventStats::default();
         for row in &rows {

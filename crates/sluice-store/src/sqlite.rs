@@ -89,11 +89,12 @@ impl SqliteStore {
 }
 
 async fn upsert_round(
-    tx: &mut Transaction<'_, Sqlite>,
+    conn: &mut SqliteConnection,
     rows: &[UpsertRow<'_>],
     now: i64,
 ) -> Result<HashMap<String, EventSummary>, StoreError> {
     let mut summaries = HashMap::with_capacity(rows.len());
+    // A new event enters the queue by the insert trigger, in the same statement.
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (external_id, type, payload, payload_hash, received_count, \
@@ -118,26 +119,28 @@ async fn upsert_round(
                WHERE events.payload_hash = excluded.payload_hash \
              RETURNING id, external_id, type, state, received_count, created_at",
         );
-        let returned = query.build().fetch_all(&mut **tx).await?;
-        let mut ids = Vec::with_capacity(returned.len());
-        for row in &returned {
+        for row in &query.build().fetch_all(&mut *conn).await? {
             let summary = summary_from_row(row)?;
-            ids.push(summary.id);
             summaries.insert(summary.external_id.clone(), summary);
-        }
-        // New events enter the queue in the same transaction (a pending event already has
-        // its row; a settled one, resent, stays settled).
-        if !ids.is_empty() {
-            let mut enqueue = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO event_queue (event_id, type, ordering_key, next_attempt_at) \
-                 SELECT id, type, ordering_key, next_attempt_at FROM events \
-                 WHERE state = 'pending' AND id IN ",
-            );
-            push_in_list(&mut enqueue, ids);
-            enqueue.build().execute(&mut **tx).await?;
         }
     }
     Ok(summaries)
+}
+
+/// The ids of stored events with these external ids (the other side of a conflict).
+async fn existing_ids(
+    conn: &mut SqliteConnection,
+    external_ids: &[&str],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut existing = HashMap::with_capacity(external_ids.len());
+    for external_id in external_ids {
+        let id: i64 = sqlx::query_scalar("SELECT id FROM events WHERE external_id = ?")
+            .bind(external_id)
+            .fetch_one(&mut *conn)
+            .await?;
+        existing.insert((*external_id).to_owned(), id);
+    }
+    Ok(existing)
 }
 
 /// `(?, ?, …)`, one placeholder per value.
@@ -213,21 +216,33 @@ impl Engine for SqliteStore {
     async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
         let now = to_micros(Utc::now());
         let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; events.len()];
-        let mut pending: Vec<usize> = (0..events.len()).collect();
+        let all: Vec<usize> = (0..events.len()).collect();
+        let (rows, leftovers) = plan_round(events, &all);
+        if leftovers.is_empty() && rows.len() <= ROWS_PER_STATEMENT {
+            // The usual case: one multi-row upsert, atomic on its own — one round trip to the
+            // writer instead of four. The conflict lookup afterwards is safe outside it: a
+            // row's payload never changes.
+            let mut conn = self.writer.acquire().await?;
+            let returned = upsert_round(&mut conn, &rows, now).await?;
+            let conflicting = resolve_round(&rows, returned, &mut outcomes);
+            if !conflicting.is_empty() {
+                let existing = existing_ids(&mut conn, &conflicting).await?;
+                resolve_conflicts(&rows, &existing, &mut outcomes);
+            }
+            return finish(outcomes);
+        }
+        // Equal ids with different payloads in one batch, or a batch over one statement:
+        // rounds in one transaction, so the batch is still all-or-nothing.
+        let mut pending = all;
         let mut tx = self.writer.begin().await?;
         while !pending.is_empty() {
             let (rows, leftovers) = plan_round(events, &pending);
             let returned = upsert_round(&mut tx, &rows, now).await?;
             let conflicting = resolve_round(&rows, returned, &mut outcomes);
-            let mut existing = HashMap::new();
-            for external_id in conflicting {
-                let id: i64 = sqlx::query_scalar("SELECT id FROM events WHERE external_id = ?")
-                    .bind(external_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                existing.insert(external_id.to_owned(), id);
+            if !conflicting.is_empty() {
+                let existing = existing_ids(&mut tx, &conflicting).await?;
+                resolve_conflicts(&rows, &existing, &mut outcomes);
             }
-            resolve_conflicts(&rows, &existing, &mut outcomes);
             pending = leftovers;
         }
         tx.commit().await?;

@@ -592,8 +592,11 @@ impl Engine for PostgresStore {
             .await?;
         tx.commit().await?;
         // Every event's changes pass through this table: its dead rows are reclaimed here,
-        // autovacuum or not, so readers scanning it stay fast.
-        sqlx::raw_sql("VACUUM (SKIP_LOCKED) event_count_changes")
+        // autovacuum or not, so readers scanning it stay fast. Its empty pages are kept
+        // (TRUNCATE false): they refill within the second, and giving them back takes an
+        // exclusive lock on a table every claim and completion inserts into (0.3 ms a call
+        // instead of 1.3 during a drain).
+        sqlx::raw_sql("VACUUM (SKIP_LOCKED, TRUNCATE false) event_count_changes")
             .execute(&self.pool)
             .await?;
         Ok(())

@@ -4,7 +4,7 @@
 //! and the worker's claim, lease, completion and release (UNNEST arrays, `SKIP LOCKED`), and
 //! `LISTEN`/`NOTIFY`. Everything else comes from [`crate::shared`].
 
-use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, UpsertRow};
+use crate::ingest::UpsertRow;
 use crate::model::*;
 use crate::shared::dialect::{Dialect, RowExt};
 use crate::shared::rows::{event_from_row, state_change_from_row, summary_from_row};
@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::Value;
 use sluice_core::event::AttemptStatus;
-use sluice_core::event::NewEvent;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
@@ -114,18 +113,6 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
 
 /// How long a connection may sit idle before it is pinged on its next use.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
-
-async fn existing_ids(
-    conn: &mut sqlx::PgConnection,
-    external_ids: &[&str],
-) -> Result<HashMap<String, i64>, StoreError> {
-    let found: Vec<(String, i64)> =
-        sqlx::query_as("SELECT external_id, id FROM events WHERE external_id = ANY($1::text[])")
-            .bind(external_ids)
-            .fetch_all(conn)
-            .await?;
-    Ok(found.into_iter().collect())
-}
 
 async fn upsert_round(
     conn: &mut sqlx::PgConnection,
@@ -242,39 +229,13 @@ impl Engine for PostgresStore {
         &self.lease_pool
     }
 
-    async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
-        let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; events.len()];
-        let all: Vec<usize> = (0..events.len()).collect();
-        let (rows, leftovers) = plan_round(events, &all);
-        if leftovers.is_empty() {
-            // The usual case: one multi-row upsert, atomic on its own — no BEGIN/COMMIT round
-            // trips. A conflict lookup afterwards is safe outside it: rows never change payload
-            // and are never deleted.
-            let mut conn = self.pool.acquire().await?;
-            let returned = upsert_round(&mut conn, &rows).await?;
-            let conflicting = resolve_round(&rows, returned, &mut outcomes);
-            if !conflicting.is_empty() {
-                let existing = existing_ids(&mut conn, &conflicting).await?;
-                resolve_conflicts(&rows, &existing, &mut outcomes);
-            }
-            return finish(outcomes);
-        }
-        // Equal ids with different payloads in one batch: rounds in one transaction, so the
-        // batch is still all-or-nothing.
-        let mut pending = all;
-        let mut tx = self.pool.begin().await?;
-        while !pending.is_empty() {
-            let (rows, leftovers) = plan_round(events, &pending);
-            let returned = upsert_round(&mut tx, &rows).await?;
-            let conflicting = resolve_round(&rows, returned, &mut outcomes);
-            if !conflicting.is_empty() {
-                let existing = existing_ids(&mut tx, &conflicting).await?;
-                resolve_conflicts(&rows, &existing, &mut outcomes);
-            }
-            pending = leftovers;
-        }
-        tx.commit().await?;
-        finish(outcomes)
+    const UPSERT_ROWS_PER_STATEMENT: usize = usize::MAX;
+
+    async fn upsert_round(
+        conn: &mut sqlx::PgConnection,
+        rows: &[UpsertRow<'_>],
+    ) -> Result<HashMap<String, EventSummary>, StoreError> {
+        upsert_round(conn, rows).await
     }
 
     async fn claim_due_events(

@@ -8,7 +8,7 @@
 //! claim, lease, completion and release (chunked or per-row statements on the one writer).
 //! Everything else comes from [`crate::shared`].
 
-use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, UpsertRow};
+use crate::ingest::UpsertRow;
 use crate::model::*;
 use crate::shared::dialect::{parse_text, Dialect, RowExt};
 use crate::shared::rows::{event_from_row, state_change_from_row, summary_from_row, EVENT_COLUMNS};
@@ -18,7 +18,6 @@ use crate::{Backend, NotificationStream, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sluice_core::event::NewEvent;
 use sluice_core::event::{AttemptStatus, EventState};
 use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
@@ -127,22 +126,6 @@ async fn upsert_round(
     Ok(summaries)
 }
 
-/// The ids of stored events with these external ids (the other side of a conflict).
-async fn existing_ids(
-    conn: &mut SqliteConnection,
-    external_ids: &[&str],
-) -> Result<HashMap<String, i64>, StoreError> {
-    let mut existing = HashMap::with_capacity(external_ids.len());
-    for external_id in external_ids {
-        let id: i64 = sqlx::query_scalar("SELECT id FROM events WHERE external_id = ?")
-            .bind(external_id)
-            .fetch_one(&mut *conn)
-            .await?;
-        existing.insert((*external_id).to_owned(), id);
-    }
-    Ok(existing)
-}
-
 /// `(?, ?, …)`, one placeholder per value.
 fn push_in_list<'a, T>(query: &mut QueryBuilder<'a, Sqlite>, values: impl IntoIterator<Item = T>)
 where
@@ -213,40 +196,13 @@ impl Engine for SqliteStore {
         &self.writer
     }
 
-    async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
-        let now = to_micros(Utc::now());
-        let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; events.len()];
-        let all: Vec<usize> = (0..events.len()).collect();
-        let (rows, leftovers) = plan_round(events, &all);
-        if leftovers.is_empty() && rows.len() <= ROWS_PER_STATEMENT {
-            // The usual case: one multi-row upsert, atomic on its own — one round trip to the
-            // writer instead of four. The conflict lookup afterwards is safe outside it: a
-            // row's payload never changes.
-            let mut conn = self.writer.acquire().await?;
-            let returned = upsert_round(&mut conn, &rows, now).await?;
-            let conflicting = resolve_round(&rows, returned, &mut outcomes);
-            if !conflicting.is_empty() {
-                let existing = existing_ids(&mut conn, &conflicting).await?;
-                resolve_conflicts(&rows, &existing, &mut outcomes);
-            }
-            return finish(outcomes);
-        }
-        // Equal ids with different payloads in one batch, or a batch over one statement:
-        // rounds in one transaction, so the batch is still all-or-nothing.
-        let mut pending = all;
-        let mut tx = self.writer.begin().await?;
-        while !pending.is_empty() {
-            let (rows, leftovers) = plan_round(events, &pending);
-            let returned = upsert_round(&mut tx, &rows, now).await?;
-            let conflicting = resolve_round(&rows, returned, &mut outcomes);
-            if !conflicting.is_empty() {
-                let existing = existing_ids(&mut tx, &conflicting).await?;
-                resolve_conflicts(&rows, &existing, &mut outcomes);
-            }
-            pending = leftovers;
-        }
-        tx.commit().await?;
-        finish(outcomes)
+    const UPSERT_ROWS_PER_STATEMENT: usize = ROWS_PER_STATEMENT;
+
+    async fn upsert_round(
+        conn: &mut SqliteConnection,
+        rows: &[UpsertRow<'_>],
+    ) -> Result<HashMap<String, EventSummary>, StoreError> {
+        upsert_round(conn, rows, to_micros(Utc::now())).await
     }
 
     async fn claim_due_events(
@@ -809,6 +765,7 @@ mod tests {
     use super::*;
     use crate::Store;
     use serde_json::json;
+    use sluice_core::event::NewEvent;
 
     async fn synchronous(store: &SqliteStore) -> i64 {
         sqlx::query_scalar("PRAGMA synchronous")

@@ -6,6 +6,7 @@
 pub(crate) mod dialect;
 pub(crate) mod rows;
 
+use crate::ingest::{finish, plan_round, resolve_conflicts, resolve_round, UpsertRow};
 use crate::model::*;
 use crate::worker::{merge_prior, snapshot};
 use crate::{Backend, NotificationStream, Store, StoreError};
@@ -39,7 +40,15 @@ pub(crate) trait Engine: Send + Sync + 'static {
         self.reads()
     }
 
-    async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError>;
+    /// The most rows [`Engine::upsert_round`] writes in one statement.
+    const UPSERT_ROWS_PER_STATEMENT: usize;
+    /// One round of a batched ingest (planned in `crate::ingest`): the multi-row upsert of
+    /// `rows`, new events entering the queue in the same statement; the rows that came back,
+    /// by external id (a row whose id is stored with another payload does not come back).
+    async fn upsert_round(
+        conn: &mut <Self::Dialect as sqlx::Database>::Connection,
+        rows: &[UpsertRow<'_>],
+    ) -> Result<HashMap<String, EventSummary>, StoreError>;
     async fn claim_due_events(
         &self,
         worker: &str,
@@ -94,7 +103,38 @@ impl<E: Engine> Store for E {
     }
 
     async fn ingest(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
-        Engine::ingest(self, events).await
+        let mut outcomes: Vec<Option<IngestOutcome>> = vec![None; events.len()];
+        let all: Vec<usize> = (0..events.len()).collect();
+        let (rows, leftovers) = plan_round(events, &all);
+        if leftovers.is_empty() && rows.len() <= E::UPSERT_ROWS_PER_STATEMENT {
+            // The usual case: one multi-row upsert, atomic on its own — no BEGIN/COMMIT round
+            // trips. The conflict lookup afterwards is safe outside it: a row's payload never
+            // changes.
+            let mut conn = self.writes().acquire().await?;
+            let returned = E::upsert_round(&mut conn, &rows).await?;
+            let conflicting = resolve_round(&rows, returned, &mut outcomes);
+            if !conflicting.is_empty() {
+                let existing = existing_ids::<E::Dialect>(&mut conn, &conflicting).await?;
+                resolve_conflicts(&rows, &existing, &mut outcomes);
+            }
+            return finish(outcomes);
+        }
+        // Equal ids with different payloads in one batch, or more rows than one statement
+        // takes: rounds in one transaction, so the batch is still all-or-nothing.
+        let mut pending = all;
+        let mut tx = self.writes().begin().await?;
+        while !pending.is_empty() {
+            let (rows, leftovers) = plan_round(events, &pending);
+            let returned = E::upsert_round(&mut tx, &rows).await?;
+            let conflicting = resolve_round(&rows, returned, &mut outcomes);
+            if !conflicting.is_empty() {
+                let existing = existing_ids::<E::Dialect>(&mut tx, &conflicting).await?;
+                resolve_conflicts(&rows, &existing, &mut outcomes);
+            }
+            pending = leftovers;
+        }
+        tx.commit().await?;
+        finish(outcomes)
     }
 
     async fn get_event(&self, id: i64) -> Result<Option<Event>, StoreError> {
@@ -1293,6 +1333,22 @@ async fn upsert_target<D: Dialect>(
         .push(") AS in_flight FROM targets WHERE target = ")
         .push_value(target.to_owned());
     target_from_row(&query.fetch_one(&mut conn).await?)
+}
+
+/// The ids of stored events with these external ids (the other side of a conflict).
+async fn existing_ids<D: Dialect>(
+    conn: &mut D::Connection,
+    external_ids: &[&str],
+) -> Result<HashMap<String, i64>, StoreError> {
+    let texts: Vec<String> = external_ids.iter().map(|id| (*id).to_owned()).collect();
+    let mut query = QueryBuilder::<D>::new("SELECT external_id, id FROM events WHERE ");
+    query.push_in_texts("external_id", &texts);
+    query
+        .fetch_all(conn)
+        .await?
+        .iter()
+        .map(|row| Ok((row.value("external_id")?, row.value("id")?)))
+        .collect()
 }
 
 /// Puts events that became pending again (replays) back in the queue, in the transaction

@@ -500,9 +500,19 @@ impl Engine for PostgresStore {
         // passes through; without it dead rows are never reused and the queue only grows.
         // ANALYZE too: after a burst the queue's file stays large until VACUUM can give its
         // empty pages back, and the planner should know how few rows are left in it.
-        sqlx::raw_sql("VACUUM (SKIP_LOCKED, ANALYZE) event_queue")
-            .execute(&self.pool)
+        // Pages are given back only when the queue is empty: the exclusive lock that takes
+        // is retried for up to seconds while ingest and claims keep using the table (at a
+        // steady 2,000 events/s each compaction took 1–3 s), and once the queue is empty
+        // everything it took after a burst can go.
+        let (empty,): (bool,) = sqlx::query_as("SELECT NOT EXISTS (SELECT 1 FROM event_queue)")
+            .fetch_one(&self.pool)
             .await?;
+        let vacuum = if empty {
+            "VACUUM (SKIP_LOCKED, ANALYZE) event_queue"
+        } else {
+            "VACUUM (SKIP_LOCKED, ANALYZE, TRUNCATE false) event_queue"
+        };
+        sqlx::raw_sql(vacuum).execute(&self.pool).await?;
         Ok(())
     }
 

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 
 // glibc's malloc spends a large share of an ingest-heavy profile in contention and
 // consolidation; mimalloc is markedly cheaper for many small short-lived JSON values.
+// Its version 2 (the `v2` feature): version 3 kept committing memory under a steady load
+// (resident size +5 MB a minute at 2,000 events/s, 111 MB after ten minutes) where version 2
+// levels off at ~35 MB, at the same ingest and drain rates.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

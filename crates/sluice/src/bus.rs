@@ -5,24 +5,39 @@
 //! sent after the change committed. Each process tags its notifications with an origin id and
 //! ignores its own, so nothing is delivered twice. Live messages are best effort (a process
 //! that is down misses them); wake-ups are backed by the workers' polling.
+//!
+//! Live messages leave a process only while another process has `/ws` clients: every event
+//! makes two or three of them, and sending them all through the database nobody reads cost
+//! the drain 6%. A process with clients says so when one connects, every `WATCH_INTERVAL`
+//! after that, and when a process that starts up asks; the others forward for `WATCH_TTL`
+//! after they last heard it.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_core::event::{AttemptStatus, EventState};
 use sluice_store::{StateChange, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{broadcast, mpsc, Notify};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 const LIVE_CHANNEL: &str = "sluice_live";
 const WAKE_CHANNEL: &str = "sluice_wake";
+/// `watching <origin>`: that process has `/ws` clients. `ask <origin>`: who has?
+const WATCH_CHANNEL: &str = "sluice_watch";
+const WATCH_INTERVAL: Duration = Duration::from_secs(5);
+/// Three announcements may be missed before a process stops forwarding.
+const WATCH_TTL: Duration = Duration::from_secs(15);
+/// How long a new `/ws` client waits for its process's announcement to be sent.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_NOTIFY_BYTES: usize = 7_000;
 /// Live messages a slow subscriber may fall behind by before it is dropped.
 /// At most one NOTIFY round trip per this interval. Every NOTIFY is a transaction that
 /// signals each listening connection; sent per ingest batch they outnumbered the ingest
 /// commits three to one. Processes wait at most this long for news from another process.
-const NOTIFY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
 const LIVE_BUFFER: usize = 4_096;
 
 /// A message of `GET /ws`.
@@ -95,6 +110,37 @@ struct Envelope {
 enum Outgoing {
     Live(Vec<LiveMessage>),
     Wake,
+    /// Announce that this process has `/ws` clients; the sender learns once it is sent.
+    Watching(Option<oneshot::Sender<()>>),
+    Ask,
+}
+
+/// Until when another process is known to have `/ws` clients, on a monotonic clock.
+struct Watched {
+    epoch: Instant,
+    until_ms: AtomicU64,
+}
+
+impl Watched {
+    fn new() -> Self {
+        Watched {
+            epoch: Instant::now(),
+            until_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn heard(&self) {
+        let until = self.now_ms().saturating_add(WATCH_TTL.as_millis() as u64);
+        self.until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    fn is_watched(&self) -> bool {
+        self.now_ms() < self.until_ms.load(Ordering::Relaxed)
+    }
 }
 
 /// Cheap to clone; every clone shares the same channels.
@@ -104,6 +150,8 @@ pub struct Bus {
     wake: Arc<Notify>,
     /// To other processes; `None` on SQLite (one process, nothing to tell).
     outgoing: Option<mpsc::Sender<Outgoing>>,
+    /// Whether another process has `/ws` clients, so live messages are worth sending.
+    watched: Arc<Watched>,
 }
 
 impl Bus {
@@ -114,23 +162,28 @@ impl Bus {
             live,
             wake: Arc::new(Notify::new()),
             outgoing: None,
+            watched: Arc::new(Watched::new()),
         }
     }
 
     /// A bus that also talks to other processes when the store can (`LISTEN`/`NOTIFY`).
     pub async fn start(store: Arc<dyn Store>) -> anyhow::Result<Self> {
         let mut bus = Bus::local();
-        let Some(mut incoming) = store.listen(&[LIVE_CHANNEL, WAKE_CHANNEL]).await? else {
+        let Some(mut incoming) = store.listen(&CHANNELS).await? else {
             return Ok(bus);
         };
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (sender, mut outgoing) = mpsc::channel::<Outgoing>(1024);
-        bus.outgoing = Some(sender);
+        // Watchers elsewhere answer at once rather than at their next announcement.
+        let _ = sender.try_send(Outgoing::Ask);
+        bus.outgoing = Some(sender.clone());
 
         let live = bus.live.clone();
         let wake = bus.wake.clone();
+        let watched = bus.watched.clone();
         let own_origin = origin.clone();
         let listen_store = store.clone();
+        let replies = sender.clone();
         tokio::spawn(async move {
             // The stream ends after a connection error (e.g. the database restarted): listen
             // again until it works, then wake the local worker, since wake-ups sent meanwhile
@@ -144,6 +197,16 @@ impl Bus {
                                 wake.notify_one();
                             }
                         }
+                        Ok((channel, payload)) if channel == WATCH_CHANNEL => {
+                            match payload.split_once(' ') {
+                                Some((_, origin)) if origin == own_origin => {}
+                                Some(("watching", _)) => watched.heard(),
+                                Some(("ask", _)) if live.receiver_count() > 0 => {
+                                    let _ = replies.try_send(Outgoing::Watching(None));
+                                }
+                                _ => {}
+                            }
+                        }
                         Ok((_, payload)) => deliver(&live, &own_origin, &payload),
                         Err(error) => {
                             tracing::warn!(error = %error, "live notifications interrupted; reconnecting");
@@ -153,7 +216,7 @@ impl Bus {
                 }
                 incoming = loop {
                     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                    match listen_store.listen(&[LIVE_CHANNEL, WAKE_CHANNEL]).await {
+                    match listen_store.listen(&CHANNELS).await {
                         Ok(Some(stream)) => break stream,
                         Ok(None) => return,
                         Err(error) => tracing::debug!(error = %error, "cannot listen yet"),
@@ -161,6 +224,22 @@ impl Bus {
                 };
                 tracing::info!("listening for notifications again");
                 wake.notify_one();
+                // Announcements sent meanwhile were lost too.
+                let _ = replies.try_send(Outgoing::Ask);
+            }
+        });
+
+        let live = bus.live.clone();
+        let announcements = sender;
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(WATCH_INTERVAL);
+            loop {
+                every.tick().await;
+                if live.receiver_count() > 0
+                    && announcements.send(Outgoing::Watching(None)).await.is_err()
+                {
+                    return;
+                }
             }
         });
 
@@ -172,9 +251,17 @@ impl Bus {
                 tokio::time::sleep_until(next_send).await;
                 let mut messages = Vec::new();
                 let mut wake = false;
+                let mut watching = false;
+                let mut ask = false;
+                let mut announced = Vec::new();
                 let mut take = |item: Outgoing| match item {
                     Outgoing::Live(batch) => messages.extend(batch),
                     Outgoing::Wake => wake = true,
+                    Outgoing::Watching(sent) => {
+                        watching = true;
+                        announced.extend(sent);
+                    }
+                    Outgoing::Ask => ask = true,
                 };
                 take(first);
                 while let Ok(item) = outgoing.try_recv() {
@@ -188,9 +275,18 @@ impl Bus {
                 if wake {
                     notifications.push((WAKE_CHANNEL, origin.clone()));
                 }
+                if watching {
+                    notifications.push((WATCH_CHANNEL, format!("watching {origin}")));
+                }
+                if ask {
+                    notifications.push((WATCH_CHANNEL, format!("ask {origin}")));
+                }
                 next_send = tokio::time::Instant::now() + NOTIFY_INTERVAL;
                 if let Err(error) = store.notify(&notifications).await {
                     tracing::warn!(error = %error, "cannot send notifications to other processes");
+                }
+                for sent in announced {
+                    let _ = sent.send(());
                 }
             }
         });
@@ -206,7 +302,7 @@ impl Bus {
             // No subscriber is fine.
             let _ = self.live.send(Arc::new(message.clone()));
         }
-        if let Some(outgoing) = &self.outgoing {
+        if let Some(outgoing) = self.outgoing.as_ref().filter(|_| self.watched.is_watched()) {
             if outgoing.try_send(Outgoing::Live(messages)).is_err() {
                 metrics::counter!("sluice_live_messages_dropped_total").increment(1);
             }
@@ -221,8 +317,18 @@ impl Bus {
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
-        self.live.subscribe()
+    /// Live messages from now on, from this process and every other. Returns once the other
+    /// processes have been told that someone here watches (or after `ANNOUNCE_TIMEOUT`, if the
+    /// database is slow to take the announcement); what they publish from then on arrives.
+    pub async fn subscribe(&self) -> broadcast::Receiver<Arc<LiveMessage>> {
+        let receiver = self.live.subscribe();
+        if let Some(outgoing) = &self.outgoing {
+            let (sent, announced) = oneshot::channel();
+            if outgoing.try_send(Outgoing::Watching(Some(sent))).is_ok() {
+                let _ = tokio::time::timeout(ANNOUNCE_TIMEOUT, announced).await;
+            }
+        }
+        receiver
     }
 
     /// Notified when events may be due.
@@ -230,6 +336,8 @@ impl Bus {
         self.wake.clone()
     }
 }
+
+const CHANNELS: [&str; 3] = [LIVE_CHANNEL, WAKE_CHANNEL, WATCH_CHANNEL];
 
 /// Hands another process's live messages to local subscribers. Our own notifications come
 /// back too; they are recognised by their prefix without parsing (they were delivered locally).

@@ -94,7 +94,7 @@ pub async fn live(
             ),
         ));
     };
-    let receiver = state.bus.subscribe();
+    let receiver = state.bus.subscribe().await;
     Ok(upgrade
         .max_message_size(MAX_INBOUND_BYTES)
         .max_frame_size(MAX_INBOUND_BYTES)

@@ -474,6 +474,42 @@ async fn wait_for_ready(app: &TestApp, status: u16) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_messages_go_through_the_database_only_while_another_process_watches() {
+    let Some(app) = spawn_app(Db::Postgres).await else {
+        return;
+    };
+    noop_rule(&app, "t").await;
+    // What crosses between processes, seen from the database itself.
+    let mut wire = sqlx::postgres::PgListener::connect(&app.database_url)
+        .await
+        .unwrap();
+    wire.listen("sluice_live").await.unwrap();
+
+    // Nobody anywhere watches: processing an event sends nothing through the database.
+    let unwatched = post_event(&app, "unwatched", "t").await;
+    app.wait_for_state(unwatched, &["processed"]).await;
+    let sent = tokio::time::timeout(Duration::from_millis(500), wire.try_recv()).await;
+    assert!(sent.is_err(), "a live message went out unwatched: {sent:?}");
+
+    // A watcher connects to another process: from then on this one forwards, and the
+    // watcher sees the whole story of the next event.
+    let other = spawn_sibling(&app, &[], Roles::API).await;
+    let mut watcher = Watcher::connect(&other, "").await;
+    let watched = post_event(&app, "watched", "t").await;
+    watcher.until_processed(watched).await;
+    assert_lifecycle(&watcher.about(watched), watched, "watched", "t");
+    let sent = tokio::time::timeout(PATIENCE, wire.try_recv()).await;
+    assert!(
+        matches!(sent, Ok(Ok(Some(_)))),
+        "nothing went through the database while watched: {sent:?}"
+    );
+
+    watcher.close().await;
+    other.stop().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_ups_and_live_messages_cross_processes_again_after_a_database_outage() {
     // A worker that polls only once an hour: it picks up events posted to another process
     // only when that process's wake-up reaches it.

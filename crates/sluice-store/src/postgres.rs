@@ -96,6 +96,28 @@ impl PostgresStore {
 /// pinged before use (a restarted database closed it); one in steady use is not — the ping
 /// is a round trip, and sqlx's default pings on every acquire: one per ingest batch, claim
 /// and completion, each waking a backend for nothing.
+/// Runs a `VACUUM (SKIP_LOCKED …)`. While another process vacuums the same table the server
+/// skips it with a warning, which sqlx would log as this process's: it is what SKIP_LOCKED is
+/// for, so the connection asks for errors only while the statement runs.
+async fn vacuum_skipping_locked(pool: &PgPool, statement: &str) -> Result<(), StoreError> {
+    let mut pooled = pool.acquire().await?;
+    let connection: &mut sqlx::PgConnection = &mut pooled;
+    sqlx::query("SET client_min_messages = error")
+        .execute(&mut *connection)
+        .await?;
+    let vacuumed = sqlx::query(statement).execute(&mut *connection).await;
+    let reset = sqlx::query("RESET client_min_messages")
+        .execute(&mut *connection)
+        .await;
+    if reset.is_err() {
+        // Not back to normal: this connection goes rather than back to the pool.
+        pooled.close_on_drop();
+    }
+    vacuumed?;
+    reset?;
+    Ok(())
+}
+
 fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -512,8 +534,7 @@ impl Engine for PostgresStore {
         } else {
             "VACUUM (SKIP_LOCKED, ANALYZE, TRUNCATE false) event_queue"
         };
-        sqlx::raw_sql(vacuum).execute(&self.pool).await?;
-        Ok(())
+        vacuum_skipping_locked(&self.pool, vacuum).await
     }
 
     async fn compact_counts(&self, minutes_until: Timestamp) -> Result<(), StoreError> {
@@ -567,10 +588,11 @@ impl Engine for PostgresStore {
         // (TRUNCATE false): they refill within the second, and giving them back takes an
         // exclusive lock on a table every claim and completion inserts into (0.3 ms a call
         // instead of 1.3 during a drain).
-        sqlx::raw_sql("VACUUM (SKIP_LOCKED, TRUNCATE false) event_count_changes")
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        vacuum_skipping_locked(
+            &self.pool,
+            "VACUUM (SKIP_LOCKED, TRUNCATE false) event_count_changes",
+        )
+        .await
     }
 
     async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError> {

@@ -33,11 +33,11 @@ const WATCH_TTL: Duration = Duration::from_secs(15);
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_NOTIFY_BYTES: usize = 7_000;
-/// Live messages a slow subscriber may fall behind by before it is dropped.
 /// At most one NOTIFY round trip per this interval. Every NOTIFY is a transaction that
 /// signals each listening connection; sent per ingest batch they outnumbered the ingest
 /// commits three to one. Processes wait at most this long for news from another process.
 const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+/// Live messages a slow subscriber may fall behind by before it is dropped.
 const LIVE_BUFFER: usize = 4_096;
 
 /// A message of `GET /ws`.

@@ -1,12 +1,16 @@
 //! Group commit for `POST /events`: concurrent submissions share one transaction and one
 //! multi-row upsert, and each request still gets its own answer — only after the commit.
 //!
-//! A few flusher tasks take turns at the queue. A free flusher takes what is queued (up to
+//! Flusher tasks take turns at the queue. A free flusher takes what is queued (up to
 //! `max_batch`) and writes it at once; submissions arriving meanwhile queue up for the next
-//! free flusher. Under load batches form by themselves while the flushers write, so nothing
+//! free flusher. Under load batches form by themselves while a flusher writes, so nothing
 //! waits on a timer: an idle system writes each event as it comes. (A 1 ms collection window,
 //! tried first, cost a quarter of the ingest rate: requests sat out the window while the
 //! database was idle.)
+//!
+//! Fewer flushers make bigger batches, and a statement's fixed cost (its commit above all)
+//! dominates a small batch: on PostgreSQL one flusher ingests ~1.6× what four do, with the
+//! same latency at a steady rate; SQLite keeps two (one collects while one writes).
 
 use sluice_core::event::NewEvent;
 use sluice_store::{IngestOutcome, Store, StoreError};
@@ -25,7 +29,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_batch: 500,
-            flushers: 4,
+            flushers: 1,
             queue: 10_000,
         }
     }

@@ -47,7 +47,8 @@ pub(crate) fn plan_round<'a>(
                 rows.push(UpsertRow {
                     external_id: id,
                     event_type: event.event_type.as_str(),
-                    payload: serde_json::Value::Object(event.data.clone()).to_string(),
+                    payload: serde_json::to_string(&event.data)
+                        .expect("a JSON object with string keys always serializes"),
                     payload_hash: &event.payload_hash,
                     ordering_key: event.ordering_key.as_ref().map(|k| k.as_str()),
                     count: 1,

@@ -28,9 +28,21 @@ use tower_http::trace::TraceLayer;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every handler can reach. Cheap to clone: pools and `Arc`s.
+/// What every handler can reach. One `Arc`: every request clones the state (axum hands each
+/// handler and middleware its own copy), so a clone is one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state's parts.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub ingestor: Ingestor,
     pub bus: Bus,
@@ -50,6 +62,13 @@ impl AppState {
         if created.is_empty() {
             return;
         }
+        if self.bus.has_audience() {
+            self.publish_created(created);
+        }
+        self.bus.wake_workers();
+    }
+
+    fn publish_created(&self, created: &[&EventSummary]) {
         self.bus.publish(
             created
                 .iter()
@@ -61,7 +80,6 @@ impl AppState {
                 })
                 .collect(),
         );
-        self.bus.wake_workers();
     }
 }
 
@@ -135,7 +153,7 @@ pub fn state(
         },
         Backend::Postgres => IngestConfig::default(),
     };
-    AppState {
+    AppState(Arc::new(Shared {
         ingestor: Ingestor::start(store.clone(), ingest),
         event_types: crate::event_types::SharedCatalog::start(store.clone()),
         store,
@@ -146,7 +164,7 @@ pub fn state(
         )),
         settings: Arc::new(settings),
         keys,
-    }
+    }))
 }
 
 /// Every route of the HTTP API, with request ids, tracing, metrics, CORS and the body limit.

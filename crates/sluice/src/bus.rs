@@ -293,6 +293,12 @@ impl Bus {
         Ok(bus)
     }
 
+    /// Whether anyone would receive a live message now: a `/ws` client here, or one in
+    /// another process. Lets a publisher skip building messages nobody reads.
+    pub fn has_audience(&self) -> bool {
+        self.live.receiver_count() > 0 || (self.outgoing.is_some() && self.watched.is_watched())
+    }
+
     /// Delivers to local subscribers now and to other processes shortly.
     pub fn publish(&self, messages: Vec<LiveMessage>) {
         if messages.is_empty() {

@@ -25,7 +25,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -212,10 +212,12 @@ impl Engine for SqliteStore {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
-        let mut writer = UnsyncedWriter::acquire(&self.writer).await?;
-        let claimed = claim_on(&mut writer, worker, types, limit, lease_ms).await;
-        writer.restore().await?;
-        claimed
+        let mut writer = UnsyncedWriter::begin(&self.writer).await?;
+        // On an error the writer is dropped mid-transaction, which closes its connection
+        // (rolling the transaction back) rather than returning it to the pool.
+        let claimed = claim_on(writer.connection(), worker, types, limit, lease_ms).await?;
+        writer.commit().await?;
+        Ok(claimed)
     }
 
     async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError> {
@@ -608,41 +610,40 @@ fn push_globs(query: &mut QueryBuilder<'_, Sqlite>, open: &str, globs: &[String]
     query.push(")");
 }
 
-/// A claim: leases the due events and opens their attempts, in one transaction on `conn`.
+/// A claim: leases the due events and opens their attempts, inside the transaction open on
+/// `tx`. Three statements, each one round trip to the writer's thread.
 async fn claim_on(
-    writer: &mut UnsyncedWriter,
+    tx: &mut SqliteConnection,
     worker: &str,
     types: &TypeSelector,
     limit: i64,
     lease_ms: i64,
 ) -> Result<Vec<ClaimedEvent>, StoreError> {
     let now = to_micros(Utc::now());
-    let mut tx = writer.begin().await?;
-    let mut select = QueryBuilder::new(
-        "SELECT event_id FROM event_queue q \
+    let mut lease = QueryBuilder::new("UPDATE event_queue SET lease_expires_at = ");
+    lease.push_bind(now + lease_ms * 1000).push(
+        " WHERE event_id IN (SELECT event_id FROM event_queue q \
          WHERE lease_expires_at IS NULL AND next_attempt_at <= ",
     );
-    select.push_bind(now);
-    push_globs(&mut select, " AND (", &types.include);
-    push_globs(&mut select, " AND NOT (", &types.exclude);
+    lease.push_bind(now);
+    push_globs(&mut lease, " AND (", &types.include);
+    push_globs(&mut lease, " AND NOT (", &types.exclude);
     // One event per ordering key at a time: the lowest unsettled (queued) one.
-    select.push(
+    lease.push(
         " AND (ordering_key IS NULL OR NOT EXISTS (SELECT 1 FROM event_queue o \
          WHERE o.ordering_key = q.ordering_key AND o.event_id < q.event_id))",
     );
-    select
+    lease
         .push(" ORDER BY next_attempt_at, event_id LIMIT ")
-        .push_bind(limit);
-    let due: Vec<i64> = select.build_query_scalar().fetch_all(&mut *tx).await?;
-    if due.is_empty() {
+        .push_bind(limit)
+        .push(") RETURNING event_id, next_attempt_at");
+    let mut leased: Vec<(i64, i64)> = lease.build_query_as().fetch_all(&mut *tx).await?;
+    if leased.is_empty() {
         return Ok(Vec::new());
     }
-    let mut lease = QueryBuilder::new("UPDATE event_queue SET lease_expires_at = ");
-    lease
-        .push_bind(now + lease_ms * 1000)
-        .push(" WHERE event_id IN ");
-    push_in_list(&mut lease, due.iter().copied());
-    lease.build().execute(&mut *tx).await?;
+    // RETURNING comes in no particular order; the attempts run in due order.
+    leased.sort_unstable_by_key(|&(event_id, next_attempt_at)| (next_attempt_at, event_id));
+    let due: Vec<i64> = leased.into_iter().map(|(event_id, _)| event_id).collect();
     let mut insert = QueryBuilder::new(
         "INSERT INTO event_attempts \
          (event_id, attempt_no, trigger, status, worker, started_at, requested_by) \
@@ -685,7 +686,6 @@ async fn claim_on(
         " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules"
     ));
     let rows = update.build().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
     let mut claimed = Vec::with_capacity(rows.len());
     for row in &rows {
         let event = event_from_row(row)?;
@@ -709,44 +709,41 @@ async fn claim_on(
     Ok(claimed)
 }
 
-/// The writer connection with `synchronous=NORMAL` for a transaction whose loss in a power
-/// failure is harmless: a claim or a lease renewal (the event is simply still due). Its WAL
-/// frames are made durable by the fsync of the next `FULL` commit (the WAL is one file,
-/// appended in order), so no outcome or `started` record is ever durable without its claim,
-/// and a claim saves one fsync on the one writer. `restore` sets `FULL` again; a connection
-/// dropped without it (an error, a cancelled future) is closed instead of returned, so the
-/// pool never hands out a lax writer.
+/// The writer connection in a transaction at `synchronous=NORMAL`, for one whose loss in a
+/// power failure is harmless: a claim (the event is simply still due). Its WAL frames are
+/// made durable by the fsync of the next `FULL` commit (the WAL is one file, appended in
+/// order), so no outcome or `started` record is ever durable without its claim, and a claim
+/// saves one fsync on the one writer. `commit` commits and sets `FULL` again in one round
+/// trip; a writer dropped without it (an error, a cancelled future) closes its connection
+/// instead of returning it, which rolls the transaction back, so the pool never hands out a
+/// lax writer or an open transaction.
 struct UnsyncedWriter {
     connection: Option<PoolConnection<Sqlite>>,
 }
 
 impl UnsyncedWriter {
-    async fn acquire(pool: &SqlitePool) -> Result<Self, StoreError> {
-        Ok(Self {
+    /// Takes the writer and opens the transaction (one round trip, as a plain `BEGIN`).
+    async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let mut writer = Self {
             connection: Some(pool.acquire().await?),
-        })
+        };
+        sqlx::query("PRAGMA synchronous = NORMAL; BEGIN")
+            .execute(writer.connection())
+            .await?;
+        Ok(writer)
     }
 
     fn connection(&mut self) -> &mut SqliteConnection {
         self.connection
             .as_deref_mut()
-            .expect("the connection is only taken by restore, which consumes the writer")
+            .expect("the connection is only taken by commit, which consumes the writer")
     }
 
-    /// A transaction whose commit does not wait for an fsync (one round trip, as a plain
-    /// `BEGIN` would be).
-    async fn begin(&mut self) -> Result<Transaction<'_, Sqlite>, StoreError> {
-        Ok(self
-            .connection()
-            .begin_with("PRAGMA synchronous = NORMAL; BEGIN")
-            .await?)
-    }
-
-    async fn restore(mut self) -> Result<(), StoreError> {
-        sqlx::query("PRAGMA synchronous = FULL")
+    async fn commit(mut self) -> Result<(), StoreError> {
+        sqlx::query("COMMIT; PRAGMA synchronous = FULL")
             .execute(self.connection())
             .await?;
-        // Restored: hand the connection back to the pool as usual.
+        // Committed and restored: hand the connection back to the pool as usual.
         drop(self.connection.take());
         Ok(())
     }

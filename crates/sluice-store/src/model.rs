@@ -270,6 +270,10 @@ pub struct ClaimedEvent {
     pub replay_rules: ReplayRules,
     /// Attempts in this run (since ingest or the last replay), this one included.
     pub run_attempts: i64,
+    /// The rule generation the claim saw: every rule (and event-type) change committed
+    /// before the event was ingested is in it, so a worker whose rules are at least this
+    /// new applies them — without a round trip of its own to ask.
+    pub rule_generation: i64,
 }
 
 /// What one rule did, to be recorded with the attempt's outcome.

@@ -303,7 +303,8 @@ impl Engine for PostgresStore {
                 FROM leased WHERE e.id = leased.event_id \
                 RETURNING {CLAIMED_COLUMNS}, e.current_attempt_id AS attempt_id, \
                     e.attempts AS attempt_no, e.next_trigger AS trigger \
-             ) SELECT * FROM claimed ORDER BY next_attempt_at, id"
+             ) SELECT *, (SELECT generation FROM rule_generation WHERE id = 1) AS rule_generation \
+             FROM claimed ORDER BY next_attempt_at, id"
         ))
         .bind(worker)
         .bind(limit)
@@ -658,5 +659,6 @@ fn claimed_from_row(row: &PgRow) -> Result<ClaimedEvent, StoreError> {
         trigger: row.text_enum("trigger")?,
         replay_rules: row.text_enum("replay_rules")?,
         run_attempts: row.value("run_attempts")?,
+        rule_generation: row.value("rule_generation")?,
     })
 }

@@ -683,7 +683,8 @@ async fn claim_on(
         .push(" WHERE id IN ");
     push_in_list(&mut update, due.iter().copied());
     update.push(format!(
-        " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules"
+        " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules, \
+         (SELECT generation FROM rule_generation WHERE id = 1) AS rule_generation"
     ));
     let rows = update.build().fetch_all(&mut *tx).await?;
     let mut claimed = Vec::with_capacity(rows.len());
@@ -701,6 +702,7 @@ async fn claim_on(
             trigger: parse_text(trigger)?,
             replay_rules: row.text_enum("replay_rules")?,
             run_attempts: row.value("run_attempts")?,
+            rule_generation: row.value("rule_generation")?,
             event,
         });
     }

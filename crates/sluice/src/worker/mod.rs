@@ -328,7 +328,9 @@ async fn claim_loop(
             continue;
         }
         metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
-        bus.publish(claimed.iter().map(processing_message).collect());
+        if bus.has_audience() {
+            bus.publish(claimed.iter().map(processing_message).collect());
+        }
         {
             let mut leased = in_flight.lock().unwrap_or_else(|e| e.into_inner());
             leased.extend(claimed.iter().map(|c| (c.attempt_id, c.event.id)));
@@ -369,10 +371,12 @@ async fn claim(
     let claimed = store
         .claim_due_events(&config.worker_id, &config.types, limit, ms(config.lease))
         .await?;
-    // Checked after the claim, not before: a rule saved before an event was ingested is then
-    // always seen by the attempt that processes that event.
-    if !claimed.is_empty() && cache.refresh(store, &config.limits).await? {
-        tracing::debug!("rule cache reloaded");
+    // The generation the claim itself read, not one read before it: a rule saved before an
+    // event was ingested is then always seen by the attempt that processes that event.
+    if let Some(generation) = claimed.first().map(|c| c.rule_generation) {
+        if cache.refresh(store, generation, &config.limits).await? {
+            tracing::debug!("rule cache reloaded");
+        }
     }
     Ok(claimed)
 }
@@ -467,7 +471,9 @@ async fn write_completions(
         }
         record_metrics(&pool, &batch);
         schedule_retries(&bus, &batch);
-        bus.publish(changes.iter().map(LiveMessage::from_change).collect());
+        if bus.has_audience() {
+            bus.publish(changes.iter().map(LiveMessage::from_change).collect());
+        }
     }
 }
 

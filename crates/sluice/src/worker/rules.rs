@@ -1,7 +1,8 @@
 //! The worker's rule cache: active rules compiled once, grouped by event type, and the
 //! event-type settings (timeouts, attempts, delays), reloaded only when the store's rule
-//! generation moves (every change of a rule or an event type moves it). The generation is read after each non-empty claim
-//! (see `claim` in `worker/mod.rs`), so a rule saved before an event arrived always applies.
+//! generation moves (every change of a rule or an event type moves it). Each claim returns
+//! the generation it saw (see `claim` in `worker/mod.rs`), so a rule saved before an event
+//! arrived always applies.
 
 use crate::event_types::{Catalog, Processing};
 use crate::rule_pass::{CompiledRule, RuleSet};
@@ -19,13 +20,15 @@ pub struct RuleCache {
 }
 
 impl RuleCache {
-    /// Reloads when a rule changed since the last load. Returns whether it reloaded.
+    /// Reloads unless the last load was at `generation` already. Returns whether it
+    /// reloaded. What it loads may be newer than `generation`; the next claim then reloads
+    /// once more, which is harmless.
     pub async fn refresh(
         &mut self,
         store: &dyn Store,
+        generation: i64,
         limits: &Limits,
     ) -> Result<bool, StoreError> {
-        let generation = store.rule_generation().await?;
         if self.generation == Some(generation) {
             return Ok(false);
         }

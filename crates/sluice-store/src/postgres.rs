@@ -45,10 +45,11 @@ pub struct PostgresStore {
     /// poll, the console reloads), so its transaction need not wait for a WAL flush of its
     /// own — under load there are as many of them as ingest batches.
     notify_pool: PgPool,
-    /// For recording outcomes: `enable_seqscan=off`. The completion statement finds every
-    /// row it touches by primary key, but its plan is made once per connection and kept,
-    /// and one made while `events` was small (a fresh install, before any ANALYZE) scans it
-    /// whole: 2.7 ms per batch at 20,000 events instead of 0.46, growing with the history.
+    /// For recording outcomes and releasing expired leases: `enable_seqscan=off`. Those
+    /// statements find every row they touch by key, but a plan is made once per connection
+    /// and kept, and one made while `events` was small (a fresh install, before any ANALYZE)
+    /// scans it whole: 2.7 ms per outcome batch at 20,000 events instead of 0.28, growing
+    /// with the history.
     completion_pool: PgPool,
 }
 
@@ -84,7 +85,7 @@ impl PostgresStore {
             ("plan_cache_mode", "force_custom_plan"),
             ("enable_seqscan", "off"),
         ]));
-        // Two: a worker's two completion writers.
+        // Two: a worker's two completion writers (its reaper takes turns with them).
         let completion_pool =
             pool_options(2).connect_lazy_with(options.options([("enable_seqscan", "off")]));
         Ok(Self {
@@ -512,7 +513,7 @@ impl Engine for PostgresStore {
         .bind(max_attempts)
         .bind(message)
         .bind(seconds)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.completion_pool)
         .await?;
         rows.iter()
             .map(|row| {

@@ -2,7 +2,7 @@
 //! payload rules (an object, bounded depth), and the closed sets of states and statuses.
 
 use crate::error::{join_path, FieldError};
-use crate::hash::{sha256_hex, write_canonical};
+use crate::hash::{sha256_hex, write_canonical, write_json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -202,19 +202,19 @@ impl NewEvent {
 /// The hash that decides whether a resubmission is "the same payload".
 pub fn payload_hash(event_type: &EventType, data: &Map<String, Value>) -> String {
     // The canonical form of `{"data": data, "type": type}`, written without copying `data`.
-    let mut text = String::with_capacity(256);
-    text.push_str("{\"data\":");
+    let mut text = Vec::with_capacity(256);
+    text.extend_from_slice(b"{\"data\":");
     for (i, (key, value)) in sorted_entries(data).into_iter().enumerate() {
-        text.push(if i == 0 { '{' } else { ',' });
-        text.push_str(&Value::String(key.clone()).to_string());
-        text.push(':');
+        text.push(if i == 0 { b'{' } else { b',' });
+        write_json(key, &mut text);
+        text.push(b':');
         write_canonical(value, &mut text);
     }
-    text.push_str(if data.is_empty() { "{}" } else { "}" });
-    text.push_str(",\"type\":");
-    text.push_str(&Value::String(event_type.as_str().to_owned()).to_string());
-    text.push('}');
-    sha256_hex(text.as_bytes())
+    text.extend_from_slice(if data.is_empty() { b"{}" } else { b"}" });
+    text.extend_from_slice(b",\"type\":");
+    write_json(event_type.as_str(), &mut text);
+    text.push(b'}');
+    sha256_hex(&text)
 }
 
 fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
@@ -473,6 +473,19 @@ mod tests {
         assert_eq!(
             empty.payload_hash,
             crate::hash::content_hash(&json!({"type": "t", "data": {}}))
+        );
+    }
+
+    #[test]
+    fn the_payload_hash_never_changes_for_the_same_payload() {
+        // Stored hashes decide whether a resubmission is a duplicate or a conflict, so the
+        // canonical text must stay byte for byte what it was (escapes, unicode, numbers).
+        let event = NewEvent::parse(&json!({"id": "x", "type": "order.created",
+            "data": {"b": [1, 2.5, "x\"y\n"], "a": {"z": null, "é": true}}}))
+        .unwrap();
+        assert_eq!(
+            event.payload_hash,
+            "6082512fa7ebbab2fa4d163498143ecb66f4c40889be42ac799bf77090a3e582"
         );
     }
 

@@ -94,12 +94,12 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Validates a submitted body `{"id", "type", "data", "ordering_key"?}`, reporting every
-    /// problem at once.
-    pub fn parse(body: &Value) -> Result<Self, Vec<FieldError>> {
-        let Some(object) = body.as_object() else {
+    /// problem at once. Takes the body by value: a valid event keeps its `data` without a copy.
+    pub fn parse(body: Value) -> Result<Self, Vec<FieldError>> {
+        let Value::Object(mut object) = body else {
             return Err(vec![FieldError::new(
                 "",
-                format!("body must be a JSON object, got {}", json_kind(body)),
+                format!("body must be a JSON object, got {}", json_kind(&body)),
             )]);
         };
         let mut errors = Vec::new();
@@ -144,7 +144,7 @@ impl NewEvent {
                     errors.push(FieldError::new(path, "must not contain U+0000 (NUL)"));
                     None
                 } else {
-                    Some(map.clone())
+                    Some(())
                 }
             }
             Some(other) => {
@@ -179,7 +179,12 @@ impl NewEvent {
             }
         }
         match (external_id, event_type, data) {
-            (Some(external_id), Some(event_type), Some(data)) if errors.is_empty() => {
+            (Some(external_id), Some(event_type), Some(())) if errors.is_empty() => {
+                // Checked above to be an object; taken out only now, so the checks above saw
+                // the body's keys in their order.
+                let Some(Value::Object(data)) = object.remove("data") else {
+                    return Err(vec![FieldError::new("data", "must be a JSON object")]);
+                };
                 let mut payload_hash = payload_hash(&event_type, &data);
                 if let Some(key) = &ordering_key {
                     // A resubmission under another key is another submission.
@@ -410,7 +415,7 @@ mod tests {
 
     #[test]
     fn accepts_the_seed_quick_start_event() {
-        let event = NewEvent::parse(&json!({
+        let event = NewEvent::parse(json!({
             "id": "order-123", "type": "order.created",
             "data": {"amount": 100, "user_id": "user-456"}
         }))
@@ -422,7 +427,7 @@ mod tests {
     #[test]
     fn reports_every_problem_with_its_path() {
         let errors =
-            NewEvent::parse(&json!({"id": "", "type": 5, "data": [], "extra": 1})).unwrap_err();
+            NewEvent::parse(json!({"id": "", "type": 5, "data": [], "extra": 1})).unwrap_err();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["id", "type", "data", "extra"]);
     }
@@ -443,20 +448,17 @@ mod tests {
             data = json!({ "a": data });
         }
         let ok = json!({"id": "x", "type": "t", "data": data.clone()});
-        assert!(NewEvent::parse(&ok).is_ok());
+        assert!(NewEvent::parse(ok).is_ok());
         let too_deep = json!({"id": "x", "type": "t", "data": {"a": data}});
-        let errors = NewEvent::parse(&too_deep).unwrap_err();
+        let errors = NewEvent::parse(too_deep).unwrap_err();
         assert_eq!(errors[0].path, "data");
     }
 
     #[test]
     fn same_content_in_another_key_order_hashes_the_same() {
-        let a =
-            NewEvent::parse(&json!({"id": "x", "type": "t", "data": {"a": 1, "b": 2}})).unwrap();
-        let b =
-            NewEvent::parse(&json!({"type": "t", "data": {"b": 2, "a": 1}, "id": "x"})).unwrap();
-        let c =
-            NewEvent::parse(&json!({"id": "x", "type": "u", "data": {"a": 1, "b": 2}})).unwrap();
+        let a = NewEvent::parse(json!({"id": "x", "type": "t", "data": {"a": 1, "b": 2}})).unwrap();
+        let b = NewEvent::parse(json!({"type": "t", "data": {"b": 2, "a": 1}, "id": "x"})).unwrap();
+        let c = NewEvent::parse(json!({"id": "x", "type": "u", "data": {"a": 1, "b": 2}})).unwrap();
         assert_eq!(a.payload_hash, b.payload_hash);
         assert_ne!(a.payload_hash, c.payload_hash);
     }
@@ -464,12 +466,12 @@ mod tests {
     #[test]
     fn the_payload_hash_is_the_hash_of_type_and_data_in_canonical_form() {
         let event = NewEvent::parse(
-            &json!({"id": "x", "type": "t", "data": {"b": [1, {"d": 2, "c": 3}], "a": "é"}}),
+            json!({"id": "x", "type": "t", "data": {"b": [1, {"d": 2, "c": 3}], "a": "é"}}),
         )
         .unwrap();
         let whole = json!({"type": "t", "data": {"a": "é", "b": [1, {"c": 3, "d": 2}]}});
         assert_eq!(event.payload_hash, crate::hash::content_hash(&whole));
-        let empty = NewEvent::parse(&json!({"id": "x", "type": "t", "data": {}})).unwrap();
+        let empty = NewEvent::parse(json!({"id": "x", "type": "t", "data": {}})).unwrap();
         assert_eq!(
             empty.payload_hash,
             crate::hash::content_hash(&json!({"type": "t", "data": {}}))
@@ -480,7 +482,7 @@ mod tests {
     fn the_payload_hash_never_changes_for_the_same_payload() {
         // Stored hashes decide whether a resubmission is a duplicate or a conflict, so the
         // canonical text must stay byte for byte what it was (escapes, unicode, numbers).
-        let event = NewEvent::parse(&json!({"id": "x", "type": "order.created",
+        let event = NewEvent::parse(json!({"id": "x", "type": "order.created",
             "data": {"b": [1, 2.5, "x\"y\n"], "a": {"z": null, "é": true}}}))
         .unwrap();
         assert_eq!(

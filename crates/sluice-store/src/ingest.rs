@@ -129,7 +129,7 @@ mod tests {
     use sluice_core::event::EventState;
 
     fn event(id: &str, amount: i64) -> NewEvent {
-        NewEvent::parse(&json!({"id": id, "type": "order.created", "data": {"amount": amount}}))
+        NewEvent::parse(json!({"id": id, "type": "order.created", "data": {"amount": amount}}))
             .expect("a valid event")
     }
 

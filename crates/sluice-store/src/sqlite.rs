@@ -782,7 +782,7 @@ mod tests {
         const FULL: i64 = 2;
         assert_eq!(synchronous(&store).await, FULL);
         let event =
-            NewEvent::parse(&json!({"id": "a", "type": "t", "data": {}})).expect("a valid event");
+            NewEvent::parse(json!({"id": "a", "type": "t", "data": {}})).expect("a valid event");
         Store::ingest(&store, &[event]).await.expect("ingested");
 
         let claimed = Store::claim_due_events(&store, "w", &TypeSelector::default(), 10, 30_000)

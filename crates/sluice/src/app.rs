@@ -146,9 +146,10 @@ pub fn state(
     keys: Option<Arc<KeyRing>>,
 ) -> AppState {
     let ingest = match store.backend() {
-        // One writer at a time on SQLite: two flushers let one collect while one writes.
+        // SQLite's store has one writer connection: a flusher plans its batch while the
+        // other one writes.
         Backend::Sqlite => IngestConfig {
-            flushers: 2,
+            one_write_at_a_time: false,
             ..IngestConfig::default()
         },
         Backend::Postgres => IngestConfig::default(),

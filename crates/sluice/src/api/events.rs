@@ -44,7 +44,7 @@ pub async fn create_event(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Response> {
-    let event = NewEvent::parse(&body).map_err(ApiError::invalid)?;
+    let event = NewEvent::parse(body).map_err(ApiError::invalid)?;
     let ingested = events::ingest(&state, event).await?;
     Ok(if ingested.duplicate {
         (
@@ -72,14 +72,14 @@ pub async fn create_event(
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
+    JsonBody(mut body): JsonBody,
 ) -> ApiResult<Json<BatchOut>> {
-    let items = match body.get("events") {
+    let items = match body.get_mut("events").map(Value::take) {
         Some(Value::Array(items)) => items,
         Some(other) => {
             return Err(ApiError::invalid(vec![FieldError::new(
                 "events",
-                format!("must be an array, got {}", json_kind(other)),
+                format!("must be an array, got {}", json_kind(&other)),
             )]))
         }
         None => {
@@ -95,7 +95,7 @@ pub async fn create_batch(
             format!("must hold 1 to {MAX_BATCH} events, got {}", items.len()),
         )]));
     }
-    let parsed = items.iter().map(NewEvent::parse).collect();
+    let parsed = items.into_iter().map(NewEvent::parse).collect();
     Ok(Json(events::ingest_batch(&state, parsed).await?))
 }
 

@@ -2,7 +2,7 @@
 //! payload rules (an object, bounded depth), and the closed sets of states and statuses.
 
 use crate::error::{join_path, FieldError};
-use crate::hash::{sha256_hex, write_canonical, write_json};
+use crate::hash::{sha256_hex, sha256_hex_of, write_canonical_object, write_json};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -86,6 +86,9 @@ pub struct NewEvent {
     pub external_id: ExternalId,
     pub event_type: EventType,
     pub data: Map<String, Value>,
+    /// `data` as both stores write it: its canonical JSON text (keys sorted at every level),
+    /// the same text the payload hash is computed over, so no event is serialized twice.
+    pub data_text: String,
     pub ordering_key: Option<OrderingKey>,
     /// Hash of `{type, data}` (and the ordering key, when there is one) in canonical form:
     /// equal submissions hash equal.
@@ -185,7 +188,10 @@ impl NewEvent {
                 let Some(Value::Object(data)) = object.remove("data") else {
                     return Err(vec![FieldError::new("data", "must be a JSON object")]);
                 };
-                let mut payload_hash = payload_hash(&event_type, &data);
+                let mut text = Vec::with_capacity(256);
+                write_canonical_object(&data, &mut text);
+                let data_text = String::from_utf8(text).expect("serde_json writes UTF-8");
+                let mut payload_hash = payload_hash_of_text(&event_type, &data_text);
                 if let Some(key) = &ordering_key {
                     // A resubmission under another key is another submission.
                     payload_hash =
@@ -195,6 +201,7 @@ impl NewEvent {
                     external_id,
                     event_type,
                     data,
+                    data_text,
                     ordering_key,
                     payload_hash,
                 })
@@ -204,28 +211,18 @@ impl NewEvent {
     }
 }
 
-/// The hash that decides whether a resubmission is "the same payload".
-pub fn payload_hash(event_type: &EventType, data: &Map<String, Value>) -> String {
-    // The canonical form of `{"data": data, "type": type}`, written without copying `data`.
-    let mut text = Vec::with_capacity(256);
-    text.extend_from_slice(b"{\"data\":");
-    for (i, (key, value)) in sorted_entries(data).into_iter().enumerate() {
-        text.push(if i == 0 { b'{' } else { b',' });
-        write_json(key, &mut text);
-        text.push(b':');
-        write_canonical(value, &mut text);
-    }
-    text.extend_from_slice(if data.is_empty() { b"{}" } else { b"}" });
-    text.extend_from_slice(b",\"type\":");
-    write_json(event_type.as_str(), &mut text);
-    text.push(b'}');
-    sha256_hex(&text)
-}
-
-fn sorted_entries(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    entries
+/// The hash that decides whether a resubmission is "the same payload": of the canonical form
+/// of `{"data": data, "type": type}`, given `data`'s canonical text.
+fn payload_hash_of_text(event_type: &EventType, data_text: &str) -> String {
+    let mut type_text = Vec::with_capacity(event_type.as_str().len() + 2);
+    write_json(event_type.as_str(), &mut type_text);
+    sha256_hex_of(&[
+        b"{\"data\":",
+        data_text.as_bytes(),
+        b",\"type\":",
+        &type_text,
+        b"}",
+    ])
 }
 
 /// The path of the first string (key or value) in `value` that holds U+0000, which no
@@ -476,6 +473,20 @@ mod tests {
             empty.payload_hash,
             crate::hash::content_hash(&json!({"type": "t", "data": {}}))
         );
+    }
+
+    #[test]
+    fn data_is_stored_as_its_canonical_text() {
+        let event = NewEvent::parse(json!({"id": "x", "type": "t",
+            "data": {"b": [2, {"z": null, "y": "é\n"}], "a": 1.5}}))
+        .unwrap();
+        assert_eq!(event.data_text, r#"{"a":1.5,"b":[2,{"y":"é\n","z":null}]}"#);
+        let reordered = NewEvent::parse(json!({"id": "x", "type": "t",
+            "data": {"a": 1.5, "b": [2, {"y": "é\n", "z": null}]}}))
+        .unwrap();
+        assert_eq!(event.data_text, reordered.data_text);
+        let stored: Value = serde_json::from_str(&event.data_text).unwrap();
+        assert_eq!(stored, Value::Object(event.data));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! order) hash the same. Used for payload dedupe and for action content in idempotency keys.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// Writes `value` as compact JSON with object keys sorted, so equal values give equal text.
@@ -17,20 +17,7 @@ pub fn canonical_json(value: &Value) -> String {
 /// this runs for every ingested event).
 pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(key, out);
-                out.push(b':');
-                write_canonical(item, out);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
             out.push(b'[');
             for (i, item) in items.iter().enumerate() {
@@ -43,6 +30,22 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
         }
         scalar => write_json(scalar, out),
     }
+}
+
+/// Appends the canonical JSON of an object: its keys sorted, at every level.
+pub fn write_canonical_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(key, out);
+        out.push(b':');
+        write_canonical(item, out);
+    }
+    out.push(b'}');
 }
 
 /// Appends `value` as compact JSON (a string escaped and quoted).
@@ -59,7 +62,16 @@ pub fn content_hash(value: &Value) -> String {
 
 /// Hex SHA-256 of raw bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    sha256_hex_of(&[bytes])
+}
+
+/// The SHA-256 of the concatenated `parts`, in hex, without concatenating them.
+pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
 }
 
 #[cfg(test)]

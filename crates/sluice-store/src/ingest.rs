@@ -14,7 +14,7 @@ use std::collections::HashMap;
 pub(crate) struct UpsertRow<'a> {
     pub external_id: &'a str,
     pub event_type: &'a str,
-    pub payload: String,
+    pub payload: &'a str,
     pub payload_hash: &'a str,
     pub ordering_key: Option<&'a str>,
     /// Submissions with this id and hash in this round; added to `received_count`.
@@ -47,8 +47,7 @@ pub(crate) fn plan_round<'a>(
                 rows.push(UpsertRow {
                     external_id: id,
                     event_type: event.event_type.as_str(),
-                    payload: serde_json::to_string(&event.data)
-                        .expect("a JSON object with string keys always serializes"),
+                    payload: &event.data_text,
                     payload_hash: &event.payload_hash,
                     ordering_key: event.ordering_key.as_ref().map(|k| k.as_str()),
                     count: 1,

@@ -152,7 +152,7 @@ async fn upsert_round(
 ) -> Result<HashMap<String, EventSummary>, StoreError> {
     let external_ids: Vec<&str> = rows.iter().map(|r| r.external_id).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.event_type).collect();
-    let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
+    let payloads: Vec<&str> = rows.iter().map(|r| r.payload).collect();
     let hashes: Vec<&str> = rows.iter().map(|r| r.payload_hash).collect();
     let counts: Vec<i64> = rows.iter().map(|r| r.count).collect();
     let keys: Vec<Option<&str>> = rows.iter().map(|r| r.ordering_key).collect();

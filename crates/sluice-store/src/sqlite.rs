@@ -103,7 +103,7 @@ async fn upsert_round(
             values
                 .push_bind(row.external_id)
                 .push_bind(row.event_type)
-                .push_bind(row.payload.as_str())
+                .push_bind(row.payload)
                 .push_bind(row.payload_hash)
                 .push_bind(row.count)
                 .push_bind(row.ordering_key)

@@ -71,7 +71,12 @@ pub fn sha256_hex_of(parts: &[&[u8]]) -> String {
     for part in parts {
         hasher.update(part);
     }
-    hex::encode(hasher.finalize())
+    // Into a buffer rather than `hex::encode`, which builds the string a char at a time.
+    let mut digits = [0_u8; 64];
+    hex::encode_to_slice(hasher.finalize(), &mut digits).expect("64 digits for 32 bytes");
+    std::str::from_utf8(&digits)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! payload rules (an object, bounded depth), and the closed sets of states and statuses.
 
 use crate::error::{join_path, FieldError};
-use crate::hash::{sha256_hex, sha256_hex_of, write_canonical_object, write_json};
+use crate::hash::{sha256_hex, sha256_hex_of, write_json};
+use crate::json_text::JsonNode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -85,9 +86,9 @@ bounded_string!(
 pub struct NewEvent {
     pub external_id: ExternalId,
     pub event_type: EventType,
-    pub data: Map<String, Value>,
     /// `data` as both stores write it: its canonical JSON text (keys sorted at every level),
     /// the same text the payload hash is computed over, so no event is serialized twice.
+    /// Read back as a value only where one is needed (an event type's schema check).
     pub data_text: String,
     pub ordering_key: Option<OrderingKey>,
     /// Hash of `{type, data}` (and the ordering key, when there is one) in canonical form:
@@ -96,22 +97,22 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// Validates a submitted body `{"id", "type", "data", "ordering_key"?}`, reporting every
-    /// problem at once. Takes the body by value: a valid event keeps its `data` without a copy.
-    pub fn parse(body: Value) -> Result<Self, Vec<FieldError>> {
-        let Value::Object(mut object) = body else {
+    /// Validates a submitted body `{"id", "type", "data", "ordering_key"?}`, read from its
+    /// JSON text, reporting every problem at once.
+    pub fn from_json(body: &JsonNode<'_>) -> Result<Self, Vec<FieldError>> {
+        let JsonNode::Object(_) = body else {
             return Err(vec![FieldError::new(
                 "",
-                format!("body must be a JSON object, got {}", json_kind(&body)),
+                format!("body must be a JSON object, got {}", body.kind()),
             )]);
         };
         let mut errors = Vec::new();
-        let external_id = match object.get("id") {
-            Some(Value::String(s)) => ExternalId::parse(s).map_err(|e| errors.push(e)).ok(),
+        let external_id = match body.get("id") {
+            Some(JsonNode::String(s)) => ExternalId::parse(s).map_err(|e| errors.push(e)).ok(),
             Some(other) => {
                 errors.push(FieldError::new(
                     "id",
-                    format!("must be a string, got {}", json_kind(other)),
+                    format!("must be a string, got {}", other.kind()),
                 ));
                 None
             }
@@ -120,12 +121,12 @@ impl NewEvent {
                 None
             }
         };
-        let event_type = match object.get("type") {
-            Some(Value::String(s)) => EventType::parse(s).map_err(|e| errors.push(e)).ok(),
+        let event_type = match body.get("type") {
+            Some(JsonNode::String(s)) => EventType::parse(s).map_err(|e| errors.push(e)).ok(),
             Some(other) => {
                 errors.push(FieldError::new(
                     "type",
-                    format!("must be a string, got {}", json_kind(other)),
+                    format!("must be a string, got {}", other.kind()),
                 ));
                 None
             }
@@ -134,26 +135,27 @@ impl NewEvent {
                 None
             }
         };
-        let data = match object.get("data") {
-            Some(Value::Object(map)) => {
-                let depth = object_depth(map);
+        let data_text = match body.get("data") {
+            Some(data @ JsonNode::Object(_)) => {
+                let mut text = Vec::with_capacity(256);
+                let depth = data.write_canonical(&mut text);
                 if depth > MAX_DATA_DEPTH {
                     errors.push(FieldError::new(
                         "data",
                         format!("nests {depth} levels deep; at most {MAX_DATA_DEPTH} are allowed"),
                     ));
                     None
-                } else if let Some(path) = nul_path_in(map, "data") {
+                } else if let Some(path) = data.nul_path("data") {
                     errors.push(FieldError::new(path, "must not contain U+0000 (NUL)"));
                     None
                 } else {
-                    Some(())
+                    Some(String::from_utf8(text).expect("serde_json writes UTF-8"))
                 }
             }
             Some(other) => {
                 errors.push(FieldError::new(
                     "data",
-                    format!("must be a JSON object, got {}", json_kind(other)),
+                    format!("must be a JSON object, got {}", other.kind()),
                 ));
                 None
             }
@@ -162,35 +164,27 @@ impl NewEvent {
                 None
             }
         };
-        let ordering_key = match object.get("ordering_key") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => OrderingKey::parse(s).map_err(|e| errors.push(e)).ok(),
+        let ordering_key = match body.get("ordering_key") {
+            None | Some(JsonNode::Null) => None,
+            Some(JsonNode::String(s)) => OrderingKey::parse(s).map_err(|e| errors.push(e)).ok(),
             Some(other) => {
                 errors.push(FieldError::new(
                     "ordering_key",
-                    format!("must be a string, got {}", json_kind(other)),
+                    format!("must be a string, got {}", other.kind()),
                 ));
                 None
             }
         };
-        for key in object.keys() {
-            if !matches!(key.as_str(), "id" | "type" | "data" | "ordering_key") {
+        for key in body.keys() {
+            if !matches!(key, "id" | "type" | "data" | "ordering_key") {
                 errors.push(FieldError::new(
                     join_path("", key),
                     "is not a field of an event (expected id, type, data, ordering_key)",
                 ));
             }
         }
-        match (external_id, event_type, data) {
-            (Some(external_id), Some(event_type), Some(())) if errors.is_empty() => {
-                // Checked above to be an object; taken out only now, so the checks above saw
-                // the body's keys in their order.
-                let Some(Value::Object(data)) = object.remove("data") else {
-                    return Err(vec![FieldError::new("data", "must be a JSON object")]);
-                };
-                let mut text = Vec::with_capacity(256);
-                write_canonical_object(&data, &mut text);
-                let data_text = String::from_utf8(text).expect("serde_json writes UTF-8");
+        match (external_id, event_type, data_text) {
+            (Some(external_id), Some(event_type), Some(data_text)) if errors.is_empty() => {
                 let mut payload_hash = payload_hash_of_text(&event_type, &data_text);
                 if let Some(key) = &ordering_key {
                     // A resubmission under another key is another submission.
@@ -200,7 +194,6 @@ impl NewEvent {
                 Ok(Self {
                     external_id,
                     event_type,
-                    data,
                     data_text,
                     ordering_key,
                     payload_hash,
@@ -208,6 +201,20 @@ impl NewEvent {
             }
             _ => Err(errors),
         }
+    }
+
+    /// [`NewEvent::from_json`] for a body already held as a `Value`.
+    pub fn parse(body: Value) -> Result<Self, Vec<FieldError>> {
+        let text = serde_json::to_vec(&body).expect("a JSON value always serializes");
+        match serde_json::from_slice::<JsonNode>(&text) {
+            Ok(node) => Self::from_json(&node),
+            Err(_) => Err(vec![FieldError::new("", "JSON nests too deeply")]),
+        }
+    }
+
+    /// `data` as a JSON object, read back from its stored text.
+    pub fn data(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.data_text).expect("data_text is the JSON text of an object")
     }
 }
 
@@ -231,12 +238,6 @@ fn payload_hash_of_text(event_type: &EventType, data_text: &str) -> String {
 pub fn nul_path(value: &Value, path: &str) -> Option<String> {
     let mut trail = Vec::new();
     find_nul(value, &mut trail).then(|| render_trail(path, &trail))
-}
-
-/// [`nul_path`] of an object's keys and values.
-pub fn nul_path_in(map: &Map<String, Value>, path: &str) -> Option<String> {
-    let mut trail = Vec::new();
-    find_nul_in(map, &mut trail).then(|| render_trail(path, &trail))
 }
 
 /// One step into a value: an array index or an object key.
@@ -485,8 +486,21 @@ mod tests {
             "data": {"a": 1.5, "b": [2, {"y": "é\n", "z": null}]}}))
         .unwrap();
         assert_eq!(event.data_text, reordered.data_text);
-        let stored: Value = serde_json::from_str(&event.data_text).unwrap();
-        assert_eq!(stored, Value::Object(event.data));
+        assert_eq!(
+            Value::Object(event.data()),
+            json!({"a": 1.5, "b": [2, {"y": "é\n", "z": null}]})
+        );
+    }
+
+    #[test]
+    fn a_body_read_from_its_text_is_the_event_its_value_gives() {
+        let text =
+            r#"{"type": "t", "data": {"z": "é\u0000"}, "id": "x", "data": {"b": 1, "a": "é"}}"#;
+        let node: JsonNode = serde_json::from_str(text).unwrap();
+        let from_text = NewEvent::from_json(&node).unwrap();
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(from_text, NewEvent::parse(value).unwrap());
+        assert_eq!(from_text.data_text, r#"{"a":"é","b":1}"#);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod error;
 pub mod event;
 pub mod hash;
 pub mod idempotency;
+pub mod json_text;
 pub mod logic;
 pub mod retry;
 pub mod rule;

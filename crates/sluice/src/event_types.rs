@@ -249,33 +249,25 @@ fn collect_anchors<'a>(node: &'a Value, anchors: &mut HashMap<&'a str, &'a Value
 /// holds up other requests (`/health` included). A typical event is checked in place.
 const INLINE_WORK: usize = 200_000;
 
-/// Checks an event's `data` against a schema, on the blocking pool when it may be costly;
-/// the map is handed back either way.
+/// Checks an event's `data` against a schema, on the blocking pool when it may be costly.
 pub async fn check_data(
     schema: &Arc<DataSchema>,
     mut data: Map<String, Value>,
-) -> (Map<String, Value>, Result<(), Vec<FieldError>>) {
+) -> Result<(), Vec<FieldError>> {
     let limit = INLINE_WORK / schema.parts.max(1) + 1;
     if schema.parts.saturating_mul(count_values(&data, limit)) <= INLINE_WORK {
-        let checked = schema.check_map(&mut data);
-        return (data, checked);
+        return schema.check_map(&mut data);
     }
     let schema = schema.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let checked = schema.check_map(&mut data);
-        (data, checked)
-    });
+    let work = tokio::task::spawn_blocking(move || schema.check_map(&mut data));
     match work.await {
-        Ok(done) => done,
+        Ok(checked) => checked,
         Err(error) => {
             tracing::error!(error = %error, "a schema check stopped unexpectedly");
-            (
-                Map::new(),
-                Err(vec![FieldError::new(
-                    "",
-                    "the schema check stopped unexpectedly",
-                )]),
-            )
+            Err(vec![FieldError::new(
+                "",
+                "the schema check stopped unexpectedly",
+            )])
         }
     }
 }

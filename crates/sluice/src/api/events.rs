@@ -2,7 +2,7 @@
 //! handler extracts, calls its operation in `operations::events`, and wraps the answer.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{ExecutionPath, IdPath, JsonBody};
+use super::extract::{parse_json_as, ExecutionPath, IdPath, JsonText};
 use super::query::{parse_key_cursor, parse_page, PageQuery, QueryErrors};
 use super::schema::{BatchIn, NewEventIn};
 use crate::app::AppState;
@@ -14,8 +14,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::Value;
-use sluice_core::event::{json_kind, NewEvent};
+use sluice_core::event::NewEvent;
+use sluice_core::json_text::JsonNode;
 use sluice_core::FieldError;
 
 static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -42,9 +42,10 @@ pub fn query_or_400<T>(
     ))]
 pub async fn create_event(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
+    JsonText(body): JsonText,
 ) -> ApiResult<Response> {
-    let event = NewEvent::parse(body).map_err(ApiError::invalid)?;
+    let body: JsonNode = parse_json_as(&body)?;
+    let event = NewEvent::from_json(&body).map_err(ApiError::invalid)?;
     let ingested = events::ingest(&state, event).await?;
     Ok(if ingested.duplicate {
         (
@@ -72,14 +73,15 @@ pub async fn create_event(
     ))]
 pub async fn create_batch(
     State(state): State<AppState>,
-    JsonBody(mut body): JsonBody,
+    JsonText(body): JsonText,
 ) -> ApiResult<Json<BatchOut>> {
-    let items = match body.get_mut("events").map(Value::take) {
-        Some(Value::Array(items)) => items,
+    let mut body: JsonNode = parse_json_as(&body)?;
+    let items = match body.take("events") {
+        Some(JsonNode::Array(items)) => items,
         Some(other) => {
             return Err(ApiError::invalid(vec![FieldError::new(
                 "events",
-                format!("must be an array, got {}", json_kind(&other)),
+                format!("must be an array, got {}", other.kind()),
             )]))
         }
         None => {
@@ -95,7 +97,7 @@ pub async fn create_batch(
             format!("must hold 1 to {MAX_BATCH} events, got {}", items.len()),
         )]));
     }
-    let parsed = items.into_iter().map(NewEvent::parse).collect();
+    let parsed = items.iter().map(NewEvent::from_json).collect();
     Ok(Json(events::ingest_batch(&state, parsed).await?))
 }
 

@@ -18,6 +18,19 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonText(bytes) = JsonText::from_request(request, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON request body's bytes, checked for content type and size, for a handler that reads
+/// them into its own shape with [`parse_json_as`].
+pub struct JsonText(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonText {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let content_type = request
             .headers()
             .get(CONTENT_TYPE)
@@ -47,7 +60,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                     ApiError::validation(format!("could not read the body: {rejection}"))
                 }
             })?;
-        parse_json(&bytes).map(JsonBody)
+        Ok(JsonText(bytes))
     }
 }
 
@@ -107,6 +120,11 @@ fn is_json_media_type(media: &str) -> bool {
 /// Parses JSON with a message that says where it went wrong. serde_json already refuses
 /// NaN/Infinity and numbers out of range, so every accepted number is finite.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    parse_json_as(bytes)
+}
+
+/// [`parse_json`] into any shape that reads JSON, borrowing from `bytes` where it can.
+pub fn parse_json_as<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::validation(
             "the request body is empty; expected JSON",

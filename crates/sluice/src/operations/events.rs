@@ -138,12 +138,10 @@ fn count_ingested(outcome: &'static str, n: usize) {
 
 /// Stores one event (group commit: concurrent calls share a transaction). A duplicate (same
 /// id and payload) is an answer, not an error; a different payload under a stored id is a 409.
-pub async fn ingest(state: &AppState, mut event: NewEvent) -> ApiResult<IngestedOut> {
+pub async fn ingest(state: &AppState, event: NewEvent) -> ApiResult<IngestedOut> {
     let catalog = state.event_types.current().await?;
     if let Some(schema) = catalog.schema(event.event_type.as_str()) {
-        let (data, checked) = check_data(schema, std::mem::take(&mut event.data)).await;
-        event.data = data;
-        if let Err(violations) = checked {
+        if let Err(violations) = check_data(schema, event.data()).await {
             count_ingested("invalid", 1);
             return Err(schema_violation(&event, violations));
         }
@@ -220,15 +218,11 @@ pub async fn ingest_batch(
     let catalog = state.event_types.current().await?;
     for (index, item) in items.into_iter().enumerate() {
         let item = match item {
-            Ok(mut event) => match catalog.schema(event.event_type.as_str()) {
-                Some(schema) => {
-                    let (data, checked) = check_data(schema, std::mem::take(&mut event.data)).await;
-                    event.data = data;
-                    match checked {
-                        Ok(()) => Ok(event),
-                        Err(violations) => Err(schema_violation(&event, violations)),
-                    }
-                }
+            Ok(event) => match catalog.schema(event.event_type.as_str()) {
+                Some(schema) => match check_data(schema, event.data()).await {
+                    Ok(()) => Ok(event),
+                    Err(violations) => Err(schema_violation(&event, violations)),
+                },
                 None => Ok(event),
             },
             Err(details) => Err(ApiError::invalid(prefix_paths(details, index))),

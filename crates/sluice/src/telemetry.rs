@@ -1,7 +1,7 @@
 //! Logging, set up once per process: JSON lines for machines, pretty text for humans.
 
 use crate::config::LogFormat;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::fmt as subscriber;
@@ -136,35 +136,54 @@ impl Visit for JsonObject<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
-        self.entry(field, |out| write_json_string(out, &text));
+        self.entry(field, |out| {
+            out.write_char('"')?;
+            write!(Escaping(out), "{value:?}")?;
+            out.write_char('"')
+        });
     }
 }
 
 /// `text` as a JSON string literal.
 fn write_json_string(out: &mut dyn fmt::Write, text: &str) -> fmt::Result {
     out.write_char('"')?;
+    write_escaped(out, text)?;
+    out.write_char('"')
+}
+
+/// `text` escaped for the inside of a JSON string. Only ASCII bytes need escaping, and no
+/// byte of a multi-byte UTF-8 character is ASCII, so the scan is over bytes.
+fn write_escaped(out: &mut dyn fmt::Write, text: &str) -> fmt::Result {
     let mut plain_from = 0;
-    for (at, c) in text.char_indices() {
-        let escaped = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if c < ' ' => "",
+    for (at, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            byte if byte < b' ' => "",
             _ => continue,
         };
         out.write_str(&text[plain_from..at])?;
         if escaped.is_empty() {
-            write!(out, "\\u{:04x}", u32::from(c))?;
+            write!(out, "\\u{byte:04x}")?;
         } else {
             out.write_str(escaped)?;
         }
-        plain_from = at + c.len_utf8();
+        plain_from = at + 1;
     }
-    out.write_str(&text[plain_from..])?;
-    out.write_char('"')
+    out.write_str(&text[plain_from..])
+}
+
+/// A `fmt::Write` that escapes what is written to it for the inside of a JSON string, so a
+/// `Debug` or `Display` value is written into the log line without a `String` of its own.
+struct Escaping<'a>(&'a mut dyn fmt::Write);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        write_escaped(self.0, text)
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +247,7 @@ mod tests {
                 sampled = true,
                 ratio = 0.5_f64,
                 worker = tracing::field::Empty,
+                detail = ?"say \"hi\"\n",
             );
             let _entered = span.enter();
             span.record("worker", "w-1");
@@ -248,6 +268,7 @@ mod tests {
                 "sampled": true,
                 "ratio": 0.5,
                 "worker": "w-1",
+                "detail": format!("{:?}", "say \"hi\"\n"),
             })
         );
     }

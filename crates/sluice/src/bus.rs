@@ -11,13 +11,24 @@
 //! the drain 6%. A process with clients says so when one connects, every `WATCH_INTERVAL`
 //! after that, and when a process that starts up asks; the others forward for `WATCH_TTL`
 //! after they last heard it.
+//!
+//! Wake-ups leave a process the same way: only while a worker in another process waits for
+//! them. A busy worker claims again as soon as it has room and needs no wake-up; sending one
+//! per ingest burst regardless cost an API process 8–12% of its ingest rate (a NOTIFY
+//! transaction every 2 ms, and its own notifications coming back). A worker that finds
+//! nothing due says it waits — at once if it has not said so for `WATCH_INTERVAL`, then
+//! every `WATCH_INTERVAL` while it still waits, and when a process that starts up asks — and
+//! looks once more before it sleeps, for what was committed before the others heard it.
+//! A process that starts up, or listens again after losing its connection, sends wake-ups
+//! for `ANSWER_GRACE` before it has heard anything, since the answers may still be on their
+//! way.
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_core::event::{AttemptStatus, EventState};
 use sluice_store::{StateChange, Store};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
@@ -29,8 +40,12 @@ const WATCH_CHANNEL: &str = "sluice_watch";
 const WATCH_INTERVAL: Duration = Duration::from_secs(5);
 /// Three announcements may be missed before a process stops forwarding.
 const WATCH_TTL: Duration = Duration::from_secs(15);
-/// How long a new `/ws` client waits for its process's announcement to be sent.
+/// How long a new `/ws` client, or a worker about to wait, waits for its process's
+/// announcement to be sent.
 const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a process that starts listening assumes another process's worker waits, until
+/// the answers to its question arrive.
+const ANSWER_GRACE: Duration = Duration::from_secs(2);
 /// PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
 const MAX_NOTIFY_BYTES: usize = 7_000;
 /// At most one NOTIFY round trip per this interval. Every NOTIFY is a transaction that
@@ -112,18 +127,22 @@ enum Outgoing {
     Wake,
     /// Announce that this process has `/ws` clients; the sender learns once it is sent.
     Watching(Option<oneshot::Sender<()>>),
+    /// Announce that this process's worker waits for wake-ups; the sender learns once it is
+    /// sent.
+    Waiting(Option<oneshot::Sender<()>>),
     Ask,
 }
 
-/// Until when another process is known to have `/ws` clients, on a monotonic clock.
-struct Watched {
+/// Until when something heard from another process holds (it has `/ws` clients; its worker
+/// waits), on a monotonic clock.
+struct Heard {
     epoch: Instant,
     until_ms: AtomicU64,
 }
 
-impl Watched {
+impl Heard {
     fn new() -> Self {
-        Watched {
+        Heard {
             epoch: Instant::now(),
             until_ms: AtomicU64::new(0),
         }
@@ -133,14 +152,25 @@ impl Watched {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn heard(&self) {
-        let until = self.now_ms().saturating_add(WATCH_TTL.as_millis() as u64);
+    fn holds_for(&self, period: Duration) {
+        let until = self.now_ms().saturating_add(period.as_millis() as u64);
         self.until_ms.fetch_max(until, Ordering::Relaxed);
     }
 
-    fn is_watched(&self) -> bool {
+    fn heard(&self) {
+        self.holds_for(WATCH_TTL);
+    }
+
+    fn holds(&self) -> bool {
         self.now_ms() < self.until_ms.load(Ordering::Relaxed)
     }
+}
+
+/// Whether this process's worker waits for a wake-up, and when it last said so.
+struct Waiting {
+    now: AtomicBool,
+    /// When it last said so at once (`Bus::worker_waits`).
+    announced: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Cheap to clone; every clone shares the same channels.
@@ -151,7 +181,11 @@ pub struct Bus {
     /// To other processes; `None` on SQLite (one process, nothing to tell).
     outgoing: Option<mpsc::Sender<Outgoing>>,
     /// Whether another process has `/ws` clients, so live messages are worth sending.
-    watched: Arc<Watched>,
+    watched: Arc<Heard>,
+    /// Whether a worker in another process waits, so wake-ups are worth sending.
+    waited: Arc<Heard>,
+    /// Whether this process's worker waits.
+    waiting: Arc<Waiting>,
 }
 
 impl Bus {
@@ -162,7 +196,12 @@ impl Bus {
             live,
             wake: Arc::new(Notify::new()),
             outgoing: None,
-            watched: Arc::new(Watched::new()),
+            watched: Arc::new(Heard::new()),
+            waited: Arc::new(Heard::new()),
+            waiting: Arc::new(Waiting {
+                now: AtomicBool::new(false),
+                announced: std::sync::Mutex::new(None),
+            }),
         }
     }
 
@@ -174,13 +213,17 @@ impl Bus {
         };
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let (sender, mut outgoing) = mpsc::channel::<Outgoing>(1024);
-        // Watchers elsewhere answer at once rather than at their next announcement.
+        // Watchers and waiting workers elsewhere answer at once rather than at their next
+        // announcement.
         let _ = sender.try_send(Outgoing::Ask);
+        bus.waited.holds_for(ANSWER_GRACE);
         bus.outgoing = Some(sender.clone());
 
         let live = bus.live.clone();
         let wake = bus.wake.clone();
         let watched = bus.watched.clone();
+        let waited = bus.waited.clone();
+        let waiting = bus.waiting.clone();
         let own_origin = origin.clone();
         let listen_store = store.clone();
         let replies = sender.clone();
@@ -201,8 +244,14 @@ impl Bus {
                             match payload.split_once(' ') {
                                 Some((_, origin)) if origin == own_origin => {}
                                 Some(("watching", _)) => watched.heard(),
-                                Some(("ask", _)) if live.receiver_count() > 0 => {
-                                    let _ = replies.try_send(Outgoing::Watching(None));
+                                Some(("waiting", _)) => waited.heard(),
+                                Some(("ask", _)) => {
+                                    if live.receiver_count() > 0 {
+                                        let _ = replies.try_send(Outgoing::Watching(None));
+                                    }
+                                    if waiting.now.load(Ordering::Relaxed) {
+                                        let _ = replies.try_send(Outgoing::Waiting(None));
+                                    }
                                 }
                                 _ => {}
                             }
@@ -226,10 +275,15 @@ impl Bus {
                 wake.notify_one();
                 // Announcements sent meanwhile were lost too.
                 let _ = replies.try_send(Outgoing::Ask);
+                waited.holds_for(ANSWER_GRACE);
+                if waiting.now.load(Ordering::Relaxed) {
+                    let _ = replies.try_send(Outgoing::Waiting(None));
+                }
             }
         });
 
         let live = bus.live.clone();
+        let waiting = bus.waiting.clone();
         let announcements = sender;
         tokio::spawn(async move {
             let mut every = tokio::time::interval(WATCH_INTERVAL);
@@ -237,6 +291,11 @@ impl Bus {
                 every.tick().await;
                 if live.receiver_count() > 0
                     && announcements.send(Outgoing::Watching(None)).await.is_err()
+                {
+                    return;
+                }
+                if waiting.now.load(Ordering::Relaxed)
+                    && announcements.send(Outgoing::Waiting(None)).await.is_err()
                 {
                     return;
                 }
@@ -252,6 +311,7 @@ impl Bus {
                 let mut messages = Vec::new();
                 let mut wake = false;
                 let mut watching = false;
+                let mut waits = false;
                 let mut ask = false;
                 let mut announced = Vec::new();
                 let mut take = |item: Outgoing| match item {
@@ -259,6 +319,10 @@ impl Bus {
                     Outgoing::Wake => wake = true,
                     Outgoing::Watching(sent) => {
                         watching = true;
+                        announced.extend(sent);
+                    }
+                    Outgoing::Waiting(sent) => {
+                        waits = true;
                         announced.extend(sent);
                     }
                     Outgoing::Ask => ask = true,
@@ -278,6 +342,9 @@ impl Bus {
                 if watching {
                     notifications.push((WATCH_CHANNEL, format!("watching {origin}")));
                 }
+                if waits {
+                    notifications.push((WATCH_CHANNEL, format!("waiting {origin}")));
+                }
                 if ask {
                     notifications.push((WATCH_CHANNEL, format!("ask {origin}")));
                 }
@@ -296,7 +363,7 @@ impl Bus {
     /// Whether anyone would receive a live message now: a `/ws` client here, or one in
     /// another process. Lets a publisher skip building messages nobody reads.
     pub fn has_audience(&self) -> bool {
-        self.live.receiver_count() > 0 || (self.outgoing.is_some() && self.watched.is_watched())
+        self.live.receiver_count() > 0 || (self.outgoing.is_some() && self.watched.holds())
     }
 
     /// Delivers to local subscribers now and to other processes shortly.
@@ -308,19 +375,52 @@ impl Bus {
             // No subscriber is fine.
             let _ = self.live.send(Arc::new(message.clone()));
         }
-        if let Some(outgoing) = self.outgoing.as_ref().filter(|_| self.watched.is_watched()) {
+        if let Some(outgoing) = self.outgoing.as_ref().filter(|_| self.watched.holds()) {
             if outgoing.try_send(Outgoing::Live(messages)).is_err() {
                 metrics::counter!("sluice_live_messages_dropped_total").increment(1);
             }
         }
     }
 
-    /// Tells workers here and elsewhere that events are due.
+    /// Tells workers here and elsewhere that events are due: the one in this process, and
+    /// those in other processes if one of them said it waits.
     pub fn wake_workers(&self) {
         self.wake.notify_one();
-        if let Some(outgoing) = &self.outgoing {
+        if let Some(outgoing) = self.outgoing.as_ref().filter(|_| self.waited.holds()) {
             let _ = outgoing.try_send(Outgoing::Wake);
         }
+    }
+
+    /// This process's worker found nothing due and is about to wait for a wake-up. Returns
+    /// whether it just told the other processes so (once sent): then it should look once
+    /// more before it waits, for what they committed before they heard it.
+    pub async fn worker_waits(&self) -> bool {
+        self.waiting.now.store(true, Ordering::Relaxed);
+        let Some(outgoing) = &self.outgoing else {
+            return false;
+        };
+        {
+            let mut announced = self
+                .waiting
+                .announced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if announced.is_some_and(|at| at.elapsed() < WATCH_INTERVAL) {
+                return false;
+            }
+            *announced = Some(Instant::now());
+        }
+        let (sent, announced) = oneshot::channel();
+        if outgoing.try_send(Outgoing::Waiting(Some(sent))).is_err() {
+            return false;
+        }
+        let _ = tokio::time::timeout(ANNOUNCE_TIMEOUT, announced).await;
+        true
+    }
+
+    /// This process's worker stopped waiting (it was woken, or its poll interval passed).
+    pub fn worker_stops_waiting(&self) {
+        self.waiting.now.store(false, Ordering::Relaxed);
     }
 
     /// Live messages from now on, from this process and every other. Returns once the other

@@ -320,6 +320,9 @@ async fn claim_loop(
         backlog = claimed.len() >= limit;
         if claimed.is_empty() {
             drop(permits);
+            if bus.worker_waits().await {
+                continue;
+            }
             tokio::select! {
                 () = wake.notified() => {},
                 () = tokio::time::sleep(config.poll_interval) => {},
@@ -327,6 +330,7 @@ async fn claim_loop(
             }
             continue;
         }
+        bus.worker_stops_waiting();
         metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
         if bus.has_audience() {
             bus.publish(claimed.iter().map(processing_message).collect());

@@ -123,6 +123,11 @@ pub async fn start_on(db: Db, database_url: &str, extra: &[&str]) -> TestApp {
     start(db, database_url, extra, Roles::SERVE).await
 }
 
+/// A sluice with only the given roles on a database the test keeps.
+pub async fn start_on_as(db: Db, database_url: &str, extra: &[&str], roles: Roles) -> TestApp {
+    start(db, database_url, extra, roles).await
+}
+
 /// Another sluice on the same database as `other` (as a second process would be), with the
 /// given roles. It does not own the database: dropping it leaves the database in place.
 pub async fn spawn_sibling(other: &TestApp, extra: &[&str], roles: Roles) -> TestApp {

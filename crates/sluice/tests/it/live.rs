@@ -1,7 +1,7 @@
 //! Live updates over `GET /ws`: what a watcher sees while events are created and processed,
 //! filters, messages from another process (PostgreSQL), and a client too slow to keep up.
 
-use crate::helpers::{spawn_app, spawn_sibling, Db, Roles, TestApp};
+use crate::helpers::{fresh_database, spawn_app, spawn_sibling, start_on_as, Db, Roles, TestApp};
 use crate::story;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -507,6 +507,70 @@ async fn live_messages_go_through_the_database_only_while_another_process_watche
     watcher.close().await;
     other.stop().await;
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_go_through_the_database_only_while_a_worker_elsewhere_waits() {
+    let Some(database) = fresh_database(Db::Postgres).await else {
+        return;
+    };
+    // What crosses between processes, seen from the database itself.
+    let mut wire = sqlx::postgres::PgListener::connect(&database.url)
+        .await
+        .unwrap();
+    wire.listen("sluice_wake").await.unwrap();
+    let api = start_on_as(Db::Postgres, &database.url, &[], Roles::API).await;
+    noop_rule(&api, "t").await;
+    // A process that starts up wakes whoever may wait until the answers to its question
+    // have had time to arrive; past that, it knows nobody waits.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    // No worker anywhere: taking events sends no wake-up through the database.
+    for i in 0..5 {
+        post_event(&api, &format!("unclaimed-{i}"), "t").await;
+    }
+    let sent = tokio::time::timeout(Duration::from_millis(500), wire.try_recv()).await;
+    assert!(
+        sent.is_err(),
+        "a wake-up went out with no worker waiting: {sent:?}"
+    );
+
+    // A worker process that polls only once an hour: it takes what is there, says it waits,
+    // and from then on what the API process takes reaches it at once. (What is committed
+    // just as it says so may wait for its poll: post again until one gets through.)
+    let worker = spawn_sibling(
+        &api,
+        &["--worker-poll-interval-ms", "3600000"],
+        Roles::WORKER,
+    )
+    .await;
+    api.wait_for_processed(5).await;
+    let deadline = Instant::now() + PATIENCE;
+    let mut probe = 0;
+    'probing: loop {
+        let id = post_event(&api, &format!("probe-{probe}"), "t").await;
+        probe += 1;
+        let given_up = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < given_up {
+            let (_, event) = api.get_json(&format!("/events/{id}")).await;
+            if event["state"] == "processed" {
+                break 'probing;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no event posted to the API process reached the waiting worker"
+        );
+    }
+    let sent = tokio::time::timeout(PATIENCE, wire.try_recv()).await;
+    assert!(
+        matches!(sent, Ok(Ok(Some(_)))),
+        "no wake-up went through the database while a worker waited: {sent:?}"
+    );
+
+    worker.stop().await;
+    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,21 +5,41 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::Router;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::pin::pin;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
+
+/// What `serve` serves: the API's whole service stack (`app::router`), cloned per connection.
+pub trait HttpService:
+    Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
 
 /// Serves `app` until `stop` is cancelled, then waits for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl HttpService,
     header_timeout: Duration,
     stop: CancellationToken,
 ) -> std::io::Result<()> {

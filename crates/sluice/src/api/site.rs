@@ -4,13 +4,11 @@
 //! sluice), and every answer carries headers that stop sniffing and framing.
 
 use super::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::net::IpAddr;
-use std::sync::Arc;
 
 /// The `Host` names requests may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,12 +114,9 @@ impl SitePolicy {
     }
 }
 
-/// The guard, as a middleware over every route.
-pub async fn guard(
-    State(policy): State<Arc<SitePolicy>>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// Why a request is refused before it reaches its route: a `Host` not allowed here, or a
+/// write or WebSocket upgrade from another site's page. `None`: it may go on.
+pub fn refusal(policy: &SitePolicy, request: &Request) -> Option<Response> {
     let headers = request.headers();
     let host = match headers.get(header::HOST) {
         Some(value) => value.to_str().ok(),
@@ -132,11 +127,13 @@ pub async fn guard(
         // No name (HTTP/1.0) or one that is not text: only an open policy serves it.
         None if policy.hosts == AllowedHosts::Any => {}
         _ => {
-            return ApiError::forbidden(format!(
-                "host '{}' is not allowed here (set ALLOWED_HOSTS to serve it)",
-                host.unwrap_or("(none)")
-            ))
-            .into_response();
+            return Some(
+                ApiError::forbidden(format!(
+                    "host '{}' is not allowed here (set ALLOWED_HOSTS to serve it)",
+                    host.unwrap_or("(none)")
+                ))
+                .into_response(),
+            );
         }
     }
     let path = request.uri().path();
@@ -157,12 +154,18 @@ pub async fn guard(
         } else {
             "a write from another site's page"
         };
-        return ApiError::forbidden(format!(
-            "refused {what} (allow its origin with CORS_ORIGIN)"
-        ))
-        .into_response();
+        return Some(
+            ApiError::forbidden(format!(
+                "refused {what} (allow its origin with CORS_ORIGIN)"
+            ))
+            .into_response(),
+        );
     }
-    let mut response = next.run(request).await;
+    None
+}
+
+/// Headers every answer that got past the site checks carries: no sniffing, no framing.
+pub fn harden(response: &mut Response) {
     let headers = response.headers_mut();
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -176,7 +179,6 @@ pub async fn guard(
             .entry(name)
             .or_insert(HeaderValue::from_static(value));
     }
-    response
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use super::keyring::{KeyRing, Verdict};
 use super::{count_failure, session, AuthMode, Principal, Scope};
 use crate::api::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::Method;
 use axum::middleware::Next;
@@ -115,9 +115,10 @@ pub fn unauthorized(reason: &'static str, message: &str) -> Response {
     response
 }
 
-/// The middleware over the JSON API: refuses requests whose key is missing, unknown,
-/// revoked or short of the route's scope, and hands the key's principal to the handler.
-pub async fn guard(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+/// Access control over the JSON API (part of every request's checks, `app::checkpoint`):
+/// refuses requests whose key is missing, unknown, revoked or short of the route's scope,
+/// and hands the key's principal to the handler.
+pub async fn guard(gate: &Gate, mut request: Request, next: Next) -> Response {
     if gate.mode == AuthMode::None {
         return next.run(request).await;
     }

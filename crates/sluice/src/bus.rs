@@ -16,9 +16,10 @@
 //! them. A busy worker claims again as soon as it has room and needs no wake-up; sending one
 //! per ingest burst regardless cost an API process 8–12% of its ingest rate (a NOTIFY
 //! transaction every 2 ms, and its own notifications coming back). A worker that finds
-//! nothing due says it waits — at once if it has not said so for `WATCH_INTERVAL`, then
-//! every `WATCH_INTERVAL` while it still waits, and when a process that starts up asks — and
-//! looks once more before it sleeps, for what was committed before the others heard it.
+//! nothing due says it waits — at once, unless it already did so within `WATCH_INTERVAL` and
+//! nobody has started or reconnected since; then every `WATCH_INTERVAL` while it still
+//! waits; and when a process that starts up asks — and looks once more before it sleeps, for
+//! what was committed before the others heard it.
 //! A process that starts up, or listens again after losing its connection, sends wake-ups
 //! for `ANSWER_GRACE` before it has heard anything, since the answers may still be on their
 //! way.
@@ -169,8 +170,15 @@ impl Heard {
 /// Whether this process's worker waits for a wake-up, and when it last said so.
 struct Waiting {
     now: AtomicBool,
-    /// When it last said so at once (`Bus::worker_waits`).
+    /// When it last said so at once (`Bus::worker_waits`); `None` once a process that may not
+    /// have heard it has started or reconnected.
     announced: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Waiting {
+    fn forget_announcement(&self) {
+        *self.announced.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Cheap to clone; every clone shares the same channels.
@@ -246,6 +254,9 @@ impl Bus {
                                 Some(("watching", _)) => watched.heard(),
                                 Some(("waiting", _)) => waited.heard(),
                                 Some(("ask", _)) => {
+                                    // The asker has heard nothing yet: the next time the
+                                    // worker waits, it says so at once.
+                                    waiting.forget_announcement();
                                     if live.receiver_count() > 0 {
                                         let _ = replies.try_send(Outgoing::Watching(None));
                                     }
@@ -276,6 +287,7 @@ impl Bus {
                 // Announcements sent meanwhile were lost too.
                 let _ = replies.try_send(Outgoing::Ask);
                 waited.holds_for(ANSWER_GRACE);
+                waiting.forget_announcement();
                 if waiting.now.load(Ordering::Relaxed) {
                     let _ = replies.try_send(Outgoing::Waiting(None));
                 }
@@ -392,33 +404,39 @@ impl Bus {
     }
 
     /// This process's worker found nothing due and is about to wait for a wake-up. Returns
-    /// whether it just told the other processes so (once sent): then it should look once
-    /// more before it waits, for what they committed before they heard it.
+    /// whether it just told the other processes so (once sent, or once a wake-up came
+    /// meanwhile): then it should look once more before it waits, for what they committed
+    /// before they heard it.
     pub async fn worker_waits(&self) -> bool {
         self.waiting.now.store(true, Ordering::Relaxed);
         let Some(outgoing) = &self.outgoing else {
             return false;
         };
-        {
-            let mut announced = self
+        let mut announced = {
+            let mut last = self
                 .waiting
                 .announced
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if announced.is_some_and(|at| at.elapsed() < WATCH_INTERVAL) {
+            if last.is_some_and(|at| at.elapsed() < WATCH_INTERVAL) {
                 return false;
             }
-            *announced = Some(Instant::now());
+            let (sent, announced) = oneshot::channel();
+            if outgoing.try_send(Outgoing::Waiting(Some(sent))).is_err() {
+                return false;
+            }
+            *last = Some(Instant::now());
+            announced
+        };
+        // A wake-up meanwhile is a reason to look again too.
+        tokio::select! {
+            _ = tokio::time::timeout(ANNOUNCE_TIMEOUT, &mut announced) => {}
+            () = self.wake.notified() => {}
         }
-        let (sent, announced) = oneshot::channel();
-        if outgoing.try_send(Outgoing::Waiting(Some(sent))).is_err() {
-            return false;
-        }
-        let _ = tokio::time::timeout(ANNOUNCE_TIMEOUT, announced).await;
         true
     }
 
-    /// This process's worker stopped waiting (it was woken, or its poll interval passed).
+    /// This process's worker stopped waiting: a claim brought it events, or it stops.
     pub fn worker_stops_waiting(&self) {
         self.waiting.now.store(false, Ordering::Relaxed);
     }

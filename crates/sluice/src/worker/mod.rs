@@ -363,6 +363,7 @@ async fn claim_loop(
             }
         }
     }
+    bus.worker_stops_waiting();
 }
 
 async fn claim(

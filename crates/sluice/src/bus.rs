@@ -552,6 +552,56 @@ mod tests {
         assert_eq!(receiver.try_recv().unwrap().event_id(), Some(2));
     }
 
+    /// A bus whose messages to other processes land in the returned receiver.
+    fn bus_with_outgoing() -> (Bus, mpsc::Receiver<Outgoing>) {
+        let mut bus = Bus::local();
+        let (sender, outgoing) = mpsc::channel(16);
+        bus.outgoing = Some(sender);
+        (bus, outgoing)
+    }
+
+    #[test]
+    fn wake_ups_leave_the_process_only_while_a_worker_elsewhere_waits() {
+        let (bus, mut outgoing) = bus_with_outgoing();
+        bus.wake_workers();
+        assert!(outgoing.try_recv().is_err(), "a wake-up went out unwaited");
+        bus.waited.heard();
+        bus.wake_workers();
+        assert!(matches!(outgoing.try_recv(), Ok(Outgoing::Wake)));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_worker_says_so_at_once_then_not_again_until_someone_asks() {
+        let (bus, mut outgoing) = bus_with_outgoing();
+        // Sends what is queued, as the sender task does, and counts the announcements.
+        let sender = tokio::spawn(async move {
+            let mut announced = 0;
+            while let Some(item) = outgoing.recv().await {
+                if let Outgoing::Waiting(Some(sent)) = item {
+                    let _ = sent.send(());
+                    announced += 1;
+                }
+            }
+            announced
+        });
+        assert!(bus.worker_waits().await, "the first wait is announced");
+        assert!(
+            !bus.worker_waits().await,
+            "announced again within the interval"
+        );
+        assert!(bus.waiting.now.load(Ordering::Relaxed));
+        // A process that starts up asks: it has heard nothing, so the next wait says so.
+        bus.waiting.forget_announcement();
+        assert!(
+            bus.worker_waits().await,
+            "not announced to a process that asked"
+        );
+        bus.worker_stops_waiting();
+        assert!(!bus.waiting.now.load(Ordering::Relaxed));
+        drop(bus);
+        assert_eq!(sender.await.unwrap(), 2);
+    }
+
     #[test]
     fn messages_have_the_documented_shape() {
         let json = serde_json::to_value(created(7)).unwrap();

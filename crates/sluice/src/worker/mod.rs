@@ -141,7 +141,7 @@ async fn run(
     // Room for half of what is held: a finished attempt hands over its outcome and frees its
     // slot without waiting for the batch being written.
     let (done_sender, done_receiver) =
-        mpsc::channel::<AttemptOutcome>(config.concurrency.max(1) * HELD_PER_SLOT / 2);
+        mpsc::channel::<Finished>(config.concurrency.max(1) * HELD_PER_SLOT / 2);
     let done_receiver = Arc::new(tokio::sync::Mutex::new(done_receiver));
     let writers: Vec<_> = (0..completion_writers(store.backend()))
         .map(|_| {
@@ -217,7 +217,8 @@ async fn run(
                 Ok(rules) => process(&event, rules, &processing, &context).await,
                 Err(error) => process::cannot_start(&event, &processing, &error),
             };
-            let _ = done.send(outcome).await;
+            let ordered = event.event.ordering_key.is_some();
+            let _ = done.send(Finished { outcome, ordered }).await;
             drop(slot);
             drop(held);
         });
@@ -245,6 +246,13 @@ async fn run(
 /// Eight (512 at the default concurrency, Graphile Worker's local queue is 500) drained
 /// 1.14× faster than four; sixteen was no faster.
 const HELD_PER_SLOT: usize = 8;
+
+/// An attempt's outcome on its way to the completion writer.
+struct Finished {
+    outcome: AttemptOutcome,
+    /// Whether its event has an ordering key: its end may make the key's next event due.
+    ordered: bool,
+}
 
 /// A claimed event, ready to run: its rules (or why they could not be loaded) and its
 /// type's processing settings, resolved right after its claim.
@@ -277,7 +285,7 @@ async fn claim_loop(
     // keeps claims large (a round trip per batch, not per event).
     let gather = (config.concurrency.max(1) * HELD_PER_SLOT / 4).clamp(1, config.claim_batch);
     let mut backlog = false;
-    loop {
+    'claiming: loop {
         let mut permits = tokio::select! {
             permit = held.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
             () = shutdown.cancelled() => break,
@@ -318,24 +326,12 @@ async fn claim_loop(
             }
         };
         backlog = claimed.len() >= limit;
-        if claimed.is_empty() {
-            drop(permits);
-            if bus.worker_waits().await {
-                continue;
+        if !claimed.is_empty() {
+            bus.worker_stops_waiting();
+            metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
+            if bus.has_audience() {
+                bus.publish(claimed.iter().map(processing_message).collect());
             }
-            tokio::select! {
-                () = wake.notified() => {},
-                () = tokio::time::sleep(config.poll_interval) => {},
-                () = shutdown.cancelled() => break,
-            }
-            continue;
-        }
-        bus.worker_stops_waiting();
-        metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
-        if bus.has_audience() {
-            bus.publish(claimed.iter().map(processing_message).collect());
-        }
-        {
             let mut leased = in_flight.lock().unwrap_or_else(|e| e.into_inner());
             leased.extend(claimed.iter().map(|c| (c.attempt_id, c.event.id)));
         }
@@ -359,8 +355,25 @@ async fn claim_loop(
                 held: place,
             };
             if ready.send(next).is_err() {
-                break;
+                break 'claiming;
             }
+        }
+        drop(permits);
+        if backlog {
+            continue;
+        }
+        // The claim took everything due that no one else holds. Whatever becomes due next
+        // comes with a wake-up (a new event, a replay, a released lease, a retry's time, the
+        // end of an earlier event with the same ordering key), so wait for one rather than
+        // ask the database again: at a steady rate that second claim would come back empty,
+        // and an event arriving meanwhile would wait for it.
+        if bus.worker_waits().await {
+            continue;
+        }
+        tokio::select! {
+            () = wake.notified() => {},
+            () = tokio::time::sleep(config.poll_interval) => {},
+            () = shutdown.cancelled() => break,
         }
     }
     bus.worker_stops_waiting();
@@ -433,24 +446,28 @@ async fn write_completions(
     pool: String,
     store: Arc<dyn Store>,
     bus: Bus,
-    done: Arc<tokio::sync::Mutex<mpsc::Receiver<AttemptOutcome>>>,
+    done: Arc<tokio::sync::Mutex<mpsc::Receiver<Finished>>>,
     in_flight: Arc<Mutex<HashMap<i64, i64>>>,
 ) {
     const MAX_BATCH: usize = 512;
     loop {
-        let batch = {
+        let (batch, ordered) = {
             let mut done = done.lock().await;
             let Some(first) = done.recv().await else {
                 break;
             };
-            let mut batch = vec![first];
+            let mut ordered = first.ordered;
+            let mut batch = vec![first.outcome];
             while batch.len() < MAX_BATCH {
                 match done.try_recv() {
-                    Ok(outcome) => batch.push(outcome),
+                    Ok(finished) => {
+                        ordered |= finished.ordered;
+                        batch.push(finished.outcome);
+                    }
                     Err(_) => break,
                 }
             }
-            batch
+            (batch, ordered)
         };
         let mut delay = Duration::from_millis(100);
         let changes = loop {
@@ -476,6 +493,11 @@ async fn write_completions(
         }
         record_metrics(&pool, &batch);
         schedule_retries(&bus, &batch);
+        if ordered && !changes.is_empty() {
+            // The next event of a key becomes due when the one before it leaves the queue,
+            // which no ingest announces.
+            bus.wake_workers();
+        }
         if bus.has_audience() {
             bus.publish(changes.iter().map(LiveMessage::from_change).collect());
         }

@@ -176,3 +176,21 @@ async fn an_ordering_key_is_checked_like_any_field(app: TestApp) {
         .await;
     assert_eq!(status, 409);
 }
+
+// Polling only every ten minutes: each event of the key must be started by a wake-up.
+story!(
+    the_next_event_of_a_key_starts_when_the_one_before_it_ends,
+    "--worker-poll-interval-ms",
+    "600000"
+);
+async fn the_next_event_of_a_key_starts_when_the_one_before_it_ends(app: TestApp) {
+    // One batch: one ingest, one wake-up, and only the first of the key is due then.
+    let events: Vec<Value> = (0..3)
+        .map(|seq| json!({"id": format!("seq-{seq}"), "type": "ordered", "ordering_key": "k", "data": {"seq": seq}}))
+        .collect();
+    let (status, body) = app
+        .post("/events/batch", &json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_for_processed(3).await;
+}

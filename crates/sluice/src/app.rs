@@ -59,15 +59,11 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Announces new events and wakes the workers that will process them.
+    /// Announces new events to whoever watches live (the ingestor has woken the workers).
     pub fn events_created(&self, created: &[&EventSummary]) {
-        if created.is_empty() {
-            return;
-        }
-        if self.bus.has_audience() {
+        if !created.is_empty() && self.bus.has_audience() {
             self.publish_created(created);
         }
-        self.bus.wake_workers();
     }
 
     fn publish_created(&self, created: &[&EventSummary]) {
@@ -157,7 +153,7 @@ pub fn state(
         Backend::Postgres => IngestConfig::default(),
     };
     AppState(Arc::new(Shared {
-        ingestor: Ingestor::start(store.clone(), ingest),
+        ingestor: Ingestor::start(store.clone(), bus.clone(), ingest),
         event_types: crate::event_types::SharedCatalog::start(store.clone()),
         store,
         bus,

@@ -16,6 +16,7 @@
 //! serial chain of writes. On SQLite the two flushers write without taking turns: the store
 //! has one writer connection, and a flusher plans its batch while the other one writes.
 
+use crate::bus::Bus;
 use sluice_core::event::NewEvent;
 use sluice_store::{IngestOutcome, Store, StoreError};
 use std::sync::Arc;
@@ -59,21 +60,42 @@ pub enum IngestError {
     Closed,
 }
 
-/// The handle request handlers submit to. Cheap to clone.
+/// The handle request handlers submit to. Cheap to clone. Every way events are stored goes
+/// through it, and it wakes the workers as soon as new ones are committed — before the
+/// requests that sent them are answered.
 #[derive(Clone)]
 pub struct Ingestor {
     queue: mpsc::Sender<Submission>,
+    store: Arc<dyn Store>,
+    bus: Bus,
 }
 
 impl Ingestor {
     /// Starts the flusher tasks on the current runtime. They stop when every handle is dropped.
-    pub fn start(store: Arc<dyn Store>, config: IngestConfig) -> Self {
+    pub fn start(store: Arc<dyn Store>, bus: Bus, config: IngestConfig) -> Self {
         let (sender, receiver) = mpsc::channel(config.queue.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         for _ in 0..config.flushers.max(1) {
-            tokio::spawn(flush_loop(store.clone(), receiver.clone(), config));
+            tokio::spawn(flush_loop(
+                store.clone(),
+                bus.clone(),
+                receiver.clone(),
+                config,
+            ));
         }
-        Self { queue: sender }
+        Self {
+            queue: sender,
+            store,
+            bus,
+        }
+    }
+
+    /// Stores a batch a client sent as one (`POST /events/batch`) in one transaction of its
+    /// own, and returns once it is committed.
+    pub async fn store_batch(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
+        let outcomes = self.store.ingest(events).await?;
+        wake_for(&self.bus, &outcomes);
+        Ok(outcomes)
     }
 
     /// Stores one event (or finds its duplicate); returns once the outcome is committed.
@@ -91,8 +113,19 @@ impl Ingestor {
     }
 }
 
+/// Wakes the workers when a write stored new events.
+fn wake_for(bus: &Bus, outcomes: &[IngestOutcome]) {
+    if outcomes
+        .iter()
+        .any(|o| matches!(o, IngestOutcome::Created(_)))
+    {
+        bus.wake_workers();
+    }
+}
+
 async fn flush_loop(
     store: Arc<dyn Store>,
+    bus: Bus,
     receiver: Arc<Mutex<mpsc::Receiver<Submission>>>,
     config: IngestConfig,
 ) {
@@ -118,6 +151,7 @@ async fn flush_loop(
         metrics::histogram!("sluice_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
+                wake_for(&bus, &outcomes);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // The requester may have gone away; the event is stored regardless.
                     let _ = reply.send(Ok(outcome));

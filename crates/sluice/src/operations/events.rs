@@ -245,7 +245,7 @@ pub async fn ingest_batch(
         }
     }
     if !valid.is_empty() {
-        let outcomes = state.store.ingest(&valid).await?;
+        let outcomes = state.ingestor.store_batch(&valid).await?;
         let created: Vec<&EventSummary> = outcomes
             .iter()
             .filter_map(|o| match o {

@@ -760,3 +760,30 @@ async fn the_queue_is_compacted_after_churn() {
     sql.close().await;
     app.stop().await;
 }
+
+// A worker that polls only every ten minutes: every event here reaches it by a wake-up.
+story!(
+    a_worker_starts_new_events_without_polling,
+    "--worker-poll-interval-ms",
+    "600000"
+);
+async fn a_worker_starts_new_events_without_polling(app: TestApp) {
+    for i in 0..3 {
+        let (status, body) = app
+            .post(
+                "/events",
+                &json!({"id": format!("one-{i}"), "type": "t", "data": {}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        app.wait_for_processed(i + 1).await;
+    }
+    let events: Vec<Value> = (0..3)
+        .map(|i| json!({"id": format!("batch-{i}"), "type": "t", "data": {}}))
+        .collect();
+    let (status, body) = app
+        .post("/events/batch", &json!({ "events": events }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.wait_for_processed(6).await;
+}

@@ -147,6 +147,15 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// Readies what a worker's claims and completions use — their connections, and on each
+    /// one its statement — so the first events after a start do not wait for that. Changes
+    /// nothing.
+    async fn prepare_worker(
+        &self,
+        worker: &str,
+        types: &TypeSelector,
+        lease_ms: i64,
+    ) -> Result<(), StoreError>;
     /// Extends the leases of attempts still running.
     async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError>;
     /// Durably records that a non-idempotent action is about to run; returns the row id.

@@ -239,6 +239,106 @@ impl Dialect for Postgres {
     }
 }
 
+/// The completion statement, apart so that a worker can prepare it with nothing to write.
+impl PostgresStore {
+    async fn write_completion(
+        &self,
+        plan: &CompletionPlan<'_>,
+    ) -> Result<Vec<StateChange>, StoreError> {
+        let (x, s, e) = (&plan.new_executions, &plan.started, &plan.events);
+        // One statement, atomic on its own: move each event that its attempt still holds,
+        // settle or requeue its queue row, write those attempts (once, finished), record
+        // every execution — they happened, whether or not the attempt kept its lease — and
+        // settle `started` ones.
+        let moved = sqlx::query(
+            "WITH u AS ( \
+                SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], \
+                    $5::text[], $6::boolean[], $7::text[], $8::bigint[]) \
+                    AS u(event_id, attempt_id, state, next_at, error, deferred, status, duration_ms) \
+             ), moved AS ( \
+                UPDATE events e SET state = u.state, next_attempt_at = u.next_at, \
+                    last_error = u.error, \
+                    processed_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END, \
+                    next_trigger = CASE WHEN u.state = 'pending' AND NOT u.deferred THEN 'retry' \
+                        ELSE e.next_trigger END, \
+                    run_attempts = CASE WHEN u.deferred THEN e.run_attempts - 1 \
+                        ELSE e.run_attempts END, \
+                    lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, \
+                    updated_at = now() \
+                FROM u JOIN events o ON o.id = u.event_id \
+                WHERE e.id = u.event_id AND e.current_attempt_id = u.attempt_id \
+                    AND e.state = 'processing' \
+                RETURNING e.id, e.external_id, e.type, e.state, e.next_attempt_at, u.attempt_id, \
+                    u.status, u.error, u.duration_ms, o.attempts AS attempt_no, o.next_trigger AS trigger, \
+                    o.leased_by AS worker, COALESCE(o.claimed_at, o.updated_at) AS started_at, \
+                    CASE WHEN o.next_trigger = 'replay' THEN o.replay_requested_by END \
+                        AS requested_by \
+             ), settled AS ( \
+                DELETE FROM event_queue q USING moved m \
+                WHERE q.event_id = m.id AND m.state <> 'pending' \
+             ), requeued AS ( \
+                UPDATE event_queue q SET next_attempt_at = m.next_attempt_at, \
+                    lease_expires_at = NULL \
+                FROM moved m WHERE q.event_id = m.id AND m.state = 'pending' \
+             ), attempts AS ( \
+                INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, error, \
+                    worker, started_at, finished_at, duration_ms, requested_by) \
+                SELECT attempt_id, id, attempt_no, trigger, status, error, worker, started_at, \
+                    now(), duration_ms, requested_by FROM moved \
+                ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, \
+                    finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms \
+                    WHERE event_attempts.status = 'running' \
+             ), executions AS ( \
+                INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, \
+                    result, error, idempotency_key, duration_ms) \
+                SELECT * FROM UNNEST($9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
+                    $13::text[], $14::text[], $15::text[], $16::bigint[]) \
+             ), started AS ( \
+                UPDATE rule_executions x SET result = v.result, error = v.error, \
+                    duration_ms = v.duration_ms, executed_at = now() \
+                FROM UNNEST($17::bigint[], $18::text[], $19::text[], $20::bigint[]) \
+                    AS v(id, result, error, duration_ms) \
+                WHERE x.id = v.id \
+             ) SELECT id, external_id, type, state, attempt_id, status, now() AS finished_at, \
+                    duration_ms FROM moved",
+        )
+        .bind(&e.event_ids)
+        .bind(&e.attempt_ids)
+        .bind(&e.states)
+        .bind(&e.next_ats)
+        .bind(&e.errors)
+        .bind(&e.deferred)
+        .bind(&e.statuses)
+        .bind(&e.durations)
+        .bind(&x.attempt_ids)
+        .bind(&x.event_ids)
+        .bind(&x.rule_ids)
+        .bind(&x.rule_version_ids)
+        .bind(&x.results)
+        .bind(&x.errors)
+        .bind(&x.keys)
+        .bind(&x.durations)
+        .bind(&s.ids)
+        .bind(&s.results)
+        .bind(&s.errors)
+        .bind(&s.durations)
+        .fetch_all(&self.completion_pool)
+        .await?;
+        moved
+            .iter()
+            .map(|row| {
+                let attempt_id: i64 = row.value("attempt_id")?;
+                Ok(StateChange {
+                    status: Some(row.text_enum::<AttemptStatus>("status")?),
+                    finished_at: Some(row.timestamp("finished_at")?),
+                    duration_ms: row.value("duration_ms")?,
+                    ..state_change_from_row(row, Some(attempt_id))?
+                })
+            })
+            .collect()
+    }
+}
+
 #[async_trait]
 impl Engine for PostgresStore {
     type Dialect = Postgres;
@@ -353,6 +453,29 @@ impl Engine for PostgresStore {
         Ok(())
     }
 
+    async fn prepare_worker(
+        &self,
+        worker: &str,
+        types: &TypeSelector,
+        lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        // Two of each at once: the pools then open both of their connections. A claim of
+        // nothing and a completion of nothing plan their statements and load the catalog
+        // entries of every table and index they touch, which a new connection does not have.
+        let nothing = CompletionPlan::new(&[]);
+        let (first, second, third, fourth) = tokio::join!(
+            self.claim_due_events(worker, types, 0, lease_ms),
+            self.claim_due_events(worker, types, 0, lease_ms),
+            self.write_completion(&nothing),
+            self.write_completion(&nothing),
+        );
+        first?;
+        second?;
+        third?;
+        fourth?;
+        Ok(())
+    }
+
     async fn complete_attempts(
         &self,
         outcomes: &[AttemptOutcome],
@@ -360,98 +483,7 @@ impl Engine for PostgresStore {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let plan = CompletionPlan::new(outcomes);
-        let (x, s, e) = (&plan.new_executions, &plan.started, &plan.events);
-        // One statement, atomic on its own: move each event that its attempt still holds,
-        // settle or requeue its queue row, write those attempts (once, finished), record
-        // every execution — they happened, whether or not the attempt kept its lease — and
-        // settle `started` ones.
-        let moved = sqlx::query(
-            "WITH u AS ( \
-                SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], \
-                    $5::text[], $6::boolean[], $7::text[], $8::bigint[]) \
-                    AS u(event_id, attempt_id, state, next_at, error, deferred, status, duration_ms) \
-             ), moved AS ( \
-                UPDATE events e SET state = u.state, next_attempt_at = u.next_at, \
-                    last_error = u.error, \
-                    processed_at = CASE WHEN u.state = 'pending' THEN NULL ELSE now() END, \
-                    next_trigger = CASE WHEN u.state = 'pending' AND NOT u.deferred THEN 'retry' \
-                        ELSE e.next_trigger END, \
-                    run_attempts = CASE WHEN u.deferred THEN e.run_attempts - 1 \
-                        ELSE e.run_attempts END, \
-                    lease_expires_at = NULL, leased_by = NULL, current_attempt_id = NULL, \
-                    updated_at = now() \
-                FROM u JOIN events o ON o.id = u.event_id \
-                WHERE e.id = u.event_id AND e.current_attempt_id = u.attempt_id \
-                    AND e.state = 'processing' \
-                RETURNING e.id, e.external_id, e.type, e.state, e.next_attempt_at, u.attempt_id, \
-                    u.status, u.error, u.duration_ms, o.attempts AS attempt_no, o.next_trigger AS trigger, \
-                    o.leased_by AS worker, COALESCE(o.claimed_at, o.updated_at) AS started_at, \
-                    CASE WHEN o.next_trigger = 'replay' THEN o.replay_requested_by END \
-                        AS requested_by \
-             ), settled AS ( \
-                DELETE FROM event_queue q USING moved m \
-                WHERE q.event_id = m.id AND m.state <> 'pending' \
-             ), requeued AS ( \
-                UPDATE event_queue q SET next_attempt_at = m.next_attempt_at, \
-                    lease_expires_at = NULL \
-                FROM moved m WHERE q.event_id = m.id AND m.state = 'pending' \
-             ), attempts AS ( \
-                INSERT INTO event_attempts (id, event_id, attempt_no, trigger, status, error, \
-                    worker, started_at, finished_at, duration_ms, requested_by) \
-                SELECT attempt_id, id, attempt_no, trigger, status, error, worker, started_at, \
-                    now(), duration_ms, requested_by FROM moved \
-                ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error, \
-                    finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms \
-                    WHERE event_attempts.status = 'running' \
-             ), executions AS ( \
-                INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, \
-                    result, error, idempotency_key, duration_ms) \
-                SELECT * FROM UNNEST($9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], \
-                    $13::text[], $14::text[], $15::text[], $16::bigint[]) \
-             ), started AS ( \
-                UPDATE rule_executions x SET result = v.result, error = v.error, \
-                    duration_ms = v.duration_ms, executed_at = now() \
-                FROM UNNEST($17::bigint[], $18::text[], $19::text[], $20::bigint[]) \
-                    AS v(id, result, error, duration_ms) \
-                WHERE x.id = v.id \
-             ) SELECT id, external_id, type, state, attempt_id, status, now() AS finished_at, \
-                    duration_ms FROM moved",
-        )
-        .bind(&e.event_ids)
-        .bind(&e.attempt_ids)
-        .bind(&e.states)
-        .bind(&e.next_ats)
-        .bind(&e.errors)
-        .bind(&e.deferred)
-        .bind(&e.statuses)
-        .bind(&e.durations)
-        .bind(&x.attempt_ids)
-        .bind(&x.event_ids)
-        .bind(&x.rule_ids)
-        .bind(&x.rule_version_ids)
-        .bind(&x.results)
-        .bind(&x.errors)
-        .bind(&x.keys)
-        .bind(&x.durations)
-        .bind(&s.ids)
-        .bind(&s.results)
-        .bind(&s.errors)
-        .bind(&s.durations)
-        .fetch_all(&self.completion_pool)
-        .await?;
-        moved
-            .iter()
-            .map(|row| {
-                let attempt_id: i64 = row.value("attempt_id")?;
-                Ok(StateChange {
-                    status: Some(row.text_enum::<AttemptStatus>("status")?),
-                    finished_at: Some(row.timestamp("finished_at")?),
-                    duration_ms: row.value("duration_ms")?,
-                    ..state_change_from_row(row, Some(attempt_id))?
-                })
-            })
-            .collect()
+        self.write_completion(&CompletionPlan::new(outcomes)).await
     }
 
     async fn release_events(

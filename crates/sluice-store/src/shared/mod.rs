@@ -56,6 +56,15 @@ pub(crate) trait Engine: Send + Sync + 'static {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// See [`Store::prepare_worker`]; nothing to do by default.
+    async fn prepare_worker(
+        &self,
+        _worker: &str,
+        _types: &TypeSelector,
+        _lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError>;
     async fn complete_attempts(
         &self,
@@ -516,6 +525,15 @@ impl<E: Engine> Store for E {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         Engine::claim_due_events(self, worker, types, limit, lease_ms).await
+    }
+
+    async fn prepare_worker(
+        &self,
+        worker: &str,
+        types: &TypeSelector,
+        lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        Engine::prepare_worker(self, worker, types, lease_ms).await
     }
 
     async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError> {

@@ -277,6 +277,21 @@ async fn claim_loop(
 ) {
     let wake = bus.wake_signal();
     let mut cache = RuleCache::default();
+    // Ready before the first claim rather than during it: the rules, and (on PostgreSQL) the
+    // connections and statements of claims and completions. Whatever fails here is done
+    // again when needed.
+    let (prepared, generation) = tokio::join!(
+        store.prepare_worker(&config.worker_id, &config.types, ms(config.lease)),
+        store.rule_generation(),
+    );
+    if let Err(error) = prepared {
+        tracing::warn!(error = %error, "cannot prepare the worker's connections yet");
+    }
+    if let Ok(generation) = generation {
+        if let Err(error) = cache.refresh(&*store, generation, &config.limits).await {
+            tracing::warn!(error = %error, "cannot load the rules yet");
+        }
+    }
     let defaults = crate::event_types::Processing {
         timeout: config.processing_timeout,
         retry: config.retry.clone(),

@@ -147,6 +147,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// Readies the connections ingest writes on, and on each one the ingest statement, so
+    /// the first events after a start do not wait for that. Writes nothing.
+    async fn prepare_ingest(&self) -> Result<(), StoreError>;
     /// Readies what a worker's claims and completions use — their connections, and on each
     /// one its statement — so the first events after a start do not wait for that. Changes
     /// nothing.

@@ -453,6 +453,19 @@ impl Engine for PostgresStore {
         Ok(())
     }
 
+    async fn prepare_ingest(&self) -> Result<(), StoreError> {
+        // The group commit alternates between two writes; an upsert of no rows plans the
+        // statement and compiles the count trigger (which inserts nothing for no rows) on
+        // each connection.
+        let prepare = || async {
+            let mut conn = self.pool.acquire().await?;
+            upsert_round(&mut conn, &[]).await.map(drop)
+        };
+        let (first, second) = tokio::join!(prepare(), prepare());
+        first?;
+        second
+    }
+
     async fn prepare_worker(
         &self,
         worker: &str,

@@ -375,6 +375,9 @@ impl RunningApp {
             );
         }
         let (addr, server, state) = if roles.api {
+            if let Err(error) = store.prepare_ingest().await {
+                tracing::warn!(error = %error, "cannot prepare the ingest connections yet");
+            }
             let listener = tokio::net::TcpListener::bind((settings.host, settings.port))
                 .await
                 .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;

@@ -56,6 +56,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
         limit: i64,
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError>;
+    /// See [`Store::prepare_ingest`]; nothing to do by default.
+    async fn prepare_ingest(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// See [`Store::prepare_worker`]; nothing to do by default.
     async fn prepare_worker(
         &self,
@@ -525,6 +529,10 @@ impl<E: Engine> Store for E {
         lease_ms: i64,
     ) -> Result<Vec<ClaimedEvent>, StoreError> {
         Engine::claim_due_events(self, worker, types, limit, lease_ms).await
+    }
+
+    async fn prepare_ingest(&self) -> Result<(), StoreError> {
+        Engine::prepare_ingest(self).await
     }
 
     async fn prepare_worker(

@@ -276,6 +276,16 @@ pub trait Store: Send + Sync + 'static {
     /// whose probe never reported back (it becomes half open for another `open_ms`); false if
     /// another worker took it first or it is not due.
     async fn claim_target_probe(&self, target: &str, open_ms: i64) -> Result<bool, StoreError>;
+    /// Makes up to `limit` events waiting for `target` due now, oldest first, and returns how
+    /// many. Released for good (`as_probe` false: the target closed, was resumed, or has room)
+    /// they no longer wait; released as the target's probe they keep waiting for it, so the
+    /// worker that claims one knows it is the probe.
+    async fn release_waiting(
+        &self,
+        target: &str,
+        limit: i64,
+        as_probe: bool,
+    ) -> Result<u64, StoreError>;
     /// One worker's periodic report: deliveries in flight now and totals since the last.
     async fn report_targets(
         &self,

@@ -274,6 +274,10 @@ pub struct ClaimedEvent {
     /// before the event was ingested is in it, so a worker whose rules are at least this
     /// new applies them — without a round trip of its own to ask.
     pub rule_generation: i64,
+    /// The target the event was waiting for when it was claimed — it was released as that
+    /// target's probe, or its longest allowed wait is over — and since when it waits.
+    pub waiting_for: Option<String>,
+    pub waiting_since: Option<Timestamp>,
 }
 
 /// What one rule did, to be recorded with the attempt's outcome.
@@ -290,13 +294,19 @@ pub struct ExecutionRecord {
 }
 
 /// Where an event goes after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum NextState {
     Processed,
     RetryAt(Timestamp),
-    /// Back to pending at this time without the attempt counting against `max_attempts`:
-    /// some action's receiver was unavailable.
-    DeferredUntil(Timestamp),
+    /// Back to pending, waiting for `target` (its circuit is open or it is paused), without
+    /// the attempt counting against `max_attempts`. Claims pass it by until the target is
+    /// released (`Store::release_waiting`) or `until` (the end of its longest allowed wait)
+    /// comes. Since when it waits is kept while it waits for the same target.
+    WaitFor { target: String, until: Timestamp },
+    /// Given back without a trace: nothing ran, because `target` already has as many
+    /// deliveries in flight and waiting in this worker as it may. No attempt is recorded
+    /// (the attempt's number is given back); it waits in the queue like [`NextState::WaitFor`].
+    SetAside { target: String, until: Timestamp },
     Failed,
 }
 
@@ -394,6 +404,9 @@ pub struct TargetRecord {
     pub failed_total: i64,
     /// Deliveries in flight, summed over the worker processes that reported lately.
     pub in_flight: i64,
+    /// Events waiting in the queue for this target, and since when the oldest waits.
+    pub waiting: i64,
+    pub waiting_since: Option<Timestamp>,
 }
 
 /// One worker process's report for one target since its last.
@@ -417,6 +430,8 @@ pub struct EventTypeSettings {
     pub max_attempts: Option<i64>,
     /// Delays before retries; the last one repeats.
     pub retry_backoff_ms: Option<Vec<i64>>,
+    /// How long an event may wait for its target before it fails.
+    pub max_wait_ms: Option<i64>,
 }
 
 /// An event type as listed: configured (has settings), seen (has events or rules), or both.
@@ -439,6 +454,7 @@ pub struct EventTypeChanges {
     pub processing_timeout_ms: Option<Option<i64>>,
     pub max_attempts: Option<Option<i64>>,
     pub retry_backoff_ms: Option<Option<Vec<i64>>>,
+    pub max_wait_ms: Option<Option<i64>>,
     /// The asking key's name, recorded as `updated_by`.
     pub updated_by: Option<String>,
 }

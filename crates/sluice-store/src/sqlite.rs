@@ -142,6 +142,7 @@ where
 impl Dialect for Sqlite {
     // One writer at a time: a transaction's reads cannot be overtaken by another's writes.
     const FOR_UPDATE: &'static str = "";
+    const SKIP_LOCKED: &'static str = "";
     const PAYLOAD_BYTES: &'static str = "length(CAST(payload AS BLOB))";
     // CROSS JOIN fixes SQLite's join order: left to right.
     const QUEUED_EVENTS: &'static str = "event_queue q CROSS JOIN events e";
@@ -281,6 +282,7 @@ impl Engine for SqliteStore {
                     "event_id": e.event_ids[i], "attempt_id": e.attempt_ids[i],
                     "state": e.states[i], "next_at": e.next_ats[i].map(to_micros),
                     "error": e.errors[i], "deferred": e.deferred[i],
+                    "set_aside": e.set_aside[i],
                 })
             })
             .collect();
@@ -316,7 +318,9 @@ impl Engine for SqliteStore {
         // Only events their attempt still holds move; the others' rows do not come back.
         let moved = sqlx::query(
             "UPDATE events SET state = v.state, next_attempt_at = v.next_at, \
-                last_error = v.error, \
+                last_error = CASE WHEN v.set_aside THEN events.last_error ELSE v.error END, \
+                attempts = CASE WHEN v.set_aside THEN events.attempts - 1 \
+                    ELSE events.attempts END, \
                 processed_at = CASE WHEN v.state = 'pending' THEN NULL ELSE ?2 END, \
                 next_trigger = CASE WHEN v.state = 'pending' AND NOT v.deferred THEN 'retry' \
                     ELSE events.next_trigger END, \
@@ -326,7 +330,8 @@ impl Engine for SqliteStore {
                 updated_at = ?2 \
              FROM (SELECT value ->> 'event_id' AS event_id, value ->> 'attempt_id' AS attempt_id, \
                 value ->> 'state' AS state, value ->> 'next_at' AS next_at, \
-                value ->> 'error' AS error, value ->> 'deferred' AS deferred \
+                value ->> 'error' AS error, value ->> 'deferred' AS deferred, \
+                value ->> 'set_aside' AS set_aside \
                 FROM json_each(?1)) AS v \
              WHERE events.id = v.event_id AND events.current_attempt_id = v.attempt_id \
                 AND events.state = 'processing' \
@@ -359,24 +364,39 @@ impl Engine for SqliteStore {
         let mut changes = Vec::with_capacity(moved.len());
         let mut settled = Vec::new();
         let mut requeued = Vec::new();
+        let mut set_aside = Vec::new();
         for row in &moved {
             let event_id: i64 = row.try_get("id")?;
             let attempt_id = attempt_of.get(&event_id).copied().ok_or_else(|| {
                 StoreError::Corrupt(format!("completion moved event {event_id} it did not hold"))
             })?;
-            let change = state_change_from_row(row, Some(attempt_id))?;
+            let at = position.get(&event_id).copied();
+            let aside = at.is_some_and(|i| e.set_aside[i]);
+            let change = state_change_from_row(row, (!aside).then_some(attempt_id))?;
             if change.state == EventState::Pending {
-                let next_at = position
-                    .get(&event_id)
-                    .and_then(|&i| e.next_ats[i])
+                let next_at = at
+                    .and_then(|i| e.next_ats[i])
                     .map(to_micros)
                     .unwrap_or(now);
-                requeued.push(json!({"event_id": event_id, "next_at": next_at}));
+                let waiting_for = at.and_then(|i| e.waiting_for[i].clone());
+                requeued.push(
+                    json!({"event_id": event_id, "next_at": next_at, "waiting_for": waiting_for}),
+                );
             } else {
                 settled.push(event_id);
             }
+            if aside {
+                set_aside.push(attempt_id);
+            }
             kept.push(attempt_id);
             changes.push(change);
+        }
+        if !set_aside.is_empty() {
+            // The claim wrote the attempt's row; an event set aside had no attempt.
+            sqlx::query("DELETE FROM event_attempts WHERE id IN (SELECT value FROM json_each(?))")
+                .bind(json!(set_aside).to_string())
+                .execute(&mut *tx)
+                .await?;
         }
         if !settled.is_empty() {
             sqlx::query(
@@ -388,12 +408,17 @@ impl Engine for SqliteStore {
         }
         if !requeued.is_empty() {
             sqlx::query(
-                "UPDATE event_queue SET next_attempt_at = v.next_at, lease_expires_at = NULL \
-                 FROM (SELECT value ->> 'event_id' AS event_id, value ->> 'next_at' AS next_at \
-                    FROM json_each(?)) AS v \
+                "UPDATE event_queue SET next_attempt_at = v.next_at, lease_expires_at = NULL, \
+                    waiting_since = CASE WHEN v.waiting_for IS NULL THEN NULL \
+                        WHEN event_queue.waiting_for = v.waiting_for \
+                        THEN event_queue.waiting_since ELSE ?2 END, \
+                    waiting_for = v.waiting_for \
+                 FROM (SELECT value ->> 'event_id' AS event_id, value ->> 'next_at' AS next_at, \
+                    value ->> 'waiting_for' AS waiting_for FROM json_each(?1)) AS v \
                  WHERE event_queue.event_id = v.event_id",
             )
             .bind(Value::Array(requeued).to_string())
+            .bind(now)
             .execute(&mut *tx)
             .await?;
         }
@@ -636,14 +661,19 @@ async fn claim_on(
     lease
         .push(" ORDER BY next_attempt_at, event_id LIMIT ")
         .push_bind(limit)
-        .push(") RETURNING event_id, next_attempt_at");
-    let mut leased: Vec<(i64, i64)> = lease.build_query_as().fetch_all(&mut *tx).await?;
+        .push(") RETURNING event_id, next_attempt_at, waiting_for, waiting_since");
+    let mut leased: Vec<(i64, i64, Option<String>, Option<i64>)> =
+        lease.build_query_as().fetch_all(&mut *tx).await?;
     if leased.is_empty() {
         return Ok(Vec::new());
     }
     // RETURNING comes in no particular order; the attempts run in due order.
-    leased.sort_unstable_by_key(|&(event_id, next_attempt_at)| (next_attempt_at, event_id));
-    let due: Vec<i64> = leased.into_iter().map(|(event_id, _)| event_id).collect();
+    leased.sort_unstable_by_key(|&(event_id, next_attempt_at, ..)| (next_attempt_at, event_id));
+    let due: Vec<i64> = leased.iter().map(|&(event_id, ..)| event_id).collect();
+    let mut waiting: HashMap<i64, (Option<String>, Option<i64>)> = leased
+        .into_iter()
+        .map(|(event_id, _, target, since)| (event_id, (target, since)))
+        .collect();
     let mut insert = QueryBuilder::new(
         "INSERT INTO event_attempts \
          (event_id, attempt_no, trigger, status, worker, started_at, requested_by) \
@@ -696,6 +726,7 @@ async fn claim_on(
                 event.id
             )));
         };
+        let (waiting_for, waiting_since) = waiting.remove(&event.id).unwrap_or_default();
         claimed.push(ClaimedEvent {
             attempt_id,
             attempt_no,
@@ -703,6 +734,8 @@ async fn claim_on(
             replay_rules: row.text_enum("replay_rules")?,
             run_attempts: row.value("run_attempts")?,
             rule_generation: row.value("rule_generation")?,
+            waiting_for,
+            waiting_since: opt_from_micros(waiting_since)?,
             event,
         });
     }

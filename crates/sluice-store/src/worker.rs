@@ -37,6 +37,10 @@ pub(crate) struct EventMoves {
     pub errors: Vec<Option<String>>,
     /// Deferred: back to pending without the attempt counting, its trigger kept.
     pub deferred: Vec<bool>,
+    /// Set aside: like deferred, and the attempt is not recorded at all.
+    pub set_aside: Vec<bool>,
+    /// The target a deferred or set-aside event waits for.
+    pub waiting_for: Vec<Option<String>>,
     /// How the attempt ended, and how long it ran (its error is `errors`).
     pub statuses: Vec<&'static str>,
     pub durations: Vec<i64>,
@@ -85,14 +89,22 @@ impl<'a> CompletionPlan<'a> {
                 }
             }
             let (state, next_at) = outcome.next.as_text();
+            let waiting_for = match &outcome.next {
+                NextState::WaitFor { target, .. } | NextState::SetAside { target, .. } => {
+                    Some(target.clone())
+                }
+                _ => None,
+            };
             events.event_ids.push(outcome.event_id);
             events.attempt_ids.push(outcome.attempt_id);
             events.states.push(state);
             events.next_ats.push(next_at);
             events.errors.push(outcome.error.clone());
+            events.deferred.push(waiting_for.is_some());
             events
-                .deferred
-                .push(matches!(outcome.next, NextState::DeferredUntil(_)));
+                .set_aside
+                .push(matches!(outcome.next, NextState::SetAside { .. }));
+            events.waiting_for.push(waiting_for);
             events.statuses.push(outcome.status.as_str());
             events.durations.push(outcome.duration_ms);
         }
@@ -104,11 +116,14 @@ impl<'a> CompletionPlan<'a> {
         }
     }
 
-    /// The attempt ends of those attempts that still held their lease.
+    /// The attempt ends of those attempts that still held their lease (and were not set
+    /// aside: those leave no attempt).
     pub fn attempts_for(&self, kept_attempt_ids: &[i64]) -> AttemptEnds {
         let mut ends = AttemptEnds::default();
         for outcome in self.outcomes {
-            if kept_attempt_ids.contains(&outcome.attempt_id) {
+            if kept_attempt_ids.contains(&outcome.attempt_id)
+                && !matches!(outcome.next, NextState::SetAside { .. })
+            {
                 ends.ids.push(outcome.attempt_id);
                 ends.statuses.push(outcome.status.as_str());
                 ends.errors.push(outcome.error.clone());
@@ -154,11 +169,13 @@ pub(crate) fn snapshot(rule: Rule) -> RuleSnapshot {
 
 impl NextState {
     /// The state column and `next_attempt_at` this means.
-    pub(crate) fn as_text(self) -> (&'static str, Option<Timestamp>) {
+    pub(crate) fn as_text(&self) -> (&'static str, Option<Timestamp>) {
         match self {
             NextState::Processed => ("processed", None),
             NextState::Failed => ("failed", None),
-            NextState::RetryAt(at) | NextState::DeferredUntil(at) => ("pending", Some(at)),
+            NextState::RetryAt(at)
+            | NextState::WaitFor { until: at, .. }
+            | NextState::SetAside { until: at, .. } => ("pending", Some(*at)),
         }
     }
 }

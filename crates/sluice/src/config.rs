@@ -144,6 +144,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(100..=86_400_000))]
     pub target_open_ms: u64,
 
+    /// How long an event may wait for a target that is open, paused or crowded before it
+    /// fails with that reason (replay it once the receiver is back): `24h`, `90m`, `30s`.
+    /// An event type's `max_wait_ms` overrides it.
+    #[arg(long, env = "TARGET_MAX_WAIT", default_value = "24h", value_parser = parse_period)]
+    pub target_max_wait: Period,
+
     /// Event types this worker claims, comma-separated globs (`payment.*,order.created`);
     /// unset: every type. A worker pool.
     #[arg(long, env = "WORKER_EVENT_TYPES", value_delimiter = ',')]
@@ -156,15 +162,16 @@ pub struct Settings {
     /// Delete settled (processed or failed) events, with their attempts and rule executions,
     /// once unchanged for this long: `30d`, `12h`, `90m`, `45s`. Unset: keep them forever.
     /// This is also how long a duplicate id is recognised.
-    #[arg(long, env = "RETENTION", value_parser = parse_retention)]
-    pub retention: Option<Retention>,
+    #[arg(long, env = "RETENTION", value_parser = parse_period)]
+    pub retention: Option<Period>,
 }
 
-/// How long settled events are kept, as parsed from RETENTION.
+/// A length of time as settings write it (`30d`, `12h`, `90m`, `45s`): RETENTION,
+/// TARGET_MAX_WAIT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention(pub chrono::Duration);
+pub struct Period(pub chrono::Duration);
 
-impl std::fmt::Display for Retention {
+impl std::fmt::Display for Period {
     /// In the largest unit that divides it: `30 d`, `36 h`, `90 min`, `45 s`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.0.num_seconds();
@@ -177,7 +184,7 @@ impl std::fmt::Display for Retention {
     }
 }
 
-fn parse_retention(text: &str) -> Result<Retention, String> {
+fn parse_period(text: &str) -> Result<Period, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -202,7 +209,7 @@ fn parse_retention(text: &str) -> Result<Retention, String> {
         .checked_mul(unit_secs)
         .filter(|s| (1..=10 * 366 * 86_400).contains(s))
         .ok_or("must be between 1s and 10 years")?;
-    Ok(Retention(chrono::Duration::seconds(secs)))
+    Ok(Period(chrono::Duration::seconds(secs)))
 }
 
 impl std::fmt::Debug for Settings {
@@ -242,6 +249,7 @@ impl std::fmt::Debug for Settings {
             .field("target_max_in_flight", &self.target_max_in_flight)
             .field("target_failure_threshold", &self.target_failure_threshold)
             .field("target_open_ms", &self.target_open_ms)
+            .field("target_max_wait", &self.target_max_wait)
             .field("event_types", &self.event_types)
             .field("exclude_event_types", &self.exclude_event_types)
             .field("retention", &self.retention)
@@ -324,23 +332,23 @@ mod tests {
     #[test]
     fn retention_reads_a_number_and_a_unit() {
         assert_eq!(
-            parse_retention("30d"),
-            Ok(Retention(chrono::Duration::days(30)))
+            parse_period("30d"),
+            Ok(Period(chrono::Duration::days(30)))
         );
         assert_eq!(
-            parse_retention("90m"),
-            Ok(Retention(chrono::Duration::minutes(90)))
+            parse_period("90m"),
+            Ok(Period(chrono::Duration::minutes(90)))
         );
         assert_eq!(
-            parse_retention("12h").map(|r| r.to_string()).as_deref(),
+            parse_period("12h").map(|r| r.to_string()).as_deref(),
             Ok("12 h")
         );
         assert_eq!(
-            parse_retention("90m").map(|r| r.to_string()).as_deref(),
+            parse_period("90m").map(|r| r.to_string()).as_deref(),
             Ok("90 min")
         );
         for bad in ["30", "d", "0d", "-1d", "1.5h", "3w", "99999999999999d", ""] {
-            assert!(parse_retention(bad).is_err(), "{bad:?} was accepted");
+            assert!(parse_period(bad).is_err(), "{bad:?} was accepted");
         }
     }
 }

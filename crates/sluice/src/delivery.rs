@@ -1,53 +1,68 @@
-//! Delivery isolation: every receiver ("target": `scheme://host:port` of a webhook, the SMTP
-//! server of an email) gets a cap on deliveries in flight and a circuit breaker, so one that
-//! hangs or fails cannot hold up deliveries to the others.
+//! Delivery isolation and back-pressure: every receiver ("target": `scheme://host:port` of a
+//! webhook, the SMTP server of an email) gets a cap on deliveries in flight and a circuit
+//! breaker, so one that hangs, is slow or fails cannot hold up deliveries to the others — and
+//! waiting for one costs nothing.
 //!
 //! Before a delivery, the worker asks [`Targets::admit`]. The answer is go — with a permit
-//! counted against the target's cap — or defer until a given time, with the reason: the
-//! target is paused, its circuit is open (until its next probe), another worker is probing
-//! it, or this process already has `TARGET_MAX_IN_FLIGHT` deliveries in flight to it. A
-//! deferred action is not attempted; the event goes back to pending until then without the
-//! attempt counting against `MAX_ATTEMPTS`, and holds no worker slot while it waits.
+//! counted against the target's cap — or wait, with the reason: the target is paused, its
+//! circuit is open (until its next probe), or another worker is probing it. Waiting events
+//! are held where it is cheap:
+//!
+//! - **At the cap, in the worker.** A target that is answering but has
+//!   `TARGET_MAX_IN_FLIGHT` deliveries in flight from this process makes the next ones wait
+//!   in line (first come, first served) for a place, in memory, holding no worker slot. At
+//!   most [`TargetLimits::max_waiting`] wait per target; an event that would be one more
+//!   ([`Targets::crowded`]) is set aside before anything of it runs: back to the queue
+//!   without a trace (no attempt, no history row), marked with the target, and claims pass
+//!   it by.
+//! - **Open or paused, in the queue.** The action is recorded `deferred` once, the rest of
+//!   the event's rules run, and the event goes back to the queue marked with the target it
+//!   waits for, due only when its longest allowed wait (`TARGET_MAX_WAIT`) ends: no claim,
+//!   no evaluation, no row while it waits.
+//!
+//! Waiting events are released ([`sluice_store::Store::release_waiting`], oldest first) by
+//! every worker process that has room for them: when the target closes or is resumed, as
+//! places free up under its cap, and one at a time, as the probe, when an open circuit's
+//! period is over. Each process reads the targets (with how many events wait for each)
+//! every [`REFRESH`].
 //!
 //! The breaker (closed → open after `TARGET_FAILURE_THRESHOLD` consecutive failures that a
 //! retry might fix → after `TARGET_OPEN_MS` one probe delivery, half open → closed on its
 //! success, open again on its failure) lives in the `targets` table, so every worker process
-//! honours it; each process reads it every [`REFRESH`] (a pause reaches all within a second)
-//! and writes what it changes at once. Counts of deliveries and what is in flight are
-//! reported every [`REPORT`] for `GET /targets`.
+//! honours it, and each writes what it changes at once. Counts of deliveries and what is in
+//! flight are reported every [`REPORT`] for `GET /targets`.
 
+use crate::bus::Bus;
 use chrono::{DateTime, Utc};
 use sluice_store::{Store, StoreError, TargetRecord, TargetReport};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub const REFRESH: Duration = Duration::from_millis(500);
 pub const REPORT: Duration = Duration::from_secs(1);
-/// How long a delivery may wait in its worker slot for a place under its target's cap, when
-/// the target is answering (it completed a delivery within [`FLOWING`]): a busy-but-working
-/// receiver frees a place within milliseconds, so it is not churned through deferrals. A
-/// target that is not answering gets no wait: its deliveries are deferred at once, and hold
-/// no slot another receiver could use.
-const CAP_QUEUE: Duration = Duration::from_millis(50);
-const FLOWING: Duration = Duration::from_millis(200);
-/// How long an action is deferred when its target is at its cap, or paused.
-const CAP_WAIT: chrono::Duration = chrono::Duration::milliseconds(1000);
-const PAUSE_WAIT: chrono::Duration = chrono::Duration::milliseconds(5000);
 
 #[derive(Debug, Clone, Copy)]
 pub struct TargetLimits {
     pub max_in_flight: usize,
+    /// Deliveries one process keeps waiting in line for a place under a target's cap; an
+    /// event that would be one more is set aside in the queue.
+    pub max_waiting: usize,
     pub failure_threshold: i64,
     pub open_ms: i64,
 }
 
 impl TargetLimits {
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let max_in_flight = settings.target_max_in_flight as usize;
         TargetLimits {
-            max_in_flight: settings.target_max_in_flight as usize,
+            max_in_flight,
+            // Half of what a worker holds (`worker::HELD_PER_SLOT` per slot): a backlog to
+            // one target never takes all of it, so other targets' events are still claimed.
+            max_waiting: (settings.worker_concurrency as usize * 4).max(max_in_flight),
             failure_threshold: i64::from(settings.target_failure_threshold),
             open_ms: i64::try_from(settings.target_open_ms).unwrap_or(i64::MAX),
         }
@@ -58,10 +73,8 @@ impl TargetLimits {
 #[derive(Debug)]
 pub enum Admission {
     Go(Permit),
-    Defer {
-        until: DateTime<Utc>,
-        reason: String,
-    },
+    /// The target cannot take it now (paused, open, being probed): why.
+    Wait(String),
 }
 
 /// A delivery under way: holds its place under the target's cap until it is dropped.
@@ -89,20 +102,34 @@ struct Local {
     failed: i64,
 }
 
+/// One target as this process sees it: its places, who waits for one, and whether events
+/// wait for it in the queue.
+struct Lane {
+    slots: Arc<Semaphore>,
+    /// Deliveries waiting in line for a place.
+    waiting: AtomicUsize,
+    /// The target's state changed (it opened, was paused): those in line look again.
+    changed: Notify,
+    /// Events wait for this target in the queue (this process set some aside, or the last
+    /// read of the targets counted some).
+    parked: AtomicBool,
+    /// A release of its waiting events is under way.
+    releasing: AtomicBool,
+}
+
 /// What this process last reported in flight per target (so idle ones are not re-reported).
 type Reported = HashMap<String, i64>;
 
 pub struct Targets {
     store: Arc<dyn Store>,
+    bus: Bus,
     limits: TargetLimits,
     worker: String,
     /// The shared state as last read (and as this process changed it since).
     known: RwLock<HashMap<String, TargetRecord>>,
-    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    lanes: Mutex<HashMap<String, Arc<Lane>>>,
     counts: Mutex<HashMap<String, Local>>,
     reported: Mutex<Reported>,
-    /// When each target last answered a delivery.
-    answered: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Targets {
@@ -114,21 +141,26 @@ impl std::fmt::Debug for Targets {
 }
 
 impl Targets {
-    pub fn new(store: Arc<dyn Store>, limits: TargetLimits, worker: String) -> Arc<Targets> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Bus,
+        limits: TargetLimits,
+        worker: String,
+    ) -> Arc<Targets> {
         Arc::new(Targets {
             store,
+            bus,
             limits,
             worker,
             known: RwLock::default(),
-            slots: Mutex::default(),
+            lanes: Mutex::default(),
             counts: Mutex::default(),
             reported: Mutex::default(),
-            answered: Mutex::default(),
         })
     }
 
-    /// Reads the shared state every [`REFRESH`] and reports every [`REPORT`], until
-    /// `shutdown`; then reports one last time.
+    /// Reads the shared state every [`REFRESH`] (releasing what waits for targets that can
+    /// take it) and reports every [`REPORT`], until `shutdown`; then reports one last time.
     pub fn spawn_sync(
         self: &Arc<Self>,
         shutdown: CancellationToken,
@@ -143,8 +175,9 @@ impl Targets {
                     _ = shutdown.cancelled() => break,
                     _ = refresh.tick() => {}
                 }
-                if let Err(error) = targets.reload().await {
-                    tracing::warn!(error = %error, "cannot read delivery targets");
+                match targets.reload().await {
+                    Ok(()) => targets.release_what_can_go().await,
+                    Err(error) => tracing::warn!(error = %error, "cannot read delivery targets"),
                 }
                 if last_report.elapsed() >= REPORT {
                     last_report = tokio::time::Instant::now();
@@ -163,7 +196,20 @@ impl Targets {
             .into_iter()
             .map(|t| (t.target.clone(), t))
             .collect();
-        *self.known.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let before = std::mem::replace(
+            &mut *self.known.write().unwrap_or_else(|p| p.into_inner()),
+            fresh.clone(),
+        );
+        for (target, record) in &fresh {
+            let was_available = before.get(target).is_none_or(available);
+            if was_available && !available(record) {
+                // Opened or paused elsewhere: whoever waits in line here stops waiting.
+                self.lane(target).changed.notify_waiters();
+            }
+            if record.waiting > 0 {
+                self.lane(target).parked.store(true, Ordering::Relaxed);
+            }
+        }
         Ok(())
     }
 
@@ -176,112 +222,134 @@ impl Targets {
     }
 
     fn remember(&self, record: TargetRecord) {
-        self.known
+        let target = record.target.clone();
+        let now_available = available(&record);
+        let previous = self
+            .known
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(record.target.clone(), record);
+            .insert(target.clone(), record);
+        if previous.as_ref().is_none_or(available) && !now_available {
+            self.lane(&target).changed.notify_waiters();
+        }
     }
 
-    fn slots(&self, target: &str) -> Arc<Semaphore> {
-        self.slots
+    fn lane(&self, target: &str) -> Arc<Lane> {
+        self.lanes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(target.to_owned())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_in_flight)))
+            .or_insert_with(|| {
+                Arc::new(Lane {
+                    slots: Arc::new(Semaphore::new(self.limits.max_in_flight)),
+                    waiting: AtomicUsize::new(0),
+                    changed: Notify::new(),
+                    parked: AtomicBool::new(false),
+                    releasing: AtomicBool::new(false),
+                })
+            })
             .clone()
     }
 
-    /// May a delivery to `target` start now?
-    pub async fn admit(&self, target: &str) -> Result<Admission, StoreError> {
-        let now = Utc::now();
-        let mut probe = false;
-        if let Some(state) = self.known(target) {
-            if state.paused {
-                return Ok(Admission::Defer {
-                    until: now + PAUSE_WAIT,
-                    reason: format!("target {target} is paused"),
-                });
-            }
-            let next_probe = state.next_probe_at.unwrap_or(now);
-            match state.state.as_str() {
-                "open" if next_probe > now => {
-                    return Ok(Admission::Defer {
-                        until: next_probe,
-                        reason: format!(
-                            "circuit open for {target} until {}",
-                            next_probe.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-                        ),
-                    })
-                }
-                "half_open" if next_probe > now => {
-                    return Ok(Admission::Defer {
-                        until: next_probe.max(now + CAP_WAIT),
-                        reason: format!("circuit half open for {target}: a probe is in flight"),
-                    })
-                }
-                // Due for a probe — or a probe whose worker never said how it went.
-                "open" | "half_open" => {
-                    if !self
-                        .store
-                        .claim_target_probe(target, self.limits.open_ms)
-                        .await?
-                    {
-                        // Another worker took the probe: wait for its verdict.
-                        let until = now + chrono::Duration::milliseconds(self.limits.open_ms);
-                        return Ok(Admission::Defer {
-                            until,
-                            reason: format!("circuit half open for {target}: a probe is in flight"),
-                        });
-                    }
-                    probe = true;
-                }
-                _ => {}
-            }
+    /// Whether a delivery to `target` would find its cap taken and its line in this process
+    /// full: then the event is set aside rather than held (see [`Targets::set_aside`]).
+    pub fn crowded(&self, target: &str) -> bool {
+        if !self.known(target).as_ref().is_none_or(available) {
+            return false;
         }
-        let slots = self.slots(target);
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => Some(slot),
-            Err(_) if self.flowing(target) => {
-                tokio::time::timeout(CAP_QUEUE, slots.acquire_owned())
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-            }
-            Err(_) => None,
+        let lane = self.lane(target);
+        lane.slots.available_permits() == 0
+            && lane.waiting.load(Ordering::Relaxed) >= self.limits.max_waiting
+    }
+
+    /// This process set an event aside for `target`: it will release it when there is room.
+    pub fn set_aside(&self, target: &str) {
+        self.lane(target).parked.store(true, Ordering::Relaxed);
+    }
+
+    /// May a delivery to `target` start? Waits in line (first come, first served) while the
+    /// target is at its cap; answers [`Admission::Wait`] at once, or as soon as it opens or
+    /// is paused while in line, when it cannot take deliveries. `released_as_probe`: the
+    /// event was released from the queue as this target's probe.
+    pub async fn admit(
+        &self,
+        target: &str,
+        released_as_probe: bool,
+    ) -> Result<Admission, StoreError> {
+        let probe = match self.may_go(target, released_as_probe).await? {
+            Ok(probe) => probe,
+            Err(reason) => return Ok(Admission::Wait(reason)),
         };
-        match slot {
-            Some(slot) => Ok(Admission::Go(Permit {
-                target: target.to_owned(),
-                probe,
-                _slot: slot,
-            })),
-            None => Ok(Admission::Defer {
-                until: now + CAP_WAIT,
-                reason: format!(
-                    "{} deliveries to {target} already in flight (TARGET_MAX_IN_FLIGHT)",
-                    self.limits.max_in_flight
-                ),
-            }),
+        let lane = self.lane(target);
+        loop {
+            if let Ok(slot) = lane.slots.clone().try_acquire_owned() {
+                return Ok(Admission::Go(self.permit(target, probe, slot)));
+            }
+            lane.waiting.fetch_add(1, Ordering::Relaxed);
+            let acquired = tokio::select! {
+                slot = lane.slots.clone().acquire_owned() => slot.ok(),
+                () = lane.changed.notified() => None,
+            };
+            lane.waiting.fetch_sub(1, Ordering::Relaxed);
+            // The target may have opened or been paused while this one waited.
+            if !probe {
+                if let Some(reason) = self.known(target).and_then(|t| unavailable_reason(&t)) {
+                    return Ok(Admission::Wait(reason));
+                }
+            }
+            if let Some(slot) = acquired {
+                return Ok(Admission::Go(self.permit(target, probe, slot)));
+            }
         }
     }
 
-    fn flowing(&self, target: &str) -> bool {
-        self.answered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(target)
-            .is_some_and(|at| at.elapsed() < FLOWING)
+    fn permit(&self, target: &str, probe: bool, slot: OwnedSemaphorePermit) -> Permit {
+        Permit {
+            target: target.to_owned(),
+            probe,
+            _slot: slot,
+        }
     }
 
-    /// Records how a delivery went; the breaker's changes are written at once.
-    pub async fn finished(&self, permit: Permit, how: Delivered) {
+    /// Whether the target's state lets a delivery go (and whether it is the probe), or why not.
+    async fn may_go(
+        &self,
+        target: &str,
+        released_as_probe: bool,
+    ) -> Result<Result<bool, String>, StoreError> {
+        let Some(state) = self.known(target) else {
+            return Ok(Ok(false));
+        };
+        if state.paused {
+            return Ok(Err(format!("target {target} is paused")));
+        }
+        let now = Utc::now();
+        let next_probe = state.next_probe_at.unwrap_or(now);
+        Ok(match state.state.as_str() {
+            // The worker that took the probe released this event for it.
+            "open" | "half_open" if released_as_probe => Ok(true),
+            "open" if next_probe > now => Err(open_reason(target, next_probe)),
+            "half_open" if next_probe > now => Err(probing_reason(target)),
+            // Due for a probe — or a probe whose worker never said how it went.
+            "open" | "half_open" => {
+                if self
+                    .store
+                    .claim_target_probe(target, self.limits.open_ms)
+                    .await?
+                {
+                    Ok(true)
+                } else {
+                    Err(probing_reason(target))
+                }
+            }
+            _ => Ok(false),
+        })
+    }
+
+    /// Records how a delivery went; the breaker's changes are written at once. A place under
+    /// the cap is free again: what waits for the target in the queue may be released.
+    pub async fn finished(self: &Arc<Self>, permit: Permit, how: Delivered) {
         let target = permit.target.clone();
-        if !matches!(how, Delivered::Unavailable(_)) {
-            self.answered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(target.clone(), std::time::Instant::now());
-        }
         let outcome = match &how {
             Delivered::Ok => "delivered",
             Delivered::Unavailable(_) => "unavailable",
@@ -329,6 +397,88 @@ impl Targets {
             None => {}
         }
         drop(permit);
+        self.release_if_room(&target);
+    }
+
+    /// Releases events waiting in the queue for `target` if it can take deliveries and this
+    /// process has room for a good part of a line: as many as fit (in flight and in line),
+    /// in one statement, then wakes the workers. One release per target at a time.
+    fn release_if_room(self: &Arc<Self>, target: &str) {
+        let lane = self.lane(target);
+        if !lane.parked.load(Ordering::Relaxed)
+            || !self.known(target).as_ref().is_none_or(available)
+        {
+            return;
+        }
+        let in_flight = self.limits.max_in_flight - lane.slots.available_permits();
+        let holding = in_flight + lane.waiting.load(Ordering::Relaxed);
+        let room = (self.limits.max_in_flight + self.limits.max_waiting).saturating_sub(holding);
+        if room < (self.limits.max_waiting / 2).max(1) {
+            return;
+        }
+        if lane.releasing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let targets = self.clone();
+        let target = target.to_owned();
+        tokio::spawn(async move {
+            let wanted = i64::try_from(room).unwrap_or(i64::MAX);
+            match targets.store.release_waiting(&target, wanted, false).await {
+                Ok(released) => {
+                    if released > 0 {
+                        targets.bus.wake_workers();
+                    }
+                    if released < room as u64 {
+                        // Nothing more waits (until someone sets more aside).
+                        lane.parked.store(false, Ordering::Relaxed);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, target = %target, "cannot release waiting events")
+                }
+            }
+            lane.releasing.store(false, Ordering::Release);
+        });
+    }
+
+    /// After a read of the targets: releases what waits for targets that can take it, and
+    /// the probe of each open target whose period is over.
+    async fn release_what_can_go(self: &Arc<Self>) {
+        let now = Utc::now();
+        let waiting: Vec<TargetRecord> = self
+            .known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| t.waiting > 0 && !t.paused)
+            .cloned()
+            .collect();
+        for target in waiting {
+            if available(&target) {
+                self.release_if_room(&target.target);
+                continue;
+            }
+            if target.next_probe_at.is_some_and(|at| at > now) {
+                continue;
+            }
+            match self
+                .store
+                .claim_target_probe(&target.target, self.limits.open_ms)
+                .await
+            {
+                Ok(true) => match self.store.release_waiting(&target.target, 1, true).await {
+                    Ok(released) if released > 0 => self.bus.wake_workers(),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %error, target = %target.target, "cannot release a probe")
+                    }
+                },
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(error = %error, target = %target.target, "cannot take a probe")
+                }
+            }
+        }
     }
 
     fn count(&self, target: &str, delivered: i64, failed: i64) {
@@ -341,18 +491,26 @@ impl Targets {
     /// Reports what is in flight now, and the counts since the last report.
     async fn report(&self) {
         let counts = std::mem::take(&mut *self.counts.lock().unwrap_or_else(|p| p.into_inner()));
-        let slots: Vec<(String, usize)> = self
-            .slots
+        let lanes: Vec<(String, usize, usize)> = self
+            .lanes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(t, s)| (t.clone(), self.limits.max_in_flight - s.available_permits()))
+            .map(|(t, lane)| {
+                (
+                    t.clone(),
+                    self.limits.max_in_flight - lane.slots.available_permits(),
+                    lane.waiting.load(Ordering::Relaxed),
+                )
+            })
             .collect();
-        let mut reports: HashMap<String, TargetReport> = slots
+        let mut reports: HashMap<String, TargetReport> = lanes
             .into_iter()
-            .map(|(target, in_flight)| {
+            .map(|(target, in_flight, in_line)| {
                 metrics::gauge!("sluice_target_in_flight", "target" => target.clone())
                     .set(in_flight as f64);
+                metrics::gauge!("sluice_target_in_line", "target" => target.clone())
+                    .set(in_line as f64);
                 (
                     target.clone(),
                     TargetReport {
@@ -388,16 +546,61 @@ impl Targets {
         if let Err(error) = self.store.report_targets(&self.worker, &reports).await {
             tracing::warn!(error = %error, "cannot report delivery targets");
         }
+        let now = Utc::now();
         for target in self
             .known
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
         {
-            metrics::gauge!("sluice_target_state", "target" => target.target.clone())
-                .set(state_number(target));
+            record_gauges(target, now);
         }
     }
+}
+
+/// The target's gauges: `sluice_target_state` and what waits for it in the queue.
+pub fn record_gauges(target: &TargetRecord, now: DateTime<Utc>) {
+    let label = target.target.clone();
+    metrics::gauge!("sluice_target_state", "target" => label.clone()).set(state_number(target));
+    metrics::gauge!("sluice_target_waiting", "target" => label.clone())
+        .set(target.waiting as f64);
+    let oldest = target
+        .waiting_since
+        .map(|since| (now - since).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    metrics::gauge!("sluice_target_waiting_oldest_seconds", "target" => label).set(oldest);
+}
+
+/// Whether a target takes deliveries (closed and not paused).
+fn available(target: &TargetRecord) -> bool {
+    unavailable_reason(target).is_none()
+}
+
+/// Why a target takes no delivery now other than its probe, if it does not.
+fn unavailable_reason(target: &TargetRecord) -> Option<String> {
+    let name = &target.target;
+    if target.paused {
+        return Some(format!("target {name} is paused"));
+    }
+    match target.state.as_str() {
+        "open" => Some(open_reason(
+            name,
+            target.next_probe_at.unwrap_or_else(Utc::now),
+        )),
+        "half_open" => Some(probing_reason(name)),
+        _ => None,
+    }
+}
+
+fn open_reason(target: &str, next_probe: DateTime<Utc>) -> String {
+    format!(
+        "circuit open for {target} until {}",
+        next_probe.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )
+}
+
+fn probing_reason(target: &str) -> String {
+    format!("circuit half open for {target}: a probe is in flight")
 }
 
 /// `sluice_target_state`: 0 closed, 1 half open, 2 open, 3 paused.

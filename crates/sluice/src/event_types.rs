@@ -26,6 +26,8 @@ const MAX_MESSAGE_CHARS: usize = 300;
 const MAX_DESCRIPTION_CHARS: usize = 1000;
 const MAX_TIMEOUT_MS: i64 = 3_600_000;
 const MAX_ATTEMPTS: i64 = 100;
+/// A year: the longest an event of a type may be set to wait for its target.
+const MAX_WAIT_MS: i64 = 366 * 86_400_000;
 const MAX_DELAYS: usize = 20;
 const MAX_DELAY_MS: i64 = 86_400_000;
 
@@ -312,6 +314,8 @@ pub struct TypeConfig {
 pub struct Processing {
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// How long an event may wait for its target (open, paused or crowded) before it fails.
+    pub max_wait: Duration,
 }
 
 /// Every configured event type, compiled, as of one rule generation.
@@ -390,6 +394,10 @@ impl Catalog {
                     })
                     .unwrap_or_else(|| defaults.retry.backoff_ms.clone()),
             },
+            max_wait: settings
+                .max_wait_ms
+                .and_then(|ms| u64::try_from(ms).ok())
+                .map_or(defaults.max_wait, Duration::from_millis),
         }
     }
 }
@@ -514,10 +522,15 @@ pub fn parse_changes(body: &Value) -> Result<EventTypeChanges, Vec<FieldError>> 
                     error.1,
                 )),
             },
+            "max_wait_ms" if null => changes.max_wait_ms = Some(None),
+            "max_wait_ms" => match bounded(value, 1_000, MAX_WAIT_MS) {
+                Ok(ms) => changes.max_wait_ms = Some(Some(ms)),
+                Err(message) => errors.push(FieldError::new(key, message)),
+            },
             _ => errors.push(FieldError::new(
                 key,
                 "is not a setting of an event type (expected description, schema, \
-                 processing_timeout_ms, max_attempts, retry_backoff_ms)",
+                 processing_timeout_ms, max_attempts, retry_backoff_ms, max_wait_ms)",
             )),
         }
     }
@@ -675,6 +688,7 @@ mod tests {
     #[test]
     fn a_type_overrides_only_what_it_sets() {
         let defaults = Processing {
+            max_wait: Duration::from_secs(86_400),
             timeout: Duration::from_secs(30),
             retry: RetryPolicy {
                 max_attempts: 4,

@@ -3,7 +3,7 @@
 //! events older than `RETENTION` in small batches (see `Store::delete_settled`; one process at
 //! a time, the others find the lock taken and wait for the next round).
 
-use crate::config::Retention;
+use crate::config::Period;
 use sluice_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +20,7 @@ const BETWEEN_BATCHES: Duration = Duration::from_millis(20);
 
 pub fn spawn(
     store: Arc<dyn Store>,
-    retention: Option<Retention>,
+    retention: Option<Period>,
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -40,7 +40,7 @@ pub fn spawn(
 }
 
 /// Deletes batch after batch until no settled event is older than the retention.
-async fn apply_retention(store: &dyn Store, retention: Retention, stop: &CancellationToken) {
+async fn apply_retention(store: &dyn Store, retention: Period, stop: &CancellationToken) {
     loop {
         let before = chrono::Utc::now() - retention.0;
         match store.delete_settled(before, RETENTION_BATCH).await {

@@ -35,6 +35,8 @@ pub(crate) trait Dialect:
     /// Appended to a `SELECT` to lock its rows until the transaction ends (empty where the
     /// database serialises writers anyway).
     const FOR_UPDATE: &'static str;
+    /// Appended to a `SELECT` to lock its rows, passing over those another transaction holds.
+    const SKIP_LOCKED: &'static str;
     /// The size in bytes of the `payload` column as JSON text, computed by the database (so
     /// a listing can be cut to a byte budget before any payload is fetched).
     const PAYLOAD_BYTES: &'static str;

@@ -39,6 +39,12 @@ pub(crate) trait Engine: Send + Sync + 'static {
     fn queue_reads(&self) -> &Pool<Self::Dialect> {
         self.reads()
     }
+    /// Where the statements of each delivery go (its dedupe lookup, its `started` record,
+    /// releases of waiting events): they must find rows by index in a history of millions
+    /// whatever the planner's statistics say.
+    fn deliveries(&self) -> &Pool<Self::Dialect> {
+        self.writes()
+    }
 
     /// The most rows [`Engine::upsert_round`] writes in one statement.
     const UPSERT_ROWS_PER_STATEMENT: usize;
@@ -573,7 +579,7 @@ impl<E: Engine> Store for E {
             .push(", ")
             .push_now(Utc::now())
             .push(") RETURNING id");
-        let mut conn = self.writes().acquire().await?;
+        let mut conn = self.deliveries().acquire().await?;
         insert.fetch_one(&mut conn).await?.value("id")
     }
 
@@ -589,8 +595,8 @@ impl<E: Engine> Store for E {
              WHERE result IN ('applied', 'started') AND ",
         );
         query.push_in_texts("idempotency_key", keys);
-        // Read through the writer: a `started` row written moments ago must be seen.
-        let mut conn = self.writes().acquire().await?;
+        // Read where `started` rows are written: one written moments ago must be seen.
+        let mut conn = self.deliveries().acquire().await?;
         let pairs = query
             .fetch_all(&mut conn)
             .await?
@@ -728,8 +734,8 @@ impl<E: Engine> Store for E {
         };
         let mut upsert = QueryBuilder::<E::Dialect>::new(
             "INSERT INTO event_types (event_type, description, data_schema, \
-             processing_timeout_ms, max_attempts, retry_backoff_ms, created_at, updated_at, \
-             updated_by) VALUES (",
+             processing_timeout_ms, max_attempts, retry_backoff_ms, max_wait_ms, created_at, \
+             updated_at, updated_by) VALUES (",
         );
         upsert
             .push_value(event_type.to_owned())
@@ -743,6 +749,8 @@ impl<E: Engine> Store for E {
             .push_value(changes.max_attempts.flatten())
             .push(", ")
             .push_value(changes.retry_backoff_ms.as_ref().and_then(backoff_text))
+            .push(", ")
+            .push_value(changes.max_wait_ms.flatten())
             .push(", ")
             .push_timestamp(now)
             .push(", ")
@@ -763,6 +771,7 @@ impl<E: Engine> Store for E {
             ),
             ("max_attempts", changes.max_attempts.is_some()),
             ("retry_backoff_ms", changes.retry_backoff_ms.is_some()),
+            ("max_wait_ms", changes.max_wait_ms.is_some()),
         ];
         for (column, _) in named.iter().filter(|(_, named)| *named) {
             upsert.push(format!(", {column} = excluded.{column}"));
@@ -787,13 +796,8 @@ impl<E: Engine> Store for E {
     }
 
     async fn targets(&self) -> Result<Vec<TargetRecord>, StoreError> {
-        let mut query = QueryBuilder::<E::Dialect>::new(format!(
-            "SELECT {TARGET_COLUMNS}, (SELECT CAST(SUM(l.in_flight) AS BIGINT) FROM target_load l \
-             WHERE l.target = targets.target AND l.updated_at > "
-        ));
-        query
-            .push_timestamp(Utc::now() - chrono::Duration::seconds(LOAD_FRESH_SECS))
-            .push(") AS in_flight FROM targets ORDER BY target");
+        let mut query = select_targets::<E::Dialect>();
+        query.push(" ORDER BY target");
         let mut conn = self.writes().acquire().await?;
         let rows = query.fetch_all(&mut conn).await?;
         rows.iter().map(target_from_row).collect()
@@ -913,6 +917,32 @@ impl<E: Engine> Store for E {
             .push(" RETURNING target");
         let mut conn = self.writes().acquire().await?;
         Ok(claim.fetch_optional(&mut conn).await?.is_some())
+    }
+
+    async fn release_waiting(
+        &self,
+        target: &str,
+        limit: i64,
+        as_probe: bool,
+    ) -> Result<u64, StoreError> {
+        let mut release =
+            QueryBuilder::<E::Dialect>::new("UPDATE event_queue SET next_attempt_at = ");
+        release.push_now(Utc::now());
+        if !as_probe {
+            release.push(", waiting_for = NULL, waiting_since = NULL");
+        }
+        release
+            .push(
+                " WHERE event_id IN (SELECT event_id FROM event_queue \
+                 WHERE lease_expires_at IS NULL AND waiting_for = ",
+            )
+            .push_value(target.to_owned())
+            .push(" ORDER BY waiting_for, event_id LIMIT ")
+            .push_value(limit)
+            .push(<E::Dialect as Dialect>::SKIP_LOCKED)
+            .push(") RETURNING event_id");
+        let mut conn = self.deliveries().acquire().await?;
+        Ok(release.fetch_all(&mut conn).await?.len() as u64)
     }
 
     async fn report_targets(
@@ -1343,6 +1373,26 @@ fn push_stats_query<D: Dialect>(
 const LOAD_FRESH_SECS: i64 = 5;
 
 /// Runs an upsert of one target's row, then reads the row back.
+/// Targets with what is in flight to each (as the worker processes reported it lately) and
+/// what waits for each in the queue.
+fn select_targets<D: Dialect>() -> QueryBuilder<'static, D> {
+    let mut query = QueryBuilder::<D>::new(format!(
+        "SELECT {TARGET_COLUMNS}, (SELECT CAST(SUM(l.in_flight) AS BIGINT) FROM target_load l \
+         WHERE l.target = targets.target AND l.updated_at > "
+    ));
+    query
+        .push_timestamp(Utc::now() - chrono::Duration::seconds(LOAD_FRESH_SECS))
+        .push(
+            ") AS in_flight, \
+             (SELECT COUNT(*) FROM event_queue w WHERE w.waiting_for = targets.target) \
+                AS waiting, \
+             (SELECT MIN(w.waiting_since) FROM event_queue w \
+                WHERE w.waiting_for = targets.target) AS waiting_since \
+             FROM targets",
+        );
+    query
+}
+
 async fn upsert_target<D: Dialect>(
     pool: &Pool<D>,
     mut upsert: QueryBuilder<'_, D>,
@@ -1350,14 +1400,8 @@ async fn upsert_target<D: Dialect>(
 ) -> Result<TargetRecord, StoreError> {
     let mut conn = pool.acquire().await?;
     upsert.execute(&mut conn).await?;
-    let mut query = QueryBuilder::<D>::new(format!(
-        "SELECT {TARGET_COLUMNS}, (SELECT CAST(SUM(l.in_flight) AS BIGINT) FROM target_load l \
-         WHERE l.target = targets.target AND l.updated_at > "
-    ));
-    query
-        .push_timestamp(Utc::now() - chrono::Duration::seconds(LOAD_FRESH_SECS))
-        .push(") AS in_flight FROM targets WHERE target = ")
-        .push_value(target.to_owned());
+    let mut query = select_targets::<D>();
+    query.push(" WHERE target = ").push_value(target.to_owned());
     target_from_row(&query.fetch_one(&mut conn).await?)
 }
 

@@ -230,12 +230,14 @@ pub(crate) fn target_from_row<R: RowExt>(row: &R) -> Result<TargetRecord, StoreE
         delivered_total: row.value("delivered_total")?,
         failed_total: row.value("failed_total")?,
         in_flight: row.value::<Option<i64>>("in_flight")?.unwrap_or(0),
+        waiting: row.value::<Option<i64>>("waiting")?.unwrap_or(0),
+        waiting_since: row.opt_timestamp("waiting_since")?,
     })
 }
 
 /// What [`event_type_from_row`] reads.
 pub(crate) const EVENT_TYPE_COLUMNS: &str = "event_type, description, data_schema, \
-     processing_timeout_ms, max_attempts, retry_backoff_ms, updated_at, updated_by";
+     processing_timeout_ms, max_attempts, retry_backoff_ms, max_wait_ms, updated_at, updated_by";
 
 pub(crate) fn event_type_from_row<R: RowExt>(row: &R) -> Result<EventTypeRecord, StoreError> {
     let json_text = |column: &str| -> Result<Option<serde_json::Value>, StoreError> {
@@ -260,6 +262,7 @@ pub(crate) fn event_type_from_row<R: RowExt>(row: &R) -> Result<EventTypeRecord,
             processing_timeout_ms: row.value("processing_timeout_ms")?,
             max_attempts: row.value("max_attempts")?,
             retry_backoff_ms: backoff,
+            max_wait_ms: row.value("max_wait_ms")?,
         },
         configured: true,
         events_total: 0,

@@ -202,4 +202,8 @@ pub struct EventTypeIn {
     max_attempts: Option<i64>,
     /// Overrides RETRY_BACKOFF_MS for this type: 1..20 delays in milliseconds (or one number).
     retry_backoff_ms: Option<Vec<i64>>,
+    /// Overrides TARGET_MAX_WAIT for this type: how long an event may wait for its target
+    /// (circuit open, paused, crowded) before it fails, in milliseconds.
+    #[schema(minimum = 1000, maximum = 31_622_400_000_i64)]
+    max_wait_ms: Option<i64>,
 }

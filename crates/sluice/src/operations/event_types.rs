@@ -22,6 +22,9 @@ pub struct EventTypeOut {
     pub max_attempts: Option<i64>,
     /// Delays before retries in milliseconds; the last one repeats.
     pub retry_backoff_ms: Option<Vec<i64>>,
+    /// How long an event may wait for its target (circuit open, paused, at its cap) before
+    /// it fails; overrides TARGET_MAX_WAIT.
+    pub max_wait_ms: Option<i64>,
     /// Events of this type stored now.
     pub events_total: i64,
     /// False for a type only seen in events or rules (every setting at the default).
@@ -40,6 +43,7 @@ impl From<EventTypeRecord> for EventTypeOut {
             processing_timeout_ms: t.settings.processing_timeout_ms,
             max_attempts: t.settings.max_attempts,
             retry_backoff_ms: t.settings.retry_backoff_ms,
+            max_wait_ms: t.settings.max_wait_ms,
             events_total: t.events_total,
             configured: t.configured,
             updated_at: t.updated_at,

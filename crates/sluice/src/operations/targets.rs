@@ -16,11 +16,11 @@ use utoipa::ToSchema;
 pub enum TargetState {
     /// Deliveries go (up to the in-flight cap).
     Closed,
-    /// Too many failures in a row: deliveries are deferred until `next_probe_at`.
+    /// Too many failures in a row: deliveries wait until a probe at `next_probe_at` works.
     Open,
     /// One probe delivery is trying the target again.
     HalfOpen,
-    /// An operator paused it: deliveries are deferred until it is resumed.
+    /// An operator paused it: deliveries wait until it is resumed.
     Paused,
 }
 
@@ -42,6 +42,10 @@ pub struct TargetOut {
     pub state: TargetState,
     /// Deliveries in flight now, over every worker process.
     pub in_flight: i64,
+    /// Events waiting in the queue for this target (its circuit open, paused, or more than
+    /// the workers hold in line for it), and since when the oldest of them waits.
+    pub waiting: i64,
+    pub waiting_since: Option<DateTime<Utc>>,
     /// Failures in a row (timeouts, 5xx, 429, refused connections) since the last success.
     pub recent_failures: i64,
     pub last_error: Option<String>,
@@ -68,6 +72,8 @@ impl From<TargetRecord> for TargetOut {
             target: t.target,
             state,
             in_flight: t.in_flight,
+            waiting: t.waiting,
+            waiting_since: t.waiting_since,
             recent_failures: t.consecutive_failures,
             last_error: t.last_error,
             last_failure_at: t.last_failure_at,

@@ -35,6 +35,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     pub processing_timeout: Duration,
     pub retry: RetryPolicy,
+    /// How long an event may wait for its target (TARGET_MAX_WAIT).
+    pub max_wait: Duration,
     /// How long a claim holds an event without renewal; a dead worker's events come back
     /// after at most this (plus the reaper's period).
     pub lease: Duration,
@@ -54,6 +56,11 @@ impl WorkerConfig {
             poll_interval: Duration::from_millis(settings.worker_poll_interval_ms),
             processing_timeout: Duration::from_millis(settings.processing_timeout_ms),
             retry: settings.retry_policy(),
+            max_wait: settings
+                .target_max_wait
+                .0
+                .to_std()
+                .unwrap_or(Duration::from_secs(86_400)),
             lease: Duration::from_secs(10),
             reap_interval: Duration::from_secs(1),
             claim_batch: 256,
@@ -169,8 +176,12 @@ async fn run(
         background.clone(),
     ));
 
-    let targets =
-        crate::delivery::Targets::new(store.clone(), config.targets, config.worker_id.clone());
+    let targets = crate::delivery::Targets::new(
+        store.clone(),
+        bus.clone(),
+        config.targets,
+        config.worker_id.clone(),
+    );
     if let Err(error) = targets.reload().await {
         tracing::warn!(error = %error, "cannot read delivery targets yet");
     }
@@ -295,6 +306,7 @@ async fn claim_loop(
     let defaults = crate::event_types::Processing {
         timeout: config.processing_timeout,
         retry: config.retry.clone(),
+        max_wait: config.max_wait,
     };
     // Under a backlog, room frees up one event at a time; gathering a batch's worth first
     // keeps claims large (a round trip per batch, not per event).
@@ -524,7 +536,13 @@ fn record_metrics(pool: &str, batch: &[AttemptOutcome]) {
         let next = match outcome.next {
             NextState::Processed => "processed",
             NextState::RetryAt(_) => "retry",
-            NextState::DeferredUntil(_) => "deferred",
+            NextState::WaitFor { .. } => "deferred",
+            NextState::SetAside { .. } => {
+                // Nothing ran: not an attempt.
+                metrics::counter!("sluice_set_aside_total", "pool" => pool.to_owned())
+                    .increment(1);
+                continue;
+            }
             NextState::Failed => "failed",
         };
         metrics::counter!("sluice_attempts_total", "status" => outcome.status.as_str(), "next" => next, "pool" => pool.to_owned())
@@ -534,12 +552,12 @@ fn record_metrics(pool: &str, batch: &[AttemptOutcome]) {
 }
 
 /// Wakes the worker when the earliest scheduled retry is due, so retries do not wait for the
-/// poll interval.
+/// poll interval. (Events waiting for a target are woken by its release.)
 fn schedule_retries(bus: &Bus, batch: &[AttemptOutcome]) {
     let earliest = batch
         .iter()
         .filter_map(|o| match o.next {
-            NextState::RetryAt(at) | NextState::DeferredUntil(at) => Some(at),
+            NextState::RetryAt(at) => Some(at),
             _ => None,
         })
         .min();

@@ -28,8 +28,16 @@ pub struct ProcessContext {
 struct RuleResult {
     record: ExecutionRecord,
     retryable: bool,
-    /// Deferred: when its target may take it.
-    deferred_until: Option<DateTime<Utc>>,
+    /// Deferred: the target it waits for.
+    deferred_for: Option<String>,
+}
+
+/// How the rules of an attempt went, when they did not fail on the store.
+enum Ran {
+    /// Every rule's decision was carried out (or deferred).
+    Through,
+    /// Nothing ran: this target's line in this worker is full, so the event is set aside.
+    SetAside(String),
 }
 
 /// Executions finished so far; shared so a timeout cannot lose them.
@@ -138,19 +146,37 @@ pub async fn process(
 ) -> AttemptOutcome {
     let started = Instant::now();
     let finished: Finished = Arc::new(Mutex::new(Vec::new()));
-    let run = run_rules(claimed, &rules, context, finished.clone());
-    let outcome = tokio::time::timeout(processing.timeout, run).await;
-    let timed_out = outcome.is_err().then_some(processing.timeout);
+    let clock = Clock::new(processing.timeout);
+    let run = run_rules(claimed, &rules, processing, context, &clock, finished.clone());
+    let outcome = clock.run(run).await;
+    let timed_out = outcome.is_none().then_some(processing.timeout);
     let results = std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()));
     let (status, error, retryable) = match outcome {
-        Ok(Err(error)) => (AttemptStatus::Failed, Some(store_error(&error)), true),
+        Some(Err(error)) => (AttemptStatus::Failed, Some(store_error(&error)), true),
+        Some(Ok(Ran::SetAside(target))) => {
+            return AttemptOutcome {
+                event_id: claimed.event.id,
+                attempt_id: claimed.attempt_id,
+                status: AttemptStatus::Deferred,
+                error: None,
+                duration_ms: millis(started.elapsed()),
+                next: NextState::SetAside {
+                    until: wait_deadline(claimed, &target, processing),
+                    target,
+                },
+                executions: Vec::new(),
+            };
+        }
         _ => attempt_end(timed_out, &results, &rules),
     };
-    let deferred_until = results.iter().filter_map(|r| r.deferred_until).min();
+    let deferred_for = results.iter().find_map(|r| r.deferred_for.clone());
     let next = if status == AttemptStatus::Success {
         NextState::Processed
-    } else if let (AttemptStatus::Deferred, Some(until)) = (status, deferred_until) {
-        NextState::DeferredUntil(until)
+    } else if let (AttemptStatus::Deferred, Some(target)) = (status, deferred_for) {
+        NextState::WaitFor {
+            until: wait_deadline(claimed, &target, processing),
+            target,
+        }
     } else {
         next_after_failure(
             &processing.retry,
@@ -168,6 +194,86 @@ pub async fn process(
         duration_ms: millis(started.elapsed()),
         next,
         executions: results.into_iter().map(|r| r.record).collect(),
+    }
+}
+
+/// When an event that waits for `target` stops waiting and fails: its longest allowed wait
+/// after it began waiting — now, or earlier if it already waited for this target.
+fn wait_deadline(claimed: &ClaimedEvent, target: &str, processing: &Processing) -> DateTime<Utc> {
+    let since = match (&claimed.waiting_for, claimed.waiting_since) {
+        (Some(waited_for), Some(since)) if waited_for == target => since,
+        _ => Utc::now(),
+    };
+    since + chrono::Duration::from_std(processing.max_wait).unwrap_or(chrono::Duration::MAX)
+}
+
+/// Whether the event already waited for `target` as long as it may.
+fn waited_too_long(claimed: &ClaimedEvent, target: &str, processing: &Processing) -> bool {
+    claimed.waiting_for.as_deref() == Some(target)
+        && wait_deadline(claimed, target, processing) <= Utc::now()
+}
+
+/// An attempt's processing timeout, which stands still while a delivery waits for its
+/// target: time in line is not time spent processing.
+struct Clock {
+    state: Mutex<ClockState>,
+    resumed: tokio::sync::Notify,
+}
+
+struct ClockState {
+    deadline: tokio::time::Instant,
+    paused_at: Option<tokio::time::Instant>,
+}
+
+impl Clock {
+    fn new(timeout: Duration) -> Self {
+        Clock {
+            state: Mutex::new(ClockState {
+                deadline: tokio::time::Instant::now() + timeout,
+                paused_at: None,
+            }),
+            resumed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn pause(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.paused_at = Some(tokio::time::Instant::now());
+    }
+
+    fn resume(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(at) = state.paused_at.take() {
+            state.deadline += at.elapsed();
+        }
+        self.resumed.notify_one();
+    }
+
+    /// Runs `work` to its end, or `None` once the (paused-adjusted) deadline passed.
+    async fn run<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        tokio::pin!(work);
+        loop {
+            let (deadline, paused) = {
+                let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                (state.deadline, state.paused_at.is_some())
+            };
+            let alarm = async {
+                if paused {
+                    self.resumed.notified().await;
+                } else {
+                    tokio::time::sleep_until(deadline).await;
+                }
+            };
+            tokio::select! {
+                out = &mut work => return Some(out),
+                () = alarm => {
+                    let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                    if state.paused_at.is_none() && tokio::time::Instant::now() >= state.deadline {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -195,29 +301,46 @@ pub fn cannot_start(
     }
 }
 
-/// Evaluates every rule, then executes the decisions in order.
+/// Evaluates every rule, then executes the decisions in order — unless one of their targets
+/// has its line in this worker full, in which case nothing runs and the event is set aside.
 async fn run_rules(
     claimed: &ClaimedEvent,
     rules: &RuleSet,
+    processing: &Processing,
     context: &ProcessContext,
+    clock: &Clock,
     finished: Finished,
-) -> Result<(), StoreError> {
+) -> Result<Ran, StoreError> {
     let decisions = rule_pass::evaluate_all(rules, &claimed.event).await;
+    for decided in &decisions {
+        if let Decision::Apply { action, .. } = &decided.decision {
+            if let Some(target) = context.actions.target(action) {
+                if context.targets.crowded(&target)
+                    && !waited_too_long(claimed, &target, processing)
+                {
+                    context.targets.set_aside(&target);
+                    return Ok(Ran::SetAside(target));
+                }
+            }
+        }
+    }
     for decided in decisions {
-        let result = execute(claimed, decided, context).await;
+        let result = execute(claimed, decided, processing, context, clock).await;
         finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(result);
     }
-    Ok(())
+    Ok(Ran::Through)
 }
 
 /// Carries out one rule's decision; never fails the others.
 async fn execute(
     claimed: &ClaimedEvent,
     mut decided: RuleDecision,
+    processing: &Processing,
     context: &ProcessContext,
+    clock: &Clock,
 ) -> RuleResult {
     let started = Instant::now();
     // An at-most-once action is settled against its prior executions right before it runs.
@@ -254,7 +377,7 @@ async fn execute(
         RuleResult {
             record,
             retryable,
-            deferred_until: None,
+            deferred_for: None,
         }
     };
     if let Some(error) = lookup_failed {
@@ -272,26 +395,46 @@ async fn execute(
             at_most_once,
         } => (action, idempotency_key, at_most_once),
     };
-    // The receiver may be unavailable (circuit open, paused, at its cap): then the action is
-    // deferred, before anything is recorded as started.
+    // The receiver may be unavailable (circuit open, paused): then the action is deferred,
+    // before anything is recorded as started. At its cap, the delivery waits in line here,
+    // and that wait does not count against the processing timeout.
     let permit = match context.actions.target(&action) {
         None => None,
-        Some(target) => match context.targets.admit(&target).await {
-            Ok(Admission::Go(permit)) => Some(permit),
-            Ok(Admission::Defer { until, reason }) => {
-                let mut result = finish(record, ExecutionResult::Deferred, Some(reason), false);
-                result.deferred_until = Some(until);
-                return result;
+        Some(target) => {
+            let expired = waited_too_long(claimed, &target, processing);
+            let released_as_probe = !expired && claimed.waiting_for.as_deref() == Some(&target);
+            clock.pause();
+            let admission = context.targets.admit(&target, released_as_probe).await;
+            clock.resume();
+            match admission {
+                Ok(Admission::Go(permit)) => Some(permit),
+                Ok(Admission::Wait(reason)) if expired => {
+                    let waited = humantime(processing.max_wait);
+                    return finish(
+                        record,
+                        ExecutionResult::Failed,
+                        Some(format!(
+                            "waited {waited} for {target}, the longest allowed \
+                             (TARGET_MAX_WAIT or the event type's max_wait_ms): {reason}"
+                        )),
+                        false,
+                    );
+                }
+                Ok(Admission::Wait(reason)) => {
+                    let mut result = finish(record, ExecutionResult::Deferred, Some(reason), false);
+                    result.deferred_for = Some(target);
+                    return result;
+                }
+                Err(error) => {
+                    return finish(
+                        record,
+                        ExecutionResult::Failed,
+                        Some(store_error(&error)),
+                        true,
+                    )
+                }
             }
-            Err(error) => {
-                return finish(
-                    record,
-                    ExecutionResult::Failed,
-                    Some(store_error(&error)),
-                    true,
-                )
-            }
-        },
+        }
     };
     if at_most_once {
         match context
@@ -345,6 +488,17 @@ async fn execute(
                 retryable,
             )
         }
+    }
+}
+
+/// A wait as people write it: `24h`, `90m`, `45s`, `1500ms`.
+fn humantime(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    match ms {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
     }
 }
 
@@ -408,7 +562,7 @@ mod tests {
                 started_id: None,
             },
             retryable,
-            deferred_until: None,
+            deferred_for: None,
         }
     }
 

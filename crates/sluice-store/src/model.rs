@@ -302,11 +302,17 @@ pub enum NextState {
     /// the attempt counting against `max_attempts`. Claims pass it by until the target is
     /// released (`Store::release_waiting`) or `until` (the end of its longest allowed wait)
     /// comes. Since when it waits is kept while it waits for the same target.
-    WaitFor { target: String, until: Timestamp },
+    WaitFor {
+        target: String,
+        until: Timestamp,
+    },
     /// Given back without a trace: nothing ran, because `target` already has as many
     /// deliveries in flight and waiting in this worker as it may. No attempt is recorded
     /// (the attempt's number is given back); it waits in the queue like [`NextState::WaitFor`].
-    SetAside { target: String, until: Timestamp },
+    SetAside {
+        target: String,
+        until: Timestamp,
+    },
     Failed,
 }
 

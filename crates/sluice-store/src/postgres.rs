@@ -91,8 +91,8 @@ impl PostgresStore {
             ("enable_seqscan", "off"),
         ]));
         // Two: a worker's two completion writers (its reaper takes turns with them).
-        let completion_pool = pool_options(2)
-            .connect_lazy_with(options.clone().options([("enable_seqscan", "off")]));
+        let completion_pool =
+            pool_options(2).connect_lazy_with(options.clone().options([("enable_seqscan", "off")]));
         let delivery_pool =
             pool_options(8).connect_lazy_with(options.options([("enable_seqscan", "off")]));
         Ok(Self {

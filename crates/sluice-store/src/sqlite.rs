@@ -374,10 +374,7 @@ impl Engine for SqliteStore {
             let aside = at.is_some_and(|i| e.set_aside[i]);
             let change = state_change_from_row(row, (!aside).then_some(attempt_id))?;
             if change.state == EventState::Pending {
-                let next_at = at
-                    .and_then(|i| e.next_ats[i])
-                    .map(to_micros)
-                    .unwrap_or(now);
+                let next_at = at.and_then(|i| e.next_ats[i]).map(to_micros).unwrap_or(now);
                 let waiting_for = at.and_then(|i| e.waiting_for[i].clone());
                 requeued.push(
                     json!({"event_id": event_id, "next_at": next_at, "waiting_for": waiting_for}),

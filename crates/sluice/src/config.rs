@@ -331,10 +331,7 @@ mod tests {
 
     #[test]
     fn retention_reads_a_number_and_a_unit() {
-        assert_eq!(
-            parse_period("30d"),
-            Ok(Period(chrono::Duration::days(30)))
-        );
+        assert_eq!(parse_period("30d"), Ok(Period(chrono::Duration::days(30))));
         assert_eq!(
             parse_period("90m"),
             Ok(Period(chrono::Duration::minutes(90)))

@@ -77,6 +77,12 @@ pub enum Admission {
     Wait(String),
 }
 
+/// A place in a target's line: [`Targets::admit`] found its cap taken.
+#[derive(Debug)]
+pub struct InLine {
+    probe: bool,
+}
+
 /// A delivery under way: holds its place under the target's cap until it is dropped.
 #[derive(Debug)]
 pub struct Permit {
@@ -267,24 +273,31 @@ impl Targets {
         self.lane(target).parked.store(true, Ordering::Relaxed);
     }
 
-    /// May a delivery to `target` start? Waits in line (first come, first served) while the
-    /// target is at its cap; answers [`Admission::Wait`] at once, or as soon as it opens or
-    /// is paused while in line, when it cannot take deliveries. `released_as_probe`: the
-    /// event was released from the queue as this target's probe.
+    /// May a delivery to `target` start now? Go, with a place under its cap; wait, because
+    /// it cannot take deliveries (paused, open, being probed); or, at its cap, a place in
+    /// its line ([`Targets::wait_in_line`]). `released_as_probe`: the event was released
+    /// from the queue as this target's probe.
     pub async fn admit(
         &self,
         target: &str,
         released_as_probe: bool,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<Result<Admission, InLine>, StoreError> {
         let probe = match self.may_go(target, released_as_probe).await? {
             Ok(probe) => probe,
-            Err(reason) => return Ok(Admission::Wait(reason)),
+            Err(reason) => return Ok(Ok(Admission::Wait(reason))),
         };
+        match self.lane(target).slots.clone().try_acquire_owned() {
+            Ok(slot) => Ok(Ok(Admission::Go(self.permit(target, probe, slot)))),
+            Err(_) => Ok(Err(InLine { probe })),
+        }
+    }
+
+    /// Waits in line (first come, first served) for a place under `target`'s cap; gives up
+    /// with [`Admission::Wait`] as soon as the target opens or is paused.
+    pub async fn wait_in_line(&self, target: &str, place: InLine) -> Admission {
+        let InLine { probe } = place;
         let lane = self.lane(target);
         loop {
-            if let Ok(slot) = lane.slots.clone().try_acquire_owned() {
-                return Ok(Admission::Go(self.permit(target, probe, slot)));
-            }
             lane.waiting.fetch_add(1, Ordering::Relaxed);
             let acquired = tokio::select! {
                 slot = lane.slots.clone().acquire_owned() => slot.ok(),
@@ -294,11 +307,11 @@ impl Targets {
             // The target may have opened or been paused while this one waited.
             if !probe {
                 if let Some(reason) = self.known(target).and_then(|t| unavailable_reason(&t)) {
-                    return Ok(Admission::Wait(reason));
+                    return Admission::Wait(reason);
                 }
             }
             if let Some(slot) = acquired {
-                return Ok(Admission::Go(self.permit(target, probe, slot)));
+                return Admission::Go(self.permit(target, probe, slot));
             }
         }
     }
@@ -562,8 +575,7 @@ impl Targets {
 pub fn record_gauges(target: &TargetRecord, now: DateTime<Utc>) {
     let label = target.target.clone();
     metrics::gauge!("sluice_target_state", "target" => label.clone()).set(state_number(target));
-    metrics::gauge!("sluice_target_waiting", "target" => label.clone())
-        .set(target.waiting as f64);
+    metrics::gauge!("sluice_target_waiting", "target" => label.clone()).set(target.waiting as f64);
     let oldest = target
         .waiting_since
         .map(|since| (now - since).num_milliseconds().max(0) as f64 / 1000.0)

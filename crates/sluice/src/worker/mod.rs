@@ -212,7 +212,7 @@ async fn run(
     while let Some(next) = ready.recv().await {
         // Reap finished tasks so the set stays small.
         while tasks.try_join_next().is_some() {}
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Some(slot) = WorkerSlot::acquire(&slots).await else {
             break;
         };
         let context = context.clone();
@@ -225,7 +225,7 @@ async fn run(
                 held,
             } = next;
             let outcome = match rules {
-                Ok(rules) => process(&event, rules, &processing, &context).await,
+                Ok(rules) => process(&event, rules, &processing, &context, &slot).await,
                 Err(error) => process::cannot_start(&event, &processing, &error),
             };
             let ordered = event.event.ordering_key.is_some();
@@ -249,6 +249,44 @@ async fn run(
     let _ = reaper.await;
     let _ = target_sync.await;
     tracing::info!(worker = %config.worker_id, "worker stopped");
+}
+
+/// One of the `WORKER_CONCURRENCY` places where an event is processed. An attempt gives it
+/// up while one of its deliveries waits in line for its target, so that a receiver at its cap
+/// never holds places other receivers' events need.
+pub struct WorkerSlot {
+    slots: Arc<Semaphore>,
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl WorkerSlot {
+    async fn acquire(slots: &Arc<Semaphore>) -> Option<WorkerSlot> {
+        let permit = slots.clone().acquire_owned().await.ok()?;
+        Some(WorkerSlot {
+            slots: slots.clone(),
+            permit: Mutex::new(Some(permit)),
+        })
+    }
+
+    /// Gives the place up (while waiting for something else than the worker).
+    pub fn give_up(&self) {
+        self.permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    /// Takes a place again, waiting for one if every place is taken.
+    pub async fn take_again(&self) {
+        if self
+            .permit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        if let Ok(permit) = self.slots.clone().acquire_owned().await {
+            *self.permit.lock().unwrap_or_else(|e| e.into_inner()) = Some(permit);
+        }
+    }
 }
 
 /// Events a worker may hold per slot of `WORKER_CONCURRENCY`: one running, the rest claimed
@@ -539,8 +577,7 @@ fn record_metrics(pool: &str, batch: &[AttemptOutcome]) {
             NextState::WaitFor { .. } => "deferred",
             NextState::SetAside { .. } => {
                 // Nothing ran: not an attempt.
-                metrics::counter!("sluice_set_aside_total", "pool" => pool.to_owned())
-                    .increment(1);
+                metrics::counter!("sluice_set_aside_total", "pool" => pool.to_owned()).increment(1);
                 continue;
             }
             NextState::Failed => "failed",

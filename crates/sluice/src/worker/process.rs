@@ -10,6 +10,7 @@ use crate::actions::{ActionContext, ActionError, Actions};
 use crate::delivery::{Admission, Delivered, Targets};
 use crate::event_types::Processing;
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
+use crate::worker::WorkerSlot;
 use chrono::{DateTime, Utc};
 use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sluice_core::retry::RetryPolicy;
@@ -143,11 +144,23 @@ pub async fn process(
     rules: RuleSet,
     processing: &Processing,
     context: &ProcessContext,
+    slot: &WorkerSlot,
 ) -> AttemptOutcome {
     let started = Instant::now();
     let finished: Finished = Arc::new(Mutex::new(Vec::new()));
     let clock = Clock::new(processing.timeout);
-    let run = run_rules(claimed, &rules, processing, context, &clock, finished.clone());
+    let waits = Waits {
+        clock: &clock,
+        slot,
+    };
+    let run = run_rules(
+        claimed,
+        &rules,
+        processing,
+        context,
+        &waits,
+        finished.clone(),
+    );
     let outcome = clock.run(run).await;
     let timed_out = outcome.is_none().then_some(processing.timeout);
     let results = std::mem::take(&mut *finished.lock().unwrap_or_else(|e| e.into_inner()));
@@ -213,8 +226,27 @@ fn waited_too_long(claimed: &ClaimedEvent, target: &str, processing: &Processing
         && wait_deadline(claimed, target, processing) <= Utc::now()
 }
 
-/// An attempt's processing timeout, which stands still while a delivery waits for its
-/// target: time in line is not time spent processing.
+/// What an attempt sets aside while one of its deliveries waits in line for its target: its
+/// processing timeout stands still (time in line is not time spent processing) and its
+/// worker slot is free for other events.
+struct Waits<'a> {
+    clock: &'a Clock,
+    slot: &'a WorkerSlot,
+}
+
+impl Waits<'_> {
+    fn pause(&self) {
+        self.clock.pause();
+        self.slot.give_up();
+    }
+
+    async fn resume(&self) {
+        self.slot.take_again().await;
+        self.clock.resume();
+    }
+}
+
+/// An attempt's processing timeout, which stands still while it waits for its target.
 struct Clock {
     state: Mutex<ClockState>,
     resumed: tokio::sync::Notify,
@@ -308,7 +340,7 @@ async fn run_rules(
     rules: &RuleSet,
     processing: &Processing,
     context: &ProcessContext,
-    clock: &Clock,
+    waits: &Waits<'_>,
     finished: Finished,
 ) -> Result<Ran, StoreError> {
     let decisions = rule_pass::evaluate_all(rules, &claimed.event).await;
@@ -325,7 +357,7 @@ async fn run_rules(
         }
     }
     for decided in decisions {
-        let result = execute(claimed, decided, processing, context, clock).await;
+        let result = execute(claimed, decided, processing, context, waits).await;
         finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -340,7 +372,7 @@ async fn execute(
     mut decided: RuleDecision,
     processing: &Processing,
     context: &ProcessContext,
-    clock: &Clock,
+    waits: &Waits<'_>,
 ) -> RuleResult {
     let started = Instant::now();
     // An at-most-once action is settled against its prior executions right before it runs.
@@ -403,9 +435,16 @@ async fn execute(
         Some(target) => {
             let expired = waited_too_long(claimed, &target, processing);
             let released_as_probe = !expired && claimed.waiting_for.as_deref() == Some(&target);
-            clock.pause();
-            let admission = context.targets.admit(&target, released_as_probe).await;
-            clock.resume();
+            let admission = match context.targets.admit(&target, released_as_probe).await {
+                Ok(Ok(admission)) => Ok(admission),
+                Ok(Err(place)) => {
+                    waits.pause();
+                    let admission = context.targets.wait_in_line(&target, place).await;
+                    waits.resume().await;
+                    Ok(admission)
+                }
+                Err(error) => Err(error),
+            };
             match admission {
                 Ok(Admission::Go(permit)) => Some(permit),
                 Ok(Admission::Wait(reason)) if expired => {

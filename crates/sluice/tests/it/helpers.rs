@@ -299,6 +299,24 @@ impl TestApp {
         self.client.request(method, self.url(path)).bearer_auth(key)
     }
 
+    /// One number the database answers, e.g. `SELECT COUNT(*) FROM rule_executions`.
+    pub async fn sql_number(&self, sql: &str) -> i64 {
+        match self.db {
+            Db::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+            }
+            Db::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.database_url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+            }
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(app) = self.app.take() {
             app.stop().await.expect("clean stop");

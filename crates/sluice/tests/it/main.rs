@@ -7,6 +7,7 @@ mod helpers;
 mod receiver;
 
 mod auth;
+mod backpressure;
 mod bench;
 mod browser;
 mod cli;

@@ -47,6 +47,23 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(status: u16, delay_ms: u64) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener, status, delay_ms)
+    }
+
+    /// A receiver on `addr`, e.g. one that refused connections until now.
+    pub async fn start_on(addr: std::net::SocketAddr, status: u16, delay_ms: u64) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(listener, status, delay_ms)
+    }
+
+    /// An address where nothing listens: connections to it are refused.
+    pub async fn refusing() -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    fn serve(listener: tokio::net::TcpListener, status: u16, delay_ms: u64) -> Receiver {
         let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
         let answer = Arc::new(Mutex::new((status, Duration::from_millis(delay_ms))));
         let behaviour = Behaviour {
@@ -57,7 +74,6 @@ impl Receiver {
             .route("/{*path}", any(record))
             .route("/", any(record))
             .with_state(behaviour);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -286,6 +286,8 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         as_probe: bool,
     ) -> Result<u64, StoreError>;
+    /// How many history rows are stored (for benchmarks: rows written per delivered event).
+    async fn history_size(&self) -> Result<HistorySize, StoreError>;
     /// One worker's periodic report: deliveries in flight now and totals since the last.
     async fn report_targets(
         &self,

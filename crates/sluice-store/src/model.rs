@@ -415,6 +415,15 @@ pub struct TargetRecord {
     pub waiting_since: Option<Timestamp>,
 }
 
+/// How many history rows are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistorySize {
+    pub attempts: i64,
+    pub executions: i64,
+    /// Executions recorded `deferred` (their target could not take them).
+    pub deferred: i64,
+}
+
 /// One worker process's report for one target since its last.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetReport {

@@ -128,7 +128,7 @@ pub struct Settings {
     pub auth: crate::auth::AuthMode,
 
     /// Deliveries one worker process keeps in flight to one target (scheme://host:port of a
-    /// webhook; the SMTP server); more wait, deferred, without holding a worker slot.
+    /// webhook; the SMTP server); more wait in line, without holding a worker slot.
     #[arg(long, env = "TARGET_MAX_IN_FLIGHT", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub target_max_in_flight: u32,

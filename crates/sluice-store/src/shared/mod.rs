@@ -919,6 +919,21 @@ impl<E: Engine> Store for E {
         Ok(claim.fetch_optional(&mut conn).await?.is_some())
     }
 
+    async fn history_size(&self) -> Result<HistorySize, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT (SELECT COUNT(*) FROM event_attempts) AS attempts, \
+             (SELECT COUNT(*) FROM rule_executions) AS executions, \
+             (SELECT COUNT(*) FROM rule_executions WHERE result = 'deferred') AS deferred",
+        );
+        let mut conn = self.reads().acquire().await?;
+        let row = query.fetch_one(&mut conn).await?;
+        Ok(HistorySize {
+            attempts: row.value("attempts")?,
+            executions: row.value("executions")?,
+            deferred: row.value("deferred")?,
+        })
+    }
+
     async fn release_waiting(
         &self,
         target: &str,

@@ -7,6 +7,7 @@
 mod history;
 pub mod report;
 mod sink;
+mod webhooks;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -90,6 +91,26 @@ pub struct BenchArgs {
     /// has deleted the history, and compare the producer's latency before and during.
     #[arg(long, requires = "history")]
     pub retention_check: bool,
+    /// Instead of the load run: webhooks to a local receiver — its own capacity from a plain
+    /// load, then sluice delivering a backlog of --events to it, a steady load at 0.6x its
+    /// capacity, and events waiting for a receiver that is down (needs --spawn).
+    #[arg(long, requires = "spawn")]
+    pub webhooks: bool,
+    /// With --webhooks: how long the receiver takes to answer each request.
+    #[arg(long, default_value_t = 10)]
+    pub receiver_delay_ms: u64,
+    /// With --webhooks: connections of the plain load that measures the receiver.
+    #[arg(long, default_value_t = 16)]
+    pub receiver_connections: usize,
+    /// With --webhooks: how long the steady load lasts.
+    #[arg(long, default_value_t = 15)]
+    pub steady_secs: u64,
+    /// With --webhooks: events waiting for the receiver that is down.
+    #[arg(long, default_value_t = 5000)]
+    pub dead_events: u64,
+    /// With --webhooks: how long they wait while CPU and rows are measured.
+    #[arg(long, default_value_t = 30)]
+    pub dead_secs: u64,
 }
 
 /// A server this bench started; killed when dropped.
@@ -248,6 +269,28 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
         }
     };
     let json = args.json;
+    if args.webhooks {
+        return match runtime.block_on(webhooks::bench_webhooks(args)) {
+            Ok(report) if json => match serde_json::to_string_pretty(&report) {
+                Ok(text) => {
+                    println!("{text}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("sluice bench: {error}");
+                    std::process::ExitCode::FAILURE
+                }
+            },
+            Ok(report) => {
+                print!("{}", report.text());
+                std::process::ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("sluice bench: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if !args.history.is_empty() {
         return match runtime.block_on(history::bench_history(args)) {
             Ok(report) if json => match serde_json::to_string_pretty(&report) {

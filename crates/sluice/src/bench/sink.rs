@@ -1,9 +1,11 @@
-//! A webhook receiver for benchmarks: answers 200 to everything and counts.
+//! A webhook receiver for benchmarks: answers 200 to everything (after a fixed delay, like a
+//! receiver that writes to its own database) and counts.
 
 use axum::routing::any;
 use axum::Router;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub struct Sink {
     pub url: String,
@@ -12,11 +14,19 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start() -> anyhow::Result<Sink> {
+        Self::start_with_delay(Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer each request.
+    pub async fn start_with_delay(delay: Duration) -> anyhow::Result<Sink> {
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
         let app = Router::new().fallback(any(move || {
             let counter = counter.clone();
             async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 counter.fetch_add(1, Ordering::Relaxed);
                 "ok"
             }

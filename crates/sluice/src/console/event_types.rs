@@ -23,6 +23,7 @@ const FIELDS: &[&str] = &[
     "processing_timeout_ms",
     "max_attempts",
     "retry_backoff_ms",
+    "max_wait_ms",
 ];
 
 pub struct TypeRow {
@@ -72,6 +73,8 @@ pub struct Defaults {
     pub timeout: u64,
     pub attempts: u32,
     pub delays: String,
+    /// TARGET_MAX_WAIT, as it was set (`24 h`).
+    pub max_wait: String,
 }
 
 impl Defaults {
@@ -87,6 +90,7 @@ impl Defaults {
                 .map(u64::to_string)
                 .collect::<Vec<_>>()
                 .join(", "),
+            max_wait: s.target_max_wait.to_string(),
         }
     }
 }
@@ -142,6 +146,8 @@ pub struct TypeForm {
     max_attempts: String,
     #[serde(default)]
     retry_backoff_ms: String,
+    #[serde(default)]
+    max_wait_ms: String,
 }
 
 impl TypeForm {
@@ -157,6 +163,7 @@ impl TypeForm {
                 .as_deref()
                 .map(delays_text)
                 .unwrap_or_default(),
+            max_wait_ms: number_text(t.max_wait_ms),
         }
     }
 
@@ -187,6 +194,7 @@ impl TypeForm {
         for (field, text) in [
             ("processing_timeout_ms", &self.processing_timeout_ms),
             ("max_attempts", &self.max_attempts),
+            ("max_wait_ms", &self.max_wait_ms),
         ] {
             match number(text) {
                 Ok(value) => {

@@ -161,15 +161,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Extends the leases of attempts still running.
     async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError>;
-    /// Durably records that a non-idempotent action is about to run; returns the row id.
-    async fn record_started(
-        &self,
-        attempt_id: i64,
-        event_id: i64,
-        rule_id: i64,
-        rule_version_id: i64,
-        idempotency_key: &str,
-    ) -> Result<i64, StoreError>;
+    /// Durably records that non-idempotent actions are about to run, in one statement;
+    /// returns their row ids in the same order.
+    async fn record_started(&self, started: &[NewStarted]) -> Result<Vec<i64>, StoreError>;
     /// For each key: `Applied` if any execution with it was applied, else `Started` if one was
     /// started and never completed (its worker died mid-call). Absent keys never ran.
     async fn prior_executions(

@@ -280,6 +280,16 @@ pub struct ClaimedEvent {
     pub waiting_since: Option<Timestamp>,
 }
 
+/// A non-idempotent action about to run, recorded `started` first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStarted {
+    pub attempt_id: i64,
+    pub event_id: i64,
+    pub rule_id: i64,
+    pub rule_version_id: i64,
+    pub idempotency_key: String,
+}
+
 /// What one rule did, to be recorded with the attempt's outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRecord {

@@ -399,7 +399,8 @@ impl Targets {
         };
         match written {
             Some(Ok(record)) => {
-                if record.state == "open" {
+                let was_open = self.known(&target).is_some_and(|t| t.state == "open");
+                if record.state == "open" && !was_open {
                     tracing::warn!(target = %target, error = record.last_error.as_deref().unwrap_or(""), "circuit open");
                 }
                 self.remember(record);

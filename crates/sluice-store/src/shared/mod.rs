@@ -554,33 +554,51 @@ impl<E: Engine> Store for E {
         Engine::extend_leases(self, leases, lease_ms).await
     }
 
-    async fn record_started(
-        &self,
-        attempt_id: i64,
-        event_id: i64,
-        rule_id: i64,
-        rule_version_id: i64,
-        idempotency_key: &str,
-    ) -> Result<i64, StoreError> {
+    async fn record_started(&self, started: &[NewStarted]) -> Result<Vec<i64>, StoreError> {
+        if started.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
         let mut insert = QueryBuilder::<E::Dialect>::new(
             "INSERT INTO rule_executions (attempt_id, event_id, rule_id, rule_version_id, result, \
-             idempotency_key, executed_at) VALUES (",
+             idempotency_key, executed_at) VALUES ",
         );
-        insert
-            .push_value(attempt_id)
-            .push(", ")
-            .push_value(event_id)
-            .push(", ")
-            .push_value(rule_id)
-            .push(", ")
-            .push_value(rule_version_id)
-            .push(", 'started', ")
-            .push_value(idempotency_key.to_owned())
-            .push(", ")
-            .push_now(Utc::now())
-            .push(") RETURNING id");
+        for (i, row) in started.iter().enumerate() {
+            if i > 0 {
+                insert.push(", ");
+            }
+            insert
+                .push("(")
+                .push_value(row.attempt_id)
+                .push(", ")
+                .push_value(row.event_id)
+                .push(", ")
+                .push_value(row.rule_id)
+                .push(", ")
+                .push_value(row.rule_version_id)
+                .push(", 'started', ")
+                .push_value(row.idempotency_key.clone())
+                .push(", ")
+                .push_now(now)
+                .push(")");
+        }
+        insert.push(" RETURNING id, attempt_id, idempotency_key");
         let mut conn = self.deliveries().acquire().await?;
-        insert.fetch_one(&mut conn).await?.value("id")
+        // RETURNING promises no order: rows are matched by attempt and key (unique per attempt).
+        let mut ids = HashMap::with_capacity(started.len());
+        for row in insert.fetch_all(&mut conn).await? {
+            let key: String = row.value("idempotency_key")?;
+            let attempt_id: i64 = row.value("attempt_id")?;
+            ids.insert((attempt_id, key), row.value::<i64>("id")?);
+        }
+        started
+            .iter()
+            .map(|row| {
+                ids.get(&(row.attempt_id, row.idempotency_key.clone()))
+                    .copied()
+                    .ok_or_else(|| StoreError::Corrupt("a started record was not written".into()))
+            })
+            .collect()
     }
 
     async fn prior_executions(

@@ -6,6 +6,7 @@
 //! flight (bounded by `concurrency`), a completion writer (group commit of outcomes), a lease
 //! heartbeat and a reaper that gives back events whose worker died.
 
+mod bookkeeping;
 mod process;
 mod rules;
 
@@ -187,7 +188,7 @@ async fn run(
     }
     let target_sync = targets.spawn_sync(background.clone());
     let context = Arc::new(ProcessContext {
-        store: store.clone(),
+        bookkeeping: bookkeeping::Bookkeeping::start(store.clone()),
         actions,
         targets,
     });

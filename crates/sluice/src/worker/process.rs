@@ -14,13 +14,14 @@ use crate::worker::WorkerSlot;
 use chrono::{DateTime, Utc};
 use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sluice_core::retry::RetryPolicy;
-use sluice_store::{AttemptOutcome, ClaimedEvent, ExecutionRecord, NextState, Store, StoreError};
+use super::bookkeeping::Bookkeeping;
+use sluice_store::{AttemptOutcome, ClaimedEvent, ExecutionRecord, NewStarted, NextState, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What processing needs besides the event.
 pub struct ProcessContext {
-    pub store: Arc<dyn Store>,
+    pub bookkeeping: Bookkeeping,
     pub actions: Actions,
     pub targets: Arc<Targets>,
 }
@@ -378,13 +379,9 @@ async fn execute(
     // An at-most-once action is settled against its prior executions right before it runs.
     let mut lookup_failed = None;
     if let Some(key) = decided.at_most_once_key().map(str::to_owned) {
-        match context
-            .store
-            .prior_executions(std::slice::from_ref(&key))
-            .await
-        {
-            Ok(prior) => decided.settle(prior.get(&key).copied()),
-            Err(error) => lookup_failed = Some(store_error(&error)),
+        match context.bookkeeping.prior(key).await {
+            Ok(prior) => decided.settle(prior),
+            Err(error) => lookup_failed = Some(unrecorded(&error)),
         }
     }
     let RuleDecision {
@@ -476,23 +473,20 @@ async fn execute(
         }
     };
     if at_most_once {
-        match context
-            .store
-            .record_started(
-                claimed.attempt_id,
-                event.id,
-                rule.rule_id,
-                rule.version_id,
-                &key,
-            )
-            .await
-        {
+        let started = NewStarted {
+            attempt_id: claimed.attempt_id,
+            event_id: event.id,
+            rule_id: rule.rule_id,
+            rule_version_id: rule.version_id,
+            idempotency_key: key.clone(),
+        };
+        match context.bookkeeping.started(started).await {
             Ok(id) => record.started_id = Some(id),
             Err(error) => {
                 return finish(
                     record,
                     ExecutionResult::Failed,
-                    Some(store_error(&error)),
+                    Some(unrecorded(&error)),
                     true,
                 )
             }
@@ -539,6 +533,12 @@ fn humantime(duration: Duration) -> String {
         ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
         ms => format!("{ms}ms"),
     }
+}
+
+/// The delivery's bookkeeping could not be written: logged, and a retry will try again.
+fn unrecorded(error: &str) -> String {
+    tracing::warn!(error = %error, "store error while processing");
+    "database unavailable while processing; will retry".to_owned()
 }
 
 fn store_error(error: &StoreError) -> String {

@@ -193,10 +193,23 @@ pub async fn bench_webhooks(args: BenchArgs) -> anyhow::Result<WebhookReport> {
 
     // Meanwhile, a healthy receiver's events at a steady 20 a second.
     let healthy_type = format!("bench.{run_id}.healthy");
-    hook_rule(&client, &url, &healthy_type, &format!("{}/hook", receiver.url)).await?;
+    hook_rule(
+        &client,
+        &url,
+        &healthy_type,
+        &format!("{}/hook", receiver.url),
+    )
+    .await?;
     let healthy_events = 20 * 10;
     paced(&client, &url, &healthy_type, "h", healthy_events, 20.0).await?;
-    wait_done(&client, &url, &healthy_type, healthy_events, args.timeout_secs).await?;
+    wait_done(
+        &client,
+        &url,
+        &healthy_type,
+        healthy_events,
+        args.timeout_secs,
+    )
+    .await?;
     let healthy = collect_latencies(&client, &url, &healthy_type).await?;
 
     let per_event = |before: HistorySize, after: HistorySize, events: u64| {

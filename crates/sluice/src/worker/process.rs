@@ -6,16 +6,19 @@
 //! [`next_after_failure`] picks retry-with-backoff or `failed`; the outcome writer in
 //! `worker/mod.rs` stores it and wakes the claim loop when the retry is due.
 
+use super::bookkeeping::Bookkeeping;
 use crate::actions::{ActionContext, ActionError, Actions};
 use crate::delivery::{Admission, Delivered, Targets};
 use crate::event_types::Processing;
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
 use crate::worker::WorkerSlot;
 use chrono::{DateTime, Utc};
+use sluice_core::action::RenderedAction;
 use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sluice_core::retry::RetryPolicy;
-use super::bookkeeping::Bookkeeping;
-use sluice_store::{AttemptOutcome, ClaimedEvent, ExecutionRecord, NewStarted, NextState, StoreError};
+use sluice_store::{
+    AttemptOutcome, ClaimedEvent, ExecutionRecord, NewStarted, NextState, StoreError,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -427,6 +430,19 @@ async fn execute(
     // The receiver may be unavailable (circuit open, paused): then the action is deferred,
     // before anything is recorded as started. At its cap, the delivery waits in line here,
     // and that wait does not count against the processing timeout.
+    let started = NewStarted {
+        attempt_id: claimed.attempt_id,
+        event_id: event.id,
+        rule_id: rule.rule_id,
+        rule_version_id: rule.version_id,
+        idempotency_key: key.clone(),
+    };
+    // A webhook waiting in line for its target records its `started` row meanwhile, so the
+    // place it gets under the cap is spent on the call alone. Should the target open while
+    // it waits, that row becomes the deferral (nothing was sent; were the worker to die in
+    // between, a re-send carries the same keys and is the first the receiver sees). An email
+    // is never recorded before it may go: one `started` without an outcome is never re-sent.
+    let record_in_line = at_most_once && matches!(action, RenderedAction::CallWebhook { .. });
     let permit = match context.actions.target(&action) {
         None => None,
         Some(target) => {
@@ -436,7 +452,26 @@ async fn execute(
                 Ok(Ok(admission)) => Ok(admission),
                 Ok(Err(place)) => {
                     waits.pause();
-                    let admission = context.targets.wait_in_line(&target, place).await;
+                    let in_line = context.targets.wait_in_line(&target, place);
+                    let admission = if record_in_line {
+                        let (admission, recorded) =
+                            tokio::join!(in_line, context.bookkeeping.started(started.clone()));
+                        match recorded {
+                            Ok(id) => record.started_id = Some(id),
+                            Err(error) => {
+                                waits.resume().await;
+                                return finish(
+                                    record,
+                                    ExecutionResult::Failed,
+                                    Some(unrecorded(&error)),
+                                    true,
+                                );
+                            }
+                        }
+                        admission
+                    } else {
+                        in_line.await
+                    };
                     waits.resume().await;
                     Ok(admission)
                 }
@@ -472,14 +507,7 @@ async fn execute(
             }
         }
     };
-    if at_most_once {
-        let started = NewStarted {
-            attempt_id: claimed.attempt_id,
-            event_id: event.id,
-            rule_id: rule.rule_id,
-            rule_version_id: rule.version_id,
-            idempotency_key: key.clone(),
-        };
+    if at_most_once && record.started_id.is_none() {
         match context.bookkeeping.started(started).await {
             Ok(id) => record.started_id = Some(id),
             Err(error) => {

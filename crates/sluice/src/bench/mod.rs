@@ -96,6 +96,10 @@ pub struct BenchArgs {
     /// capacity, and events waiting for a receiver that is down (needs --spawn).
     #[arg(long, requires = "spawn")]
     pub webhooks: bool,
+    /// Only run the benchmarks' webhook receiver (answering after --receiver-delay-ms) on
+    /// this port until stopped, e.g. to measure it with wrk.
+    #[arg(long, conflicts_with_all = ["webhooks", "spawn", "url"])]
+    pub serve_receiver: Option<u16>,
     /// With --webhooks: how long the receiver takes to answer each request.
     #[arg(long, default_value_t = 10)]
     pub receiver_delay_ms: u64,
@@ -269,6 +273,16 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
         }
     };
     let json = args.json;
+    if let Some(port) = args.serve_receiver {
+        let delay = Duration::from_millis(args.receiver_delay_ms);
+        return match runtime.block_on(sink::Sink::serve_forever(port, delay)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("sluice bench: {error:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     if args.webhooks {
         return match runtime.block_on(webhooks::bench_webhooks(args)) {
             Ok(report) if json => match serde_json::to_string_pretty(&report) {

@@ -19,6 +19,18 @@ impl Sink {
 
     /// A receiver that takes `delay` to answer each request.
     pub async fn start_with_delay(delay: Duration) -> anyhow::Result<Sink> {
+        Self::start_on(0, delay).await
+    }
+
+    /// Serves on `port` until the process is stopped.
+    pub async fn serve_forever(port: u16, delay: Duration) -> anyhow::Result<()> {
+        let sink = Self::start_on(port, delay).await?;
+        eprintln!("receiver on {}/hook, answering after {delay:?}", sink.url);
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+
+    async fn start_on(port: u16, delay: Duration) -> anyhow::Result<Sink> {
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
         let app = Router::new().fallback(any(move || {
@@ -31,7 +43,7 @@ impl Sink {
                 "ok"
             }
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

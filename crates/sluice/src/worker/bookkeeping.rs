@@ -20,6 +20,8 @@ const WRITERS: usize = 2;
 pub type Failed = String;
 
 type Answer<T> = oneshot::Sender<Result<T, Failed>>;
+/// Requests waiting for a writer, shared by the writers of one kind.
+type Queue<R, T> = Arc<Mutex<mpsc::Receiver<(R, Answer<T>)>>>;
 
 #[derive(Clone)]
 pub struct Bookkeeping {
@@ -80,10 +82,7 @@ async fn next_batch<T>(queue: &Mutex<mpsc::Receiver<T>>) -> Option<Vec<T>> {
     Some(batch)
 }
 
-async fn look_up(
-    store: Arc<dyn Store>,
-    queue: Arc<Mutex<mpsc::Receiver<(String, Answer<Option<ExecutionResult>>)>>>,
-) {
+async fn look_up(store: Arc<dyn Store>, queue: Queue<String, Option<ExecutionResult>>) {
     while let Some(batch) = next_batch(&queue).await {
         let keys: Vec<String> = batch.iter().map(|(key, _)| key.clone()).collect();
         match store.prior_executions(&keys).await {
@@ -97,10 +96,7 @@ async fn look_up(
     }
 }
 
-async fn record(
-    store: Arc<dyn Store>,
-    queue: Arc<Mutex<mpsc::Receiver<(NewStarted, Answer<i64>)>>>,
-) {
+async fn record(store: Arc<dyn Store>, queue: Queue<NewStarted, i64>) {
     while let Some(batch) = next_batch(&queue).await {
         let rows: Vec<NewStarted> = batch.iter().map(|(row, _)| row.clone()).collect();
         match store.record_started(&rows).await {

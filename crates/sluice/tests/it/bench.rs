@@ -33,6 +33,13 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         schema: true,
         history: Vec::new(),
         retention_check: false,
+        webhooks: false,
+        serve_receiver: None,
+        receiver_delay_ms: 10,
+        receiver_connections: 16,
+        steady_secs: 15,
+        dead_events: 5000,
+        dead_secs: 30,
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);
@@ -119,4 +126,48 @@ fn bench_builds_a_history_and_times_reads_at_each_size() {
         assert_eq!(size["reads"].as_array().unwrap().len(), 11, "{size}");
         assert!(size["fresh_drain_rate"].as_f64().unwrap() > 0.0);
     }
+}
+
+#[test]
+fn the_webhook_bench_measures_a_receiver_then_sluice_delivering_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "bench",
+            "--spawn",
+            "--webhooks",
+            "--events",
+            "300",
+            "--receiver-delay-ms",
+            "2",
+            "--steady-secs",
+            "1",
+            "--dead-events",
+            "100",
+            "--dead-secs",
+            "1",
+            "--json",
+        ])
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("bench.db").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["capacity"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["backlog_rate"].as_f64().unwrap() > 0.0, "{report}");
+    // One execution per delivered event, nothing deferred, nothing written while waiting
+    // (the probe comes after TARGET_OPEN_MS, 30 s).
+    assert_eq!(report["backlog_executions_per_event"], 1.0, "{report}");
+    assert_eq!(report["backlog_deferred"], 0, "{report}");
+    assert_eq!(report["steady_executions_per_event"], 1.0, "{report}");
+    assert_eq!(report["dead_rows_written"], 0, "{report}");
+    assert!(report["healthy_p99_ms"].as_f64().unwrap() > 0.0, "{report}");
 }

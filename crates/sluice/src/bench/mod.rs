@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Rules to put in place, comma-separated: log, noop, webhook, email (or none).
     #[arg(long, default_value = "log")]
     pub actions: String,
+    /// With --spawn: start this sluice binary instead of this one (e.g. another build, to
+    /// compare the two in one run).
+    #[arg(long, requires = "spawn")]
+    pub server_bin: Option<std::path::PathBuf>,
     /// Extra flags for the spawned server, e.g. "--worker-concurrency 128".
     #[arg(long, allow_hyphen_values = true)]
     pub server_args: Option<String>,
@@ -129,7 +133,11 @@ impl Spawned {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let mut command = Command::new(std::env::current_exe()?);
+        let binary = match &args.server_bin {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?,
+        };
+        let mut command = Command::new(binary);
         command.arg(subcommand);
         if subcommand != "worker" {
             command.args(["--port", &port.to_string(), "--host", "127.0.0.1"]);

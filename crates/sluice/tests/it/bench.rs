@@ -22,6 +22,7 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         duplicates: 0.1,
         actions: "log,noop,webhook".into(),
         server_args: None,
+        server_bin: None,
         phased: false,
         timeout_secs: 120,
         json: true,

@@ -280,6 +280,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         as_probe: bool,
     ) -> Result<u64, StoreError>;
+    /// The target a pending event waits for in the queue, and since when (`None` when it waits
+    /// for nothing).
+    async fn event_waiting(&self, id: i64) -> Result<Option<Waiting>, StoreError>;
     /// How many history rows are stored (for benchmarks: rows written per delivered event).
     async fn history_size(&self) -> Result<HistorySize, StoreError>;
     /// One worker's periodic report: deliveries in flight now and totals since the last.

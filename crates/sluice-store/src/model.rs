@@ -425,6 +425,13 @@ pub struct TargetRecord {
     pub waiting_since: Option<Timestamp>,
 }
 
+/// What a pending event waits for, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub target: String,
+    pub since: Timestamp,
+}
+
 /// How many history rows are stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HistorySize {

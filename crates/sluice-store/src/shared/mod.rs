@@ -937,6 +937,23 @@ impl<E: Engine> Store for E {
         Ok(claim.fetch_optional(&mut conn).await?.is_some())
     }
 
+    async fn event_waiting(&self, id: i64) -> Result<Option<Waiting>, StoreError> {
+        let mut query = QueryBuilder::<E::Dialect>::new(
+            "SELECT waiting_for, waiting_since FROM event_queue \
+             WHERE waiting_for IS NOT NULL AND event_id = ",
+        );
+        query.push_value(id);
+        let mut conn = self.reads().acquire().await?;
+        let Some(row) = query.fetch_optional(&mut conn).await? else {
+            return Ok(None);
+        };
+        let since = row.opt_timestamp("waiting_since")?;
+        Ok(since.map(|since| Waiting {
+            target: row.value::<String>("waiting_for").unwrap_or_default(),
+            since,
+        }))
+    }
+
     async fn history_size(&self) -> Result<HistorySize, StoreError> {
         let mut query = QueryBuilder::<E::Dialect>::new(
             "SELECT (SELECT COUNT(*) FROM event_attempts) AS attempts, \

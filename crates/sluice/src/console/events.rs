@@ -503,6 +503,8 @@ struct EventPage {
     processed: Option<When>,
     replayed: Option<When>,
     next_attempt: Option<When>,
+    /// The receiver it waits for, and since when.
+    waiting: Option<(String, When)>,
     can_replay: bool,
     last_error: Option<String>,
     diagnosis: Option<Diagnosis>,
@@ -575,7 +577,11 @@ async fn event_page(
         processed: When::maybe(event.processed_at, now),
         replayed: When::maybe(event.replayed_at, now),
         next_attempt: When::maybe(event.next_attempt_at, now)
-            .filter(|_| event.state == EventState::Pending),
+            .filter(|_| event.state == EventState::Pending && event.waiting.is_none()),
+        waiting: event
+            .waiting
+            .as_ref()
+            .map(|w| (w.target.clone(), When::new(w.since, now))),
         can_replay: event.state.is_terminal(),
         last_error: event.last_error.clone(),
         diagnosis: diagnose(&event, &attempts),

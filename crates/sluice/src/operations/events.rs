@@ -49,6 +49,18 @@ pub struct EventOut {
     pub replayed_at: Option<DateTime<Utc>>,
     /// Events with the same key are processed one at a time, lowest id first.
     pub ordering_key: Option<String>,
+    /// What a pending event waits for: a receiver that is down, paused or busy (only on
+    /// `GET /events/{id}`; absent when it waits for nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingOut>,
+}
+
+/// A receiver an event waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct WaitingOut {
+    /// `scheme://host:port`, as `GET /targets` lists it.
+    pub target: String,
+    pub since: DateTime<Utc>,
 }
 
 impl From<Event> for EventOut {
@@ -68,6 +80,7 @@ impl From<Event> for EventOut {
             processed_at: event.processed_at,
             replayed_at: event.replayed_at,
             ordering_key: event.ordering_key,
+            waiting: None,
         }
     }
 }
@@ -659,12 +672,23 @@ fn event_not_found(id: i64) -> ApiError {
 
 /// One event; 404 if unknown.
 pub async fn event_detail(state: &AppState, id: i64) -> ApiResult<EventOut> {
-    state
+    let event = state
         .store
         .get_event(id)
         .await?
-        .map(EventOut::from)
-        .ok_or_else(|| event_not_found(id))
+        .ok_or_else(|| event_not_found(id))?;
+    let waiting = if event.state == EventState::Pending {
+        state.store.event_waiting(id).await?
+    } else {
+        None
+    };
+    Ok(EventOut {
+        waiting: waiting.map(|w| WaitingOut {
+            target: w.target,
+            since: w.since,
+        }),
+        ..EventOut::from(event)
+    })
 }
 
 /// What one rule (at one version) did with the event in one attempt.

@@ -102,6 +102,32 @@ async fn a_receiver_that_is_down_costs_nothing_while_events_wait_for_it(app: Tes
         "{state}"
     );
     assert!(state["waiting_since"].is_string(), "{state}");
+    // The Targets page says how many wait, and since when.
+    let page = app.get("/console/targets").await.text().await.unwrap();
+    let row = &page[page.find(&format!("<code>{down_url}</code>")).unwrap()..];
+    let cell = &row[row.find("data-label=\"Waiting\" class=\"num\">").unwrap() + 33..];
+    let shown: usize = cell[..cell.find(|c: char| !c.is_ascii_digit()).unwrap()]
+        .parse()
+        .unwrap();
+    assert!(shown + 2 >= WAITING, "the page shows {shown} waiting");
+    assert!(cell[..cell.find("</td>").unwrap()].contains("since"), "{cell:.300}");
+    // An event's page says what it waits for, and since when.
+    let (_, listed) = app
+        .get_json("/events?type=to.down&state=pending&limit=1")
+        .await;
+    let id = listed["data"][0]["id"].as_i64().unwrap();
+    let (_, event) = app.get_json(&format!("/events/{id}")).await;
+    if event["state"] == "pending" {
+        assert_eq!(event["waiting"]["target"], down_url, "{event}");
+        assert!(event["waiting"]["since"].is_string(), "{event}");
+        let html = app.get(&format!("/console/events/{id}")).await.text().await.unwrap();
+        assert!(html.contains("Waiting for") && html.contains(&down_url), "{html}");
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!("sluice_target_waiting{{target=\"{down_url}\"}}")),
+        "{metrics}"
+    );
 
     // While it stays down, several open periods pass: the only rows written are the probes'
     // (one event at a time, each period), not one per waiting event.

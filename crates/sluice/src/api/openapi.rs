@@ -142,6 +142,7 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         operations::keys::ApiKeyList,
         crate::auth::Scope,
         operations::events::EventOut,
+        operations::events::WaitingOut,
         operations::events::IngestedOut,
         operations::events::BatchOut,
         operations::events::EventList,

@@ -301,6 +301,9 @@ impl Clock {
                 }
             };
             tokio::select! {
+                // The work first: most attempts end on their first poll, and then no timer
+                // is ever registered (as with `tokio::time::timeout`).
+                biased;
                 out = &mut work => return Some(out),
                 () = alarm => {
                     let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -430,7 +433,7 @@ async fn execute(
     // The receiver may be unavailable (circuit open, paused): then the action is deferred,
     // before anything is recorded as started. At its cap, the delivery waits in line here,
     // and that wait does not count against the processing timeout.
-    let started = NewStarted {
+    let started = || NewStarted {
         attempt_id: claimed.attempt_id,
         event_id: event.id,
         rule_id: rule.rule_id,
@@ -455,7 +458,7 @@ async fn execute(
                     let in_line = context.targets.wait_in_line(&target, place);
                     let admission = if record_in_line {
                         let (admission, recorded) =
-                            tokio::join!(in_line, context.bookkeeping.started(started.clone()));
+                            tokio::join!(in_line, context.bookkeeping.started(started()));
                         match recorded {
                             Ok(id) => record.started_id = Some(id),
                             Err(error) => {
@@ -508,7 +511,7 @@ async fn execute(
         }
     };
     if at_most_once && record.started_id.is_none() {
-        match context.bookkeeping.started(started).await {
+        match context.bookkeeping.started(started()).await {
             Ok(id) => record.started_id = Some(id),
             Err(error) => {
                 return finish(

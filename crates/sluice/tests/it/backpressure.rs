@@ -110,7 +110,10 @@ async fn a_receiver_that_is_down_costs_nothing_while_events_wait_for_it(app: Tes
         .parse()
         .unwrap();
     assert!(shown + 2 >= WAITING, "the page shows {shown} waiting");
-    assert!(cell[..cell.find("</td>").unwrap()].contains("since"), "{cell:.300}");
+    assert!(
+        cell[..cell.find("</td>").unwrap()].contains("since"),
+        "{cell:.300}"
+    );
     // An event's page says what it waits for, and since when.
     let (_, listed) = app
         .get_json("/events?type=to.down&state=pending&limit=1")
@@ -120,8 +123,16 @@ async fn a_receiver_that_is_down_costs_nothing_while_events_wait_for_it(app: Tes
     if event["state"] == "pending" {
         assert_eq!(event["waiting"]["target"], down_url, "{event}");
         assert!(event["waiting"]["since"].is_string(), "{event}");
-        let html = app.get(&format!("/console/events/{id}")).await.text().await.unwrap();
-        assert!(html.contains("Waiting for") && html.contains(&down_url), "{html}");
+        let html = app
+            .get(&format!("/console/events/{id}"))
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("Waiting for") && html.contains(&down_url),
+            "{html}"
+        );
     }
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(

@@ -401,6 +401,8 @@ async fn worker_statements_keep_index_plans_on_a_large_unanalyzed_history() {
             .unwrap();
     }
     queue(&app, "p", "plan", 50).await;
+    app.wait_for_stats(|s| s["processed"].as_i64() == Some(300_250))
+        .await;
     // Waiting and release: a paused target's events wait, then go.
     let (status, _) = app
         .post("/targets/pause", &json!({ "target": receiver.url }))

@@ -70,6 +70,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyOut>, ApiE
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::operations::targets::record_gauges(&state).await;
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -141,6 +141,20 @@ pub async fn list(state: &AppState) -> ApiResult<TargetList> {
     })
 }
 
+/// Sets each target's gauges (state, events waiting and the oldest one's age) from the
+/// shared table, so any API process's `/metrics` shows them — worker processes serve none.
+pub async fn record_gauges(state: &AppState) {
+    match state.store.targets().await {
+        Ok(targets) => {
+            let now = Utc::now();
+            for target in &targets {
+                crate::delivery::record_gauges(target, now);
+            }
+        }
+        Err(error) => tracing::warn!(error = %error, "cannot read targets for /metrics"),
+    }
+}
+
 /// Pauses or resumes a target; every worker process honours it within a second.
 pub async fn set_paused(state: &AppState, target: &str, paused: bool) -> ApiResult<TargetOut> {
     let record = state.store.set_target_paused(target, paused).await?;

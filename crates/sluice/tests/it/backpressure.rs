@@ -58,6 +58,36 @@ async fn history_rows(app: &TestApp) -> (i64, i64) {
 
 const OPEN_MS: u64 = 400;
 
+/// Starts `sluice api` as a process of its own on `database_url` and scrapes its `/metrics`.
+async fn metrics_of_an_api_process(database_url: &str) -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["api", "--host", "127.0.0.1", "--log-level", "warn"])
+        .args(["--port", &port.to_string(), "--database-url", database_url])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        if let Ok(response) = client.get(format!("{url}/metrics")).send().await {
+            if response.status() == 200 {
+                break response.text().await.unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "sluice api did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    metrics
+}
+
 story!(
     a_receiver_that_is_down_costs_nothing_while_events_wait_for_it,
     "--webhook-allow-private",
@@ -139,6 +169,17 @@ async fn a_receiver_that_is_down_costs_nothing_while_events_wait_for_it(app: Tes
         metrics.contains(&format!("sluice_target_waiting{{target=\"{down_url}\"}}")),
         "{metrics}"
     );
+    if app.db == Db::Postgres {
+        // An API process of its own (workers serve no /metrics; in this test process every
+        // app shares one recorder, so it must be another process) shows the same.
+        let metrics = metrics_of_an_api_process(&app.database_url).await;
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("sluice_target_waiting{{target=\"{down_url}\"}}")))
+            .unwrap_or_else(|| panic!("{metrics}"));
+        let shown: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(shown + 2.0 >= WAITING as f64, "{line}");
+    }
 
     // While it stays down, several open periods pass: the only rows written are the probes'
     // (one event at a time, each period), not one per waiting event.

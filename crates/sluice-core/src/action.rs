@@ -93,6 +93,13 @@ impl ActionKind {
     pub fn is_idempotent(self) -> bool {
         matches!(self, ActionKind::Log | ActionKind::Noop)
     }
+
+    /// Whether a delivery whose outcome is unknown (recorded `started`, never finished) may
+    /// be sent again: a webhook carries the same `Idempotency-Key` and `webhook-id`, so its
+    /// receiver can tell; an email cannot be taken back, so it is never sent twice.
+    pub fn may_resend(self) -> bool {
+        !matches!(self, ActionKind::SendEmail)
+    }
 }
 
 /// Upper bound of a webhook's `timeout_ms`: a slow receiver holds a worker slot this long.
@@ -185,6 +192,17 @@ pub enum RenderedAction {
         body: String,
         data: Option<Value>,
     },
+}
+
+impl RenderedAction {
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            RenderedAction::Log { .. } => ActionKind::Log,
+            RenderedAction::Noop => ActionKind::Noop,
+            RenderedAction::CallWebhook { .. } => ActionKind::CallWebhook,
+            RenderedAction::SendEmail { .. } => ActionKind::SendEmail,
+        }
+    }
 }
 
 impl Action {

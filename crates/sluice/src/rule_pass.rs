@@ -4,7 +4,7 @@
 //! these decisions (`worker/process.rs`); a dry run reports them (`operations/replay.rs`).
 
 use crate::evaluation;
-use sluice_core::action::{ActionKind, RenderedAction};
+use sluice_core::action::RenderedAction;
 use sluice_core::event::ExecutionResult;
 use sluice_core::idempotency::idempotency_key;
 use sluice_core::logic::Limits;
@@ -180,18 +180,18 @@ impl RuleDecision {
         let Some(key) = self.at_most_once_key().map(str::to_owned) else {
             return;
         };
-        let is_email = self
+        let never_resent = self
             .rule
             .body
             .as_ref()
-            .is_ok_and(|b| b.action.kind() == ActionKind::SendEmail);
+            .is_ok_and(|b| !b.action.kind().may_resend());
         match prior {
             Some(ExecutionResult::Applied) => {
                 self.decision = Decision::Dedupe {
                     idempotency_key: key,
                 }
             }
-            Some(_) if is_email => {
+            Some(_) if never_resent => {
                 self.decision = Decision::Fail {
                     error: EMAIL_OUTCOME_UNKNOWN.to_owned(),
                     idempotency_key: Some(key),

@@ -13,7 +13,6 @@ use crate::event_types::Processing;
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
 use crate::worker::WorkerSlot;
 use chrono::{DateTime, Utc};
-use sluice_core::action::RenderedAction;
 use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sluice_core::retry::RetryPolicy;
 use sluice_store::{
@@ -440,12 +439,13 @@ async fn execute(
         rule_version_id: rule.version_id,
         idempotency_key: key.clone(),
     };
-    // A webhook waiting in line for its target records its `started` row meanwhile, so the
-    // place it gets under the cap is spent on the call alone. Should the target open while
-    // it waits, that row becomes the deferral (nothing was sent; were the worker to die in
-    // between, a re-send carries the same keys and is the first the receiver sees). An email
-    // is never recorded before it may go: one `started` without an outcome is never re-sent.
-    let record_in_line = at_most_once && matches!(action, RenderedAction::CallWebhook { .. });
+    // A delivery that may be re-sent (a webhook) records its `started` row while it waits in
+    // line for its target, so the place it gets under the cap is spent on the call alone.
+    // Should the target open while it waits, that row becomes the deferral (nothing was
+    // sent; were the worker to die in between, a re-send carries the same keys and is the
+    // first the receiver sees). One that is never re-sent (an email) is recorded only once
+    // it may go: a `started` without an outcome stops it for good.
+    let record_in_line = at_most_once && action.kind().may_resend();
     let permit = match context.actions.target(&action) {
         None => None,
         Some(target) => {

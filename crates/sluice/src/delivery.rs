@@ -204,9 +204,10 @@ impl Targets {
             .collect();
         let before = std::mem::replace(
             &mut *self.known.write().unwrap_or_else(|p| p.into_inner()),
-            fresh.clone(),
+            fresh,
         );
-        for (target, record) in &fresh {
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        for (target, record) in known.iter() {
             let was_available = before.get(target).is_none_or(available);
             if was_available && !available(record) {
                 // Opened or paused elsewhere: whoever waits in line here stops waiting.

@@ -947,10 +947,9 @@ impl<E: Engine> Store for E {
         let Some(row) = query.fetch_optional(&mut conn).await? else {
             return Ok(None);
         };
-        let since = row.opt_timestamp("waiting_since")?;
-        Ok(since.map(|since| Waiting {
-            target: row.value::<String>("waiting_for").unwrap_or_default(),
-            since,
+        Ok(Some(Waiting {
+            target: row.value("waiting_for")?,
+            since: row.timestamp("waiting_since")?,
         }))
     }
 

@@ -292,48 +292,12 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
         };
     }
     if args.webhooks {
-        return match runtime.block_on(webhooks::bench_webhooks(args)) {
-            Ok(report) if json => match serde_json::to_string_pretty(&report) {
-                Ok(text) => {
-                    println!("{text}");
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("sluice bench: {error}");
-                    std::process::ExitCode::FAILURE
-                }
-            },
-            Ok(report) => {
-                print!("{}", report.text());
-                std::process::ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("sluice bench: {error:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        let report = runtime.block_on(webhooks::bench_webhooks(args));
+        return print_report(report, json, webhooks::WebhookReport::text);
     }
     if !args.history.is_empty() {
-        return match runtime.block_on(history::bench_history(args)) {
-            Ok(report) if json => match serde_json::to_string_pretty(&report) {
-                Ok(text) => {
-                    println!("{text}");
-                    std::process::ExitCode::SUCCESS
-                }
-                Err(error) => {
-                    eprintln!("sluice bench: {error}");
-                    std::process::ExitCode::FAILURE
-                }
-            },
-            Ok(report) => {
-                print!("{}", report.text());
-                std::process::ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("sluice bench: {error:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        let report = runtime.block_on(history::bench_history(args));
+        return print_report(report, json, history::HistoryReport::text);
     }
     match runtime.block_on(bench(args)) {
         Ok(report) => {
@@ -352,6 +316,56 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Prints a report as JSON or as text, or the error that stopped the run.
+fn print_report<R: serde::Serialize>(
+    report: anyhow::Result<R>,
+    json: bool,
+    text: impl Fn(&R) -> String,
+) -> std::process::ExitCode {
+    let printed = report.and_then(|report| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", text(&report));
+        }
+        Ok(())
+    });
+    match printed {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("sluice bench: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Posts events `0..count` (each made by `event`) in batches of 1,000.
+async fn post_in_batches(
+    client: &reqwest::Client,
+    url: &str,
+    count: u64,
+    event: impl Fn(u64) -> Value,
+) -> anyhow::Result<()> {
+    let mut sent = 0;
+    while sent < count {
+        let chunk = (count - sent).min(1000);
+        let events: Vec<Value> = (sent..sent + chunk).map(&event).collect();
+        let response = client
+            .post(format!("{url}/events/batch"))
+            .json(&json!({ "events": events }))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!(
+                "cannot queue events: {}",
+                response.text().await.unwrap_or_default()
+            );
+        }
+        sent += chunk;
+    }
+    Ok(())
 }
 
 /// Starts a receiver that accepts connections and never answers, gives it a rule, and queues
@@ -388,25 +402,13 @@ async fn queue_hanging(
             response.text().await.unwrap_or_default()
         );
     }
-    let mut sent = 0;
-    while sent < count {
-        let chunk = (count - sent).min(1000);
-        let events: Vec<Value> = (sent..sent + chunk)
-            .map(|i| json!({"id": format!("{run_id}-hanging-{i}"), "type": event_type, "data": {"i": i}}))
-            .collect();
-        let response = client
-            .post(format!("{url}/events/batch"))
-            .json(&json!({ "events": events }))
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!(
-                "cannot queue hanging events: {}",
-                response.text().await.unwrap_or_default()
-            );
-        }
-        sent += chunk;
-    }
+    post_in_batches(
+        client,
+        url,
+        count,
+        |i| json!({"id": format!("{run_id}-hanging-{i}"), "type": event_type, "data": {"i": i}}),
+    )
+    .await?;
     Ok(hanging)
 }
 

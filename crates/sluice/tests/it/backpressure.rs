@@ -7,33 +7,16 @@ use crate::helpers::{start_on, Db, TestApp};
 use crate::processing::post_event;
 use crate::receiver::Receiver;
 use crate::story;
+use crate::targets::{hook_rule, wait_until};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-fn hook_rule(name: &str, event_type: &str, url: &str) -> Value {
-    json!({"name": name, "event_type": event_type, "condition": true,
-           "action": {"type": "call_webhook", "params": {"url": format!("{url}/{name}")}}})
-}
-
+/// The target as `GET /targets` lists it (`null` until it is listed).
 async fn target(app: &TestApp, name: &str) -> Value {
-    let (status, body) = app.get_json("/targets").await;
-    assert_eq!(status, 200, "{body}");
-    body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"] == name)
-        .cloned()
+    crate::targets::target(app, name)
+        .await
         .unwrap_or(Value::Null)
-}
-
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn queue(app: &TestApp, prefix: &str, event_type: &str, count: usize) {

@@ -9,7 +9,7 @@ use crate::story;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-fn hook_rule(name: &str, event_type: &str, url: &str) -> Value {
+pub fn hook_rule(name: &str, event_type: &str, url: &str) -> Value {
     json!({"name": name, "event_type": event_type, "condition": true,
            "action": {"type": "call_webhook", "params": {"url": format!("{url}/{name}")}}})
 }
@@ -19,7 +19,7 @@ fn target_of(receiver: &Receiver) -> String {
     receiver.url.trim_end_matches('/').to_owned()
 }
 
-async fn target(app: &TestApp, name: &str) -> Option<Value> {
+pub async fn target(app: &TestApp, name: &str) -> Option<Value> {
     let (status, body) = app.get_json("/targets").await;
     assert_eq!(status, 200, "{body}");
     body["data"]
@@ -30,7 +30,7 @@ async fn target(app: &TestApp, name: &str) -> Option<Value> {
         .cloned()
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !done().await {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");

@@ -1,13 +1,14 @@
-//! Wiring: the shared state, the router with its layers, and starting/stopping a server.
+//! Wiring: the router with its layers, and starting/stopping a process's API, worker and
+//! upkeep. The top of the program: nothing below imports it.
 
 use crate::actions::{ActionConfig, Actions};
 use crate::api;
 use crate::auth::keyring::KeyRing;
 use crate::auth::{access, AuthMode};
-use crate::bus::{Bus, LiveMessage};
+use crate::bus::Bus;
 use crate::config::Settings;
-use crate::ingest::{IngestConfig, Ingestor};
 use crate::serve::HttpService;
+use crate::state::{self, AppState};
 use crate::worker::WorkerConfig;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -16,10 +17,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use sluice_store::{Backend, EventSummary, Store};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -29,57 +28,6 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// What every handler can reach. One `Arc`: every request clones the state (axum hands each
-/// handler and middleware its own copy), so a clone is one reference count, not one per field.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The state's parts.
-pub struct Shared {
-    pub store: Arc<dyn Store>,
-    pub ingestor: Ingestor,
-    pub bus: Bus,
-    pub metrics: PrometheusHandle,
-    pub settings: Arc<Settings>,
-    /// One permit per open `/ws` connection, `WS_MAX_CONNECTIONS` in all.
-    pub live_seats: Arc<tokio::sync::Semaphore>,
-    /// The API keys, with `AUTH=api_key` (`None`: every route is open).
-    pub keys: Option<Arc<KeyRing>>,
-    /// Event-type settings and schemas, checked at ingest.
-    pub event_types: Arc<crate::event_types::SharedCatalog>,
-}
-
-impl AppState {
-    /// Announces new events to whoever watches live (the ingestor has woken the workers).
-    pub fn events_created(&self, created: &[&EventSummary]) {
-        if !created.is_empty() && self.bus.has_audience() {
-            self.publish_created(created);
-        }
-    }
-
-    fn publish_created(&self, created: &[&EventSummary]) {
-        self.bus.publish(
-            created
-                .iter()
-                .map(|e| LiveMessage::EventCreated {
-                    event_id: e.id,
-                    external_id: e.external_id.clone(),
-                    event_type: e.event_type.clone(),
-                    state: e.state,
-                })
-                .collect(),
-        );
-    }
-}
 
 /// Which parts a process runs: `serve` both, `api` and `worker` one each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,69 +49,6 @@ impl Roles {
         api: false,
         worker: true,
     };
-}
-
-/// The process-wide Prometheus recorder, installed on first use.
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            // Fails only if another recorder is installed; then ours just stays empty.
-            if metrics::set_global_recorder(recorder).is_ok() {
-                spawn_metrics_upkeep(handle.clone());
-            }
-            handle
-        })
-        .clone()
-}
-
-/// Histogram samples are buffered until the recorder's upkeep folds them into its summaries;
-/// without it, a process nobody scrapes keeps every sample it ever recorded (two or three
-/// per event, about 20 bytes an event: 25 MB a million events). A thread rather than a task:
-/// the recorder is process-wide and may be installed before, or outlive, any runtime.
-fn spawn_metrics_upkeep(handle: PrometheusHandle) {
-    const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
-    let spawned = std::thread::Builder::new()
-        .name("metrics-upkeep".into())
-        .spawn(move || loop {
-            std::thread::sleep(UPKEEP_INTERVAL);
-            handle.run_upkeep();
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot start the metrics upkeep thread; histograms grow until scraped");
-    }
-}
-
-/// Builds the state for a store: starts the group-commit ingestor.
-pub fn state(
-    store: Arc<dyn Store>,
-    bus: Bus,
-    settings: Settings,
-    keys: Option<Arc<KeyRing>>,
-) -> AppState {
-    let ingest = match store.backend() {
-        // SQLite's store has one writer connection: a flusher plans its batch while the
-        // other one writes.
-        Backend::Sqlite => IngestConfig {
-            one_write_at_a_time: false,
-            ..IngestConfig::default()
-        },
-        Backend::Postgres => IngestConfig::default(),
-    };
-    AppState(Arc::new(Shared {
-        ingestor: Ingestor::start(store.clone(), bus.clone(), ingest),
-        event_types: crate::event_types::SharedCatalog::start(store.clone()),
-        store,
-        bus,
-        metrics: metrics_handle(),
-        live_seats: Arc::new(tokio::sync::Semaphore::new(
-            settings.ws_max_connections as usize,
-        )),
-        settings: Arc::new(settings),
-        keys,
-    }))
 }
 
 /// Every route of the HTTP API, with request ids, tracing, metrics, CORS and the body limit.
@@ -382,7 +267,7 @@ impl RunningApp {
                 .await
                 .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
             let addr = listener.local_addr()?;
-            let state = state(store.clone(), bus.clone(), settings, keys);
+            let state = state::build(store.clone(), bus.clone(), settings, keys);
             let header_timeout = Duration::from_secs(state.settings.header_timeout_secs);
             let server = tokio::spawn(crate::serve::serve(
                 listener,
@@ -395,7 +280,7 @@ impl RunningApp {
             (
                 None,
                 None,
-                state(store.clone(), bus.clone(), settings, None),
+                state::build(store.clone(), bus.clone(), settings, None),
             )
         };
         let upkeep =

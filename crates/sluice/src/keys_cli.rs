@@ -81,6 +81,6 @@ fn scope_list(scopes: &[crate::auth::Scope]) -> String {
         .join(",")
 }
 
-fn api_error(error: crate::api::error::ApiError) -> anyhow::Error {
+fn api_error(error: crate::error::ApiError) -> anyhow::Error {
     anyhow::anyhow!("{}", error.message)
 }

@@ -1,12 +1,12 @@
 //! `GET /event-types`, `GET /event-types/{type}`, `PUT /event-types/{type}`: event types,
 //! their settings and schemas. Handlers parse, then call `operations::event_types`.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{EventTypePath, JsonBody};
 use super::schema::EventTypeIn;
-use crate::app::AppState;
 use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::operations::event_types::{self, EventTypeList, EventTypeOut};
+use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 

@@ -1,15 +1,15 @@
 //! The events API: ingest (single and batch), listing, stats, one event, its attempts. Each
 //! handler extracts, calls its operation in `operations::events`, and wraps the answer.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{parse_json_as, ExecutionPath, IdPath, JsonText};
-use super::query::{parse_key_cursor, parse_page, PageQuery, QueryErrors};
 use super::schema::{BatchIn, NewEventIn};
-use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::operations::events::{
     self, AttemptList, BatchOut, EventList, EventOut, EventsQuery, ExplainOut, IngestedOut,
     StatsOut, StatsQuery, MAX_BATCH,
 };
+use crate::operations::query::{parse_key_cursor, parse_page, PageQuery, QueryErrors};
+use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

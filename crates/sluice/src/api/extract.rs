@@ -1,6 +1,6 @@
 //! Request extractors that turn every kind of bad input into a documented 4xx.
 
-use super::error::{ApiError, ErrorName};
+use crate::error::{ApiError, ErrorName};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::CONTENT_TYPE;

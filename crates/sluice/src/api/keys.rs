@@ -2,23 +2,14 @@
 //! call `operations::keys`, and reload this process's keys so the change counts at once here
 //! (other processes see it within a second).
 
-use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IdPath, JsonBody};
 use super::schema::NewKeyIn;
-use crate::app::AppState;
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::operations::keys::{self, ApiKeyList, ApiKeyOut, CreatedKeyOut, NewKey};
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-
-/// Reloads this process's copy of the keys after a change.
-pub(crate) async fn keys_changed(state: &AppState) {
-    if let Some(ring) = &state.keys {
-        if let Err(error) = ring.reload().await {
-            tracing::warn!(error = %error, "cannot reload API keys");
-        }
-    }
-}
 
 /// Creates a key; the answer holds the key, which is never shown again.
 #[utoipa::path(post, path = "/api-keys", tag = "access",
@@ -33,7 +24,7 @@ pub async fn create_key(
 ) -> ApiResult<(StatusCode, Json<CreatedKeyOut>)> {
     let new = NewKey::parse(&body).map_err(ApiError::invalid)?;
     let created = keys::create(state.store.as_ref(), &new).await?;
-    keys_changed(&state).await;
+    state.keys_changed().await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -57,6 +48,6 @@ pub async fn revoke_key(
     IdPath(id): IdPath,
 ) -> ApiResult<Json<ApiKeyOut>> {
     let revoked = keys::revoke(state.store.as_ref(), id).await?;
-    keys_changed(&state).await;
+    state.keys_changed().await;
     Ok(Json(revoked))
 }

@@ -7,7 +7,6 @@ pub mod extract;
 pub mod keys;
 pub mod openapi;
 pub mod ops;
-pub mod query;
 pub mod replay;
 pub mod rules;
 pub mod schema;
@@ -15,7 +14,7 @@ pub mod site;
 pub mod targets;
 pub mod ws;
 
-use error::ApiError;
+use crate::error::ApiError;
 
 /// Unknown routes answer a JSON 404 like every other error.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -6,10 +6,10 @@
 //! (`auth::access::required`), so the document cannot drift from what is enforced.
 
 use super::{event_types, events, keys, ops, replay, rules, schema, targets, ws};
-use crate::app::AppState;
 use crate::auth::access::{self, Access};
 use crate::auth::AuthMode;
 use crate::operations;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::Method;
 use axum::Json;
@@ -158,7 +158,7 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         operations::rules::DeactivatedRuleOut,
         operations::rules::RuleTestOut,
         crate::bus::LiveMessage,
-        super::error::ErrorBody
+        crate::error::ErrorBody
     ))
 )]
 struct ApiDoc;

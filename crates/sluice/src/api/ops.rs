@@ -1,7 +1,7 @@
 //! Operations endpoints: liveness, readiness, Prometheus metrics.
 
-use super::error::{ApiError, ErrorBody, ErrorName};
-use crate::app::AppState;
+use crate::error::{ApiError, ErrorBody, ErrorName};
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;

@@ -1,16 +1,16 @@
 //! The replay API: one event (or a dry run of it), a batch by ids or filter, and
 //! requeue-stuck. Handlers parse the body, then call `operations::replay`.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{IdPath, JsonBody, OptionalJsonBody};
-use super::query::{parse_date_range, QueryErrors};
 use super::schema::{ReplayBatchIn, ReplayIn, RequeueIn};
-use crate::app::AppState;
 use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::operations::query::{parse_date_range, QueryErrors};
 use crate::operations::replay::{
     self, ReplayBatchOut, ReplayOut, ReplaySelection, RequeueOut, DEFAULT_REPLAY_FILTER_LIMIT,
     DEFAULT_STUCK_SECONDS, MAX_REPLAY_FILTER_LIMIT, MAX_REPLAY_IDS, MAX_STUCK_SECONDS,
 };
+use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{Map, Value};

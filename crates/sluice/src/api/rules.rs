@@ -1,17 +1,17 @@
 //! The rules API: create, list, read, update (versioned), deactivate, version history, and
 //! trying a condition before saving it. Handlers parse, then call `operations::rules`.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
 use super::events::query_or_400;
 use super::extract::{IdPath, JsonBody};
-use super::query::parse_key_cursor;
-use super::query::{parse_page, text_param, QueryErrors};
 use super::schema::{NewRuleIn, RulePatchIn, RuleTestIn};
-use crate::app::AppState;
 use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::operations::query::parse_key_cursor;
+use crate::operations::query::{parse_page, text_param, QueryErrors};
 use crate::operations::rules::{
     self, DeactivatedRuleOut, RuleList, RuleOut, RuleTestOut, RuleVersionList, TestRuleIn,
 };
+use crate::state::AppState;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;

@@ -3,7 +3,7 @@
 //! from another site's pages are refused (a page cannot forge a replay on the visitor's
 //! sluice), and every answer carries headers that stop sniffing and framing.
 
-use super::error::ApiError;
+use crate::error::ApiError;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::Method;
@@ -144,10 +144,7 @@ pub fn refusal(policy: &SitePolicy, request: &Request) -> Option<Response> {
     );
     let upgrades = headers.contains_key(header::UPGRADE);
     // The console checks its own forms (and shows a page); here, the JSON API and `/ws`.
-    if !is_console
-        && (writes || upgrades)
-        && !crate::console::same_origin(headers)
-        && !policy.cors_allows(headers)
+    if !is_console && (writes || upgrades) && !same_origin(headers) && !policy.cors_allows(headers)
     {
         let what = if upgrades {
             "a WebSocket from another site"
@@ -181,9 +178,52 @@ pub fn harden(response: &mut Response) {
     }
 }
 
+/// Browsers say where a request comes from (`Sec-Fetch-Site`, or `Origin` on older ones);
+/// requests without either are not from a browser page and cannot be forged by one.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn cross_site_posts_are_told_apart() {
+        assert!(same_origin(&headers(&[])));
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
+        assert!(same_origin(&headers(&[
+            ("origin", "http://127.0.0.1:3000"),
+            ("host", "127.0.0.1:3000")
+        ])));
+        assert!(!same_origin(&headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:3000")
+        ])));
+        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "x")])));
+    }
 
     #[test]
     fn loopback_binds_allow_only_loopback_names_by_default() {

@@ -1,11 +1,11 @@
 //! `GET /targets`, `POST /targets/pause`, `POST /targets/resume`: delivery targets and their
 //! circuit breakers. Handlers parse, then call `operations::targets`.
 
-use super::error::{ApiResult, ErrorBody};
 use super::extract::JsonBody;
 use super::schema::TargetIn;
-use crate::app::AppState;
+use crate::error::{ApiResult, ErrorBody};
 use crate::operations::targets::{self, TargetList, TargetOut};
+use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 

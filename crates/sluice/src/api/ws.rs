@@ -2,10 +2,10 @@
 //! `?event_id=` and `?event_type=` narrow the stream. A client that cannot keep up is
 //! disconnected (close code 1008) rather than allowed to back up the server.
 
-use super::error::{ApiError, ApiResult, ErrorName};
 use super::events::query_or_400;
-use crate::app::AppState;
 use crate::bus::LiveMessage;
+use crate::error::{ApiError, ApiResult, ErrorName};
+use crate::state::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -60,7 +60,7 @@ impl LiveFilter {
     params(LiveQuery),
     responses(
         (status = 101, description = "WebSocket of JSON LiveMessage frames; a client that falls behind is closed with code 1008", body = LiveMessage),
-        (status = 400, description = "Bad filter", body = super::error::ErrorBody),
+        (status = 400, description = "Bad filter", body = crate::error::ErrorBody),
     ))]
 pub async fn live(
     State(state): State<AppState>,

@@ -3,7 +3,7 @@
 
 use super::keyring::{KeyRing, Verdict};
 use super::{count_failure, session, AuthMode, Principal, Scope};
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::Method;

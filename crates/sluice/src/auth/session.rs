@@ -9,7 +9,7 @@
 use super::keyring::KeyRing;
 use super::keys;
 use super::Principal;
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use base64::Engine as _;
 use rand::rngs::OsRng;

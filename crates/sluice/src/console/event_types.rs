@@ -4,11 +4,11 @@
 //! `PUT /event-types/{type}`.
 
 use super::{render, ConsoleResult, FieldErrors, Flash, Layout, Section, Viewer};
-use crate::api::error::{ApiError, ErrorName};
-use crate::app::AppState;
 use crate::console::view::pretty;
+use crate::error::{ApiError, ErrorName};
 use crate::event_types::{parse_changes, parse_name};
 use crate::operations::event_types::{self as type_ops, EventTypeOut};
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;

@@ -3,12 +3,12 @@
 
 use super::view::{excerpt, pretty, query_string, When};
 use super::{render, ConsoleError, ConsoleResult, FieldErrors, Flash, Layout, Section, Viewer};
-use crate::api::error::{ApiError, ErrorName};
 use crate::api::extract::IdPath;
-use crate::app::AppState;
+use crate::error::{ApiError, ErrorName};
 use crate::operations::events::{self as event_ops, AttemptOut, EventBrief, EventOut, EventsQuery};
 use crate::operations::replay::{self as replay_ops, ReplayOut};
 use crate::operations::rules as rule_ops;
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

@@ -3,10 +3,10 @@
 
 use super::view::When;
 use super::{render, ConsoleResult, FieldErrors, Flash, Layout, Section, Viewer};
-use crate::api::error::ApiError;
 use crate::api::extract::IdPath;
-use crate::app::AppState;
+use crate::error::ApiError;
 use crate::operations::keys::{self as key_ops, ApiKeyOut, CreatedKeyOut, NewKey};
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::header::{self, HeaderValue};
@@ -149,7 +149,7 @@ pub async fn create(
         }
     };
     let created = key_ops::create(state.store.as_ref(), &new).await?;
-    crate::api::keys::keys_changed(&state).await;
+    state.keys_changed().await;
     let flash = Flash::success(format!(
         "Key '{}' created. Copy it now: it is not stored and will not be shown again.",
         created.name
@@ -178,6 +178,6 @@ pub async fn revoke(
 ) -> ConsoleResult<Response> {
     let IdPath(id) = id?;
     key_ops::revoke(state.store.as_ref(), id).await?;
-    crate::api::keys::keys_changed(&state).await;
+    state.keys_changed().await;
     Ok(Redirect::to(&format!("/console/keys?revoked={id}")).into_response())
 }

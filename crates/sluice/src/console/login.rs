@@ -1,9 +1,9 @@
 //! Signing in to the console with an API key (`read` or `admin`), and out again.
 
 use super::{render, ConsoleError, ConsoleResult, Layout, Section, Viewer};
-use crate::app::AppState;
 use crate::auth::keyring::Verdict;
 use crate::auth::{count_failure, session, AuthMode, Scope};
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Query, Request, State};
 use axum::http::header::{self, HeaderMap};
@@ -106,7 +106,7 @@ pub async fn submit(
     let verdict = keys
         .verify(form.key.trim())
         .await
-        .map_err(|e| ConsoleError(crate::api::error::ApiError::from_store(&e)))?;
+        .map_err(|e| ConsoleError(crate::error::ApiError::from_store(&e)))?;
     let principal = match verdict {
         Verdict::Valid(principal) => principal,
         Verdict::Unknown => {

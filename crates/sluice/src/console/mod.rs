@@ -17,13 +17,14 @@ mod rules;
 mod targets;
 pub mod view;
 
-use crate::api::error::{ApiError, ErrorName};
-use crate::app::AppState;
+use crate::api::site::same_origin;
 use crate::auth::access::Gate;
 use crate::auth::{count_failure, session, AuthMode, Principal, Scope};
+use crate::error::{ApiError, ErrorName};
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{self, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -435,52 +436,9 @@ fn is_write_page(path: &str) -> bool {
     path.ends_with("/new") || path.ends_with("/edit") || path.starts_with("/console/keys")
 }
 
-/// Browsers say where a request comes from (`Sec-Fetch-Site`, or `Origin` on older ones);
-/// requests without either are not from a browser page and cannot be forged by one.
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        return matches!(site.as_bytes(), b"same-origin" | b"none");
-    }
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.insert(*name, HeaderValue::from_static(value));
-        }
-        map
-    }
-
-    #[test]
-    fn cross_site_posts_are_told_apart() {
-        assert!(same_origin(&headers(&[])));
-        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")])));
-        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(!same_origin(&headers(&[("sec-fetch-site", "same-site")])));
-        assert!(same_origin(&headers(&[
-            ("origin", "http://127.0.0.1:3000"),
-            ("host", "127.0.0.1:3000")
-        ])));
-        assert!(!same_origin(&headers(&[
-            ("origin", "https://evil.example"),
-            ("host", "127.0.0.1:3000")
-        ])));
-        assert!(!same_origin(&headers(&[("origin", "null"), ("host", "x")])));
-    }
 
     #[test]
     fn field_errors_land_next_to_their_field() {

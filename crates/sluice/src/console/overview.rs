@@ -2,10 +2,10 @@
 
 use super::view::{excerpt, Chart, MinuteCount, When};
 use super::{render, ConsoleResult, Layout, Section, Viewer};
-use crate::app::AppState;
+use crate::error::ApiError;
 use crate::operations::events::{self as event_ops, StatsOut};
 use crate::operations::rules as rule_ops;
-use crate::operations::ApiError;
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -4,13 +4,13 @@
 use super::events::{known_types, WhyView};
 use super::view::{diff_lines, pretty, query_string, DiffLine, When};
 use super::{render, ConsoleResult, FieldErrors, Flash, Layout, Section, Viewer};
-use crate::api::error::{ApiError, ErrorName};
 use crate::api::extract::IdPath;
-use crate::app::AppState;
+use crate::error::{ApiError, ErrorName};
 use crate::operations::events as event_ops;
 use crate::operations::rules::{
     self as rule_ops, RuleOut, RuleTestOut, RuleVersionOut, TestRuleIn, DEFAULT_TEST_EVENTS,
 };
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};

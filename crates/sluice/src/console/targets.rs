@@ -4,8 +4,8 @@
 
 use super::view::When;
 use super::{render, ConsoleResult, Flash, Layout, Section, Viewer};
-use crate::app::AppState;
 use crate::operations::targets::{self as target_ops, TargetOut};
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -115,7 +115,7 @@ pub async fn change(
         "pause" => (true, "paused"),
         "resume" => (false, "resumed"),
         other => {
-            return Err(crate::api::error::ApiError::validation(format!(
+            return Err(crate::error::ApiError::validation(format!(
                 "unknown action '{other}' (expected pause or resume)"
             ))
             .into())

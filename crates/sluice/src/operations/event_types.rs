@@ -1,8 +1,8 @@
 //! Event types: every type configured or seen (`GET /event-types`), one type, and a partial
 //! change of its settings (`PUT /event-types/{type}`), for the API and the console.
 
-use super::{ApiError, ApiResult};
-use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;

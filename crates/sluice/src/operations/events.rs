@@ -1,11 +1,11 @@
 //! Events: ingest one or a batch, list with filters, count by state, one event, its attempts.
 
-use super::{ApiError, ApiResult};
-use crate::api::error::{ErrorBody, ErrorName};
-use crate::api::query::{parse_date_range, parse_page, text_param, QueryErrors};
-use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::error::{ErrorBody, ErrorName};
 use crate::event_types::check_data;
 use crate::ingest::IngestError;
+use crate::operations::query::{parse_date_range, parse_page, text_param, QueryErrors};
+use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -2,8 +2,8 @@
 //! by `POST/GET/DELETE /api-keys`, the console's Keys page and `sluice keys`, which runs with
 //! no server — so these take the store, not the app state.
 
-use super::{ApiError, ApiResult};
 use crate::auth::{keys, Scope, Scopes};
+use crate::error::{ApiError, ApiResult};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;

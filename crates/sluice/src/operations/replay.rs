@@ -3,10 +3,10 @@
 //! Every replay is a new attempt; history is never rewritten. Also `requeue-stuck`.
 
 use super::events::EventOut;
-use super::{ApiError, ApiResult};
-use crate::app::AppState;
 use crate::bus::LiveMessage;
+use crate::error::{ApiError, ApiResult};
 use crate::rule_pass::{self, compile_all, Decision};
+use crate::state::AppState;
 use serde::Serialize;
 use sluice_core::event::ReplayRules;
 use sluice_store::{EventFilter, Release, ReplayRefusal, StateChange};

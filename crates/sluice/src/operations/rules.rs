@@ -1,11 +1,11 @@
 //! Rules: create, list, read, update (a changed condition or action is a new immutable
 //! version), deactivate, version history, and trying a condition before saving it.
 
-use super::{ApiError, ApiResult};
-use crate::app::AppState;
 use crate::bus::LiveMessage;
+use crate::error::{ApiError, ApiResult};
 use crate::evaluation;
 use crate::operations::events;
+use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;

@@ -1,8 +1,8 @@
 //! Delivery targets: their circuit breakers and totals (`GET /targets`), and pausing or
 //! resuming one (`POST /targets/pause`, `/targets/resume`), for the API and the console.
 
-use super::{ApiError, ApiResult};
-use crate::app::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;

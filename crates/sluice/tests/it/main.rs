@@ -17,6 +17,7 @@ mod events;
 mod explain;
 mod history;
 mod hostile;
+mod layers;
 mod live;
 mod ops;
 mod ordering;

@@ -1,6 +1,6 @@
 //! Query-string parameters shared by listings: pagination and date bounds.
 
-use super::error::ApiError;
+use crate::error::ApiError;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use sluice_core::FieldError;
 use sluice_store::Page;

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_core::event::{AttemptStatus, EventState};
-use sluice_store::{StateChange, Store};
+use sluice_store::{ClaimedEvent, EventSummary, IngestOutcome, StateChange, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,6 +103,28 @@ impl LiveMessage {
         }
     }
 
+    pub fn created(event: &EventSummary) -> Self {
+        LiveMessage::EventCreated {
+            event_id: event.id,
+            external_id: event.external_id.clone(),
+            event_type: event.event_type.clone(),
+            state: event.state,
+        }
+    }
+
+    pub fn processing(claimed: &ClaimedEvent) -> Self {
+        LiveMessage::EventUpdated {
+            event_id: claimed.event.id,
+            external_id: claimed.event.external_id.clone(),
+            event_type: claimed.event.event_type.clone(),
+            state: EventState::Processing,
+            attempt_id: Some(claimed.attempt_id),
+            status: Some(AttemptStatus::Running),
+            finished_at: None,
+            duration_ms: None,
+        }
+    }
+
     pub fn from_change(change: &StateChange) -> Self {
         LiveMessage::EventUpdated {
             event_id: change.event_id,
@@ -115,6 +137,34 @@ impl LiveMessage {
             duration_ms: change.duration_ms,
         }
     }
+}
+
+/// What a committed write did. Every write that makes events due or changes what a live
+/// watcher sees is announced here, once, after its commit: ingest and batches (by the
+/// ingestor), claims, completions and released leases (by the worker), replays and requeues
+/// (by the operations), releases of waiting events (by the targets), rule changes.
+/// [`Bus::announce`] decides who hears what.
+pub enum Committed<'a> {
+    /// Events stored by ingest, one or a batch: the new ones are told as `event.created` and
+    /// wake the workers; duplicates changed nothing.
+    Ingested(&'a [IngestOutcome]),
+    /// Events a worker leased: told as `processing`. Nobody needs waking.
+    Claimed(&'a [ClaimedEvent]),
+    /// Attempts that ended. Told; workers are woken when the next event of an ordering key
+    /// may now be due (`frees_keys`: nothing else announces it) and when the earliest retry
+    /// is (`retry_at`), rather than for every retry scheduled.
+    Completed {
+        changes: &'a [StateChange],
+        frees_keys: bool,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Events sent back to the queue — replayed, requeued, or released when their lease
+    /// expired: told, and workers woken for those pending again.
+    Requeued(&'a [StateChange]),
+    /// This many events that waited for a target were made due again.
+    Released(u64),
+    /// A rule has a new version.
+    RuleChanged { rule_id: i64, version: i64 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -378,8 +428,76 @@ impl Bus {
         self.live.receiver_count() > 0 || (self.outgoing.is_some() && self.watched.holds())
     }
 
+    /// Tells whoever should hear what a committed write did (see [`Committed`]). Live
+    /// messages are built only when someone watches.
+    pub fn announce(&self, committed: Committed<'_>) {
+        match committed {
+            Committed::Ingested(outcomes) => {
+                let created = || {
+                    outcomes.iter().filter_map(|o| match o {
+                        IngestOutcome::Created(event) => Some(event),
+                        _ => None,
+                    })
+                };
+                if created().next().is_none() {
+                    return;
+                }
+                if self.has_audience() {
+                    self.publish(created().map(LiveMessage::created).collect());
+                }
+                self.wake_workers();
+            }
+            Committed::Claimed(claimed) => {
+                if self.has_audience() {
+                    self.publish(claimed.iter().map(LiveMessage::processing).collect());
+                }
+            }
+            Committed::Completed {
+                changes,
+                frees_keys,
+                retry_at,
+            } => {
+                if frees_keys && !changes.is_empty() {
+                    self.wake_workers();
+                }
+                if let Some(at) = retry_at {
+                    self.wake_workers_at(at);
+                }
+                if self.has_audience() {
+                    self.publish(changes.iter().map(LiveMessage::from_change).collect());
+                }
+            }
+            Committed::Requeued(changes) => {
+                if self.has_audience() {
+                    self.publish(changes.iter().map(LiveMessage::from_change).collect());
+                }
+                if changes.iter().any(|c| c.state == EventState::Pending) {
+                    self.wake_workers();
+                }
+            }
+            Committed::Released(count) => {
+                if count > 0 {
+                    self.wake_workers();
+                }
+            }
+            Committed::RuleChanged { rule_id, version } => {
+                self.publish(vec![LiveMessage::RuleChanged { rule_id, version }]);
+            }
+        }
+    }
+
+    /// Wakes the workers when `at` comes, so a retry does not wait for the poll interval.
+    fn wake_workers_at(&self, at: DateTime<Utc>) {
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        let bus = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            bus.wake_workers();
+        });
+    }
+
     /// Delivers to local subscribers now and to other processes shortly.
-    pub fn publish(&self, messages: Vec<LiveMessage>) {
+    fn publish(&self, messages: Vec<LiveMessage>) {
         if messages.is_empty() {
             return;
         }
@@ -396,7 +514,7 @@ impl Bus {
 
     /// Tells workers here and elsewhere that events are due: the one in this process, and
     /// those in other processes if one of them said it waits.
-    pub fn wake_workers(&self) {
+    fn wake_workers(&self) {
         self.wake.notify_one();
         if let Some(outgoing) = self.outgoing.as_ref().filter(|_| self.waited.holds()) {
             let _ = outgoing.try_send(Outgoing::Wake);

@@ -32,7 +32,7 @@
 //! honours it, and each writes what it changes at once. Counts of deliveries and what is in
 //! flight are reported every [`REPORT`] for `GET /targets`.
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Committed};
 use chrono::{DateTime, Utc};
 use sluice_store::{Store, StoreError, TargetRecord, TargetReport};
 use std::collections::HashMap;
@@ -440,9 +440,7 @@ impl Targets {
             let wanted = i64::try_from(room).unwrap_or(i64::MAX);
             match targets.store.release_waiting(&target, wanted, false).await {
                 Ok(released) => {
-                    if released > 0 {
-                        targets.bus.wake_workers();
-                    }
+                    targets.bus.announce(Committed::Released(released));
                     if released < room as u64 {
                         // Nothing more waits (until someone sets more aside).
                         lane.parked.store(false, Ordering::Relaxed);
@@ -482,8 +480,7 @@ impl Targets {
                 .await
             {
                 Ok(true) => match self.store.release_waiting(&target.target, 1, true).await {
-                    Ok(released) if released > 0 => self.bus.wake_workers(),
-                    Ok(_) => {}
+                    Ok(released) => self.bus.announce(Committed::Released(released)),
                     Err(error) => {
                         tracing::warn!(error = %error, target = %target.target, "cannot release a probe")
                     }

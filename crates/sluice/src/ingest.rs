@@ -16,7 +16,7 @@
 //! serial chain of writes. On SQLite the two flushers write without taking turns: the store
 //! has one writer connection, and a flusher plans its batch while the other one writes.
 
-use crate::bus::Bus;
+use crate::bus::{Bus, Committed};
 use sluice_core::event::NewEvent;
 use sluice_store::{IngestOutcome, Store, StoreError};
 use std::sync::Arc;
@@ -94,7 +94,7 @@ impl Ingestor {
     /// own, and returns once it is committed.
     pub async fn store_batch(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
         let outcomes = self.store.ingest(events).await?;
-        wake_for(&self.bus, &outcomes);
+        self.bus.announce(Committed::Ingested(&outcomes));
         Ok(outcomes)
     }
 
@@ -110,16 +110,6 @@ impl Ingestor {
             Ok(Err(error)) => Err(IngestError::Store(error)),
             Err(_) => Err(IngestError::Closed),
         }
-    }
-}
-
-/// Wakes the workers when a write stored new events.
-fn wake_for(bus: &Bus, outcomes: &[IngestOutcome]) {
-    if outcomes
-        .iter()
-        .any(|o| matches!(o, IngestOutcome::Created(_)))
-    {
-        bus.wake_workers();
     }
 }
 
@@ -151,7 +141,7 @@ async fn flush_loop(
         metrics::histogram!("sluice_ingest_commit_seconds").record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
-                wake_for(&bus, &outcomes);
+                bus.announce(Committed::Ingested(&outcomes));
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // The requester may have gone away; the event is stored regardless.
                     let _ = reply.send(Ok(outcome));

@@ -4,12 +4,12 @@
 //! starts.
 
 use crate::auth::keyring::KeyRing;
-use crate::bus::{Bus, LiveMessage};
+use crate::bus::Bus;
 use crate::config::Settings;
 use crate::event_types::SharedCatalog;
 use crate::ingest::{IngestConfig, Ingestor};
 use metrics_exporter_prometheus::PrometheusHandle;
-use sluice_store::{Backend, EventSummary, Store};
+use sluice_store::{Backend, Store};
 use std::sync::Arc;
 
 /// What every handler can reach. One `Arc`: every request clones the state (axum hands each
@@ -41,13 +41,6 @@ pub struct Shared {
 }
 
 impl AppState {
-    /// Announces new events to whoever watches live (the ingestor has woken the workers).
-    pub fn events_created(&self, created: &[&EventSummary]) {
-        if !created.is_empty() && self.bus.has_audience() {
-            self.publish_created(created);
-        }
-    }
-
     /// Reloads this process's copy of the keys after a change (other processes see it
     /// within a second).
     pub async fn keys_changed(&self) {
@@ -56,20 +49,6 @@ impl AppState {
                 tracing::warn!(error = %error, "cannot reload API keys");
             }
         }
-    }
-
-    fn publish_created(&self, created: &[&EventSummary]) {
-        self.bus.publish(
-            created
-                .iter()
-                .map(|e| LiveMessage::EventCreated {
-                    event_id: e.id,
-                    external_id: e.external_id.clone(),
-                    event_type: e.event_type.clone(),
-                    state: e.state,
-                })
-                .collect(),
-        );
     }
 }
 

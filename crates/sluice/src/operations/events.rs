@@ -168,7 +168,6 @@ pub async fn ingest(state: &AppState, event: NewEvent) -> ApiResult<IngestedOut>
     match outcome {
         IngestOutcome::Created(event) => {
             count_ingested("created", 1);
-            state.events_created(&[&event]);
             Ok(IngestedOut {
                 event: event.into(),
                 duplicate: false,
@@ -259,14 +258,6 @@ pub async fn ingest_batch(
     }
     if !valid.is_empty() {
         let outcomes = state.ingestor.store_batch(&valid).await?;
-        let created: Vec<&EventSummary> = outcomes
-            .iter()
-            .filter_map(|o| match o {
-                IngestOutcome::Created(event) => Some(event),
-                _ => None,
-            })
-            .collect();
-        state.events_created(&created);
         for (index, outcome) in valid_index.into_iter().zip(outcomes) {
             let (status, event, error) = match outcome {
                 IngestOutcome::Created(event) => (BatchStatus::Created, Some(event.into()), None),

@@ -3,7 +3,7 @@
 //! Every replay is a new attempt; history is never rewritten. Also `requeue-stuck`.
 
 use super::events::EventOut;
-use crate::bus::LiveMessage;
+use crate::bus::Committed;
 use crate::error::{ApiError, ApiResult};
 use crate::rule_pass::{self, compile_all, Decision};
 use crate::state::AppState;
@@ -91,17 +91,6 @@ fn warning(rules: ReplayRules) -> Option<&'static str> {
     (rules == ReplayRules::Current).then_some(CURRENT_WARNING)
 }
 
-/// Announces replayed events and wakes the workers that will pick them up.
-fn queued(state: &AppState, events: &[StateChange]) {
-    if events.is_empty() {
-        return;
-    }
-    state
-        .bus
-        .publish(events.iter().map(LiveMessage::from_change).collect());
-    state.bus.wake_workers();
-}
-
 /// Queues a processed or failed event for a `replay` attempt asked for `by` the named key;
 /// 404 unknown, 409 unfinished.
 pub async fn replay(
@@ -115,19 +104,16 @@ pub async fn replay(
         .replay_event(id, rules, by)
         .await?
         .map_err(|r| refusal(id, r))?;
-    queued(
-        state,
-        &[StateChange {
-            event_id: event.id,
-            external_id: event.external_id.clone(),
-            event_type: event.event_type.clone(),
-            state: event.state,
-            attempt_id: None,
-            status: None,
-            finished_at: None,
-            duration_ms: None,
-        }],
-    );
+    state.bus.announce(Committed::Requeued(&[StateChange {
+        event_id: event.id,
+        external_id: event.external_id.clone(),
+        event_type: event.event_type.clone(),
+        state: event.state,
+        attempt_id: None,
+        status: None,
+        finished_at: None,
+        duration_ms: None,
+    }]));
     metrics::counter!("sluice_replays_total").increment(1);
     Ok(ReplayOut {
         message: "Event queued for replay".to_owned(),
@@ -233,7 +219,7 @@ pub async fn replay_batch(
             (events.len(), events)
         }
     };
-    queued(state, &events);
+    state.bus.announce(Committed::Requeued(&events));
     let ids: Vec<i64> = events.iter().map(|e| e.event_id).collect();
     Ok(ReplayBatchOut {
         message: format!("{} of {requested} events queued for replay", ids.len()),
@@ -261,7 +247,7 @@ pub async fn requeue_stuck(state: &AppState, older_than_seconds: i64) -> ApiResu
         .store
         .release_events(Release::OlderThan(older_than_seconds), max_attempts)
         .await?;
-    crate::worker::publish_releases(&state.bus, &changes);
+    state.bus.announce(Committed::Requeued(&changes));
     let ids: Vec<i64> = changes.iter().map(|c| c.event_id).collect();
     Ok(RequeueOut {
         requeued: ids.len(),

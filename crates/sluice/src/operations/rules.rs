@@ -1,7 +1,7 @@
 //! Rules: create, list, read, update (a changed condition or action is a new immutable
 //! version), deactivate, version history, and trying a condition before saving it.
 
-use crate::bus::LiveMessage;
+use crate::bus::Committed;
 use crate::error::{ApiError, ApiResult};
 use crate::evaluation;
 use crate::operations::events;
@@ -35,8 +35,8 @@ pub struct RuleVersionOut {
     /// A JSONLogic expression evaluated against the event's data.
     #[schema(value_type = Object)]
     pub condition: Value,
-    /// `{"type": "log" | "noop" | "call_webhook" | "send_email", "params": {...}}`; strings in
-    /// params may hold `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
+    /// `{"type": <an action type>, "params": {...}}` (see `ActionIn`); strings in params may
+    /// hold `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
     #[schema(value_type = Object)]
     pub action: Value,
     pub created_at: DateTime<Utc>,
@@ -87,7 +87,7 @@ impl From<Rule> for RuleOut {
 }
 
 impl RuleOut {
-    /// The action's type (`log`, `call_webhook`, …) as stored.
+    /// The action's type as stored.
     pub fn action_type(&self) -> &str {
         self.current_version.action["type"].as_str().unwrap_or("?")
     }
@@ -123,10 +123,10 @@ fn not_found(id: i64) -> ApiError {
 }
 
 fn announce(state: &AppState, rule: &Rule) {
-    state.bus.publish(vec![LiveMessage::RuleChanged {
+    state.bus.announce(Committed::RuleChanged {
         rule_id: rule.id,
         version: rule.current_version.version,
-    }]);
+    });
 }
 
 /// Creates a rule at version 1, written `by` the named key.

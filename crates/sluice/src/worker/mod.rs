@@ -11,16 +11,15 @@ mod process;
 mod rules;
 
 use crate::actions::Actions;
-use crate::bus::{Bus, LiveMessage};
+use crate::bus::{Bus, Committed};
 use crate::rule_pass::{compile_all, RuleSet};
 use process::{process, ProcessContext};
 use rules::RuleCache;
-use sluice_core::event::{AttemptStatus, EventState};
 use sluice_core::logic::Limits;
 use sluice_core::retry::RetryPolicy;
 use sluice_store::{
-    AttemptOutcome, Backend, ClaimedEvent, HeldLease, NextState, Release, ReplayRules, StateChange,
-    Store, TypeSelector,
+    AttemptOutcome, Backend, ClaimedEvent, HeldLease, NextState, Release, ReplayRules, Store,
+    TypeSelector,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -395,9 +394,7 @@ async fn claim_loop(
         if !claimed.is_empty() {
             bus.worker_stops_waiting();
             metrics::counter!("sluice_worker_claimed_total").increment(claimed.len() as u64);
-            if bus.has_audience() {
-                bus.publish(claimed.iter().map(processing_message).collect());
-            }
+            bus.announce(Committed::Claimed(&claimed));
             let mut leased = in_flight.lock().unwrap_or_else(|e| e.into_inner());
             leased.extend(claimed.iter().map(|c| (c.attempt_id, c.event.id)));
         }
@@ -480,19 +477,6 @@ async fn rules_for(
     Ok(cache.rules_for(&event.event.event_type))
 }
 
-fn processing_message(event: &ClaimedEvent) -> LiveMessage {
-    LiveMessage::EventUpdated {
-        event_id: event.event.id,
-        external_id: event.event.external_id.clone(),
-        event_type: event.event.event_type.clone(),
-        state: EventState::Processing,
-        attempt_id: Some(event.attempt_id),
-        status: Some(AttemptStatus::Running),
-        finished_at: None,
-        duration_ms: None,
-    }
-}
-
 /// Completion writers per worker. On PostgreSQL two: while one batch waits for its commit to
 /// be flushed, the next one is written, so a batch never waits for the flush of the batch
 /// before it (the database flushes both at once). SQLite has one writer connection, so a
@@ -558,15 +542,11 @@ async fn write_completions(
             }
         }
         record_metrics(&pool, &batch);
-        schedule_retries(&bus, &batch);
-        if ordered && !changes.is_empty() {
-            // The next event of a key becomes due when the one before it leaves the queue,
-            // which no ingest announces.
-            bus.wake_workers();
-        }
-        if bus.has_audience() {
-            bus.publish(changes.iter().map(LiveMessage::from_change).collect());
-        }
+        bus.announce(Committed::Completed {
+            changes: &changes,
+            frees_keys: ordered,
+            retry_at: earliest_retry(&batch),
+        });
     }
 }
 
@@ -589,24 +569,16 @@ fn record_metrics(pool: &str, batch: &[AttemptOutcome]) {
     }
 }
 
-/// Wakes the worker when the earliest scheduled retry is due, so retries do not wait for the
-/// poll interval. (Events waiting for a target are woken by its release.)
-fn schedule_retries(bus: &Bus, batch: &[AttemptOutcome]) {
-    let earliest = batch
+/// When the earliest retry of a batch is due (events waiting for a target are woken by its
+/// release instead).
+fn earliest_retry(batch: &[AttemptOutcome]) -> Option<chrono::DateTime<chrono::Utc>> {
+    batch
         .iter()
         .filter_map(|o| match o.next {
             NextState::RetryAt(at) => Some(at),
             _ => None,
         })
-        .min();
-    if let Some(at) = earliest {
-        let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-        let bus = bus.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            bus.wake_workers();
-        });
-    }
+        .min()
 }
 
 async fn renew_leases(
@@ -674,18 +646,10 @@ async fn reap(
         {
             Ok(changes) if !changes.is_empty() => {
                 tracing::warn!(count = changes.len(), "released events whose lease expired");
-                publish_releases(&bus, &changes);
+                bus.announce(Committed::Requeued(&changes));
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(error = %error, "cannot release expired leases"),
         }
-    }
-}
-
-/// Announces released events and wakes workers for those pending again.
-pub fn publish_releases(bus: &Bus, changes: &[StateChange]) {
-    bus.publish(changes.iter().map(LiveMessage::from_change).collect());
-    if changes.iter().any(|c| c.state == EventState::Pending) {
-        bus.wake_workers();
     }
 }

@@ -4,9 +4,11 @@
 //! Invariant: all SQL lives in this crate. Each backend has its own migrations folder and
 //! translates database errors into [`StoreError`] here, so callers never see SQL text.
 //!
-//! The one [`Store`] implementation is in `shared`, written once for both databases; each
-//! backend adds only what it does its own way (connection setup, ingest, the worker's claim,
-//! lease, completion and release, notifications) and its SQL dialect.
+//! [`Store`] is one trait per concern (events, stats, rules, event types, replay, targets,
+//! access, executions, the queue, upkeep, signals). Most are implemented once for both
+//! databases in `shared`, one file per concern; each backend implements itself only what it
+//! does its own way — [`QueueStore`], [`UpkeepStore`], [`SignalStore`], its connection setup
+//! and ingest statement — and its SQL dialect.
 
 mod error;
 mod ingest;
@@ -42,10 +44,26 @@ impl Backend {
     }
 }
 
-/// Everything sluice reads and writes. One implementation per database; one test suite runs
-/// against both.
+/// Everything sluice reads and writes, one trait per concern; one implementation per
+/// database, and one test suite runs against both. Callers hold an `Arc<dyn Store>` and
+/// call any concern's methods on it.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    EventStore
+    + StatsStore
+    + RuleStore
+    + EventTypeStore
+    + ReplayStore
+    + TargetStore
+    + AccessStore
+    + ExecutionStore
+    + QueueStore
+    + UpkeepStore
+    + SignalStore
+    + Send
+    + Sync
+    + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations (idempotent; safe to run from several processes at once).
@@ -53,7 +71,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Ok when the database answers and every migration this binary knows is applied.
     async fn ready(&self) -> Result<(), StoreError>;
+}
 
+/// Events: ingest, one event, listings, payloads, attempts and their explanation.
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Stores a batch of submitted events in one transaction, deduplicating by external id.
     /// Returns one outcome per input, in input order. Equal ids within the batch are resolved
     /// as if they had arrived one after another in that order.
@@ -62,7 +84,7 @@ pub trait Store: Send + Sync + 'static {
     async fn get_event(&self, id: i64) -> Result<Option<Event>, StoreError>;
 
     /// Newest first, whole events. Loads every payload of the page: for a page whose size
-    /// must be bounded, list headers and fetch payloads with [`Store::event_payloads`].
+    /// must be bounded, list headers and fetch payloads with [`EventStore::event_payloads`].
     async fn list_events(&self, filter: &EventFilter, page: Page)
         -> Result<Vec<Event>, StoreError>;
 
@@ -79,12 +101,6 @@ pub trait Store: Send + Sync + 'static {
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, serde_json::Value>, StoreError>;
 
-    /// `filter.state` and `filter.external_id` are ignored.
-    async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError>;
-    /// Events that arrived in each minute since `since` (at most the last two hours are kept
-    /// by minute), oldest first; minutes without events are left out.
-    async fn arrivals_per_minute(&self, since: Timestamp) -> Result<Vec<Arrivals>, StoreError>;
-
     /// The rule version an execution of this event ran, with its condition; `None` if the
     /// execution is unknown or belongs to another event.
     async fn execution_condition(
@@ -93,8 +109,8 @@ pub trait Store: Send + Sync + 'static {
         execution_id: i64,
     ) -> Result<Option<ExecutionCondition>, StoreError>;
 
-    /// Attempts of one event, newest first, each with its rule executions.
-    /// An event's attempts, newest first; with `before_attempt_no`, only older ones (a cursor).
+    /// An event's attempts, newest first, each with its rule executions; with
+    /// `before_attempt_no`, only older ones (a cursor).
     async fn list_attempts(
         &self,
         event_id: i64,
@@ -102,30 +118,61 @@ pub trait Store: Send + Sync + 'static {
         page: Page,
     ) -> Result<Vec<Attempt>, StoreError>;
 
-    // ---- rules ----
+    /// The target a pending event waits for in the queue, and since when (`None` when it waits
+    /// for nothing).
+    async fn event_waiting(&self, id: i64) -> Result<Option<Waiting>, StoreError>;
+}
 
+/// Counts: events by state, arrivals by minute, history size.
+#[async_trait]
+pub trait StatsStore: Send + Sync {
+    /// `filter.state` and `filter.external_id` are ignored.
+    async fn event_stats(&self, filter: &EventFilter) -> Result<EventStats, StoreError>;
+
+    /// Events that arrived in each minute since `since` (at most the last two hours are kept
+    /// by minute), oldest first; minutes without events are left out.
+    async fn arrivals_per_minute(&self, since: Timestamp) -> Result<Vec<Arrivals>, StoreError>;
+
+    /// How many history rows are stored (for benchmarks: rows written per delivered event).
+    async fn history_size(&self) -> Result<HistorySize, StoreError>;
+}
+
+/// Rules and their versions.
+#[async_trait]
+pub trait RuleStore: Send + Sync {
     async fn create_rule(&self, rule: &NewRuleRecord) -> Result<Rule, StoreError>;
+
     async fn get_rule(&self, id: i64) -> Result<Option<Rule>, StoreError>;
+
     /// Newest first.
     async fn list_rules(&self, filter: &RuleFilter, page: Page) -> Result<Vec<Rule>, StoreError>;
+
     /// Applies the changes in one transaction (a new version is n+1); `None` if unknown.
     async fn update_rule(&self, id: i64, changes: &RuleChanges)
         -> Result<Option<Rule>, StoreError>;
+
     /// Newest first.
     async fn list_rule_versions(&self, rule_id: i64) -> Result<Vec<RuleVersion>, StoreError>;
+
     /// Bumped by every rule change: workers compare it to know their cache is current.
     async fn rule_generation(&self) -> Result<i64, StoreError>;
+
     /// Every active rule at its current version.
     async fn active_rules(&self) -> Result<Vec<RuleSnapshot>, StoreError>;
+
     /// The rule versions an event's first attempt evaluated (what `rules: original` replays).
     async fn original_rules(&self, event_id: i64) -> Result<Vec<RuleSnapshot>, StoreError>;
+}
 
-    // ---- event types ----
-
+/// Event types: their settings and schemas.
+#[async_trait]
+pub trait EventTypeStore: Send + Sync {
     /// Every event type configured, with events stored, or with rules, by name.
     async fn event_types(&self) -> Result<Vec<EventTypeRecord>, StoreError>;
+
     /// One event type if it is configured, has events or has rules.
     async fn event_type(&self, event_type: &str) -> Result<Option<EventTypeRecord>, StoreError>;
+
     /// Applies a partial change (creating the type's settings if needed) and bumps the rule
     /// generation in the same transaction, so every worker's cache picks it up.
     async fn update_event_type(
@@ -133,75 +180,14 @@ pub trait Store: Send + Sync + 'static {
         event_type: &str,
         changes: &EventTypeChanges,
     ) -> Result<EventTypeRecord, StoreError>;
+
     /// The settings of every configured type (what caches load; no counting).
     async fn event_type_settings(&self) -> Result<Vec<(String, EventTypeSettings)>, StoreError>;
+}
 
-    // ---- the worker ----
-
-    /// Leases up to `limit` due pending events to `worker` for `lease_ms` and opens an attempt
-    /// for each, in one transaction. Events leased by another worker are skipped, not waited on.
-    async fn claim_due_events(
-        &self,
-        worker: &str,
-        types: &TypeSelector,
-        limit: i64,
-        lease_ms: i64,
-    ) -> Result<Vec<ClaimedEvent>, StoreError>;
-    /// Readies the connections ingest writes on, and on each one the ingest statement, so
-    /// the first events after a start do not wait for that. Writes nothing.
-    async fn prepare_ingest(&self) -> Result<(), StoreError>;
-    /// Readies what a worker's claims and completions use — their connections, and on each
-    /// one its statement — so the first events after a start do not wait for that. Changes
-    /// nothing.
-    async fn prepare_worker(
-        &self,
-        worker: &str,
-        types: &TypeSelector,
-        lease_ms: i64,
-    ) -> Result<(), StoreError>;
-    /// Extends the leases of attempts still running.
-    async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError>;
-    /// Durably records that non-idempotent actions are about to run, in one statement;
-    /// returns their row ids in the same order.
-    async fn record_started(&self, started: &[NewStarted]) -> Result<Vec<i64>, StoreError>;
-    /// For each key: `Applied` if any execution with it was applied, else `Started` if one was
-    /// started and never completed (its worker died mid-call). Absent keys never ran.
-    async fn prior_executions(
-        &self,
-        keys: &[String],
-    ) -> Result<std::collections::HashMap<String, sluice_core::event::ExecutionResult>, StoreError>;
-    /// Records attempts' ends and moves their events on, in one transaction. Executions are
-    /// always recorded (they happened); the attempt and event are updated only while the
-    /// attempt still holds the lease. Returns the state changes made.
-    async fn complete_attempts(
-        &self,
-        outcomes: &[AttemptOutcome],
-    ) -> Result<Vec<StateChange>, StoreError>;
-    /// Gives processing events back: pending again (or `failed` once their type's
-    /// `max_attempts` — `max_attempts` for a type without its own — attempts ran), their
-    /// attempts `abandoned`.
-    async fn release_events(
-        &self,
-        which: Release,
-        max_attempts: i64,
-    ) -> Result<Vec<StateChange>, StoreError>;
-
-    /// Reclaims the queue's dead rows so that its churn (every event passes through it)
-    /// leaves it small however the database's own vacuuming is set up. Cheap: the queue
-    /// holds only unsettled events. Skipped when another process is already at it.
-    async fn compact_queue(&self) -> Result<(), StoreError>;
-    /// Folds the count changes the database's triggers appended into the counts, and rolls
-    /// counts by minute older than two hours up into hours; cheap when there is little to do.
-    /// Readers see exact figures before and after.
-    async fn compact_counts(&self) -> Result<(), StoreError>;
-    /// Retention: deletes up to `limit` settled (processed or failed) events whose last change
-    /// is older than `before`, oldest first, with their attempts and rule executions; returns
-    /// how many. One process at a time (on PostgreSQL, others return 0 at once); events being
-    /// replayed are skipped, pending and processing ones are never touched.
-    async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError>;
-
-    // ---- replay ----
-
+/// Replay: settled events sent back to the queue.
+#[async_trait]
+pub trait ReplayStore: EventStore + Send + Sync {
     /// Sends a processed or failed event back to the queue for a `replay` attempt; says why
     /// not otherwise (unknown, or not finished).
     async fn replay_event(
@@ -234,6 +220,7 @@ pub trait Store: Send + Sync + 'static {
         rules: ReplayRules,
         requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError>;
+
     /// Replays up to `limit` processed or failed events matching the filter, newest first.
     async fn replay_matching(
         &self,
@@ -242,18 +229,22 @@ pub trait Store: Send + Sync + 'static {
         rules: ReplayRules,
         requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError>;
+}
 
-    // ---- delivery targets ----
-
+/// Delivery targets: circuit breakers, pauses, events waiting, load reports.
+#[async_trait]
+pub trait TargetStore: Send + Sync {
     /// Every target with a state (seen failing, paused, or delivered to), by name; `in_flight`
     /// sums the reports of workers heard from in the last few seconds.
     async fn targets(&self) -> Result<Vec<TargetRecord>, StoreError>;
+
     /// Pauses or resumes a target (creating its row if needed).
     async fn set_target_paused(
         &self,
         target: &str,
         paused: bool,
     ) -> Result<TargetRecord, StoreError>;
+
     /// Counts a failure that the breaker counts (a timeout, a 5xx, no connection): opens the
     /// circuit at `threshold` consecutive ones — or at once when it was probing — until
     /// `open_ms` from now.
@@ -264,12 +255,15 @@ pub trait Store: Send + Sync + 'static {
         threshold: i64,
         open_ms: i64,
     ) -> Result<TargetRecord, StoreError>;
+
     /// A delivery succeeded where the breaker had counted failures or was probing: closed.
     async fn close_target(&self, target: &str) -> Result<TargetRecord, StoreError>;
+
     /// Takes the probe of an open circuit whose open period is over, or of a half-open one
     /// whose probe never reported back (it becomes half open for another `open_ms`); false if
     /// another worker took it first or it is not due.
     async fn claim_target_probe(&self, target: &str, open_ms: i64) -> Result<bool, StoreError>;
+
     /// Makes up to `limit` events waiting for `target` due now, oldest first, and returns how
     /// many. Released for good (`as_probe` false: the target closed, was resumed, or has room)
     /// they no longer wait; released as the target's probe they keep waiting for it, so the
@@ -280,29 +274,31 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
         as_probe: bool,
     ) -> Result<u64, StoreError>;
-    /// The target a pending event waits for in the queue, and since when (`None` when it waits
-    /// for nothing).
-    async fn event_waiting(&self, id: i64) -> Result<Option<Waiting>, StoreError>;
-    /// How many history rows are stored (for benchmarks: rows written per delivered event).
-    async fn history_size(&self) -> Result<HistorySize, StoreError>;
+
     /// One worker's periodic report: deliveries in flight now and totals since the last.
     async fn report_targets(
         &self,
         worker: &str,
         reports: &[TargetReport],
     ) -> Result<(), StoreError>;
+}
 
-    // ---- access control ----
-
+/// Access control: API keys and console sessions.
+#[async_trait]
+pub trait AccessStore: Send + Sync {
     /// Stores a new key (its hash and prefix; the key itself is never given to the store).
     async fn create_api_key(&self, key: &NewApiKey) -> Result<ApiKeyRecord, StoreError>;
+
     /// Every key, revoked ones included, newest first.
     async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
     /// Revokes a key (a second revoke keeps the first time) and ends its console sessions;
     /// `None` if unknown.
     async fn revoke_api_key(&self, id: i64) -> Result<Option<ApiKeyRecord>, StoreError>;
+
     /// Records when keys were last used (a batch of `(key id, time)`; later times win).
     async fn record_key_use(&self, uses: &[(i64, Timestamp)]) -> Result<(), StoreError>;
+
     /// Opens a console session (and forgets expired ones).
     async fn create_console_session(
         &self,
@@ -310,10 +306,104 @@ pub trait Store: Send + Sync + 'static {
         api_key_id: i64,
         expires_at: Timestamp,
     ) -> Result<(), StoreError>;
+
     /// The key of an unexpired session.
     async fn console_session(&self, token_hash: &str) -> Result<Option<i64>, StoreError>;
-    async fn end_console_session(&self, token_hash: &str) -> Result<(), StoreError>;
 
+    async fn end_console_session(&self, token_hash: &str) -> Result<(), StoreError>;
+}
+
+/// The at-most-once bookkeeping of actions: `started` records and what earlier attempts did.
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Durably records that non-idempotent actions are about to run, in one statement;
+    /// returns their row ids in the same order.
+    async fn record_started(&self, started: &[NewStarted]) -> Result<Vec<i64>, StoreError>;
+
+    /// For each key: `Applied` if any execution with it was applied, else `Started` if one was
+    /// started and never completed (its worker died mid-call). Absent keys never ran.
+    async fn prior_executions(
+        &self,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, sluice_core::event::ExecutionResult>, StoreError>;
+}
+
+/// The worker's queue: claims, leases, completions, releases. Each backend writes its own.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Leases up to `limit` due pending events to `worker` for `lease_ms` and opens an attempt
+    /// for each, in one transaction. Events leased by another worker are skipped, not waited on.
+    async fn claim_due_events(
+        &self,
+        worker: &str,
+        types: &TypeSelector,
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ClaimedEvent>, StoreError>;
+
+    /// Readies the connections ingest writes on, and on each one the ingest statement, so
+    /// the first events after a start do not wait for that. Writes nothing. Nothing to do
+    /// by default.
+    async fn prepare_ingest(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Readies what a worker's claims and completions use — their connections, and on each
+    /// one its statement — so the first events after a start do not wait for that. Changes
+    /// nothing. Nothing to do by default.
+    async fn prepare_worker(
+        &self,
+        _worker: &str,
+        _types: &TypeSelector,
+        _lease_ms: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Extends the leases of attempts still running.
+    async fn extend_leases(&self, leases: &[HeldLease], lease_ms: i64) -> Result<(), StoreError>;
+
+    /// Records attempts' ends and moves their events on, in one transaction. Executions are
+    /// always recorded (they happened); the attempt and event are updated only while the
+    /// attempt still holds the lease. Returns the state changes made.
+    async fn complete_attempts(
+        &self,
+        outcomes: &[AttemptOutcome],
+    ) -> Result<Vec<StateChange>, StoreError>;
+
+    /// Gives processing events back: pending again (or `failed` once their type's
+    /// `max_attempts` — `max_attempts` for a type without its own — attempts ran), their
+    /// attempts `abandoned`.
+    async fn release_events(
+        &self,
+        which: Release,
+        max_attempts: i64,
+    ) -> Result<Vec<StateChange>, StoreError>;
+}
+
+/// Upkeep: compaction and retention. Each backend writes its own.
+#[async_trait]
+pub trait UpkeepStore: Send + Sync {
+    /// Reclaims the queue's dead rows so that its churn (every event passes through it)
+    /// leaves it small however the database's own vacuuming is set up. Cheap: the queue
+    /// holds only unsettled events. Skipped when another process is already at it.
+    async fn compact_queue(&self) -> Result<(), StoreError>;
+
+    /// Folds the count changes the database's triggers appended into the counts, and rolls
+    /// counts by minute older than two hours up into hours; cheap when there is little to do.
+    /// Readers see exact figures before and after.
+    async fn compact_counts(&self) -> Result<(), StoreError>;
+
+    /// Retention: deletes up to `limit` settled (processed or failed) events whose last change
+    /// is older than `before`, oldest first, with their attempts and rule executions; returns
+    /// how many. One process at a time (on PostgreSQL, others return 0 at once); events being
+    /// replayed are skipped, pending and processing ones are never touched.
+    async fn delete_settled(&self, before: Timestamp, limit: i64) -> Result<u64, StoreError>;
+}
+
+/// Signals between processes. Each backend writes its own.
+#[async_trait]
+pub trait SignalStore: Send + Sync {
     /// Tells every process listening (PostgreSQL `NOTIFY`, one per `(channel, payload)`, all in
     /// one round trip). SQLite serves one process, which signals itself in memory: a no-op there.
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError>;

@@ -8,9 +8,10 @@ use crate::ingest::UpsertRow;
 use crate::model::*;
 use crate::shared::dialect::{Dialect, RowExt};
 use crate::shared::rows::{event_from_row, state_change_from_row, summary_from_row};
+use crate::shared::stats::counts_by_minute_until;
 use crate::shared::Engine;
 use crate::worker::{release_message, CompletionPlan};
-use crate::{Backend, NotificationStream, StoreError};
+use crate::{Backend, NotificationStream, QueueStore, SignalStore, StoreError, UpkeepStore};
 use async_trait::async_trait;
 use futures::StreamExt;
 use serde_json::Value;
@@ -366,6 +367,7 @@ impl PostgresStore {
 #[async_trait]
 impl Engine for PostgresStore {
     type Dialect = Postgres;
+
     const BACKEND: Backend = Backend::Postgres;
 
     fn migrator() -> &'static Migrator {
@@ -397,7 +399,10 @@ impl Engine for PostgresStore {
     ) -> Result<HashMap<String, EventSummary>, StoreError> {
         upsert_round(conn, rows).await
     }
+}
 
+#[async_trait]
+impl QueueStore for PostgresStore {
     async fn claim_due_events(
         &self,
         worker: &str,
@@ -601,7 +606,10 @@ impl Engine for PostgresStore {
             })
             .collect()
     }
+}
 
+#[async_trait]
+impl UpkeepStore for PostgresStore {
     async fn compact_queue(&self) -> Result<(), StoreError> {
         // Not left to autovacuum alone: it may be off, or too slow for a table every event
         // passes through; without it dead rows are never reused and the queue only grows.
@@ -622,7 +630,8 @@ impl Engine for PostgresStore {
         vacuum_skipping_locked(&self.pool, vacuum).await
     }
 
-    async fn compact_counts(&self, minutes_until: Timestamp) -> Result<(), StoreError> {
+    async fn compact_counts(&self) -> Result<(), StoreError> {
+        let minutes_until = counts_by_minute_until();
         let mut tx = self.pool.begin().await?;
         // Every process calls this each second; one at a time does the work (a second one
         // would only wait on the first one's deleted rows), the others return at once.
@@ -709,7 +718,10 @@ impl Engine for PostgresStore {
         tx.commit().await?;
         Ok(deleted)
     }
+}
 
+#[async_trait]
+impl SignalStore for PostgresStore {
     async fn notify(&self, notifications: &[(&str, String)]) -> Result<(), StoreError> {
         if notifications.is_empty() {
             return Ok(());

@@ -12,9 +12,10 @@ use crate::ingest::UpsertRow;
 use crate::model::*;
 use crate::shared::dialect::{parse_text, Dialect, RowExt};
 use crate::shared::rows::{event_from_row, state_change_from_row, summary_from_row, EVENT_COLUMNS};
+use crate::shared::stats::counts_by_minute_until;
 use crate::shared::Engine;
 use crate::worker::{release_message, CompletionPlan};
-use crate::{Backend, NotificationStream, StoreError};
+use crate::{Backend, NotificationStream, QueueStore, SignalStore, StoreError, UpkeepStore};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -183,6 +184,7 @@ impl Dialect for Sqlite {
 #[async_trait]
 impl Engine for SqliteStore {
     type Dialect = Sqlite;
+
     const BACKEND: Backend = Backend::Sqlite;
 
     fn migrator() -> &'static Migrator {
@@ -205,7 +207,10 @@ impl Engine for SqliteStore {
     ) -> Result<HashMap<String, EventSummary>, StoreError> {
         upsert_round(conn, rows, to_micros(Utc::now())).await
     }
+}
 
+#[async_trait]
+impl QueueStore for SqliteStore {
     async fn claim_due_events(
         &self,
         worker: &str,
@@ -542,13 +547,17 @@ impl Engine for SqliteStore {
         tx.commit().await?;
         Ok(changes)
     }
+}
 
+#[async_trait]
+impl UpkeepStore for SqliteStore {
     async fn compact_queue(&self) -> Result<(), StoreError> {
         // SQLite reuses a deleted row's space within the file by itself.
         Ok(())
     }
 
-    async fn compact_counts(&self, minutes_until: Timestamp) -> Result<(), StoreError> {
+    async fn compact_counts(&self) -> Result<(), StoreError> {
+        let minutes_until = counts_by_minute_until();
         // The triggers here update `event_counts` in place (one writer at a time); only the
         // roll-up of old minutes into hours is left to do.
         let until = to_micros(minutes_until);
@@ -605,7 +614,10 @@ impl Engine for SqliteStore {
         tx.commit().await?;
         Ok(deleted)
     }
+}
 
+#[async_trait]
+impl SignalStore for SqliteStore {
     async fn notify(&self, _notifications: &[(&str, String)]) -> Result<(), StoreError> {
         Ok(())
     }
@@ -792,7 +804,6 @@ impl Drop for UnsyncedWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Store;
     use serde_json::json;
     use sluice_core::event::NewEvent;
 
@@ -808,20 +819,23 @@ mod tests {
         let store = SqliteStore::connect("sqlite::memory:", 1)
             .await
             .expect("an in-memory store");
-        Store::migrate(&store).await.expect("migrations run");
+        crate::Store::migrate(&store).await.expect("migrations run");
         const FULL: i64 = 2;
         assert_eq!(synchronous(&store).await, FULL);
         let event =
             NewEvent::parse(json!({"id": "a", "type": "t", "data": {}})).expect("a valid event");
-        Store::ingest(&store, &[event]).await.expect("ingested");
-
-        let claimed = Store::claim_due_events(&store, "w", &TypeSelector::default(), 10, 30_000)
+        crate::EventStore::ingest(&store, &[event])
             .await
-            .expect("claimed");
+            .expect("ingested");
+
+        let claimed =
+            QueueStore::claim_due_events(&store, "w", &TypeSelector::default(), 10, 30_000)
+                .await
+                .expect("claimed");
         assert_eq!(claimed.len(), 1);
         assert_eq!(synchronous(&store).await, FULL, "after a claim");
         // Nothing due: the claim returns early and must restore all the same.
-        let none = Store::claim_due_events(&store, "w", &TypeSelector::default(), 10, 30_000)
+        let none = QueueStore::claim_due_events(&store, "w", &TypeSelector::default(), 10, 30_000)
             .await
             .expect("claimed nothing");
         assert!(none.is_empty());

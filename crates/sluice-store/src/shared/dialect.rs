@@ -280,3 +280,20 @@ impl<D: Dialect> QueryBuilderExt<D> for QueryBuilder<'_, D> {
         D::execute(conn, self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Postgres, Sqlite};
+
+    #[test]
+    fn id_lists_are_an_array_on_postgres_and_placeholders_on_sqlite() {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT 1 WHERE ");
+        query.push_in_ids("id", &[1, 2, 3]);
+        assert_eq!(query.sql(), "SELECT 1 WHERE id = ANY($1::bigint[])");
+
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT 1 WHERE ");
+        query.push_in_ids("id", &[1, 2, 3]);
+        assert_eq!(query.sql(), "SELECT 1 WHERE id IN (?, ?, ?)");
+    }
+}

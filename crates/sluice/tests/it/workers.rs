@@ -754,7 +754,9 @@ async fn the_queue_is_compacted_after_churn() {
     let store = sluice_store::PostgresStore::connect(&app.database_url, 2)
         .await
         .unwrap();
-    sluice_store::Store::compact_queue(&store).await.unwrap();
+    sluice_store::UpkeepStore::compact_queue(&store)
+        .await
+        .unwrap();
     assert_eq!(sql.number("SELECT count(*) FROM event_queue").await, 0);
     assert_eq!(sql.number(size).await, 0, "emptied pages are given back");
     sql.close().await;

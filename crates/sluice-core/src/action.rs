@@ -51,6 +51,24 @@ macro_rules! text_enum {
             }
         }
 
+        /// A string schema listing every spelling.
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($name))
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
@@ -60,7 +78,8 @@ macro_rules! text_enum {
 }
 
 text_enum!(
-    /// The four action types.
+    /// The action types: the one list of them. The API's schema, error messages and the
+    /// console's examples are derived from it.
     ActionKind {
         Log => "log",
         Noop => "noop",
@@ -98,7 +117,33 @@ impl ActionKind {
     /// be sent again: a webhook carries the same `Idempotency-Key` and `webhook-id`, so its
     /// receiver can tell; an email cannot be taken back, so it is never sent twice.
     pub fn may_resend(self) -> bool {
-        !matches!(self, ActionKind::SendEmail)
+        self.never_resent_because().is_none()
+    }
+
+    /// Why a delivery of unknown outcome is failed rather than sent again, for the kinds
+    /// that are never sent twice (see [`ActionKind::may_resend`]).
+    pub fn never_resent_because(self) -> Option<&'static str> {
+        match self {
+            ActionKind::SendEmail => Some(
+                "an earlier attempt stopped while sending this email; outcome unknown, not re-sent",
+            ),
+            ActionKind::Log | ActionKind::Noop | ActionKind::CallWebhook => None,
+        }
+    }
+
+    /// A complete action of this type, as the console shows it to start from.
+    pub fn example(self) -> Value {
+        match self {
+            ActionKind::Log => json!({"type": "log", "params": {
+                "level": "info", "message": "High value order {{ external_id }}"}}),
+            ActionKind::Noop => json!({"type": "noop", "params": {}}),
+            ActionKind::CallWebhook => json!({"type": "call_webhook", "params": {
+                "url": "https://example.com/hooks/orders", "method": "POST",
+                "body": {"order": "{{ external_id }}", "amount": "{{ data.amount }}"}}}),
+            ActionKind::SendEmail => json!({"type": "send_email", "params": {
+                "to": "ops@example.com", "subject": "Order {{ external_id }}",
+                "template": "Amount: {{ data.amount }}"}}),
+        }
     }
 }
 
@@ -1314,6 +1359,16 @@ mod tests {
             serde_json::to_value(RenderedAction::Noop).unwrap(),
             json!({"type": "noop"})
         );
+    }
+
+    #[test]
+    fn every_kind_has_an_example_that_saves_as_that_kind() {
+        for kind in ActionKind::ALL {
+            let example = kind.example();
+            let action = Action::parse(&example)
+                .unwrap_or_else(|e| panic!("the {kind} example does not save: {e:?}"));
+            assert_eq!(action.kind(), *kind);
+        }
     }
 
     #[test]

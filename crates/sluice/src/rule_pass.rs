@@ -69,7 +69,8 @@ pub enum Decision {
     Skip,
     /// The rule cannot succeed with this event: its version does not compile, its condition
     /// fails on this data (the same data fails the same way every time), or an earlier
-    /// attempt stopped while sending its email. Not worth a retry.
+    /// attempt stopped while running an action that is never sent twice (an email). Not
+    /// worth a retry.
     Fail {
         error: String,
         idempotency_key: Option<String>,
@@ -119,9 +120,6 @@ pub struct RuleDecision {
     pub decision: Decision,
     pub decided_in: Duration,
 }
-
-const EMAIL_OUTCOME_UNKNOWN: &str =
-    "an earlier attempt stopped while sending this email; outcome unknown, not re-sent";
 
 /// Decides every rule for one event, as a dry run reports it: [`evaluate_all`], then every
 /// at-most-once action settled against its prior executions ([`settle`]) in one query.
@@ -173,27 +171,29 @@ impl RuleDecision {
     }
 
     /// Settles an at-most-once action against what earlier attempts did with its key: applied
-    /// means dedupe; started without an outcome (its worker died mid-call) means a webhook is
-    /// sent again with the same Idempotency-Key and webhook-id, so the receiver can tell it
-    /// is the same delivery, while an email is not re-sent.
+    /// means dedupe; started without an outcome (its worker died mid-call) means it goes again
+    /// with the same keys where its kind allows (a webhook: the receiver can tell it is the
+    /// same delivery), and fails with the reason where it does not
+    /// (`ActionKind::never_resent_because`: an email).
     pub fn settle(&mut self, prior: Option<ExecutionResult>) {
         let Some(key) = self.at_most_once_key().map(str::to_owned) else {
             return;
         };
-        let never_resent = self
+        let never_resent_because = self
             .rule
             .body
             .as_ref()
-            .is_ok_and(|b| !b.action.kind().may_resend());
-        match prior {
-            Some(ExecutionResult::Applied) => {
+            .ok()
+            .and_then(|b| b.action.kind().never_resent_because());
+        match (prior, never_resent_because) {
+            (Some(ExecutionResult::Applied), _) => {
                 self.decision = Decision::Dedupe {
                     idempotency_key: key,
                 }
             }
-            Some(_) if never_resent => {
+            (Some(_), Some(reason)) => {
                 self.decision = Decision::Fail {
-                    error: EMAIL_OUTCOME_UNKNOWN.to_owned(),
+                    error: reason.to_owned(),
                     idempotency_key: Some(key),
                 }
             }

@@ -12,6 +12,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use sluice_core::action::ActionKind;
 use sluice_core::event::{EventState, ReplayRules};
 use utoipa::ToSchema;
 
@@ -101,12 +102,12 @@ pub struct RequeueIn {
     older_than_seconds: Option<i64>,
 }
 
-/// `{"type": "log" | "noop" | "call_webhook" | "send_email", "params": {...}}`; strings in
-/// params may hold `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
+/// `{"type": <an action type>, "params": {...}}`; strings in params may hold
+/// `{{ external_id }}`, `{{ type }}`, `{{ event_id }}`, `{{ data.path }}`.
 #[derive(ToSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionIn {
-    #[schema(rename = "type")]
+    #[schema(rename = "type", value_type = ActionKind)]
     #[serde(rename = "type")]
     action_type: String,
     #[schema(value_type = Object)]

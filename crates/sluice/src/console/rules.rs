@@ -20,6 +20,7 @@ use axum::Form;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use sluice_core::action::ActionKind;
 use sluice_core::rule::{NewRule, RulePatch};
 use sluice_store::{EventFilter, Page, RuleFilter};
 
@@ -616,6 +617,8 @@ struct RuleFormPage {
     errors: FieldErrors,
     known_types: Vec<String>,
     test: Option<TestView>,
+    /// One complete action per action type, to start from.
+    action_examples: Vec<String>,
 }
 
 async fn form_page(
@@ -638,6 +641,10 @@ async fn form_page(
         errors,
         known_types: known_types(state).await?,
         test,
+        action_examples: ActionKind::ALL
+            .iter()
+            .map(|k| k.example().to_string())
+            .collect(),
     })
 }
 

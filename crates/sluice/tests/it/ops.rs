@@ -73,6 +73,24 @@ async fn the_openapi_document_covers_every_route(app: TestApp) {
             "{method} {path} missing from the spec"
         );
     }
+    // The action types a client may send are listed from the one definition of them.
+    let schemas = &spec["components"]["schemas"];
+    let action_type = &schemas["ActionIn"]["properties"]["type"];
+    let action_type = match action_type["$ref"].as_str() {
+        Some(reference) => &schemas[reference.trim_start_matches("#/components/schemas/")],
+        None => action_type,
+    };
+    let listed: Vec<&str> = action_type["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no enum of action types: {action_type}"))
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let kinds: Vec<&str> = sluice_core::action::ActionKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(listed, kinds);
     app.stop().await;
 }
 

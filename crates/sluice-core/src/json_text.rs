@@ -55,6 +55,28 @@ impl<'a> JsonNode<'a> {
         }
     }
 
+    /// The value a JSON pointer (RFC 6901: `/a/0/b`, `~1` for `/`, `~0` for `~`) names.
+    pub fn pointer(&self, pointer: &str) -> Option<&JsonNode<'a>> {
+        if pointer.is_empty() {
+            return Some(self);
+        }
+        let mut node = self;
+        for token in pointer.strip_prefix('/')?.split('/') {
+            let token = token.replace("~1", "/").replace("~0", "~");
+            node = match node {
+                JsonNode::Object(_) => node.get(&token)?,
+                JsonNode::Array(items) => {
+                    if token.len() > 1 && token.starts_with('0') {
+                        return None;
+                    }
+                    items.get(token.parse::<usize>().ok()?)?
+                }
+                _ => return None,
+            };
+        }
+        Some(node)
+    }
+
     /// Takes an object's value for `key` out of it (the last, if the key repeats).
     pub fn take(&mut self, key: &str) -> Option<JsonNode<'a>> {
         match self {

@@ -13,6 +13,7 @@ pub mod json_text;
 pub mod logic;
 pub mod retry;
 pub mod rule;
+pub mod source;
 pub mod template;
 
 pub use error::FieldError;

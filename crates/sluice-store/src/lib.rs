@@ -5,7 +5,7 @@
 //! translates database errors into [`StoreError`] here, so callers never see SQL text.
 //!
 //! [`Store`] is one trait per concern (events, stats, rules, event types, replay, targets,
-//! access, executions, the queue, upkeep, signals). Most are implemented once for both
+//! access, executions, sources, the queue, upkeep, signals). Most are implemented once for both
 //! databases in `shared`, one file per concern; each backend implements itself only what it
 //! does its own way — [`QueueStore`], [`UpkeepStore`], [`SignalStore`], its connection setup
 //! and ingest statement — and its SQL dialect.
@@ -57,6 +57,7 @@ pub trait Store:
     + TargetStore
     + AccessStore
     + ExecutionStore
+    + SourceStore
     + QueueStore
     + UpkeepStore
     + SignalStore
@@ -326,6 +327,30 @@ pub trait ExecutionStore: Send + Sync {
         &self,
         keys: &[String],
     ) -> Result<std::collections::HashMap<String, sluice_core::event::ExecutionResult>, StoreError>;
+}
+
+/// Sources: where events come from besides `POST /events`.
+#[async_trait]
+pub trait SourceStore: Send + Sync {
+    /// Creates or replaces a source; true when it was created.
+    async fn put_source(
+        &self,
+        name: &str,
+        kind: &str,
+        config: &serde_json::Value,
+        updated_by: Option<&str>,
+    ) -> Result<(SourceRecord, bool), StoreError>;
+
+    /// Every source, by name.
+    async fn sources(&self) -> Result<Vec<SourceRecord>, StoreError>;
+
+    async fn source(&self, name: &str) -> Result<Option<SourceRecord>, StoreError>;
+
+    /// Deletes a source; false if there was none.
+    async fn delete_source(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Adds up what processes saw through their sources (unknown sources are skipped).
+    async fn record_source_tallies(&self, tallies: &[SourceTally]) -> Result<(), StoreError>;
 }
 
 /// The worker's queue: claims, leases, completions, releases. Each backend writes its own.

@@ -543,3 +543,29 @@ mod tests {
         assert_eq!(TypeSelector::glob_pattern("a?[b]"), "a[?][[]b]");
     }
 }
+
+/// A source as stored: its validated configuration (secrets included; callers mask them)
+/// and what came through it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceRecord {
+    pub name: String,
+    pub kind: String,
+    pub config: serde_json::Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub updated_by: Option<String>,
+    pub accepted: i64,
+    pub rejected: i64,
+    pub last_rejected_at: Option<Timestamp>,
+    pub last_rejection: Option<String>,
+}
+
+/// What one process saw through one source since its last report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceTally {
+    pub name: String,
+    pub accepted: i64,
+    pub rejected: i64,
+    /// The latest refusal: when, and why.
+    pub last_rejection: Option<(Timestamp, String)>,
+}

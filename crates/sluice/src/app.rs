@@ -105,6 +105,14 @@ pub fn router(state: AppState) -> impl HttpService {
             "/event-types/{event_type}",
             get(api::event_types::get_event_type).put(api::event_types::update_event_type),
         )
+        .route("/sources", get(api::sources::list_sources))
+        .route(
+            "/sources/{name}",
+            get(api::sources::get_source)
+                .put(api::sources::put_source)
+                .delete(api::sources::delete_source),
+        )
+        .route("/sources/{name}/events", post(api::sources::receive))
         .route("/targets", get(api::targets::list_targets))
         .route("/targets/pause", post(api::targets::pause_target))
         .route("/targets/resume", post(api::targets::resume_target))
@@ -267,7 +275,7 @@ impl RunningApp {
                 .await
                 .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
             let addr = listener.local_addr()?;
-            let state = state::build(store.clone(), bus.clone(), settings, keys);
+            let state = state::build(store.clone(), bus.clone(), settings, keys).await;
             let header_timeout = Duration::from_secs(state.settings.header_timeout_secs);
             let server = tokio::spawn(crate::serve::serve(
                 listener,
@@ -280,7 +288,7 @@ impl RunningApp {
             (
                 None,
                 None,
-                state::build(store.clone(), bus.clone(), settings, None),
+                state::build(store.clone(), bus.clone(), settings, None).await,
             )
         };
         let upkeep =

@@ -21,6 +21,7 @@ pub mod keys_cli;
 pub mod operations;
 pub mod rule_pass;
 pub mod serve;
+pub mod sources;
 pub mod state;
 pub mod telemetry;
 pub mod upkeep;

@@ -8,6 +8,7 @@ use crate::bus::Bus;
 use crate::config::Settings;
 use crate::event_types::SharedCatalog;
 use crate::ingest::{IngestConfig, Ingestor};
+use crate::sources::Sources;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_store::{Backend, Store};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct Shared {
     pub keys: Option<Arc<KeyRing>>,
     /// Event-type settings and schemas, checked at ingest.
     pub event_types: Arc<SharedCatalog>,
+    /// This process's copy of the sources, and what came through them.
+    pub sources: Arc<Sources>,
 }
 
 impl AppState {
@@ -53,7 +56,7 @@ impl AppState {
 }
 
 /// Builds the state for a store: starts the group-commit ingestor.
-pub fn build(
+pub async fn build(
     store: Arc<dyn Store>,
     bus: Bus,
     settings: Settings,
@@ -71,6 +74,7 @@ pub fn build(
     AppState(Arc::new(Shared {
         ingestor: Ingestor::start(store.clone(), bus.clone(), ingest),
         event_types: SharedCatalog::start(store.clone()),
+        sources: Sources::start(store.clone()).await,
         store,
         bus,
         metrics: crate::telemetry::metrics_handle(),

@@ -12,6 +12,7 @@ pub(crate) mod executions;
 pub(crate) mod replay;
 pub(crate) mod rows;
 pub(crate) mod rules;
+pub(crate) mod sources;
 pub(crate) mod stats;
 pub(crate) mod targets;
 

@@ -11,6 +11,7 @@ pub mod replay;
 pub mod rules;
 pub mod schema;
 pub mod site;
+pub mod sources;
 pub mod targets;
 pub mod ws;
 

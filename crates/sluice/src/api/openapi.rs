@@ -5,7 +5,7 @@
 //! Each operation's `security` is filled in from the one route → scope table
 //! (`auth::access::required`), so the document cannot drift from what is enforced.
 
-use super::{event_types, events, keys, ops, replay, rules, schema, targets, ws};
+use super::{event_types, events, keys, ops, replay, rules, schema, sources, targets, ws};
 use crate::auth::access::{self, Access};
 use crate::auth::AuthMode;
 use crate::operations;
@@ -68,6 +68,12 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         let Some(operation) = operation else { continue };
         let mut requirements = match access::required(&method, path) {
             Access::Open | Access::Console => vec![SecurityRequirement::default()],
+            // The source's signature, or (for a source that checks none) an ingest key.
+            Access::Verified => vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new(BEARER, ["ingest"]),
+                SecurityRequirement::new(HEADER, ["ingest"]),
+            ],
             Access::Needs(scope) => vec![
                 SecurityRequirement::new(BEARER, [scope.as_str()]),
                 SecurityRequirement::new(HEADER, [scope.as_str()]),
@@ -116,7 +122,12 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         targets::resume_target,
         event_types::list_event_types,
         event_types::get_event_type,
-        event_types::update_event_type
+        event_types::update_event_type,
+        sources::list_sources,
+        sources::get_source,
+        sources::put_source,
+        sources::delete_source,
+        sources::receive
     ),
     components(schemas(
         schema::NewEventIn,
@@ -157,6 +168,8 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         operations::rules::RuleVersionList,
         operations::rules::DeactivatedRuleOut,
         operations::rules::RuleTestOut,
+        operations::sources::SourceOut,
+        operations::sources::SourceList,
         crate::bus::LiveMessage,
         crate::error::ErrorBody
     ))

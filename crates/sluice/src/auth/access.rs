@@ -19,6 +19,10 @@ pub enum Access {
     Open,
     /// The console's pages, which check their own session (and the `/` redirect to them).
     Console,
+    /// An inbound webhook (`POST /sources/{name}/events`): the request proves itself with
+    /// its source's signature, or, for a source that checks none, with an `ingest` key the
+    /// operation checks.
+    Verified,
     Needs(Scope),
 }
 
@@ -35,6 +39,9 @@ pub fn required(method: &Method, path: &str) -> Access {
     if path == "/api-keys" || path.starts_with("/api-keys/") {
         return Access::Needs(Scope::Admin);
     }
+    if *method == Method::POST && is_source_inbox(path) {
+        return Access::Verified;
+    }
     match *method {
         Method::GET | Method::HEAD | Method::OPTIONS => Access::Needs(Scope::Read),
         Method::POST if path == "/events" || path == "/events/batch" => {
@@ -42,6 +49,13 @@ pub fn required(method: &Method, path: &str) -> Access {
         }
         _ => Access::Needs(Scope::Admin),
     }
+}
+
+/// `/sources/{name}/events`.
+fn is_source_inbox(path: &str) -> bool {
+    path.strip_prefix("/sources/")
+        .and_then(|rest| rest.strip_suffix("/events"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// What the middleware needs: the mode, and the keys when they matter.
@@ -123,7 +137,7 @@ pub async fn guard(gate: &Gate, mut request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let needed = match required(request.method(), request.uri().path()) {
-        Access::Open | Access::Console => return next.run(request).await,
+        Access::Open | Access::Console | Access::Verified => return next.run(request).await,
         Access::Needs(scope) => scope,
     };
     // Browsers cannot put a header on a WebSocket: the console's own `/ws` rides on its
@@ -186,6 +200,15 @@ mod tests {
             Access::Needs(Scope::Admin)
         );
         assert_eq!(needs(Method::GET, "/console/rules"), Access::Console);
+        assert_eq!(needs(Method::POST, "/sources/gh/events"), Access::Verified);
+        assert_eq!(
+            needs(Method::PUT, "/sources/gh"),
+            Access::Needs(Scope::Admin)
+        );
+        assert_eq!(
+            needs(Method::GET, "/sources/gh"),
+            Access::Needs(Scope::Read)
+        );
         assert_eq!(needs(Method::GET, "/"), Access::Console);
     }
 

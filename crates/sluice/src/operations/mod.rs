@@ -16,4 +16,5 @@ pub mod keys;
 pub mod query;
 pub mod replay;
 pub mod rules;
+pub mod sources;
 pub mod targets;

@@ -24,5 +24,6 @@ mod ordering;
 mod processing;
 mod replay;
 mod rules;
+mod sources;
 mod targets;
 mod workers;

@@ -20,6 +20,8 @@ pub const MAX_NAME_LEN: usize = 64;
 /// How far a signed timestamp may be from now, by default: the window in which a captured
 /// request could be sent again (its id then dedupes it).
 pub const DEFAULT_TOLERANCE_S: i64 = 300;
+/// How long JetStream waits for an acknowledgement before delivering a message again.
+pub const DEFAULT_ACK_WAIT_S: u32 = 30;
 /// Most broker messages a consumer holds unacknowledged, by default.
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 256;
 /// What a secret looks like when it is shown again.
@@ -518,6 +520,9 @@ pub enum Broker {
         /// Only this subject of the stream (a filter), or all of it.
         subject: Option<String>,
         durable: String,
+        /// How long a message may stay unacknowledged (its consumer died) before JetStream
+        /// delivers it again.
+        ack_wait_s: u32,
     },
     Rabbitmq {
         url: String,
@@ -594,6 +599,7 @@ impl Source {
                 "stream",
                 "subject",
                 "durable",
+                "ack_wait_s",
                 "max_in_flight",
             ],
             SourceKind::Rabbitmq => &[
@@ -706,12 +712,26 @@ impl Source {
                 let stream = name_like("stream", text("stream", true, &mut errors), &mut errors);
                 let durable = name_like("durable", text("durable", true, &mut errors), &mut errors);
                 let subject = text("subject", false, &mut errors);
+                let ack_wait_s = match object.get("ack_wait_s") {
+                    None => DEFAULT_ACK_WAIT_S,
+                    Some(v) => match v.as_u64().filter(|n| (1..=3_600).contains(n)) {
+                        Some(n) => n as u32,
+                        None => {
+                            errors.push(FieldError::new(
+                                "ack_wait_s",
+                                "must be an integer of 1..3600 seconds",
+                            ));
+                            DEFAULT_ACK_WAIT_S
+                        }
+                    },
+                };
                 match (url, stream, durable) {
                     (Some(url), Some(stream), Some(durable)) => Some(Broker::Nats {
                         url,
                         stream,
                         subject,
                         durable,
+                        ack_wait_s,
                     }),
                     _ => None,
                 }
@@ -784,6 +804,7 @@ impl Source {
                 stream,
                 subject,
                 durable,
+                ack_wait_s,
             }) => {
                 out.insert("url".into(), json!(url(u)));
                 out.insert("stream".into(), json!(stream));
@@ -791,6 +812,7 @@ impl Source {
                     out.insert("subject".into(), json!(subject));
                 }
                 out.insert("durable".into(), json!(durable));
+                out.insert("ack_wait_s".into(), json!(ack_wait_s));
             }
             Some(Broker::Rabbitmq { url: u, queue }) => {
                 out.insert("url".into(), json!(url(u)));

@@ -220,12 +220,14 @@ pub struct RunningApp {
     shutdown: CancellationToken,
     server: Option<JoinHandle<std::io::Result<()>>>,
     worker: Option<JoinHandle<()>>,
+    consumers: Option<JoinHandle<()>>,
     key_refresh: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
 }
 
 impl RunningApp {
-    /// Opens the store, migrates it, and starts the API (listening) and/or the worker.
+    /// Opens the store, migrates it, and starts the API (listening) and/or the worker (with the
+    /// consumers of broker sources).
     pub async fn start(settings: Settings, roles: Roles) -> anyhow::Result<RunningApp> {
         let store =
             sluice_store::connect(&settings.database_url, settings.database_max_connections)
@@ -293,6 +295,9 @@ impl RunningApp {
         };
         let upkeep =
             crate::upkeep::spawn(store.clone(), state.settings.retention, shutdown.clone());
+        let consumers = roles
+            .worker
+            .then(|| crate::consumers::spawn(state.clone(), shutdown.clone()));
         let worker = roles
             .worker
             .then(|| crate::worker::spawn(store, bus, actions, worker_config, shutdown.clone()));
@@ -302,6 +307,7 @@ impl RunningApp {
             shutdown,
             server,
             worker,
+            consumers,
             key_refresh,
             upkeep,
         })
@@ -312,6 +318,9 @@ impl RunningApp {
         self.shutdown.cancel();
         if let Some(server) = self.server {
             server.await??;
+        }
+        if let Some(consumers) = self.consumers {
+            consumers.await?;
         }
         if let Some(worker) = self.worker {
             worker.await?;

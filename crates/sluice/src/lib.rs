@@ -11,6 +11,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod consumers;
 pub mod delivery;
 pub mod error;
 pub mod eval;

@@ -181,15 +181,33 @@ pub async fn receive(state: &AppState, name: &str, inbound: Inbound<'_>) -> ApiR
                 ApiError::unauthorized(format!("not verified: {rejection}")),
             )
         })?;
-    let body: JsonNode = serde_json::from_slice(inbound.body).map_err(|e| {
+    let header = |name: &str| (inbound.header)(name).map(Cow::Borrowed);
+    store(state, &source, header, inbound.body, Defaults::default()).await
+}
+
+/// Maps a verified request or a message to its event and stores it: the one path from a
+/// source to the store. Refusals (not JSON, no id, a schema violation, a conflicting
+/// payload) are counted against the source.
+async fn store<'h>(
+    state: &AppState,
+    source: &Source,
+    header: impl Fn(&str) -> Option<Cow<'h, str>>,
+    body: &[u8],
+    defaults: Defaults<'_>,
+) -> ApiResult<IngestedOut> {
+    let name = source.name.as_str();
+    let refuse = |label: &'static str, error: ApiError| {
+        state.sources.rejected(name, label, &error.message);
+        error
+    };
+    let body: JsonNode = serde_json::from_slice(body).map_err(|e| {
         refuse(
             "invalid",
             ApiError::validation(format!("the body is not JSON: {e}")),
         )
     })?;
-    let header = |name: &str| (inbound.header)(name).map(Cow::Borrowed);
     let event = source
-        .event(header, &body, Defaults::default())
+        .event(header, &body, defaults)
         .map_err(|errors| refuse("invalid", ApiError::invalid(errors)))?;
     match events::ingest(state, event).await {
         Ok(ingested) => {
@@ -199,6 +217,45 @@ pub async fn receive(state: &AppState, name: &str, inbound: Inbound<'_>) -> ApiR
         Err(error) if error.name == ErrorName::ValidationError => Err(refuse("invalid", error)),
         Err(error) if error.name == ErrorName::ConflictError => Err(refuse("conflict", error)),
         Err(error) => Err(error),
+    }
+}
+
+/// A broker message, as the operation needs it.
+pub struct Message<'a> {
+    /// A message header by name.
+    pub header: &'a (dyn Fn(&str) -> Option<Cow<'a, str>> + Sync),
+    pub body: &'a [u8],
+    /// The broker's own id and type for the message, used where the source names none.
+    pub defaults: Defaults<'a>,
+}
+
+/// What to tell the broker about a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Its event is committed (or was already): acknowledge.
+    Stored,
+    /// It can never become an event (not JSON, no id, …): reject it for good, to where the
+    /// broker keeps such messages.
+    Refused(String),
+    /// It could not be stored now (the database is down, sluice is stopping): leave it to
+    /// be delivered again.
+    Retry(String),
+}
+
+/// Takes a message from a broker source: stored, refused for good, or to be retried.
+pub async fn take(state: &AppState, source: &Source, message: Message<'_>) -> Disposition {
+    let header = |name: &str| (message.header)(name);
+    match store(state, source, header, message.body, message.defaults).await {
+        Ok(_) => Disposition::Stored,
+        Err(error)
+            if matches!(
+                error.name,
+                ErrorName::ValidationError | ErrorName::ConflictError
+            ) =>
+        {
+            Disposition::Refused(error.message)
+        }
+        Err(error) => Disposition::Retry(error.message),
     }
 }
 

@@ -9,6 +9,7 @@ mod receiver;
 mod auth;
 mod backpressure;
 mod bench;
+mod brokers;
 mod browser;
 mod cli;
 mod console;

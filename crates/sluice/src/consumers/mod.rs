@@ -1,0 +1,125 @@
+//! Broker sources, consumed by every process that runs a worker: one consumer per NATS
+//! JetStream or RabbitMQ source, started, restarted and stopped as the sources change (seen
+//! within a second). Each message becomes an event through the same path as an inbound
+//! webhook (`operations::sources::take`) and is acknowledged only once its event is
+//! committed: a crash before that has the broker deliver it again, and the event's id (the
+//! broker's message id unless the source says otherwise) makes the second one a duplicate.
+//!
+//! Back-pressure reaches the broker: a consumer holds at most the source's `max_in_flight`
+//! messages unacknowledged (JetStream's `max_ack_pending`, AMQP's prefetch), so a slow
+//! database slows the consumption, never the memory.
+
+mod nats;
+mod rabbitmq;
+
+use crate::operations::sources::Disposition;
+use crate::state::AppState;
+use sluice_core::source::{mask_url_password, Broker, Source};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How often the consumers are matched to the sources.
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// The longest wait before connecting again to a broker that failed.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a message that could not be stored waits before it is delivered again.
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Runs the consumers of every broker source until `stop`; then lets each finish the
+/// messages it holds (their events stored and acknowledged) and returns.
+pub fn spawn(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut running: HashMap<String, Running> = HashMap::new();
+        loop {
+            let wanted = state.sources.snapshot();
+            running.retain(|name, consumer| {
+                let keep = wanted
+                    .get(name)
+                    .is_some_and(|source| *source == consumer.source);
+                if !keep {
+                    consumer.stop.cancel();
+                }
+                keep
+            });
+            for (name, source) in wanted.iter() {
+                if source.broker.is_none() || running.contains_key(name) {
+                    continue;
+                }
+                let token = stop.child_token();
+                let task = tokio::spawn(consume(state.clone(), source.clone(), token.clone()));
+                running.insert(
+                    name.clone(),
+                    Running {
+                        source: source.clone(),
+                        stop: token,
+                        task,
+                    },
+                );
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RECONCILE_EVERY) => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        for (_, consumer) in running {
+            consumer.stop.cancel();
+            if let Err(error) = consumer.task.await {
+                tracing::warn!(%error, "a consumer ended badly");
+            }
+        }
+    })
+}
+
+struct Running {
+    source: Arc<Source>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Consumes one source until `stop`, connecting again (with a growing pause) whenever the
+/// broker goes away or refuses.
+async fn consume(state: AppState, source: Arc<Source>, stop: CancellationToken) {
+    let Some(broker) = source.broker.clone() else {
+        return;
+    };
+    let url = mask_url_password(broker.url());
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let result = match &broker {
+            Broker::Nats { .. } => nats::consume(&state, &source, &broker, &stop).await,
+            Broker::Rabbitmq { .. } => rabbitmq::consume(&state, &source, &broker, &stop).await,
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        match result {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(error) => {
+                metrics::counter!("sluice_source_connection_errors_total", "source" => source.name.as_str().to_owned())
+                    .increment(1);
+                tracing::warn!(source = %source.name.as_str(), %url, error = %error, "broker source disconnected; connecting again");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = stop.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Logs what happened to a message that did not become an event.
+fn log_disposition(source: &Source, disposition: &Disposition) {
+    match disposition {
+        Disposition::Stored => {}
+        Disposition::Refused(why) => {
+            tracing::warn!(source = %source.name.as_str(), reason = %why, "message refused for good")
+        }
+        Disposition::Retry(why) => {
+            tracing::warn!(source = %source.name.as_str(), reason = %why, "message not stored yet; the broker will deliver it again")
+        }
+    }
+}

@@ -14,6 +14,7 @@ mod keys;
 mod login;
 mod overview;
 mod rules;
+mod sources;
 mod targets;
 pub mod view;
 
@@ -43,6 +44,7 @@ pub fn router(gate: Gate) -> Router<AppState> {
         .route("/console/keys", get(keys::list).post(keys::create))
         .route("/console/keys/{id}/revoke", post(keys::revoke))
         .route("/console/targets", get(targets::list).post(targets::change))
+        .route("/console/sources", get(sources::list))
         .route("/console/event-types", get(event_types::list))
         .route(
             "/console/event-types/settings",
@@ -124,6 +126,7 @@ pub enum Section {
     Rules,
     EventTypes,
     Targets,
+    Sources,
     Keys,
     None,
 }
@@ -205,6 +208,7 @@ impl Layout {
             Section::Rules => "rules",
             Section::Keys => "keys",
             Section::Targets => "targets",
+            Section::Sources => "sources",
             Section::EventTypes => "event-types",
             Section::None => return false,
         };

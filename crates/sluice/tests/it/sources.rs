@@ -133,6 +133,15 @@ async fn a_code_host_webhook_signed_with_hmac_becomes_one_event_and_a_bad_one_no
             .contains("missing"),
         "{shown}"
     );
+    // The console shows the refusals, never the secret.
+    let page = app.get("/console/sources").await.text().await.unwrap();
+    assert!(page.contains("/sources/github/events"), "{page}");
+    assert!(page.contains("hmac_sha256"), "{page}");
+    assert!(
+        page.contains("X-Hub-Signature-256 header is missing"),
+        "{page}"
+    );
+    assert!(!page.contains("Secret to Everybody"), "{page}");
     app.stop().await;
 }
 

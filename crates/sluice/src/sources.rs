@@ -16,6 +16,8 @@ const MAX_REASON: usize = 300;
 pub struct Sources {
     store: Arc<dyn Store>,
     current: RwLock<Arc<HashMap<String, Arc<Source>>>>,
+    /// Told when the set of sources changes (the consumers start and stop at once).
+    changed: tokio::sync::Notify,
     tallies: Mutex<HashMap<String, SourceTally>>,
 }
 
@@ -26,6 +28,7 @@ impl Sources {
         let sources = Arc::new(Sources {
             store,
             current: RwLock::new(Arc::new(HashMap::new())),
+            changed: tokio::sync::Notify::new(),
             tallies: Mutex::new(HashMap::new()),
         });
         if let Err(error) = sources.reload().await {
@@ -62,8 +65,17 @@ impl Sources {
                 ),
             }
         }
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if **current != loaded {
+            *current = Arc::new(loaded);
+            self.changed.notify_waiters();
+        }
         Ok(())
+    }
+
+    /// Returns once the set of sources changes.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// An event came in through `name` (stored, or a duplicate).

@@ -7,6 +7,7 @@
 mod history;
 pub mod report;
 mod sink;
+mod sources;
 mod webhooks;
 
 use anyhow::{bail, Context};
@@ -100,6 +101,12 @@ pub struct BenchArgs {
     /// capacity, and events waiting for a receiver that is down (needs --spawn).
     #[arg(long, requires = "spawn")]
     pub webhooks: bool,
+    /// Instead of the load run: sources — signed webhooks through a source against plain
+    /// `POST /events` (alternating rounds of --events at --concurrency), then a backlog of
+    /// --events from a NATS stream and from a RabbitMQ queue (on this machine's brokers) into
+    /// processed events (needs --spawn).
+    #[arg(long, requires = "spawn", conflicts_with = "webhooks")]
+    pub sources: bool,
     /// Only run the benchmarks' webhook receiver (answering after --receiver-delay-ms) on
     /// this port until stopped, e.g. to measure it with wrk.
     #[arg(long, conflicts_with_all = ["webhooks", "spawn", "url"])]
@@ -294,6 +301,10 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
     if args.webhooks {
         let report = runtime.block_on(webhooks::bench_webhooks(args));
         return print_report(report, json, webhooks::WebhookReport::text);
+    }
+    if args.sources {
+        let report = runtime.block_on(sources::bench_sources(args));
+        return print_report(report, json, sources::SourcesReport::text);
     }
     if !args.history.is_empty() {
         let report = runtime.block_on(history::bench_history(args));

@@ -61,6 +61,7 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
             }
             tokio::select! {
                 () = tokio::time::sleep(RECONCILE_EVERY) => {}
+                () = state.sources.changed() => {}
                 () = stop.cancelled() => break,
             }
         }

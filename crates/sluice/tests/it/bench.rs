@@ -35,6 +35,7 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         history: Vec::new(),
         retention_check: false,
         webhooks: false,
+        sources: false,
         serve_receiver: None,
         receiver_delay_ms: 10,
         receiver_connections: 16,
@@ -171,4 +172,36 @@ fn the_webhook_bench_measures_a_receiver_then_sluice_delivering_to_it() {
     assert_eq!(report["steady_executions_per_event"], 1.0, "{report}");
     assert_eq!(report["dead_rows_written"], 0, "{report}");
     assert!(report["healthy_p99_ms"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+#[test]
+fn the_sources_bench_compares_signed_webhooks_and_drains_both_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "--spawn", "--sources", "--events", "200", "--json"])
+        .args(["--timeout-secs", "60"])
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}",
+            dir.path().join("bench.db").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["plain_rates"].as_array().unwrap().len(),
+        3,
+        "{report}"
+    );
+    assert!(report["verified_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    if std::env::var("CI").is_ok() {
+        // The brokers run in CI: both are measured.
+        assert!(report["nats_rate"].as_f64().is_some(), "{report}");
+        assert!(report["rabbitmq_rate"].as_f64().is_some(), "{report}");
+    }
 }

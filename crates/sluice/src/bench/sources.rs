@@ -1,8 +1,9 @@
 //! `sluice bench --spawn --sources`: what sources cost, against a running `sluice serve`.
 //!
-//! 1. **Verified webhooks**: `--events` events posted one per request at `--concurrency`,
-//!    alternately to `POST /events` (the reference) and as Standard Webhooks, signed by the
-//!    bench, to `POST /sources/{name}/events` — three rounds each; the ratio of the medians.
+//! 1. **Verified webhooks**: after a warm-up, `--events` events posted one per request at
+//!    `--concurrency`, alternately to `POST /events` (the reference) and as Standard
+//!    Webhooks, signed by the bench, to `POST /sources/{name}/events` — five rounds each; the
+//!    ratio of the medians.
 //! 2. **NATS JetStream**: `--events` messages published to a fresh stream, then a source on
 //!    it; time until every one is a processed event.
 //! 3. **RabbitMQ**: the same with a fresh queue.
@@ -19,7 +20,9 @@ use sha2::Sha256;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
+/// Events posted before the rounds, unmeasured: connections opened, statements prepared.
+const WARM_UP: u64 = 2_000;
 
 #[derive(Debug, Serialize)]
 pub struct SourcesReport {
@@ -106,6 +109,16 @@ pub async fn bench_sources(args: BenchArgs) -> anyhow::Result<SourcesReport> {
         json!({"verify": {"scheme": "standard_webhooks", "secret": secret},
                "type": {"pointer": "/type"}, "data": {"pointer": "/data"}}),
     )
+    .await?;
+    let warm_type = format!("bench.{run}.warm");
+    let warm_up = BenchArgs {
+        events: WARM_UP.min(args.events),
+        ..args.clone()
+    };
+    post_all(&warm_up, |i| {
+        let body = json!({"id": format!("{warm_type}-{i}"), "type": warm_type, "data": {"i": i}});
+        client.post(format!("{url}/events")).json(&body)
+    })
     .await?;
     let mut plain_rates = Vec::new();
     let mut verified_rates = Vec::new();

@@ -11,8 +11,14 @@ type Graph = BTreeMap<String, BTreeSet<String>>;
 /// them are out of reach of what they call.
 const NEVER: &[(&str, &[&str])] = &[
     ("operations", &["api", "console", "consumers", "app"]),
-    ("state", &["api", "console", "consumers", "operations", "app"]),
-    ("sources", &["api", "console", "consumers", "operations", "state", "app"]),
+    (
+        "state",
+        &["api", "console", "consumers", "operations", "app"],
+    ),
+    (
+        "sources",
+        &["api", "console", "consumers", "operations", "state", "app"],
+    ),
     ("consumers", &["api", "console", "app"]),
     ("api", &["console", "app"]),
     ("console", &["app"]),

@@ -195,7 +195,7 @@ fn the_sources_bench_compares_signed_webhooks_and_drains_both_brokers() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
         report["plain_rates"].as_array().unwrap().len(),
-        3,
+        5,
         "{report}"
     );
     assert!(report["verified_ratio"].as_f64().unwrap() > 0.0, "{report}");

@@ -558,6 +558,10 @@ pub struct SourceRecord {
     pub rejected: i64,
     pub last_rejected_at: Option<Timestamp>,
     pub last_rejection: Option<String>,
+    /// Why a broker source's consumer last failed to connect or lost its connection;
+    /// `None` once one connects again.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
 }
 
 /// What one process saw through one source since its last report.
@@ -568,4 +572,13 @@ pub struct SourceTally {
     pub rejected: i64,
     /// The latest refusal: when, and why.
     pub last_rejection: Option<(Timestamp, String)>,
+    /// The latest news of a broker source's connection, if any.
+    pub connection: Option<ConnectionNews>,
+}
+
+/// How a broker source's consumer last fared.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnectionNews {
+    Connected,
+    Failed(Timestamp, String),
 }

@@ -4,7 +4,7 @@
 //! refused and why), added to the store's counts every second.
 
 use sluice_core::source::Source;
-use sluice_store::{SourceTally, Store, StoreError};
+use sluice_store::{ConnectionNews, SourceTally, Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -89,17 +89,23 @@ impl Sources {
     pub fn rejected(&self, name: &str, label: &'static str, why: &str) {
         metrics::counter!("sluice_source_events_total", "source" => name.to_owned(), "outcome" => label)
             .increment(1);
-        let mut why = why.to_owned();
-        if why.len() > MAX_REASON {
-            let mut end = MAX_REASON;
-            while !why.is_char_boundary(end) {
-                end -= 1;
-            }
-            why.truncate(end);
-        }
+        let why = shorten(why);
         self.tally(name, |t| {
             t.rejected += 1;
             t.last_rejection = Some((chrono::Utc::now(), why));
+        });
+    }
+
+    /// A broker source's consumer connected.
+    pub fn connected(&self, name: &str) {
+        self.tally(name, |t| t.connection = Some(ConnectionNews::Connected));
+    }
+
+    /// A broker source's consumer could not connect, or lost its connection.
+    pub fn connection_failed(&self, name: &str, why: &str) {
+        let why = shorten(why);
+        self.tally(name, |t| {
+            t.connection = Some(ConnectionNews::Failed(chrono::Utc::now(), why))
         });
     }
 
@@ -112,6 +118,7 @@ impl Sources {
                 accepted: 0,
                 rejected: 0,
                 last_rejection: None,
+                connection: None,
             });
         change(tally);
     }
@@ -138,17 +145,35 @@ impl Sources {
                         accepted: 0,
                         rejected: 0,
                         last_rejection: None,
+                        connection: None,
                     });
                 tally.accepted += old.accepted;
                 tally.rejected += old.rejected;
+                // What happened since is newer than what could not be written.
                 if tally.last_rejection.is_none() {
                     tally.last_rejection = old.last_rejection;
+                }
+                if tally.connection.is_none() {
+                    tally.connection = old.connection;
                 }
             }
             return Err(error);
         }
         Ok(())
     }
+}
+
+/// A reason cut to `MAX_REASON` bytes.
+fn shorten(why: &str) -> String {
+    let mut why = why.to_owned();
+    if why.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+    }
+    why
 }
 
 async fn refresh_loop(sources: Weak<Sources>) {

@@ -13,5 +13,9 @@ CREATE TABLE sources (
     accepted         BIGINT      NOT NULL DEFAULT 0,
     rejected         BIGINT      NOT NULL DEFAULT 0,
     last_rejected_at TIMESTAMPTZ,
-    last_rejection   TEXT
+    last_rejection   TEXT,
+    -- A broker source's consumers: why the latest connection failed (cleared once one
+    -- connects).
+    last_error       TEXT,
+    last_error_at    TIMESTAMPTZ
 );

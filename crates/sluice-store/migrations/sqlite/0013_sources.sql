@@ -11,5 +11,7 @@ CREATE TABLE sources (
     accepted         INTEGER NOT NULL DEFAULT 0,
     rejected         INTEGER NOT NULL DEFAULT 0,
     last_rejected_at INTEGER,
-    last_rejection   TEXT
+    last_rejection   TEXT,
+    last_error       TEXT,
+    last_error_at    INTEGER
 );

@@ -9,7 +9,7 @@ use chrono::Utc;
 use sqlx::QueryBuilder;
 
 const SOURCE_COLUMNS: &str = "name, kind, config, created_at, updated_at, updated_by, accepted, \
-     rejected, last_rejected_at, last_rejection";
+     rejected, last_rejected_at, last_rejection, last_error, last_error_at";
 
 fn source_from_row<R: RowExt>(row: &R) -> Result<SourceRecord, StoreError> {
     let config: String = row.value("config")?;
@@ -25,6 +25,8 @@ fn source_from_row<R: RowExt>(row: &R) -> Result<SourceRecord, StoreError> {
         rejected: row.value("rejected")?,
         last_rejected_at: row.opt_timestamp("last_rejected_at")?,
         last_rejection: row.value("last_rejection")?,
+        last_error: row.value("last_error")?,
+        last_error_at: row.opt_timestamp("last_error_at")?,
     })
 }
 
@@ -126,6 +128,19 @@ impl<E: Engine> SourceStore for E {
                     .push_timestamp(*at)
                     .push(", last_rejection = ")
                     .push_value(why.clone());
+            }
+            match &tally.connection {
+                None => {}
+                Some(ConnectionNews::Connected) => {
+                    update.push(", last_error = NULL, last_error_at = NULL");
+                }
+                Some(ConnectionNews::Failed(at, why)) => {
+                    update
+                        .push(", last_error = ")
+                        .push_value(why.clone())
+                        .push(", last_error_at = ")
+                        .push_timestamp(*at);
+                }
             }
             update.push(" WHERE name = ").push_value(tally.name.clone());
             update.execute(&mut tx).await?;

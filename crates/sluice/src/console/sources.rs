@@ -24,6 +24,9 @@ pub struct SourceRow {
     pub rejected: i64,
     pub last_rejection: Option<String>,
     pub last_rejected: Option<When>,
+    /// A broker source's connection: `None` for a webhook source or one that connects.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<When>,
 }
 
 impl SourceRow {
@@ -45,6 +48,8 @@ impl SourceRow {
             rejected: s.rejected,
             last_rejected: When::maybe(s.last_rejected_at, now),
             last_rejection: s.last_rejection,
+            last_error_at: When::maybe(s.last_error_at, now),
+            last_error: s.last_error,
             kind: s.kind,
             name: s.name,
         }

@@ -99,9 +99,13 @@ async fn consume(state: AppState, source: Arc<Source>, stop: CancellationToken) 
         match result {
             Ok(()) => backoff = Duration::from_millis(500),
             Err(error) => {
+                let error = without_password(&format!("{error:#}"), broker.url());
                 metrics::counter!("sluice_source_connection_errors_total", "source" => source.name.as_str().to_owned())
                     .increment(1);
-                tracing::warn!(source = %source.name.as_str(), %url, error = %error, "broker source disconnected; connecting again");
+                tracing::warn!(source = %source.name.as_str(), %url, %error, "broker source disconnected; connecting again");
+                state
+                    .sources
+                    .connection_failed(source.name.as_str(), &error);
             }
         }
         tokio::select! {
@@ -109,6 +113,20 @@ async fn consume(state: AppState, source: Arc<Source>, stop: CancellationToken) 
             () = stop.cancelled() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// An error's text with the URL's password, should a client quote it, masked.
+fn without_password(text: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .and_then(|(credentials, _)| credentials.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(password) => text.replace(password, "********"),
+        None => text.to_owned(),
     }
 }
 

@@ -48,6 +48,7 @@ pub(super) async fn consume(
             },
         )
         .await?;
+    state.sources.connected(source.name.as_str());
     let messages = consumer
         .stream()
         .max_messages_per_batch(source.max_in_flight as usize)

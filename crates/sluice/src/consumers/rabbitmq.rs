@@ -40,6 +40,7 @@ pub(super) async fn consume(
             FieldTable::default(),
         )
         .await?;
+    state.sources.connected(source.name.as_str());
     let limit = source.max_in_flight as usize;
     let result = consumer
         .take_until(stop.cancelled())

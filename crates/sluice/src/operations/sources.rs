@@ -35,6 +35,9 @@ pub struct SourceOut {
     pub last_rejected_at: Option<DateTime<Utc>>,
     /// Why the latest one was refused.
     pub last_rejection: Option<String>,
+    /// A broker source: why its consumer last failed to connect (`null` once one connects).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     /// The name of the API key that saved it; `null` without access control.
@@ -66,6 +69,8 @@ impl SourceOut {
             rejected: record.rejected,
             last_rejected_at: record.last_rejected_at,
             last_rejection: record.last_rejection,
+            last_error: record.last_error,
+            last_error_at: record.last_error_at,
             created_at: record.created_at,
             updated_at: record.updated_at,
             updated_by: record.updated_by,

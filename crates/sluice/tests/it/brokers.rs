@@ -367,3 +367,54 @@ mod a_consumer_killed_mid_stream_loses_nothing_and_stores_nothing_twice {
             .await;
     }
 }
+
+crate::story!(a_broker_source_that_cannot_connect_says_why_until_it_does);
+async fn a_broker_source_that_cannot_connect_says_why_until_it_does(app: TestApp) {
+    let Some(js) = nats().await else { return };
+    let stream_name = unique("SLUICE_LATER_");
+    let prefix = unique("later");
+    let (status, _) = app
+        .put(
+            "/sources/later",
+            &json!({"kind": "nats", "url": "nats://sluice:hunter2@127.0.0.1:4222",
+                    "stream": stream_name, "durable": "sluice"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut shown = source(&app, "later").await;
+    for _ in 0..100 {
+        if shown["last_error"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = source(&app, "later").await;
+    }
+    let error = shown["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(!error.contains("hunter2"), "{error}");
+    let page = app.get("/console/sources").await.text().await.unwrap();
+    assert!(page.contains("cannot connect"), "{page}");
+    assert!(!page.contains("hunter2"), "{page}");
+
+    // The stream appears (and the server takes any credentials): the consumer connects,
+    // the error clears, and the stream's messages arrive.
+    js.create_stream(jetstream::stream::Config {
+        name: stream_name.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    publish(&js, format!("{prefix}.x"), Some("l-1"), b"{}".to_vec()).await;
+    wait_for_events(&app, 1).await;
+    for _ in 0..100 {
+        if source(&app, "later").await["last_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(source(&app, "later").await["last_error"].is_null());
+    js.delete_stream(&stream_name).await.unwrap();
+    app.stop().await;
+}

@@ -18,6 +18,8 @@ pub struct Sources {
     current: RwLock<Arc<HashMap<String, Arc<Source>>>>,
     /// Told when the set of sources changes (the consumers start and stop at once).
     changed: tokio::sync::Notify,
+    /// One reload at a time: a slow one must not install what it read after a newer one.
+    loading: tokio::sync::Mutex<()>,
     tallies: Mutex<HashMap<String, SourceTally>>,
 }
 
@@ -29,6 +31,7 @@ impl Sources {
             store,
             current: RwLock::new(Arc::new(HashMap::new())),
             changed: tokio::sync::Notify::new(),
+            loading: tokio::sync::Mutex::new(()),
             tallies: Mutex::new(HashMap::new()),
         });
         if let Err(error) = sources.reload().await {
@@ -52,6 +55,7 @@ impl Sources {
 
     /// Reads the sources again (after this process changed one, or every second).
     pub async fn reload(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.loading.lock().await;
         let mut loaded = HashMap::new();
         for record in self.store.sources().await? {
             match Source::parse(&record.name, &record.config, None) {

@@ -87,9 +87,13 @@ static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-rep
     responses(
         (status = 201, description = "Stored (or a duplicate: duplicate=true, header Idempotent-Replayed: true)", body = IngestedOut),
         (status = 400, description = "Not JSON, or no id, type or data where the source says", body = ErrorBody),
-        (status = 401, description = "Not verified: a signature missing, stale or wrong", body = ErrorBody),
+        (status = 401, description = "Not verified: a signature missing, stale or wrong (or, for scheme none, no valid key)", body = ErrorBody),
+        (status = 403, description = "Scheme none: the key lacks the ingest scope", body = ErrorBody),
         (status = 404, description = "No webhook source of that name", body = ErrorBody),
         (status = 409, description = "Same id already stored with a different payload", body = ErrorBody),
+        (status = 413, description = "Body over 1 MiB", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
     ))]
 pub async fn receive(
     State(state): State<AppState>,

@@ -33,17 +33,26 @@ pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(5);
 pub fn spawn(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut running: HashMap<String, Running> = HashMap::new();
+        // Consumers of sources changed or deleted, finishing what they hold.
+        let mut retired: Vec<JoinHandle<()>> = Vec::new();
         loop {
             let wanted = state.sources.snapshot();
-            running.retain(|name, consumer| {
-                let keep = wanted
-                    .get(name)
-                    .is_some_and(|source| *source == consumer.source);
-                if !keep {
-                    consumer.stop.cancel();
-                }
-                keep
+            // A consumer whose source changed or went is retired; one that ended by itself
+            // (it should not) is started again below.
+            let leaving = running.extract_if(|name, consumer| {
+                consumer.task.is_finished()
+                    || wanted
+                        .get(name)
+                        .is_none_or(|source| *source != consumer.source)
             });
+            for (_, consumer) in leaving {
+                consumer.stop.cancel();
+                retired.push(consumer.task);
+            }
+            let (done, going): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(JoinHandle::is_finished);
+            drop(done);
+            retired = going;
             for (name, source) in wanted.iter() {
                 if source.broker.is_none() || running.contains_key(name) {
                     continue;
@@ -65,9 +74,15 @@ pub fn spawn(state: AppState, stop: CancellationToken) -> JoinHandle<()> {
                 () = stop.cancelled() => break,
             }
         }
-        for (_, consumer) in running {
-            consumer.stop.cancel();
-            if let Err(error) = consumer.task.await {
+        let tasks = running
+            .into_values()
+            .map(|consumer| {
+                consumer.stop.cancel();
+                consumer.task
+            })
+            .chain(retired);
+        for task in tasks {
+            if let Err(error) = task.await {
                 tracing::warn!(%error, "a consumer ended badly");
             }
         }
@@ -125,7 +140,11 @@ fn without_password(text: &str, url: &str) -> String {
         .map(|(_, password)| password)
         .filter(|p| !p.is_empty());
     match password {
-        Some(password) => text.replace(password, "********"),
+        Some(password) => {
+            let decoded = nats::percent_decode(password);
+            text.replace(password, "********")
+                .replace(&decoded, "********")
+        }
         None => text.to_owned(),
     }
 }

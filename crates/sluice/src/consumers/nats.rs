@@ -28,26 +28,41 @@ pub(super) async fn consume(
     else {
         return Ok(());
     };
-    let client = async_nats::ConnectOptions::new()
+    // The client reads no credentials from a URL: they go in the options, the URL without them.
+    let (address, options) = connect_options(url)?;
+    let client = options
         .connection_timeout(Duration::from_secs(5))
         .name(format!("sluice source {}", source.name.as_str()))
-        .connect(url.as_str())
+        .connect(address.as_str())
         .await?;
     let jetstream = async_nats::jetstream::new(client);
     let stream_handle = jetstream.get_stream(stream).await?;
-    let consumer: PullConsumer = stream_handle
-        .get_or_create_consumer(
-            durable,
-            pull::Config {
-                durable_name: Some(durable.clone()),
-                filter_subject: subject.clone().unwrap_or_default(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(u64::from(*ack_wait_s)),
-                max_ack_pending: i64::from(source.max_in_flight),
-                ..Default::default()
-            },
-        )
+    let wanted = pull::Config {
+        durable_name: Some(durable.clone()),
+        filter_subject: subject.clone().unwrap_or_default(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(u64::from(*ack_wait_s)),
+        max_ack_pending: i64::from(source.max_in_flight),
+        ..Default::default()
+    };
+    let mut consumer: PullConsumer = stream_handle
+        .get_or_create_consumer(durable, wanted.clone())
         .await?;
+    let existing = &consumer.cached_info().config;
+    if existing.ack_policy != AckPolicy::Explicit {
+        // Acknowledging after the commit is the whole guarantee: never consume without it.
+        anyhow::bail!(
+            "the durable consumer '{durable}' exists with ack policy {:?}; sluice needs \
+             explicit acks (delete it, or name another durable)",
+            existing.ack_policy
+        );
+    }
+    if existing.filter_subject != wanted.filter_subject
+        || existing.ack_wait != wanted.ack_wait
+        || existing.max_ack_pending != wanted.max_ack_pending
+    {
+        consumer = stream_handle.update_consumer(wanted).await?;
+    }
     state.sources.connected(source.name.as_str());
     let messages = consumer
         .stream()
@@ -65,6 +80,48 @@ pub(super) async fn consume(
             Ok(())
         })
         .await
+}
+
+/// The server's address without credentials, and options carrying them: `user:password@`
+/// as a user and password, a lone `token@` as a token.
+fn connect_options(url: &str) -> anyhow::Result<(String, async_nats::ConnectOptions)> {
+    let parsed = reqwest::Url::parse(url)?;
+    let decode = |text: &str| percent_decode(text);
+    let options = match (parsed.username(), parsed.password()) {
+        ("", _) => async_nats::ConnectOptions::new(),
+        (user, Some(password)) => {
+            async_nats::ConnectOptions::new().user_and_password(decode(user), decode(password))
+        }
+        (token, None) => async_nats::ConnectOptions::new().token(decode(token)),
+    };
+    let host = parsed.host_str().unwrap_or("127.0.0.1");
+    let port = parsed.port().unwrap_or(4222);
+    Ok((format!("{}://{host}:{port}", parsed.scheme()), options))
+}
+
+/// `%XX` escapes of a URL's user or password decoded.
+pub(super) fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn handle(
@@ -117,5 +174,19 @@ async fn handle(
     if let Err(error) = ack {
         // Unacknowledged, it comes back after the ack wait, and its id dedupes it.
         tracing::warn!(source = %source.name.as_str(), %error, "cannot acknowledge a message");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_for_the_options() {
+        let (address, _) = connect_options("nats://user:p%40ss@nats.example:4333").unwrap();
+        assert_eq!(address, "nats://nats.example:4333");
+        let (address, _) = connect_options("tls://t0ken@nats.example").unwrap();
+        assert_eq!(address, "tls://nats.example:4222");
+        assert_eq!(percent_decode("p%40ss%2"), "p@ss%2");
     }
 }

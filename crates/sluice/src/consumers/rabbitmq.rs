@@ -14,7 +14,10 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use sluice_core::source::{Broker, Defaults, Source};
 use std::borrow::Cow;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn consume(
     state: &AppState,
@@ -25,7 +28,16 @@ pub(super) async fn consume(
     let Broker::Rabbitmq { url, queue } = broker else {
         return Ok(());
     };
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    // A broker that never answers must not hold a stop for the system's TCP timeout.
+    let connecting = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(url, ConnectionProperties::default()),
+    );
+    let connection = tokio::select! {
+        connected = connecting => connected
+            .map_err(|_| anyhow::anyhow!("no answer from the broker within {} s", CONNECT_TIMEOUT.as_secs()))??,
+        () = stop.cancelled() => return Ok(()),
+    };
     let channel = connection.create_channel().await?;
     let prefetch = u16::try_from(source.max_in_flight).unwrap_or(u16::MAX);
     channel

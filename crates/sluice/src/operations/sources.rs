@@ -247,8 +247,21 @@ pub enum Disposition {
     Retry(String),
 }
 
+/// The largest message a broker source takes, as `POST /events` takes bodies.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+
 /// Takes a message from a broker source: stored, refused for good, or to be retried.
 pub async fn take(state: &AppState, source: &Source, message: Message<'_>) -> Disposition {
+    if message.body.len() > MAX_MESSAGE_BYTES {
+        let why = format!(
+            "the message is {} bytes; at most {MAX_MESSAGE_BYTES} are taken",
+            message.body.len()
+        );
+        state
+            .sources
+            .rejected(source.name.as_str(), "too_large", &why);
+        return Disposition::Refused(why);
+    }
     let header = |name: &str| (message.header)(name);
     match store(state, source, header, message.body, message.defaults).await {
         Ok(_) => Disposition::Stored,

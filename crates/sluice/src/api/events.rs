@@ -46,8 +46,12 @@ pub async fn create_event(
 ) -> ApiResult<Response> {
     let body: JsonNode = parse_json_as(&body)?;
     let event = NewEvent::from_json(&body).map_err(ApiError::invalid)?;
-    let ingested = events::ingest(&state, event).await?;
-    Ok(if ingested.duplicate {
+    Ok(stored(events::ingest(&state, event).await?))
+}
+
+/// The answer to an event stored: 201, and `Idempotent-Replayed: true` for a duplicate.
+pub fn stored(ingested: IngestedOut) -> Response {
+    if ingested.duplicate {
         (
             StatusCode::CREATED,
             [(
@@ -59,7 +63,7 @@ pub async fn create_event(
             .into_response()
     } else {
         (StatusCode::CREATED, Json(ingested)).into_response()
-    })
+    }
 }
 
 /// Stores up to 1000 events in one transaction; each item is judged on its own.

@@ -10,8 +10,8 @@ use crate::operations::events::IngestedOut;
 use crate::operations::sources::{self, Inbound, SourceList, SourceOut};
 use crate::state::AppState;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::Json;
 
 /// Every source, by name, secrets masked.
@@ -76,8 +76,6 @@ pub async fn delete_source(
     Ok(Json(sources::delete(&state, &name).await?))
 }
 
-static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-
 /// Takes a provider's webhook as it is: verified by the source's scheme (the signature is the
 /// credential; a source with `scheme: none` needs an `ingest` key instead), mapped to an
 /// event, stored, and answered once committed. The same delivery again is a duplicate.
@@ -107,18 +105,7 @@ pub async fn receive(
         body: &body,
         key: presented_key(&headers),
     };
-    let ingested = sources::receive(&state, &name, inbound).await?;
-    Ok(if ingested.duplicate {
-        (
-            StatusCode::CREATED,
-            [(
-                IDEMPOTENT_REPLAYED.clone(),
-                HeaderValue::from_static("true"),
-            )],
-            Json(ingested),
-        )
-            .into_response()
-    } else {
-        (StatusCode::CREATED, Json(ingested)).into_response()
-    })
+    Ok(super::events::stored(
+        sources::receive(&state, &name, inbound).await?,
+    ))
 }

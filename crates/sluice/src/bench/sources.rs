@@ -8,6 +8,7 @@
 //!    it; time until every one is a processed event.
 //! 3. **RabbitMQ**: the same with a fresh queue.
 
+use super::webhooks::wait_done;
 use super::{wait_ready, BenchArgs, Spawned};
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -18,7 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::fmt::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const ROUNDS: usize = 5;
 /// Events posted before the rounds, unmeasured: connections opened, statements prepared.
@@ -234,33 +235,6 @@ async fn post_all(
     Ok(args.events as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Waits until `count` events of the type are processed (or failed); the time it took.
-async fn wait_processed(
-    client: &reqwest::Client,
-    url: &str,
-    event_type: &str,
-    count: u64,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let stats: Value = client
-            .get(format!("{url}/events/stats?type={event_type}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let done = stats["processed"].as_u64().unwrap_or(0) + stats["failed"].as_u64().unwrap_or(0);
-        if done >= count {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("gave up waiting: {stats}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn nats_backlog(
     client: &reqwest::Client,
     args: &BenchArgs,
@@ -307,14 +281,7 @@ async fn nats_backlog(
         json!({"kind": "nats", "url": nats_url, "stream": stream, "durable": "sluice"}),
     )
     .await?;
-    let done = wait_processed(
-        client,
-        url,
-        &subject,
-        args.events,
-        Duration::from_secs(args.timeout_secs),
-    )
-    .await;
+    let done = wait_done(client, url, &subject, args.events, args.timeout_secs).await;
     let elapsed = started.elapsed().as_secs_f64();
     let _ = client
         .delete(format!("{url}/sources/bench-nats"))
@@ -371,14 +338,7 @@ async fn rabbitmq_backlog(
         json!({"kind": "rabbitmq", "url": amqp_url, "queue": queue}),
     )
     .await?;
-    let done = wait_processed(
-        client,
-        url,
-        &event_type,
-        args.events,
-        Duration::from_secs(args.timeout_secs),
-    )
-    .await;
+    let done = wait_done(client, url, &event_type, args.events, args.timeout_secs).await;
     let elapsed = started.elapsed().as_secs_f64();
     let _ = client
         .delete(format!("{url}/sources/bench-rabbitmq"))

@@ -364,7 +364,7 @@ fn check_posted(
 }
 
 /// Waits until `count` events of the type are processed or failed.
-async fn wait_done(
+pub(super) async fn wait_done(
     client: &reqwest::Client,
     url: &str,
     event_type: &str,

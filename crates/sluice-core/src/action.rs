@@ -85,6 +85,7 @@ text_enum!(
         Noop => "noop",
         CallWebhook => "call_webhook",
         SendEmail => "send_email",
+        PublishNats => "publish_nats",
     }
 );
 
@@ -127,7 +128,11 @@ impl ActionKind {
             ActionKind::SendEmail => Some(
                 "an earlier attempt stopped while sending this email; outcome unknown, not re-sent",
             ),
-            ActionKind::Log | ActionKind::Noop | ActionKind::CallWebhook => None,
+            // A publish again carries the same `Nats-Msg-Id`: JetStream drops the second.
+            ActionKind::Log
+            | ActionKind::Noop
+            | ActionKind::CallWebhook
+            | ActionKind::PublishNats => None,
         }
     }
 
@@ -143,6 +148,9 @@ impl ActionKind {
             ActionKind::SendEmail => json!({"type": "send_email", "params": {
                 "to": "ops@example.com", "subject": "Order {{ external_id }}",
                 "template": "Amount: {{ data.amount }}"}}),
+            ActionKind::PublishNats => json!({"type": "publish_nats", "params": {
+                "url": "nats://127.0.0.1:4222", "subject": "orders.{{ type }}",
+                "payload": {"order": "{{ external_id }}", "amount": "{{ data.amount }}"}}}),
         }
     }
 }
@@ -192,6 +200,16 @@ enum Spec {
     Noop,
     CallWebhook(Box<Webhook>),
     SendEmail(Box<Email>),
+    PublishNats(Box<NatsPublish>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct NatsPublish {
+    /// Literal: it names the target (and may carry credentials).
+    url: String,
+    subject: Template,
+    headers: Vec<(String, Template)>,
+    payload: TemplatedValue,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -237,6 +255,12 @@ pub enum RenderedAction {
         body: String,
         data: Option<Value>,
     },
+    PublishNats {
+        url: String,
+        subject: String,
+        headers: Vec<(String, String)>,
+        payload: Value,
+    },
 }
 
 impl RenderedAction {
@@ -246,6 +270,7 @@ impl RenderedAction {
             RenderedAction::Noop => ActionKind::Noop,
             RenderedAction::CallWebhook { .. } => ActionKind::CallWebhook,
             RenderedAction::SendEmail { .. } => ActionKind::SendEmail,
+            RenderedAction::PublishNats { .. } => ActionKind::PublishNats,
         }
     }
 }
@@ -339,6 +364,7 @@ impl Action {
             }
             ActionKind::CallWebhook => parse_webhook(params, &mut errors),
             ActionKind::SendEmail => parse_email(params, &mut errors),
+            ActionKind::PublishNats => parse_nats(params, &mut errors),
         };
         match parsed {
             Some((spec, normalized_params)) if errors.is_empty() => {
@@ -360,6 +386,7 @@ impl Action {
             Spec::Noop => ActionKind::Noop,
             Spec::CallWebhook(_) => ActionKind::CallWebhook,
             Spec::SendEmail(_) => ActionKind::SendEmail,
+            Spec::PublishNats(_) => ActionKind::PublishNats,
         }
     }
 
@@ -411,6 +438,16 @@ impl Action {
                 subject: single_line(email.subject.render_string(ctx)),
                 body: email.template.render_string(ctx),
                 data: email.data.as_ref().map(|data| data.render(ctx)),
+            },
+            Spec::PublishNats(publish) => RenderedAction::PublishNats {
+                url: publish.url.clone(),
+                subject: single_line(publish.subject.render_string(ctx)),
+                headers: publish
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
+                    .collect(),
+                payload: publish.payload.render(ctx),
             },
         }
     }
@@ -650,6 +687,104 @@ fn parse_email(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Par
         data,
     };
     Some((Spec::SendEmail(Box::new(email)), normalized))
+}
+
+fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Parsed {
+    reject_unknown_params(
+        ActionKind::PublishNats,
+        params,
+        &["url", "subject", "headers", "payload"],
+        errors,
+    );
+    let url = match params.get("url") {
+        Some(Value::String(url)) => match check_broker_url(url, &["nats://", "tls://"]) {
+            Ok(()) => Some(url.clone()),
+            Err(message) => {
+                errors.push(FieldError::new(param_path("url"), message));
+                None
+            }
+        },
+        None => {
+            errors.push(FieldError::new(param_path("url"), "is required"));
+            None
+        }
+        Some(other) => {
+            errors.push(type_error("url", "a string", other));
+            None
+        }
+    };
+    let subject = template_param(params, "subject", Required::Yes, errors).given();
+    if let Some(subject) = &subject {
+        if subject.literals().any(|text| {
+            text.chars()
+                .any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
+        }) {
+            errors.push(FieldError::new(
+                param_path("subject"),
+                "must be a subject without spaces or wildcards (e.g. orders.created)",
+            ));
+        }
+    }
+    let headers = match params.get("headers") {
+        None => Some(Vec::new()),
+        Some(Value::Object(map)) => parse_headers(map, errors),
+        Some(other) => {
+            errors.push(type_error(
+                "headers",
+                "a JSON object of header name to string",
+                other,
+            ));
+            None
+        }
+    };
+    if headers
+        .as_ref()
+        .is_some_and(|h| h.iter().any(|(name, _)| name == "nats-msg-id"))
+    {
+        errors.push(FieldError::new(
+            join_path(&param_path("headers"), "Nats-Msg-Id"),
+            "is set by sluice (the idempotency key) and cannot be overridden",
+        ));
+    }
+    let payload_source = params
+        .get("payload")
+        .cloned()
+        .unwrap_or_else(default_webhook_body);
+    let payload = TemplatedValue::compile(&payload_source, &param_path("payload"))
+        .map_err(|payload_errors| errors.extend(payload_errors))
+        .ok();
+    let (url, subject, headers, payload) = (url?, subject?, headers?, payload?);
+    let mut normalized = Map::new();
+    normalized.insert("url".into(), url.clone().into());
+    normalized.insert("subject".into(), subject.source().into());
+    let header_map: Map<String, Value> = headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.source().into()))
+        .collect();
+    normalized.insert("headers".into(), header_map.into());
+    normalized.insert("payload".into(), payload_source);
+    let publish = NatsPublish {
+        url,
+        subject,
+        headers,
+        payload,
+    };
+    Some((Spec::PublishNats(Box::new(publish)), normalized))
+}
+
+/// A broker URL: one of the schemes, a host, no control characters or spaces; never
+/// quoted back (it may hold credentials).
+fn check_broker_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let expected = format!("must be a URL starting with {}", schemes.join(" or "));
+    let Some(rest) = schemes.iter().find_map(|s| url.strip_prefix(s)) else {
+        return Err(expected);
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    if host.is_empty() || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{expected}, with a host"));
+    }
+    Ok(())
 }
 
 fn param_path(key: &str) -> String {

@@ -4,6 +4,9 @@
 
 mod email;
 pub mod guard;
+mod nats;
+
+pub use nats::{connect_options as nats_connect_options, percent_decode};
 mod webhook;
 
 use crate::config::{EmailMode, Settings};
@@ -97,6 +100,7 @@ pub struct Actions {
 struct Inner {
     webhook: webhook::WebhookSender,
     email: email::EmailSender,
+    nats: nats::NatsPublisher,
     /// `smtp://host:port` of the SMTP server, when emails are really sent.
     smtp_target: Option<String>,
 }
@@ -115,6 +119,7 @@ impl Actions {
             inner: Arc::new(Inner {
                 webhook: webhook::WebhookSender::new(&config)?,
                 email: email::EmailSender::new(&config)?,
+                nats: nats::NatsPublisher::default(),
                 smtp_target: match (config.email_mode, &config.smtp_url) {
                     (EmailMode::Smtp, Some(url)) => target_of(url),
                     _ => None,
@@ -130,6 +135,7 @@ impl Actions {
         match action {
             RenderedAction::CallWebhook { url, .. } => target_of(url),
             RenderedAction::SendEmail { .. } => self.inner.smtp_target.clone(),
+            RenderedAction::PublishNats { url, .. } => target_of(url),
             RenderedAction::Log { .. } | RenderedAction::Noop => None,
         }
     }
@@ -169,6 +175,25 @@ impl Actions {
             RenderedAction::SendEmail {
                 to, subject, body, ..
             } => self.inner.email.send(to, subject, body, ctx).await,
+            RenderedAction::PublishNats {
+                url,
+                subject,
+                headers,
+                payload,
+            } => {
+                self.inner
+                    .nats
+                    .publish(
+                        nats::Publish {
+                            url,
+                            subject,
+                            headers,
+                            payload,
+                        },
+                        ctx,
+                    )
+                    .await
+            }
         }
     }
 }
@@ -181,6 +206,7 @@ pub fn target_of(url: &str) -> Option<String> {
     let port = url.port_or_known_default().or(match url.scheme() {
         "smtp" => Some(587),
         "smtps" => Some(465),
+        "nats" | "tls" => Some(4222),
         _ => None,
     })?;
     Some(format!("{}://{host}:{port}", url.scheme()))

@@ -141,7 +141,7 @@ fn without_password(text: &str, url: &str) -> String {
         .filter(|p| !p.is_empty());
     match password {
         Some(password) => {
-            let decoded = nats::percent_decode(password);
+            let decoded = crate::actions::percent_decode(password);
             text.replace(password, "********")
                 .replace(&decoded, "********")
         }

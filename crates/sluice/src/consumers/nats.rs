@@ -2,6 +2,7 @@
 //! stream, acknowledging explicitly.
 
 use super::{log_disposition, RETRY_AFTER};
+use crate::actions::nats_connect_options as connect_options;
 use crate::operations::sources::{self, Disposition, Message};
 use crate::state::AppState;
 use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
@@ -82,48 +83,6 @@ pub(super) async fn consume(
         .await
 }
 
-/// The server's address without credentials, and options carrying them: `user:password@`
-/// as a user and password, a lone `token@` as a token.
-fn connect_options(url: &str) -> anyhow::Result<(String, async_nats::ConnectOptions)> {
-    let parsed = reqwest::Url::parse(url)?;
-    let decode = |text: &str| percent_decode(text);
-    let options = match (parsed.username(), parsed.password()) {
-        ("", _) => async_nats::ConnectOptions::new(),
-        (user, Some(password)) => {
-            async_nats::ConnectOptions::new().user_and_password(decode(user), decode(password))
-        }
-        (token, None) => async_nats::ConnectOptions::new().token(decode(token)),
-    };
-    let host = parsed.host_str().unwrap_or("127.0.0.1");
-    let port = parsed.port().unwrap_or(4222);
-    Ok((format!("{}://{host}:{port}", parsed.scheme()), options))
-}
-
-/// `%XX` escapes of a URL's user or password decoded.
-pub(super) fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn handle(
     state: &AppState,
     source: &Source,
@@ -174,19 +133,5 @@ async fn handle(
     if let Err(error) = ack {
         // Unacknowledged, it comes back after the ack wait, and its id dedupes it.
         tracing::warn!(source = %source.name.as_str(), %error, "cannot acknowledge a message");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_leave_the_url_for_the_options() {
-        let (address, _) = connect_options("nats://user:p%40ss@nats.example:4333").unwrap();
-        assert_eq!(address, "nats://nats.example:4333");
-        let (address, _) = connect_options("tls://t0ken@nats.example").unwrap();
-        assert_eq!(address, "tls://nats.example:4222");
-        assert_eq!(percent_decode("p%40ss%2"), "p@ss%2");
     }
 }

@@ -11,7 +11,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub(crate) const NATS_URL: &str = "nats://127.0.0.1:4222";
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A broker that is not running fails the test in CI and skips it elsewhere.
@@ -24,11 +24,11 @@ fn unavailable(what: &str, error: impl std::fmt::Display) -> Option<()> {
     None
 }
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-async fn nats() -> Option<jetstream::Context> {
+pub(crate) async fn nats() -> Option<jetstream::Context> {
     match async_nats::connect(NATS_URL).await {
         Ok(client) => Some(jetstream::new(client)),
         Err(error) => {
@@ -39,7 +39,7 @@ async fn nats() -> Option<jetstream::Context> {
 }
 
 /// A fresh stream taking `<prefix>.>`.
-async fn stream(js: &jetstream::Context) -> (String, String) {
+pub(crate) async fn stream(js: &jetstream::Context) -> (String, String) {
     let name = unique("SLUICE_");
     let prefix = unique("t");
     js.create_stream(jetstream::stream::Config {

@@ -13,6 +13,7 @@ mod brokers;
 mod browser;
 mod cli;
 mod console;
+mod destinations;
 mod event_types;
 mod events;
 mod explain;

@@ -1,0 +1,141 @@
+//! Destinations: a rule publishes the matching event to a broker, once per event × rule ×
+//! action content, through the same targets as webhooks.
+
+use crate::brokers::{nats, stream, NATS_URL};
+use crate::helpers::TestApp;
+use async_nats::jetstream;
+use serde_json::{json, Value};
+
+async fn messages_in(js: &jetstream::Context, stream_name: &str) -> u64 {
+    let mut handle = js.get_stream(stream_name).await.unwrap();
+    handle.info().await.unwrap().state.messages
+}
+
+crate::story!(a_rule_publishes_to_jetstream_once_and_a_replay_publishes_nothing_new);
+async fn a_rule_publishes_to_jetstream_once_and_a_replay_publishes_nothing_new(app: TestApp) {
+    let Some(js) = nats().await else { return };
+    let (stream_name, prefix) = stream(&js).await;
+    let rule = json!({
+        "name": "to the bus",
+        "event_type": "order.created",
+        "condition": true,
+        "action": {"type": "publish_nats", "params": {
+            "url": NATS_URL,
+            "subject": format!("{prefix}.{{{{ type }}}}"),
+            "headers": {"x-origin": "sluice"},
+            "payload": {"order": "{{ external_id }}", "amount": "{{ data.amount }}"}}},
+    });
+    let (status, created) = app.post("/rules", &rule).await;
+    assert_eq!(status, 201, "{created}");
+    let rule_id = created["id"].as_i64().unwrap();
+    let (status, event) = app
+        .post(
+            "/events",
+            &json!({"id": "o-1", "type": "order.created", "data": {"amount": 7}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    let id = event["id"].as_i64().unwrap();
+    app.wait_for_state(id, &["processed"]).await;
+    assert_eq!(messages_in(&js, &stream_name).await, 1);
+
+    let message = js
+        .get_stream(&stream_name)
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .unwrap();
+    assert_eq!(message.subject.as_str(), format!("{prefix}.order.created"));
+    let payload: Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(payload, json!({"order": "o-1", "amount": 7}));
+    let attempts = app.attempts(id).await;
+    let key = attempts[0]["rule_executions"][0]["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(message.headers.get("Nats-Msg-Id").unwrap().as_str(), key);
+    assert_eq!(message.headers.get("x-origin").unwrap().as_str(), "sluice");
+
+    // A replay of the same content publishes nothing new.
+    let (status, _) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
+    assert_eq!(status, 200);
+    app.wait_for_state(id, &["processed"]).await;
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0]["rule_executions"][0]["result"], "deduped");
+    assert_eq!(messages_in(&js, &stream_name).await, 1);
+
+    // A changed action publishes again.
+    let (status, _) = app
+        .put(
+            &format!("/rules/{rule_id}"),
+            &json!({"action": {"type": "publish_nats", "params": {
+                "url": NATS_URL, "subject": format!("{prefix}.changed"),
+                "payload": {"order": "{{ external_id }}"}}}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
+    assert_eq!(status, 200);
+    app.wait_for_state(id, &["processed"]).await;
+    for _ in 0..50 {
+        if app.attempts(id).await.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(messages_in(&js, &stream_name).await, 2);
+    js.delete_stream(&stream_name).await.unwrap();
+    app.stop().await;
+}
+
+crate::story!(a_publish_to_a_subject_no_stream_takes_fails_with_the_reason);
+async fn a_publish_to_a_subject_no_stream_takes_fails_with_the_reason(app: TestApp) {
+    if nats().await.is_none() {
+        return;
+    }
+    let subject = format!("{}.nowhere", crate::brokers::unique("nostream"));
+    let rule = json!({"name": "lost", "event_type": "t", "condition": true,
+        "action": {"type": "publish_nats", "params": {"url": NATS_URL, "subject": subject}}});
+    assert_eq!(app.post("/rules", &rule).await.0, 201);
+    let (_, event) = app
+        .post("/events", &json!({"id": "x", "type": "t", "data": {}}))
+        .await;
+    let id = event["id"].as_i64().unwrap();
+    let failed = app.wait_for_state(id, &["failed"]).await;
+    let attempts = app.attempts(id).await;
+    let error = attempts[0]["rule_executions"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        error.contains("no JetStream stream"),
+        "{failed} {attempts:?}"
+    );
+
+    let (status, invalid) = app
+        .post(
+            "/rules",
+            &json!({"name": "bad", "event_type": "t", "condition": true,
+                "action": {"type": "publish_nats", "params": {"url": "http://x", "subject": "a b",
+                    "headers": {"Nats-Msg-Id": "mine"}}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{invalid}");
+    let paths: Vec<&str> = invalid["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "action.params.url",
+            "action.params.subject",
+            "action.params.headers.Nats-Msg-Id"
+        ],
+        "{invalid}"
+    );
+    app.stop().await;
+}

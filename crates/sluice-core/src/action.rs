@@ -171,6 +171,18 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "connection",
 ];
 
+/// An action as shown: a password (or NATS token) in its `url` masked. The stored action
+/// keeps it; [`Action::restore_credentials`] puts it back when a shown action is saved again.
+pub fn masked(action: &Value) -> Value {
+    let mut shown = action.clone();
+    if let Some(url) = shown.pointer_mut("/params/url") {
+        if let Some(text) = url.as_str() {
+            *url = Value::String(crate::source::mask_url_password(text));
+        }
+    }
+    shown
+}
+
 /// The body a webhook sends when its params have no `body`: the event, with `event_id` a number
 /// and `data` the event's whole data object.
 pub fn default_webhook_body() -> Value {
@@ -392,6 +404,25 @@ impl Action {
 
     pub fn is_idempotent(&self) -> bool {
         self.kind().is_idempotent()
+    }
+
+    /// This action with the stored `previous` action's URL when this one's is that URL as
+    /// shown (masked): saving what a read showed keeps the credentials.
+    pub fn restore_credentials(self, previous: &Value) -> Action {
+        let (Some(given), Some(stored)) = (
+            self.source.pointer("/params/url").and_then(Value::as_str),
+            previous.pointer("/params/url").and_then(Value::as_str),
+        ) else {
+            return self;
+        };
+        if given == stored || given != crate::source::mask_url_password(stored) {
+            return self;
+        }
+        let mut restored = self.source.clone();
+        if let Some(url) = restored.pointer_mut("/params/url") {
+            *url = Value::String(stored.to_owned());
+        }
+        Action::parse(&restored).unwrap_or(self)
     }
 
     /// The action JSON exactly as the rule gave it (what the API shows back).

@@ -51,7 +51,8 @@ impl From<RuleVersion> for RuleVersionOut {
             rule_id: v.rule_id,
             version: v.version,
             condition: v.condition,
-            action: v.action,
+            // Credentials in a URL are never shown.
+            action: sluice_core::action::masked(&v.action),
             created_at: v.created_at,
             created_by: v.created_by,
         }
@@ -209,6 +210,10 @@ pub async fn update_rule(
         .await?
         .ok_or_else(|| not_found(id))?;
     let version = &current.current_version;
+    let mut patch = patch;
+    patch.action = patch
+        .action
+        .map(|action| action.restore_credentials(&version.action));
     let condition_changed = patch
         .condition
         .as_ref()

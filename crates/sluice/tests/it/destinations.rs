@@ -139,3 +139,47 @@ async fn a_publish_to_a_subject_no_stream_takes_fails_with_the_reason(app: TestA
     );
     app.stop().await;
 }
+
+crate::story!(a_broker_password_in_a_rule_is_never_shown_and_survives_a_save_of_what_was_shown);
+async fn a_broker_password_in_a_rule_is_never_shown_and_survives_a_save_of_what_was_shown(
+    app: TestApp,
+) {
+    let action = json!({"type": "publish_nats", "params": {
+        "url": "nats://sluice:hunter2@127.0.0.1:4222", "subject": "orders.created"}});
+    let (status, created) = app
+        .post(
+            "/rules",
+            &json!({"name": "bus", "event_type": "t", "condition": true, "action": action}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let shown = &created["current_version"]["action"];
+    assert_eq!(
+        shown["params"]["url"],
+        "nats://sluice:********@127.0.0.1:4222"
+    );
+    for path in [
+        format!("/rules/{id}"),
+        format!("/rules/{id}/versions"),
+        "/rules".into(),
+    ] {
+        let (_, body) = app.get_json(&path).await;
+        assert!(!body.to_string().contains("hunter2"), "{path}: {body}");
+    }
+    let page = app
+        .get(&format!("/console/rules/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("hunter2"));
+
+    // Saving the action as it was shown changes nothing: the password is kept.
+    let (status, saved) = app
+        .put(&format!("/rules/{id}"), &json!({"action": shown}))
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["current_version"]["version"], 1, "{saved}");
+    app.stop().await;
+}

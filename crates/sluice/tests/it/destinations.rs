@@ -183,3 +183,73 @@ async fn a_broker_password_in_a_rule_is_never_shown_and_survives_a_save_of_what_
     assert_eq!(saved["current_version"]["version"], 1, "{saved}");
     app.stop().await;
 }
+
+crate::story!(
+    a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_back,
+    "--target-failure-threshold",
+    "2",
+    "--target-open-ms",
+    "500",
+    "--retry-backoff-ms",
+    "100"
+);
+async fn a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_back(app: TestApp) {
+    use crate::receiver::Receiver;
+    use crate::targets::{target, wait_until};
+    use std::time::Duration;
+    const EVENTS: usize = 6;
+    let Some(js) = nats().await else { return };
+    let (stream_name, prefix) = stream(&js).await;
+    // Nothing listens here yet: the broker is "down".
+    let down = Receiver::refusing().await;
+    let rule = json!({"name": "bus", "event_type": "t", "condition": true,
+        "action": {"type": "publish_nats", "params": {
+            "url": format!("nats://{down}"), "subject": format!("{prefix}.t")}}});
+    assert_eq!(app.post("/rules", &rule).await.0, 201);
+    for n in 0..EVENTS {
+        let (status, _) = app
+            .post(
+                "/events",
+                &json!({"id": format!("d-{n}"), "type": "t", "data": {"n": n}}),
+            )
+            .await;
+        assert_eq!(status, 201);
+    }
+    let name = format!("nats://{down}");
+    wait_until(
+        "the broker's target opens with events waiting",
+        Duration::from_secs(30),
+        async || {
+            target(&app, &name)
+                .await
+                .is_some_and(|t| t["state"] != "closed" && t["waiting"].as_i64() > Some(0))
+        },
+    )
+    .await;
+    assert_eq!(messages_in(&js, &stream_name).await, 0);
+
+    // The broker comes back (a proxy to the real one on the same port).
+    let listener = tokio::net::TcpListener::bind(down).await.unwrap();
+    let proxy = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:4222").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    wait_until(
+        "every event is processed",
+        Duration::from_secs(60),
+        async || {
+            let (_, stats) = app.get_json("/events/stats").await;
+            stats["processed"] == EVENTS
+        },
+    )
+    .await;
+    assert_eq!(messages_in(&js, &stream_name).await, EVENTS as u64);
+    proxy.abort();
+    js.delete_stream(&stream_name).await.unwrap();
+    app.stop().await;
+}

@@ -1174,9 +1174,14 @@ mod tests {
             found[1],
             (
                 "action.type".to_owned(),
-                "unknown action type 'send_sms' (expected one of: log, noop, call_webhook, \
-                 send_email)"
-                    .to_owned()
+                format!(
+                    "unknown action type 'send_sms' (expected one of: {})",
+                    ActionKind::ALL
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             )
         );
     }

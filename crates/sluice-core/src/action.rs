@@ -86,6 +86,7 @@ text_enum!(
         CallWebhook => "call_webhook",
         SendEmail => "send_email",
         PublishNats => "publish_nats",
+        PublishRabbitmq => "publish_rabbitmq",
     }
 );
 
@@ -132,7 +133,9 @@ impl ActionKind {
             ActionKind::Log
             | ActionKind::Noop
             | ActionKind::CallWebhook
-            | ActionKind::PublishNats => None,
+            | ActionKind::PublishNats
+            // Sent again with the same `message_id`, which its consumers can dedupe on.
+            | ActionKind::PublishRabbitmq => None,
         }
     }
 
@@ -151,6 +154,9 @@ impl ActionKind {
             ActionKind::PublishNats => json!({"type": "publish_nats", "params": {
                 "url": "nats://127.0.0.1:4222", "subject": "orders.{{ type }}",
                 "payload": {"order": "{{ external_id }}", "amount": "{{ data.amount }}"}}}),
+            ActionKind::PublishRabbitmq => json!({"type": "publish_rabbitmq", "params": {
+                "url": "amqp://guest:guest@127.0.0.1:5672/%2f", "exchange": "orders",
+                "routing_key": "{{ type }}", "payload": {"order": "{{ external_id }}"}}}),
         }
     }
 }
@@ -213,6 +219,17 @@ enum Spec {
     CallWebhook(Box<Webhook>),
     SendEmail(Box<Email>),
     PublishNats(Box<NatsPublish>),
+    PublishRabbitmq(Box<AmqpPublish>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct AmqpPublish {
+    /// Literal: it names the target (and may carry credentials).
+    url: String,
+    exchange: String,
+    routing_key: Template,
+    headers: Vec<(String, Template)>,
+    payload: TemplatedValue,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -273,6 +290,13 @@ pub enum RenderedAction {
         headers: Vec<(String, String)>,
         payload: Value,
     },
+    PublishRabbitmq {
+        url: String,
+        exchange: String,
+        routing_key: String,
+        headers: Vec<(String, String)>,
+        payload: Value,
+    },
 }
 
 impl RenderedAction {
@@ -283,6 +307,7 @@ impl RenderedAction {
             RenderedAction::CallWebhook { .. } => ActionKind::CallWebhook,
             RenderedAction::SendEmail { .. } => ActionKind::SendEmail,
             RenderedAction::PublishNats { .. } => ActionKind::PublishNats,
+            RenderedAction::PublishRabbitmq { .. } => ActionKind::PublishRabbitmq,
         }
     }
 }
@@ -377,6 +402,7 @@ impl Action {
             ActionKind::CallWebhook => parse_webhook(params, &mut errors),
             ActionKind::SendEmail => parse_email(params, &mut errors),
             ActionKind::PublishNats => parse_nats(params, &mut errors),
+            ActionKind::PublishRabbitmq => parse_amqp(params, &mut errors),
         };
         match parsed {
             Some((spec, normalized_params)) if errors.is_empty() => {
@@ -399,6 +425,7 @@ impl Action {
             Spec::CallWebhook(_) => ActionKind::CallWebhook,
             Spec::SendEmail(_) => ActionKind::SendEmail,
             Spec::PublishNats(_) => ActionKind::PublishNats,
+            Spec::PublishRabbitmq(_) => ActionKind::PublishRabbitmq,
         }
     }
 
@@ -473,6 +500,17 @@ impl Action {
             Spec::PublishNats(publish) => RenderedAction::PublishNats {
                 url: publish.url.clone(),
                 subject: single_line(publish.subject.render_string(ctx)),
+                headers: publish
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
+                    .collect(),
+                payload: publish.payload.render(ctx),
+            },
+            Spec::PublishRabbitmq(publish) => RenderedAction::PublishRabbitmq {
+                url: publish.url.clone(),
+                exchange: publish.exchange.clone(),
+                routing_key: single_line(publish.routing_key.render_string(ctx)),
                 headers: publish
                     .headers
                     .iter()
@@ -801,6 +839,97 @@ fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
         payload,
     };
     Some((Spec::PublishNats(Box::new(publish)), normalized))
+}
+
+fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Parsed {
+    reject_unknown_params(
+        ActionKind::PublishRabbitmq,
+        params,
+        &["url", "exchange", "routing_key", "headers", "payload"],
+        errors,
+    );
+    let url = match params.get("url") {
+        Some(Value::String(url)) => match check_broker_url(url, &["amqp://", "amqps://"]) {
+            Ok(()) => Some(url.clone()),
+            Err(message) => {
+                errors.push(FieldError::new(param_path("url"), message));
+                None
+            }
+        },
+        None => {
+            errors.push(FieldError::new(param_path("url"), "is required"));
+            None
+        }
+        Some(other) => {
+            errors.push(type_error("url", "a string", other));
+            None
+        }
+    };
+    // The default exchange ("") routes by queue name.
+    let exchange = match params.get("exchange") {
+        None => Some(String::new()),
+        Some(Value::String(name))
+            if name.len() <= 255
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+        {
+            Some(name.clone())
+        }
+        Some(_) => {
+            errors.push(FieldError::new(
+                param_path("exchange"),
+                "must be an exchange name: letters, digits, '-', '_', '.', ':' (at most 255)",
+            ));
+            None
+        }
+    };
+    let routing_key = template_param(params, "routing_key", Required::Yes, errors).given();
+    if routing_key.as_ref().is_some_and(has_control_chars) {
+        errors.push(FieldError::new(
+            param_path("routing_key"),
+            "must not contain control characters such as line breaks",
+        ));
+    }
+    let headers = match params.get("headers") {
+        None => Some(Vec::new()),
+        Some(Value::Object(map)) => parse_headers(map, errors),
+        Some(other) => {
+            errors.push(type_error(
+                "headers",
+                "a JSON object of header name to string",
+                other,
+            ));
+            None
+        }
+    };
+    let payload_source = params
+        .get("payload")
+        .cloned()
+        .unwrap_or_else(default_webhook_body);
+    let payload = TemplatedValue::compile(&payload_source, &param_path("payload"))
+        .map_err(|payload_errors| errors.extend(payload_errors))
+        .ok();
+    let (url, exchange, routing_key, headers, payload) =
+        (url?, exchange?, routing_key?, headers?, payload?);
+    let mut normalized = Map::new();
+    normalized.insert("url".into(), url.clone().into());
+    normalized.insert("exchange".into(), exchange.clone().into());
+    normalized.insert("routing_key".into(), routing_key.source().into());
+    let header_map: Map<String, Value> = headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.source().into()))
+        .collect();
+    normalized.insert("headers".into(), header_map.into());
+    normalized.insert("payload".into(), payload_source);
+    let publish = AmqpPublish {
+        url,
+        exchange,
+        routing_key,
+        headers,
+        payload,
+    };
+    Some((Spec::PublishRabbitmq(Box::new(publish)), normalized))
 }
 
 /// A broker URL: one of the schemes, a host, no control characters or spaces; never

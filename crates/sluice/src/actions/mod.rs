@@ -5,6 +5,7 @@
 mod email;
 pub mod guard;
 mod nats;
+mod rabbitmq;
 
 pub use nats::{connect_options as nats_connect_options, percent_decode};
 mod webhook;
@@ -101,6 +102,7 @@ struct Inner {
     webhook: webhook::WebhookSender,
     email: email::EmailSender,
     nats: nats::NatsPublisher,
+    rabbitmq: rabbitmq::AmqpPublisher,
     /// `smtp://host:port` of the SMTP server, when emails are really sent.
     smtp_target: Option<String>,
 }
@@ -120,6 +122,7 @@ impl Actions {
                 webhook: webhook::WebhookSender::new(&config)?,
                 email: email::EmailSender::new(&config)?,
                 nats: nats::NatsPublisher::default(),
+                rabbitmq: rabbitmq::AmqpPublisher::default(),
                 smtp_target: match (config.email_mode, &config.smtp_url) {
                     (EmailMode::Smtp, Some(url)) => target_of(url),
                     _ => None,
@@ -135,7 +138,8 @@ impl Actions {
         match action {
             RenderedAction::CallWebhook { url, .. } => target_of(url),
             RenderedAction::SendEmail { .. } => self.inner.smtp_target.clone(),
-            RenderedAction::PublishNats { url, .. } => target_of(url),
+            RenderedAction::PublishNats { url, .. }
+            | RenderedAction::PublishRabbitmq { url, .. } => target_of(url),
             RenderedAction::Log { .. } | RenderedAction::Noop => None,
         }
     }
@@ -194,6 +198,27 @@ impl Actions {
                     )
                     .await
             }
+            RenderedAction::PublishRabbitmq {
+                url,
+                exchange,
+                routing_key,
+                headers,
+                payload,
+            } => {
+                self.inner
+                    .rabbitmq
+                    .publish(
+                        rabbitmq::Publish {
+                            url,
+                            exchange,
+                            routing_key,
+                            headers,
+                            payload,
+                        },
+                        ctx,
+                    )
+                    .await
+            }
         }
     }
 }
@@ -207,6 +232,8 @@ pub fn target_of(url: &str) -> Option<String> {
         "smtp" => Some(587),
         "smtps" => Some(465),
         "nats" | "tls" => Some(4222),
+        "amqp" => Some(5672),
+        "amqps" => Some(5671),
         _ => None,
     })?;
     Some(format!("{}://{host}:{port}", url.scheme()))

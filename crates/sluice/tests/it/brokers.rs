@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 pub(crate) const NATS_URL: &str = "nats://127.0.0.1:4222";
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub(crate) const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A broker that is not running fails the test in CI and skips it elsewhere.
 fn unavailable(what: &str, error: impl std::fmt::Display) -> Option<()> {

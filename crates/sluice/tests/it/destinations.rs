@@ -253,3 +253,101 @@ async fn a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_ba
     js.delete_stream(&stream_name).await.unwrap();
     app.stop().await;
 }
+
+crate::story!(a_rule_publishes_to_rabbitmq_with_confirms_once_and_a_replay_publishes_nothing_new);
+async fn a_rule_publishes_to_rabbitmq_with_confirms_once_and_a_replay_publishes_nothing_new(
+    app: TestApp,
+) {
+    use crate::brokers::{unique, AMQP_URL};
+    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties};
+    let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+    else {
+        assert!(std::env::var("CI").is_err(), "RabbitMQ must run for CI");
+        return;
+    };
+    let channel = connection.create_channel().await.unwrap();
+    let queue = unique("sluice-out-");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let rule = json!({"name": "to rabbit", "event_type": "order.created", "condition": true,
+        "action": {"type": "publish_rabbitmq", "params": {"url": AMQP_URL, "routing_key": queue,
+            "headers": {"x-origin": "sluice"}, "payload": {"order": "{{ external_id }}"}}}});
+    let (status, created) = app.post("/rules", &rule).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        created["current_version"]["action"]["params"]["url"],
+        "amqp://guest:********@127.0.0.1:5672/%2f"
+    );
+    let (_, event) = app
+        .post(
+            "/events",
+            &json!({"id": "r-1", "type": "order.created", "data": {}}),
+        )
+        .await;
+    let id = event["id"].as_i64().unwrap();
+    app.wait_for_state(id, &["processed"]).await;
+    let message = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("one message published");
+    let key = app.attempts(id).await[0]["rule_executions"][0]["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let properties = &message.delivery.properties;
+    assert_eq!(properties.message_id().as_ref().unwrap().as_str(), key);
+    assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
+    let payload: Value = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(payload, json!({"order": "r-1"}));
+
+    let (status, _) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
+    assert_eq!(status, 200);
+    app.wait_for_state(id, &["processed"]).await;
+    assert_eq!(
+        app.attempts(id).await[0]["rule_executions"][0]["result"],
+        "deduped"
+    );
+    let again = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    assert!(
+        again.is_none(),
+        "a replay of the same content publishes nothing"
+    );
+
+    // A routing key no queue takes fails the action with that reason.
+    let (_, lost) = app
+        .post(
+            "/rules",
+            &json!({"name": "lost", "event_type": "nowhere", "condition": true,
+                "action": {"type": "publish_rabbitmq", "params": {"url": AMQP_URL,
+                    "routing_key": unique("no-such-queue-")}}}),
+        )
+        .await;
+    assert!(lost["id"].is_i64(), "{lost}");
+    let (_, event) = app
+        .post(
+            "/events",
+            &json!({"id": "n-1", "type": "nowhere", "data": {}}),
+        )
+        .await;
+    let id = event["id"].as_i64().unwrap();
+    app.wait_for_state(id, &["failed"]).await;
+    let error = app.attempts(id).await[0]["rule_executions"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("no queue takes"), "{error}");
+    let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
+}

@@ -1,0 +1,115 @@
+//! The `publish_rabbitmq` executor: a persistent, mandatory publish on a channel with
+//! publisher confirms, `message_id` set to the idempotency key (a publish of unknown outcome
+//! sent again carries the same id, for consumers to dedupe). One connection and channel per
+//! URL, kept and opened again when closed.
+
+use super::{ActionContext, ActionError};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct AmqpPublisher {
+    channels: Mutex<HashMap<String, (Connection, Channel)>>,
+}
+
+pub struct Publish<'a> {
+    pub url: &'a str,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub headers: &'a [(String, String)],
+    pub payload: &'a serde_json::Value,
+}
+
+impl AmqpPublisher {
+    async fn channel(&self, url: &str) -> Result<Channel, ActionError> {
+        let mut channels = self.channels.lock().await;
+        if let Some((_, channel)) = channels.get(url) {
+            if channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        let target = super::target_of(url).unwrap_or_else(|| "the broker".into());
+        let connection = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Connection::connect(url, ConnectionProperties::default()),
+        )
+        .await
+        .map_err(|_| ActionError::Retryable(format!("no answer from {target}")))?
+        .map_err(|error| ActionError::Retryable(format!("cannot connect to {target}: {error}")))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|error| ActionError::Retryable(format!("cannot open a channel: {error}")))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|error| ActionError::Retryable(format!("cannot enable confirms: {error}")))?;
+        channels.insert(url.to_owned(), (connection, channel.clone()));
+        Ok(channel)
+    }
+
+    pub async fn publish(
+        &self,
+        publish: Publish<'_>,
+        ctx: &ActionContext<'_>,
+    ) -> Result<(), ActionError> {
+        let channel = self.channel(publish.url).await?;
+        let mut headers = FieldTable::default();
+        for (name, value) in publish.headers {
+            headers.insert(
+                name.as_str().into(),
+                AMQPValue::LongString(value.as_str().into()),
+            );
+        }
+        let properties = BasicProperties::default()
+            .with_message_id(ctx.idempotency_key.into())
+            .with_type(ctx.event_type.into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        let payload = serde_json::to_vec(publish.payload).expect("a JSON value always serializes");
+        let (exchange, key) = (publish.exchange, publish.routing_key);
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &payload,
+                properties,
+            )
+            .await
+            .map_err(|error| ActionError::Retryable(format!("cannot publish: {error}")))?;
+        let shown = if exchange.is_empty() {
+            "(default)"
+        } else {
+            exchange
+        };
+        match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+            Err(_) => Err(ActionError::Retryable(format!(
+                "no confirm from the broker within {} s",
+                CONFIRM_TIMEOUT.as_secs()
+            ))),
+            Ok(Err(error)) => Err(ActionError::Retryable(format!(
+                "the publish to exchange {shown} failed: {error}"
+            ))),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(ActionError::Permanent(format!(
+                "no queue takes routing key '{key}' on exchange {shown}"
+            ))),
+            Ok(Ok(Confirmation::Nack(_))) => Err(ActionError::Retryable(format!(
+                "the broker refused the message for exchange {shown}"
+            ))),
+            Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Ok(()),
+        }
+    }
+}

@@ -586,25 +586,8 @@ fn parse_webhook(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> P
             None
         }
     };
-    let headers = match params.get("headers") {
-        None => Some(Vec::new()),
-        Some(Value::Object(map)) => parse_headers(map, errors),
-        Some(other) => {
-            errors.push(type_error(
-                "headers",
-                "a JSON object of header name to string",
-                other,
-            ));
-            None
-        }
-    };
-    let body_source = params
-        .get("body")
-        .cloned()
-        .unwrap_or_else(default_webhook_body);
-    let body = TemplatedValue::compile(&body_source, &param_path("body"))
-        .map_err(|body_errors| errors.extend(body_errors))
-        .ok();
+    let headers = headers_param(params, errors);
+    let (body_source, body) = templated_param(params, "body", errors);
     let timeout_ms = match params.get("timeout_ms") {
         None => Some(None),
         Some(value) => match value.as_u64() {
@@ -625,11 +608,7 @@ fn parse_webhook(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> P
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.source().into());
     normalized.insert("method".into(), method.as_str().into());
-    let header_map: Map<String, Value> = headers
-        .iter()
-        .map(|(name, value)| (name.clone(), value.source().into()))
-        .collect();
-    normalized.insert("headers".into(), header_map.into());
+    normalized.insert("headers".into(), headers_json(&headers));
     normalized.insert("body".into(), body_source);
     if let Some(ms) = timeout_ms {
         normalized.insert("timeout_ms".into(), ms.into());
@@ -765,23 +744,7 @@ fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
         &["url", "subject", "headers", "payload"],
         errors,
     );
-    let url = match params.get("url") {
-        Some(Value::String(url)) => match check_broker_url(url, &["nats://", "tls://"]) {
-            Ok(()) => Some(url.clone()),
-            Err(message) => {
-                errors.push(FieldError::new(param_path("url"), message));
-                None
-            }
-        },
-        None => {
-            errors.push(FieldError::new(param_path("url"), "is required"));
-            None
-        }
-        Some(other) => {
-            errors.push(type_error("url", "a string", other));
-            None
-        }
-    };
+    let url = broker_url_param(params, &["nats://", "tls://"], errors);
     let subject = template_param(params, "subject", Required::Yes, errors).given();
     if let Some(subject) = &subject {
         if subject.literals().any(|text| {
@@ -794,18 +757,7 @@ fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
             ));
         }
     }
-    let headers = match params.get("headers") {
-        None => Some(Vec::new()),
-        Some(Value::Object(map)) => parse_headers(map, errors),
-        Some(other) => {
-            errors.push(type_error(
-                "headers",
-                "a JSON object of header name to string",
-                other,
-            ));
-            None
-        }
-    };
+    let headers = headers_param(params, errors);
     if headers
         .as_ref()
         .is_some_and(|h| h.iter().any(|(name, _)| name == "nats-msg-id"))
@@ -815,22 +767,12 @@ fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
             "is set by sluice (the idempotency key) and cannot be overridden",
         ));
     }
-    let payload_source = params
-        .get("payload")
-        .cloned()
-        .unwrap_or_else(default_webhook_body);
-    let payload = TemplatedValue::compile(&payload_source, &param_path("payload"))
-        .map_err(|payload_errors| errors.extend(payload_errors))
-        .ok();
+    let (payload_source, payload) = templated_param(params, "payload", errors);
     let (url, subject, headers, payload) = (url?, subject?, headers?, payload?);
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.clone().into());
     normalized.insert("subject".into(), subject.source().into());
-    let header_map: Map<String, Value> = headers
-        .iter()
-        .map(|(name, value)| (name.clone(), value.source().into()))
-        .collect();
-    normalized.insert("headers".into(), header_map.into());
+    normalized.insert("headers".into(), headers_json(&headers));
     normalized.insert("payload".into(), payload_source);
     let publish = NatsPublish {
         url,
@@ -848,23 +790,7 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
         &["url", "exchange", "routing_key", "headers", "payload"],
         errors,
     );
-    let url = match params.get("url") {
-        Some(Value::String(url)) => match check_broker_url(url, &["amqp://", "amqps://"]) {
-            Ok(()) => Some(url.clone()),
-            Err(message) => {
-                errors.push(FieldError::new(param_path("url"), message));
-                None
-            }
-        },
-        None => {
-            errors.push(FieldError::new(param_path("url"), "is required"));
-            None
-        }
-        Some(other) => {
-            errors.push(type_error("url", "a string", other));
-            None
-        }
-    };
+    let url = broker_url_param(params, &["amqp://", "amqps://"], errors);
     // The default exchange ("") routes by queue name.
     let exchange = match params.get("exchange") {
         None => Some(String::new()),
@@ -891,7 +817,32 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
             "must not contain control characters such as line breaks",
         ));
     }
-    let headers = match params.get("headers") {
+    let headers = headers_param(params, errors);
+    let (payload_source, payload) = templated_param(params, "payload", errors);
+    let (url, exchange, routing_key, headers, payload) =
+        (url?, exchange?, routing_key?, headers?, payload?);
+    let mut normalized = Map::new();
+    normalized.insert("url".into(), url.clone().into());
+    normalized.insert("exchange".into(), exchange.clone().into());
+    normalized.insert("routing_key".into(), routing_key.source().into());
+    normalized.insert("headers".into(), headers_json(&headers));
+    normalized.insert("payload".into(), payload_source);
+    let publish = AmqpPublish {
+        url,
+        exchange,
+        routing_key,
+        headers,
+        payload,
+    };
+    Some((Spec::PublishRabbitmq(Box::new(publish)), normalized))
+}
+
+/// `headers`: a JSON object of header name to string template (none by default).
+fn headers_param(
+    params: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<(String, Template)>> {
+    match params.get("headers") {
         None => Some(Vec::new()),
         Some(Value::Object(map)) => parse_headers(map, errors),
         Some(other) => {
@@ -902,34 +853,58 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
             ));
             None
         }
-    };
-    let payload_source = params
-        .get("payload")
+    }
+}
+
+/// Headers as the normalized action writes them.
+fn headers_json(headers: &[(String, Template)]) -> Value {
+    headers
+        .iter()
+        .map(|(name, value)| (name.clone(), Value::from(value.source())))
+        .collect::<Map<String, Value>>()
+        .into()
+}
+
+/// A JSON value with templates in its strings (`body`, `payload`): as given, or the event
+/// (`default_webhook_body`) when absent; its source and, if it compiles, its template.
+fn templated_param(
+    params: &Map<String, Value>,
+    key: &str,
+    errors: &mut Vec<FieldError>,
+) -> (Value, Option<TemplatedValue>) {
+    let source = params
+        .get(key)
         .cloned()
         .unwrap_or_else(default_webhook_body);
-    let payload = TemplatedValue::compile(&payload_source, &param_path("payload"))
-        .map_err(|payload_errors| errors.extend(payload_errors))
+    let compiled = TemplatedValue::compile(&source, &param_path(key))
+        .map_err(|compile_errors| errors.extend(compile_errors))
         .ok();
-    let (url, exchange, routing_key, headers, payload) =
-        (url?, exchange?, routing_key?, headers?, payload?);
-    let mut normalized = Map::new();
-    normalized.insert("url".into(), url.clone().into());
-    normalized.insert("exchange".into(), exchange.clone().into());
-    normalized.insert("routing_key".into(), routing_key.source().into());
-    let header_map: Map<String, Value> = headers
-        .iter()
-        .map(|(name, value)| (name.clone(), value.source().into()))
-        .collect();
-    normalized.insert("headers".into(), header_map.into());
-    normalized.insert("payload".into(), payload_source);
-    let publish = AmqpPublish {
-        url,
-        exchange,
-        routing_key,
-        headers,
-        payload,
-    };
-    Some((Spec::PublishRabbitmq(Box::new(publish)), normalized))
+    (source, compiled)
+}
+
+/// A broker's `url` (literal, never quoted back: it may hold credentials).
+fn broker_url_param(
+    params: &Map<String, Value>,
+    schemes: &[&str],
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match params.get("url") {
+        Some(Value::String(url)) => match check_broker_url(url, schemes) {
+            Ok(()) => Some(url.clone()),
+            Err(message) => {
+                errors.push(FieldError::new(param_path("url"), message));
+                None
+            }
+        },
+        None => {
+            errors.push(FieldError::new(param_path("url"), "is required"));
+            None
+        }
+        Some(other) => {
+            errors.push(type_error("url", "a string", other));
+            None
+        }
+    }
 }
 
 /// A broker URL: one of the schemes, a host, no control characters or spaces; never

@@ -87,6 +87,7 @@ text_enum!(
         SendEmail => "send_email",
         PublishNats => "publish_nats",
         PublishRabbitmq => "publish_rabbitmq",
+        PublishRedis => "publish_redis",
     }
 );
 
@@ -134,8 +135,10 @@ impl ActionKind {
             | ActionKind::Noop
             | ActionKind::CallWebhook
             | ActionKind::PublishNats
-            // Sent again with the same `message_id`, which its consumers can dedupe on.
-            | ActionKind::PublishRabbitmq => None,
+            // Sent again with the same `message_id` (RabbitMQ) or `idempotency_key` field
+            // (Redis), which consumers can dedupe on.
+            | ActionKind::PublishRabbitmq
+            | ActionKind::PublishRedis => None,
         }
     }
 
@@ -157,6 +160,9 @@ impl ActionKind {
             ActionKind::PublishRabbitmq => json!({"type": "publish_rabbitmq", "params": {
                 "url": "amqp://guest:guest@127.0.0.1:5672/%2f", "exchange": "orders",
                 "routing_key": "{{ type }}", "payload": {"order": "{{ external_id }}"}}}),
+            ActionKind::PublishRedis => json!({"type": "publish_redis", "params": {
+                "url": "redis://127.0.0.1:6379", "stream": "orders",
+                "payload": {"order": "{{ external_id }}"}, "maxlen": 100000}}),
         }
     }
 }
@@ -220,6 +226,17 @@ enum Spec {
     SendEmail(Box<Email>),
     PublishNats(Box<NatsPublish>),
     PublishRabbitmq(Box<AmqpPublish>),
+    PublishRedis(Box<RedisPublish>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct RedisPublish {
+    /// Literal: it names the target (and may carry credentials).
+    url: String,
+    stream: Template,
+    fields: Vec<(String, Template)>,
+    payload: TemplatedValue,
+    maxlen: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -297,9 +314,85 @@ pub enum RenderedAction {
         headers: Vec<(String, String)>,
         payload: Value,
     },
+    PublishRedis {
+        url: String,
+        stream: String,
+        /// Added after sluice's own `payload`, `type` and `idempotency_key` fields.
+        fields: Vec<(String, String)>,
+        payload: Value,
+        /// `XADD … MAXLEN ~ n`: the stream is trimmed to about this many entries.
+        maxlen: Option<u64>,
+    },
 }
 
 impl RenderedAction {
+    /// What this action sends, as `{"type", "params"}` in the shape of the action's own
+    /// params with every template filled in, plus what sluice adds itself (the idempotency
+    /// key as the broker or receiver sees it); credentials in a URL masked. Dry runs and
+    /// explain show it.
+    pub fn shown(&self, idempotency_key: &str) -> Value {
+        let names = |pairs: &[(String, String)]| -> Value {
+            pairs
+                .iter()
+                .map(|(name, value)| (name.clone(), Value::from(value.as_str())))
+                .collect::<Map<String, Value>>()
+                .into()
+        };
+        let params = match self {
+            RenderedAction::Log { level, message } => json!({"level": level, "message": message}),
+            RenderedAction::Noop => json!({}),
+            RenderedAction::CallWebhook {
+                url,
+                method,
+                headers,
+                body,
+                timeout_ms,
+            } => {
+                let mut headers = names(headers);
+                headers["idempotency-key"] = idempotency_key.into();
+                json!({"url": url, "method": method, "headers": headers, "body": body,
+                    "timeout_ms": timeout_ms})
+            }
+            RenderedAction::SendEmail {
+                to,
+                subject,
+                body,
+                data,
+            } => json!({"to": to, "subject": subject, "template": body, "data": data}),
+            RenderedAction::PublishNats {
+                url,
+                subject,
+                headers,
+                payload,
+            } => {
+                let mut headers = names(headers);
+                headers["Nats-Msg-Id"] = idempotency_key.into();
+                json!({"url": url, "subject": subject, "headers": headers, "payload": payload})
+            }
+            RenderedAction::PublishRabbitmq {
+                url,
+                exchange,
+                routing_key,
+                headers,
+                payload,
+            } => json!({"url": url, "exchange": exchange, "routing_key": routing_key,
+                "message_id": idempotency_key, "headers": names(headers), "payload": payload}),
+            RenderedAction::PublishRedis {
+                url,
+                stream,
+                fields,
+                payload,
+                maxlen,
+            } => {
+                let mut entry = names(fields);
+                entry["idempotency_key"] = idempotency_key.into();
+                json!({"url": url, "stream": stream, "fields": entry, "payload": payload,
+                    "maxlen": maxlen})
+            }
+        };
+        masked(&json!({"type": self.kind().as_str(), "params": params}))
+    }
+
     pub fn kind(&self) -> ActionKind {
         match self {
             RenderedAction::Log { .. } => ActionKind::Log,
@@ -308,6 +401,7 @@ impl RenderedAction {
             RenderedAction::SendEmail { .. } => ActionKind::SendEmail,
             RenderedAction::PublishNats { .. } => ActionKind::PublishNats,
             RenderedAction::PublishRabbitmq { .. } => ActionKind::PublishRabbitmq,
+            RenderedAction::PublishRedis { .. } => ActionKind::PublishRedis,
         }
     }
 }
@@ -403,6 +497,7 @@ impl Action {
             ActionKind::SendEmail => parse_email(params, &mut errors),
             ActionKind::PublishNats => parse_nats(params, &mut errors),
             ActionKind::PublishRabbitmq => parse_amqp(params, &mut errors),
+            ActionKind::PublishRedis => parse_redis(params, &mut errors),
         };
         match parsed {
             Some((spec, normalized_params)) if errors.is_empty() => {
@@ -426,6 +521,7 @@ impl Action {
             Spec::SendEmail(_) => ActionKind::SendEmail,
             Spec::PublishNats(_) => ActionKind::PublishNats,
             Spec::PublishRabbitmq(_) => ActionKind::PublishRabbitmq,
+            Spec::PublishRedis(_) => ActionKind::PublishRedis,
         }
     }
 
@@ -518,6 +614,17 @@ impl Action {
                     .collect(),
                 payload: publish.payload.render(ctx),
             },
+            Spec::PublishRedis(publish) => RenderedAction::PublishRedis {
+                url: publish.url.clone(),
+                stream: single_line(publish.stream.render_string(ctx)),
+                fields: publish
+                    .fields
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.render_string(ctx)))
+                    .collect(),
+                payload: publish.payload.render(ctx),
+                maxlen: publish.maxlen,
+            },
         }
     }
 }
@@ -608,7 +715,7 @@ fn parse_webhook(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> P
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.source().into());
     normalized.insert("method".into(), method.as_str().into());
-    normalized.insert("headers".into(), headers_json(&headers));
+    normalized.insert("headers".into(), templates_json(&headers));
     normalized.insert("body".into(), body_source);
     if let Some(ms) = timeout_ms {
         normalized.insert("timeout_ms".into(), ms.into());
@@ -772,7 +879,7 @@ fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.clone().into());
     normalized.insert("subject".into(), subject.source().into());
-    normalized.insert("headers".into(), headers_json(&headers));
+    normalized.insert("headers".into(), templates_json(&headers));
     normalized.insert("payload".into(), payload_source);
     let publish = NatsPublish {
         url,
@@ -825,7 +932,7 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
     normalized.insert("url".into(), url.clone().into());
     normalized.insert("exchange".into(), exchange.clone().into());
     normalized.insert("routing_key".into(), routing_key.source().into());
-    normalized.insert("headers".into(), headers_json(&headers));
+    normalized.insert("headers".into(), templates_json(&headers));
     normalized.insert("payload".into(), payload_source);
     let publish = AmqpPublish {
         url,
@@ -835,6 +942,119 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
         payload,
     };
     Some((Spec::PublishRabbitmq(Box::new(publish)), normalized))
+}
+
+/// The fields sluice writes on every Redis stream entry.
+pub const REDIS_OWN_FIELDS: &[&str] = &["payload", "type", "idempotency_key"];
+
+/// Upper bound of a Redis stream's `maxlen`.
+pub const MAX_REDIS_MAXLEN: u64 = 1_000_000_000;
+
+fn parse_redis(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Parsed {
+    reject_unknown_params(
+        ActionKind::PublishRedis,
+        params,
+        &["url", "stream", "fields", "payload", "maxlen"],
+        errors,
+    );
+    let url = broker_url_param(params, &["redis://", "rediss://"], errors);
+    let stream = template_param(params, "stream", Required::Yes, errors).given();
+    if stream
+        .as_ref()
+        .is_some_and(|stream| stream.source().is_empty() || has_control_chars(stream))
+    {
+        errors.push(FieldError::new(
+            param_path("stream"),
+            "must be a stream key, not empty and without control characters",
+        ));
+    }
+    let fields = match params.get("fields") {
+        None => Some(Vec::new()),
+        Some(Value::Object(map)) => redis_fields(map, errors),
+        Some(other) => {
+            errors.push(type_error(
+                "fields",
+                "a JSON object of field name to string",
+                other,
+            ));
+            None
+        }
+    };
+    let maxlen = match params.get("maxlen") {
+        None => Some(None),
+        Some(value) => match value.as_u64() {
+            Some(n @ 1..=MAX_REDIS_MAXLEN) => Some(Some(n)),
+            _ => {
+                errors.push(FieldError::new(
+                    param_path("maxlen"),
+                    format!("must be a whole number from 1 to {MAX_REDIS_MAXLEN}"),
+                ));
+                None
+            }
+        },
+    };
+    let (payload_source, payload) = templated_param(params, "payload", errors);
+    let (url, stream, fields, payload, maxlen) = (url?, stream?, fields?, payload?, maxlen?);
+    let mut normalized = Map::new();
+    normalized.insert("url".into(), url.clone().into());
+    normalized.insert("stream".into(), stream.source().into());
+    normalized.insert("fields".into(), templates_json(&fields));
+    normalized.insert("payload".into(), payload_source);
+    if let Some(maxlen) = maxlen {
+        normalized.insert("maxlen".into(), maxlen.into());
+    }
+    let publish = RedisPublish {
+        url,
+        stream,
+        fields,
+        payload,
+        maxlen,
+    };
+    Some((Spec::PublishRedis(Box::new(publish)), normalized))
+}
+
+/// A Redis entry's extra fields: name → string template; names not sluice's own, without
+/// control characters.
+fn redis_fields(
+    map: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<(String, Template)>> {
+    let fields_path = param_path("fields");
+    let mut fields = Vec::with_capacity(map.len());
+    let mut valid = true;
+    for (name, value) in map {
+        let path = join_path(&fields_path, name);
+        if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                &path,
+                "must be a field name of 1 to 256 bytes without control characters",
+            ));
+            valid = false;
+        } else if REDIS_OWN_FIELDS.contains(&name.as_str()) {
+            errors.push(FieldError::new(
+                &path,
+                format!("'{name}' is set by sluice and cannot be overridden"),
+            ));
+            valid = false;
+        }
+        match value {
+            Value::String(text) => match Template::compile(text, &path) {
+                Ok(template) => fields.push((name.clone(), template)),
+                Err(error) => {
+                    errors.push(error);
+                    valid = false;
+                }
+            },
+            other => {
+                errors.push(FieldError::new(
+                    &path,
+                    format!("must be a string, got {}", json_kind(other)),
+                ));
+                valid = false;
+            }
+        }
+    }
+    valid.then_some(fields)
 }
 
 /// `headers`: a JSON object of header name to string template (none by default).
@@ -856,8 +1076,8 @@ fn headers_param(
     }
 }
 
-/// Headers as the normalized action writes them.
-fn headers_json(headers: &[(String, Template)]) -> Value {
+/// Headers or fields (name → template) as the normalized action writes them.
+fn templates_json(headers: &[(String, Template)]) -> Value {
     headers
         .iter()
         .map(|(name, value)| (name.clone(), Value::from(value.source())))
@@ -1654,6 +1874,51 @@ mod tests {
         assert_eq!("PATCH".parse::<HttpMethod>().unwrap(), HttpMethod::Patch);
         assert!("patch".parse::<HttpMethod>().is_err());
         assert_eq!("warn".parse::<LogLevel>().unwrap(), LogLevel::Warn);
+    }
+
+    #[test]
+    fn a_redis_publish_renders_its_stream_and_fields_and_shows_the_key_with_the_password_masked() {
+        let action = Action::parse(&json!({"type": "publish_redis", "params": {
+            "url": "redis://app:hunter2@cache:6379/0", "stream": "orders:{{ type }}",
+            "fields": {"order": "{{ external_id }}"}, "maxlen": 500}}))
+        .expect("valid");
+        let data = json!({"amount": 3});
+        let rendered = action.render(&TemplateContext {
+            event_id: 9,
+            external_id: "o-9",
+            event_type: "order.created",
+            data: &data,
+        });
+        let RenderedAction::PublishRedis {
+            stream,
+            fields,
+            maxlen,
+            ..
+        } = &rendered
+        else {
+            panic!("{rendered:?}")
+        };
+        assert_eq!(stream, "orders:order.created");
+        assert_eq!(fields, &[("order".to_owned(), "o-9".to_owned())]);
+        assert_eq!(*maxlen, Some(500));
+        let shown = rendered.shown("key-1");
+        assert_eq!(shown["params"]["url"], "redis://app:********@cache:6379/0");
+        assert_eq!(shown["params"]["fields"]["idempotency_key"], "key-1");
+        assert!(!shown.to_string().contains("hunter2"));
+
+        let errors = Action::parse(&json!({"type": "publish_redis", "params": {
+            "url": "redis://cache", "stream": "s", "fields": {"payload": "x", "ok": 3},
+            "maxlen": 1.5}}))
+        .expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "action.params.fields.payload",
+                "action.params.fields.ok",
+                "action.params.maxlen"
+            ]
+        );
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub trait EventStore: Send + Sync {
         ids: &[i64],
     ) -> Result<std::collections::HashMap<i64, serde_json::Value>, StoreError>;
 
-    /// The rule version an execution of this event ran, with its condition; `None` if the
+    /// The rule version an execution of this event ran, with its condition and action; `None` if the
     /// execution is unknown or belongs to another event.
     async fn execution_condition(
         &self,

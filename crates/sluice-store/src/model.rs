@@ -380,6 +380,8 @@ pub struct ExecutionCondition {
     pub rule_id: i64,
     pub rule_version_id: i64,
     pub condition: Value,
+    /// The version's action as saved.
+    pub action: Value,
 }
 
 /// An API key as stored: its public prefix and the hash of the whole key, never the key.

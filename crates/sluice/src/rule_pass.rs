@@ -4,7 +4,7 @@
 //! these decisions (`worker/process.rs`); a dry run reports them (`operations/replay.rs`).
 
 use crate::evaluation;
-use sluice_core::action::RenderedAction;
+use sluice_core::action::{Action, RenderedAction};
 use sluice_core::event::ExecutionResult;
 use sluice_core::idempotency::idempotency_key;
 use sluice_core::logic::Limits;
@@ -202,6 +202,18 @@ impl RuleDecision {
     }
 }
 
+/// A rule's action rendered for one event, with its idempotency key.
+pub fn render(action: &Action, rule_id: i64, event: &Event) -> (RenderedAction, String) {
+    let rendered = action.render(&TemplateContext {
+        event_id: event.id,
+        external_id: &event.external_id,
+        event_type: &event.event_type,
+        data: &event.payload,
+    });
+    let key = idempotency_key(event.id, rule_id, &action.content_hash());
+    (rendered, key)
+}
+
 /// The part of a decision that needs no database: compile errors, the condition, rendering.
 async fn evaluate(rule: &Arc<CompiledRule>, event: &Event) -> RuleDecision {
     let started = Instant::now();
@@ -216,20 +228,14 @@ async fn evaluate(rule: &Arc<CompiledRule>, event: &Event) -> RuleDecision {
                 idempotency_key: None,
             },
             Ok(false) => Decision::Skip,
-            Ok(true) => Decision::Apply {
-                action: body.action.render(&TemplateContext {
-                    event_id: event.id,
-                    external_id: &event.external_id,
-                    event_type: &event.event_type,
-                    data: &event.payload,
-                }),
-                idempotency_key: idempotency_key(
-                    event.id,
-                    rule.rule_id,
-                    &body.action.content_hash(),
-                ),
-                at_most_once: !body.action.is_idempotent(),
-            },
+            Ok(true) => {
+                let (action, idempotency_key) = render(&body.action, rule.rule_id, event);
+                Decision::Apply {
+                    action,
+                    idempotency_key,
+                    at_most_once: !body.action.is_idempotent(),
+                }
+            }
         },
     };
     RuleDecision {

@@ -105,7 +105,7 @@ impl<E: Engine> EventStore for E {
         execution_id: i64,
     ) -> Result<Option<ExecutionCondition>, StoreError> {
         let mut query = QueryBuilder::<E::Dialect>::new(
-            "SELECT x.rule_id, x.rule_version_id, v.condition AS v_condition \
+            "SELECT x.rule_id, x.rule_version_id, v.condition AS v_condition, v.action AS v_action \
              FROM rule_executions x JOIN rule_versions v ON v.id = x.rule_version_id \
              WHERE x.id = ",
         );
@@ -121,6 +121,7 @@ impl<E: Engine> EventStore for E {
             rule_id: row.value("rule_id")?,
             rule_version_id: row.value("rule_version_id")?,
             condition: row.json("v_condition")?,
+            action: row.json("v_action")?,
         }))
     }
 

@@ -2,10 +2,12 @@
 //! is worth retrying. The worker owns delivery bookkeeping (started/applied records, dedupe,
 //! backoff); this module only performs the side effect.
 
+mod connections;
 mod email;
 pub mod guard;
 mod nats;
 mod rabbitmq;
+mod redis;
 
 pub use nats::{connect_options as nats_connect_options, percent_decode};
 mod webhook;
@@ -40,6 +42,16 @@ impl ActionConfig {
             email_mode: s.email_mode,
             smtp_url: s.smtp_url.clone(),
             email_from: s.email_from.clone(),
+        }
+    }
+}
+
+impl ActionConfig {
+    /// `smtp://host:port` of the SMTP server, when emails are really sent.
+    pub fn smtp_target(&self) -> Option<String> {
+        match (self.email_mode, &self.smtp_url) {
+            (EmailMode::Smtp, Some(url)) => target_of(url),
+            _ => None,
         }
     }
 }
@@ -103,6 +115,7 @@ struct Inner {
     email: email::EmailSender,
     nats: nats::NatsPublisher,
     rabbitmq: rabbitmq::AmqpPublisher,
+    redis: redis::RedisPublisher,
     /// `smtp://host:port` of the SMTP server, when emails are really sent.
     smtp_target: Option<String>,
 }
@@ -123,10 +136,8 @@ impl Actions {
                 email: email::EmailSender::new(&config)?,
                 nats: nats::NatsPublisher::default(),
                 rabbitmq: rabbitmq::AmqpPublisher::default(),
-                smtp_target: match (config.email_mode, &config.smtp_url) {
-                    (EmailMode::Smtp, Some(url)) => target_of(url),
-                    _ => None,
-                },
+                redis: redis::RedisPublisher::default(),
+                smtp_target: config.smtp_target(),
             }),
         })
     }
@@ -135,13 +146,7 @@ impl Actions {
     /// server of an email — whose circuit breaker and in-flight cap it goes through; `None`
     /// for actions that deliver nowhere (log, noop, emails not really sent).
     pub fn target(&self, action: &RenderedAction) -> Option<String> {
-        match action {
-            RenderedAction::CallWebhook { url, .. } => target_of(url),
-            RenderedAction::SendEmail { .. } => self.inner.smtp_target.clone(),
-            RenderedAction::PublishNats { url, .. }
-            | RenderedAction::PublishRabbitmq { url, .. } => target_of(url),
-            RenderedAction::Log { .. } | RenderedAction::Noop => None,
-        }
+        target(action, self.inner.smtp_target.as_deref())
     }
 
     pub async fn run(
@@ -219,7 +224,41 @@ impl Actions {
                     )
                     .await
             }
+            RenderedAction::PublishRedis {
+                url,
+                stream,
+                fields,
+                payload,
+                maxlen,
+            } => {
+                self.inner
+                    .redis
+                    .publish(
+                        redis::Publish {
+                            url,
+                            stream,
+                            fields,
+                            payload,
+                            maxlen: *maxlen,
+                        },
+                        ctx,
+                    )
+                    .await
+            }
         }
+    }
+}
+
+/// The receiver an action delivers to (see [`Actions::target`]), `smtp_target` being the
+/// SMTP server's when emails are really sent.
+pub fn target(action: &RenderedAction, smtp_target: Option<&str>) -> Option<String> {
+    match action {
+        RenderedAction::CallWebhook { url, .. } => target_of(url),
+        RenderedAction::SendEmail { .. } => smtp_target.map(str::to_owned),
+        RenderedAction::PublishNats { url, .. }
+        | RenderedAction::PublishRabbitmq { url, .. }
+        | RenderedAction::PublishRedis { url, .. } => target_of(url),
+        RenderedAction::Log { .. } | RenderedAction::Noop => None,
     }
 }
 
@@ -234,6 +273,7 @@ pub fn target_of(url: &str) -> Option<String> {
         "nats" | "tls" => Some(4222),
         "amqp" => Some(5672),
         "amqps" => Some(5671),
+        "redis" | "rediss" => Some(6379),
         _ => None,
     })?;
     Some(format!("{}://{host}:{port}", url.scheme()))

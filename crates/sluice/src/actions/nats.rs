@@ -3,10 +3,9 @@
 //! a replay) is dropped by JetStream's de-duplication window. One client per URL, kept and
 //! shared; the client reconnects by itself.
 
+use super::connections::Connections;
 use super::{ActionContext, ActionError};
-use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 /// How long a publish waits for the stream's ack.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -14,7 +13,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct NatsPublisher {
-    clients: Mutex<HashMap<String, async_nats::Client>>,
+    clients: Connections<async_nats::Client>,
 }
 
 pub struct Publish<'a> {
@@ -25,25 +24,9 @@ pub struct Publish<'a> {
 }
 
 impl NatsPublisher {
+    /// The client reconnects by itself, so one kept is always used.
     async fn client(&self, url: &str) -> Result<async_nats::Client, ActionError> {
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(url) {
-            return Ok(client.clone());
-        }
-        let (address, options) = connect_options(url)
-            .map_err(|_| ActionError::Permanent("the NATS URL does not parse".into()))?;
-        let client = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            options
-                .connection_timeout(CONNECT_TIMEOUT)
-                .name("sluice publish")
-                .connect(address.as_str()),
-        )
-        .await
-        .map_err(|_| ActionError::Retryable(format!("no answer from {address}")))?
-        .map_err(|error| ActionError::Retryable(format!("cannot connect to {address}: {error}")))?;
-        clients.insert(url.to_owned(), client.clone());
-        Ok(client)
+        self.clients.get(url, |_| true, || connect(url)).await
     }
 
     pub async fn publish(
@@ -96,6 +79,21 @@ impl NatsPublisher {
             Ok(Ok(_)) => Ok(()),
         }
     }
+}
+
+async fn connect(url: &str) -> Result<async_nats::Client, ActionError> {
+    let (address, options) = connect_options(url)
+        .map_err(|_| ActionError::Permanent("the NATS URL does not parse".into()))?;
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        options
+            .connection_timeout(CONNECT_TIMEOUT)
+            .name("sluice publish")
+            .connect(address.as_str()),
+    )
+    .await
+    .map_err(|_| ActionError::Retryable(format!("no answer from {address}")))?
+    .map_err(|error| ActionError::Retryable(format!("cannot connect to {address}: {error}")))
 }
 
 /// The server's address without credentials, and options carrying them: `user:password@`

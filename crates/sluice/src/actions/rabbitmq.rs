@@ -3,21 +3,21 @@
 //! sent again carries the same id, for consumers to dedupe). One connection and channel per
 //! URL, kept and opened again when closed.
 
+use super::connections::Connections;
 use super::{ActionContext, ActionError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
 
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct AmqpPublisher {
-    channels: Mutex<HashMap<String, (Connection, Channel)>>,
+    /// The connection is kept with its channel: dropping it would close both.
+    channels: Connections<(Arc<Connection>, Channel)>,
 }
 
 pub struct Publish<'a> {
@@ -29,30 +29,16 @@ pub struct Publish<'a> {
 }
 
 impl AmqpPublisher {
+    /// The kept channel while it is open; a new connection and channel otherwise.
     async fn channel(&self, url: &str) -> Result<Channel, ActionError> {
-        let mut channels = self.channels.lock().await;
-        if let Some((_, channel)) = channels.get(url) {
-            if channel.status().connected() {
-                return Ok(channel.clone());
-            }
-        }
-        let target = super::target_of(url).unwrap_or_else(|| "the broker".into());
-        let connection = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Connection::connect(url, ConnectionProperties::default()),
-        )
-        .await
-        .map_err(|_| ActionError::Retryable(format!("no answer from {target}")))?
-        .map_err(|error| ActionError::Retryable(format!("cannot connect to {target}: {error}")))?;
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|error| ActionError::Retryable(format!("cannot open a channel: {error}")))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|error| ActionError::Retryable(format!("cannot enable confirms: {error}")))?;
-        channels.insert(url.to_owned(), (connection, channel.clone()));
+        let (_, channel) = self
+            .channels
+            .get(
+                url,
+                |(_, channel)| channel.status().connected(),
+                || connect(url),
+            )
+            .await?;
         Ok(channel)
     }
 
@@ -112,4 +98,24 @@ impl AmqpPublisher {
             Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Ok(()),
         }
     }
+}
+
+async fn connect(url: &str) -> Result<(Arc<Connection>, Channel), ActionError> {
+    let target = super::target_of(url).unwrap_or_else(|| "the broker".into());
+    let connection = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Connection::connect(url, ConnectionProperties::default()),
+    )
+    .await
+    .map_err(|_| ActionError::Retryable(format!("no answer from {target}")))?
+    .map_err(|error| ActionError::Retryable(format!("cannot connect to {target}: {error}")))?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|error| ActionError::Retryable(format!("cannot open a channel: {error}")))?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|error| ActionError::Retryable(format!("cannot enable confirms: {error}")))?;
+    Ok((Arc::new(connection), channel))
 }

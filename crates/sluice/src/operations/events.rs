@@ -9,6 +9,7 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sluice_core::action::Action;
 use sluice_core::event::{AttemptStatus, EventState, ExecutionResult, NewEvent, Trigger};
 use sluice_core::FieldError;
 use sluice_store::{
@@ -603,6 +604,11 @@ pub struct ExplainOut {
     pub explanation: Option<sluice_core::logic::Explanation>,
     /// One line naming the comparisons that decided, with their values.
     pub summary: String,
+    /// When the condition held: what the action sent (or would send), rendered for this
+    /// event, with what sluice adds (the idempotency key) and credentials masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub action: Option<Value>,
 }
 
 /// Explains one execution of one event; 404 if either is unknown or the execution belongs
@@ -639,6 +645,15 @@ pub async fn explain_execution(
                 execution_id,
                 rule_id: ran.rule_id,
                 rule_version_id: ran.rule_version_id,
+                action: explained
+                    .matched
+                    .then(|| Action::parse(&ran.action).ok())
+                    .flatten()
+                    .map(|action| {
+                        let (rendered, key) =
+                            crate::rule_pass::render(&action, ran.rule_id, &event);
+                        rendered.shown(&key)
+                    }),
                 matched: explained.matched,
                 result: explained.result,
                 explanation: Some(explained.tree),
@@ -652,6 +667,7 @@ pub async fn explain_execution(
                 result: Value::Null,
                 explanation: None,
                 summary: format!("the condition could not be evaluated: {error}"),
+                action: None,
             },
         },
     )

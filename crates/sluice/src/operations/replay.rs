@@ -54,9 +54,17 @@ pub struct DryRunRuleOut {
     pub would: Would,
     /// Why it would fail.
     pub error: Option<String>,
-    /// For actions that run at most once (webhooks, emails).
+    /// For actions that run at most once (webhooks, emails, publishes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// For `apply`: what the action would send — rendered for this event, with what sluice
+    /// adds (the idempotency key) and credentials masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub action: Option<serde_json::Value>,
+    /// For `apply`: the target (`scheme://host:port`) it would go through, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// The answer to `POST /events/{id}/replay`.
@@ -149,6 +157,7 @@ pub async fn dry_run(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult
     };
     let compiled = compile_all(&snapshots, &state.settings.rule_limits());
     let decisions = rule_pass::decide(&*state.store, &compiled, &event).await?;
+    let smtp_target = crate::actions::ActionConfig::from_settings(&state.settings).smtp_target();
     let results = decisions
         .iter()
         .map(|d| {
@@ -166,6 +175,20 @@ pub async fn dry_run(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult
                 would,
                 error,
                 idempotency_key: d.decision.recorded_key().map(str::to_owned),
+                action: match &d.decision {
+                    Decision::Apply {
+                        action,
+                        idempotency_key,
+                        ..
+                    } => Some(action.shown(idempotency_key)),
+                    _ => None,
+                },
+                target: match &d.decision {
+                    Decision::Apply { action, .. } => {
+                        crate::actions::target(action, smtp_target.as_deref())
+                    }
+                    _ => None,
+                },
             }
         })
         .collect();

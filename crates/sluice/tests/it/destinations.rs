@@ -351,3 +351,230 @@ async fn a_rule_publishes_to_rabbitmq_with_confirms_once_and_a_replay_publishes_
     let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+async fn redis() -> Option<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    match client.get_multiplexed_async_connection().await {
+        Ok(connection) => Some(connection),
+        Err(error) => {
+            assert!(
+                std::env::var("CI").is_err(),
+                "Redis must run for CI: {error}"
+            );
+            None
+        }
+    }
+}
+
+/// A stream's entries, oldest first, each as field → value.
+async fn entries(
+    redis: &mut redis::aio::MultiplexedConnection,
+    stream: &str,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(redis)
+        .await
+        .unwrap();
+    reply
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}
+
+crate::story!(a_rule_adds_to_a_redis_stream_once_and_dry_run_and_explain_show_the_entry);
+async fn a_rule_adds_to_a_redis_stream_once_and_dry_run_and_explain_show_the_entry(app: TestApp) {
+    use crate::brokers::unique;
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    let stream = unique("sluice-out-");
+    let rule = json!({"name": "to redis", "event_type": "order.created", "condition": true,
+        "action": {"type": "publish_redis", "params": {
+            "url": REDIS_URL,
+            "stream": format!("{stream}:{{{{ type }}}}"),
+            "fields": {"origin": "sluice", "order": "{{ external_id }}"},
+            "payload": {"order": "{{ external_id }}", "total": "{{ data.total }}"}}}});
+    let (status, created) = app.post("/rules", &rule).await;
+    assert_eq!(status, 201, "{created}");
+    let rule_id = created["id"].as_i64().unwrap();
+    let (_, event) = app
+        .post(
+            "/events",
+            &json!({"id": "s-1", "type": "order.created", "data": {"total": 12.5}}),
+        )
+        .await;
+    let id = event["id"].as_i64().unwrap();
+    app.wait_for_state(id, &["processed"]).await;
+    let key = format!("{stream}:order.created");
+    let added = entries(&mut redis, &key).await;
+    assert_eq!(added.len(), 1, "{added:?}");
+    let attempts = app.attempts(id).await;
+    let execution = &attempts[0]["rule_executions"][0];
+    let idempotency_key = execution["idempotency_key"].as_str().unwrap().to_owned();
+    let entry = &added[0];
+    assert_eq!(entry["idempotency_key"], idempotency_key);
+    assert_eq!(entry["type"], "order.created");
+    assert_eq!(entry["origin"], "sluice");
+    assert_eq!(entry["order"], "s-1");
+    let payload: Value = serde_json::from_str(&entry["payload"]).unwrap();
+    assert_eq!(payload, json!({"order": "s-1", "total": 12.5}));
+
+    // Explain and a dry run show the entry as it was (or would be) added.
+    let (status, explained) = app
+        .get_json(&format!(
+            "/events/{id}/executions/{}/explain",
+            execution["id"]
+        ))
+        .await;
+    assert_eq!(status, 200, "{explained}");
+    let shown = &explained["action"]["params"];
+    assert_eq!(explained["action"]["type"], "publish_redis", "{explained}");
+    assert_eq!(shown["stream"], key.as_str());
+    assert_eq!(shown["payload"], json!({"order": "s-1", "total": 12.5}));
+    assert_eq!(shown["fields"]["idempotency_key"], idempotency_key.as_str());
+    let (status, dry) = app
+        .post(&format!("/events/{id}/replay"), &json!({"dry_run": true}))
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let verdict = &dry["results"][0];
+    assert_eq!(verdict["would"], "dedupe", "{dry}");
+
+    // A replay of the same content adds nothing; a changed action adds again.
+    let (status, _) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
+    assert_eq!(status, 200);
+    app.wait_for_state(id, &["processed"]).await;
+    assert_eq!(
+        app.attempts(id).await[0]["rule_executions"][0]["result"],
+        "deduped"
+    );
+    assert_eq!(entries(&mut redis, &key).await.len(), 1);
+    let changed = json!({"type": "publish_redis", "params": {"url": REDIS_URL,
+        "stream": key, "payload": {"order": "{{ external_id }}", "v": 2}}});
+    let (status, _) = app
+        .put(&format!("/rules/{rule_id}"), &json!({"action": changed}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, dry) = app
+        .post(&format!("/events/{id}/replay"), &json!({"dry_run": true}))
+        .await;
+    let verdict = &dry["results"][0];
+    assert_eq!(verdict["would"], "apply", "{dry}");
+    assert_eq!(verdict["target"], "redis://127.0.0.1:6379", "{dry}");
+    assert_eq!(
+        verdict["action"]["params"]["payload"],
+        json!({"order": "s-1", "v": 2}),
+        "{dry}"
+    );
+    assert_eq!(
+        entries(&mut redis, &key).await.len(),
+        1,
+        "a dry run adds nothing"
+    );
+    let (status, _) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
+    assert_eq!(status, 200);
+    crate::targets::wait_until(
+        "the changed action adds a second entry",
+        std::time::Duration::from_secs(20),
+        async || entries(&mut redis.clone(), &key).await.len() == 2,
+    )
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    app.stop().await;
+}
+
+crate::story!(a_redis_stream_is_trimmed_to_maxlen_and_a_key_of_another_type_fails_the_action);
+async fn a_redis_stream_is_trimmed_to_maxlen_and_a_key_of_another_type_fails_the_action(
+    app: TestApp,
+) {
+    use crate::brokers::unique;
+    const EVENTS: usize = 400;
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    let stream = unique("sluice-bounded-");
+    let rule = json!({"name": "bounded", "event_type": "tick", "condition": true,
+        "action": {"type": "publish_redis", "params": {
+            "url": REDIS_URL, "stream": stream, "maxlen": 10}}});
+    assert_eq!(app.post("/rules", &rule).await.0, 201);
+    let events: Vec<Value> = (0..EVENTS)
+        .map(|n| json!({"id": format!("t-{n}"), "type": "tick", "data": {"n": n}}))
+        .collect();
+    for chunk in events.chunks(100) {
+        let (status, _) = app.post("/events/batch", &json!({"events": chunk})).await;
+        assert_eq!(status, 200);
+    }
+    app.wait_for_processed(EVENTS as i64).await;
+    let length: usize = redis::cmd("XLEN")
+        .arg(&stream)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    // `MAXLEN ~ 10` trims whole nodes of (by default) 100 entries.
+    assert!((10..EVENTS / 2).contains(&length), "{length}");
+
+    // A key holding a string is not a stream: the action fails, not retried.
+    let wrong = unique("sluice-string-");
+    let _: () = redis::cmd("SET")
+        .arg(&wrong)
+        .arg("x")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let rule = json!({"name": "wrong", "event_type": "w", "condition": true,
+        "action": {"type": "publish_redis", "params": {"url": REDIS_URL, "stream": wrong}}});
+    assert_eq!(app.post("/rules", &rule).await.0, 201);
+    let (_, event) = app
+        .post("/events", &json!({"id": "w-1", "type": "w", "data": {}}))
+        .await;
+    let id = event["id"].as_i64().unwrap();
+    app.wait_for_state(id, &["failed"]).await;
+    let attempts = app.attempts(id).await;
+    assert_eq!(attempts.len(), 1, "not retried: {attempts:?}");
+    let error = attempts[0]["rule_executions"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("something else than a stream"), "{error}");
+
+    // Validation names each bad field.
+    let (status, invalid) = app
+        .post(
+            "/rules",
+            &json!({"name": "bad", "event_type": "t", "condition": true,
+                "action": {"type": "publish_redis", "params": {"url": "http://x", "stream": "",
+                    "fields": {"idempotency_key": "mine"}, "maxlen": 0}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{invalid}");
+    let paths: Vec<&str> = invalid["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "action.params.url",
+            "action.params.stream",
+            "action.params.fields.idempotency_key",
+            "action.params.maxlen"
+        ],
+        "{invalid}"
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .arg(&wrong)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    app.stop().await;
+}

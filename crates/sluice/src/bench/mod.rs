@@ -4,6 +4,7 @@
 //! event is terminal, and reports ingest rate, drain rate, ingest-to-processed latency
 //! percentiles, errors by kind and — for a spawned server — its peak memory.
 
+mod destinations;
 mod history;
 pub mod report;
 mod sink;
@@ -107,6 +108,11 @@ pub struct BenchArgs {
     /// processed events (needs --spawn).
     #[arg(long, requires = "spawn", conflicts_with = "webhooks")]
     pub sources: bool,
+    /// Instead of the load run: destinations — for NATS JetStream, RabbitMQ and Redis (on
+    /// this machine), a backlog of --events events each publishing one message, against the
+    /// same client publishing alone with the same acknowledgements (needs --spawn).
+    #[arg(long, requires = "spawn", conflicts_with_all = ["webhooks", "sources"])]
+    pub destinations: bool,
     /// Only run the benchmarks' webhook receiver (answering after --receiver-delay-ms) on
     /// this port until stopped, e.g. to measure it with wrk.
     #[arg(long, conflicts_with_all = ["webhooks", "spawn", "url"])]
@@ -305,6 +311,10 @@ pub fn run(args: BenchArgs) -> std::process::ExitCode {
     if args.sources {
         let report = runtime.block_on(sources::bench_sources(args));
         return print_report(report, json, sources::SourcesReport::text);
+    }
+    if args.destinations {
+        let report = runtime.block_on(destinations::bench_destinations(args));
+        return print_report(report, json, destinations::DestinationsReport::text);
     }
     if !args.history.is_empty() {
         let report = runtime.block_on(history::bench_history(args));

@@ -36,6 +36,7 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         retention_check: false,
         webhooks: false,
         sources: false,
+        destinations: false,
         serve_receiver: None,
         receiver_delay_ms: 10,
         receiver_connections: 16,

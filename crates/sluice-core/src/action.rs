@@ -10,7 +10,7 @@
 use crate::error::{join_path, FieldError};
 use crate::event::json_kind;
 use crate::hash::content_hash;
-use crate::template::{Template, TemplateContext, TemplatedValue};
+use crate::template::{Template, TemplateContext, TemplatedValue, TransformError};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -566,11 +566,25 @@ impl Action {
         self.hash.clone()
     }
 
-    /// Renders every template against one event. Header values, `to` and `subject` have control
+    /// Whether any param holds a `{"$logic": …}` transform (rendering then evaluates
+    /// JSONLogic, under the rule's budget).
+    pub fn has_transforms(&self) -> bool {
+        match &self.spec {
+            Spec::Log { .. } | Spec::Noop => false,
+            Spec::CallWebhook(webhook) => webhook.body.has_transforms(),
+            Spec::SendEmail(email) => email.data.as_ref().is_some_and(|d| d.has_transforms()),
+            Spec::PublishNats(publish) => publish.payload.has_transforms(),
+            Spec::PublishRabbitmq(publish) => publish.payload.has_transforms(),
+            Spec::PublishRedis(publish) => publish.payload.has_transforms(),
+        }
+    }
+
+    /// Renders every template against one event, and computes every transform; fails on a
+    /// transform that cannot be computed for it. Header values, `to` and `subject` have control
     /// characters (line breaks) from event data replaced by spaces, so data cannot inject
     /// headers or make a request unbuildable. The URL is rendered as is: the executor parses it.
-    pub fn render(&self, ctx: &TemplateContext<'_>) -> RenderedAction {
-        match &self.spec {
+    pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<RenderedAction, TransformError> {
+        Ok(match &self.spec {
             Spec::Log { level, message } => RenderedAction::Log {
                 level: *level,
                 message: message.render_string(ctx),
@@ -584,14 +598,18 @@ impl Action {
                     .iter()
                     .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
                     .collect(),
-                body: webhook.body.render(ctx),
+                body: webhook.body.render(ctx)?,
                 timeout_ms: webhook.timeout_ms,
             },
             Spec::SendEmail(email) => RenderedAction::SendEmail {
                 to: single_line(email.to.render_string(ctx)),
                 subject: single_line(email.subject.render_string(ctx)),
                 body: email.template.render_string(ctx),
-                data: email.data.as_ref().map(|data| data.render(ctx)),
+                data: email
+                    .data
+                    .as_ref()
+                    .map(|data| data.render(ctx))
+                    .transpose()?,
             },
             Spec::PublishNats(publish) => RenderedAction::PublishNats {
                 url: publish.url.clone(),
@@ -601,7 +619,7 @@ impl Action {
                     .iter()
                     .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
                     .collect(),
-                payload: publish.payload.render(ctx),
+                payload: publish.payload.render(ctx)?,
             },
             Spec::PublishRabbitmq(publish) => RenderedAction::PublishRabbitmq {
                 url: publish.url.clone(),
@@ -612,7 +630,7 @@ impl Action {
                     .iter()
                     .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
                     .collect(),
-                payload: publish.payload.render(ctx),
+                payload: publish.payload.render(ctx)?,
             },
             Spec::PublishRedis(publish) => RenderedAction::PublishRedis {
                 url: publish.url.clone(),
@@ -622,10 +640,10 @@ impl Action {
                     .iter()
                     .map(|(name, value)| (name.clone(), value.render_string(ctx)))
                     .collect(),
-                payload: publish.payload.render(ctx),
+                payload: publish.payload.render(ctx)?,
                 maxlen: publish.maxlen,
             },
-        }
+        })
     }
 }
 
@@ -1385,12 +1403,16 @@ mod tests {
 
     fn render(action: &Action) -> RenderedAction {
         let data = json!({"amount": 250, "user": {"email": "ana@example.com", "name": "Ana"}});
-        action.render(&TemplateContext {
-            event_id: 42,
-            external_id: "order-123",
-            event_type: "order.created",
-            data: &data,
-        })
+        action
+            .render(&TemplateContext {
+                event_id: 42,
+                external_id: "order-123",
+                event_type: "order.created",
+                data: &data,
+                created_at: None,
+                limits: crate::logic::Limits::default(),
+            })
+            .expect("no transform")
     }
 
     fn webhook(params: Value) -> Value {
@@ -1569,12 +1591,16 @@ mod tests {
             "headers": {"X-Name": "{{ data.name }}"}
         })));
         let data = json!({"name": "a\r\nInjected: yes"});
-        let rendered = action.render(&TemplateContext {
-            event_id: 1,
-            external_id: "x",
-            event_type: "t",
-            data: &data,
-        });
+        let rendered = action
+            .render(&TemplateContext {
+                event_id: 1,
+                external_id: "x",
+                event_type: "t",
+                data: &data,
+                created_at: None,
+                limits: crate::logic::Limits::default(),
+            })
+            .expect("no transform");
         let RenderedAction::CallWebhook { headers, .. } = rendered else {
             panic!("a webhook renders as a webhook");
         };
@@ -1883,12 +1909,16 @@ mod tests {
             "fields": {"order": "{{ external_id }}"}, "maxlen": 500}}))
         .expect("valid");
         let data = json!({"amount": 3});
-        let rendered = action.render(&TemplateContext {
-            event_id: 9,
-            external_id: "o-9",
-            event_type: "order.created",
-            data: &data,
-        });
+        let rendered = action
+            .render(&TemplateContext {
+                event_id: 9,
+                external_id: "o-9",
+                event_type: "order.created",
+                data: &data,
+                created_at: None,
+                limits: crate::logic::Limits::default(),
+            })
+            .expect("no transform");
         let RenderedAction::PublishRedis {
             stream,
             fields,

@@ -4,6 +4,7 @@
 use crate::error::{join_path, FieldError};
 use crate::hash::{sha256_hex, sha256_hex_of, write_json};
 use crate::json_text::JsonNode;
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -94,6 +95,78 @@ pub struct NewEvent {
     /// Hash of `{type, data}` (and the ordering key, when there is one) in canonical form:
     /// equal submissions hash equal.
     pub payload_hash: String,
+    /// Not processed before this instant (`process_at`, or `delay_ms` after receipt); `None`
+    /// for at once. Only a new event takes it: a duplicate changes nothing.
+    pub process_at: Option<DateTime<Utc>>,
+}
+
+/// How far ahead an event may be scheduled: a year.
+pub const MAX_SCHEDULE_DAYS: i64 = 365;
+
+/// `process_at` (RFC 3339) or `delay_ms` (whole milliseconds), at most a year ahead of `now`;
+/// one of them, or neither. A time already past means at once.
+fn schedule(
+    body: &JsonNode<'_>,
+    now: DateTime<Utc>,
+    errors: &mut Vec<FieldError>,
+) -> Option<DateTime<Utc>> {
+    let latest = now + chrono::Duration::days(MAX_SCHEDULE_DAYS);
+    let too_far = || format!("must be at most {MAX_SCHEDULE_DAYS} days ahead");
+    match (body.get("process_at"), body.get("delay_ms")) {
+        (None | Some(JsonNode::Null), None | Some(JsonNode::Null)) => None,
+        (Some(_), Some(_)) => {
+            errors.push(FieldError::new(
+                "delay_ms",
+                "give process_at or delay_ms, not both",
+            ));
+            None
+        }
+        (Some(JsonNode::String(text)), _) => match DateTime::parse_from_rfc3339(text) {
+            Ok(at) if at.with_timezone(&Utc) > latest => {
+                errors.push(FieldError::new("process_at", too_far()));
+                None
+            }
+            Ok(at) => Some(at.with_timezone(&Utc).max(now)),
+            Err(_) => {
+                errors.push(FieldError::new(
+                    "process_at",
+                    "must be an RFC 3339 date and time, e.g. 2026-12-24T09:00:00Z",
+                ));
+                None
+            }
+        },
+        (Some(other), _) => {
+            errors.push(FieldError::new(
+                "process_at",
+                format!("must be a string, got {}", other.kind()),
+            ));
+            None
+        }
+        (_, Some(JsonNode::Number(n))) => {
+            let max_ms = MAX_SCHEDULE_DAYS * 86_400_000;
+            match n.as_i64() {
+                Some(ms @ 0..) if ms <= max_ms => Some(now + chrono::Duration::milliseconds(ms)),
+                Some(0..) => {
+                    errors.push(FieldError::new("delay_ms", too_far()));
+                    None
+                }
+                _ => {
+                    errors.push(FieldError::new(
+                        "delay_ms",
+                        "must be a whole number of milliseconds, 0 or more",
+                    ));
+                    None
+                }
+            }
+        }
+        (_, Some(other)) => {
+            errors.push(FieldError::new(
+                "delay_ms",
+                format!("must be a number, got {}", other.kind()),
+            ));
+            None
+        }
+    }
 }
 
 impl NewEvent {
@@ -175,11 +248,17 @@ impl NewEvent {
                 None
             }
         };
+        // Microseconds: what both stores keep, so the time answered is the time stored.
+        let process_at = schedule(body, Utc::now(), &mut errors).map(|at| at.trunc_subsecs(6));
         for key in body.keys() {
-            if !matches!(key, "id" | "type" | "data" | "ordering_key") {
+            if !matches!(
+                key,
+                "id" | "type" | "data" | "ordering_key" | "process_at" | "delay_ms"
+            ) {
                 errors.push(FieldError::new(
                     join_path("", key),
-                    "is not a field of an event (expected id, type, data, ordering_key)",
+                    "is not a field of an event (expected id, type, data, ordering_key, \
+                     process_at, delay_ms)",
                 ));
             }
         }
@@ -197,6 +276,7 @@ impl NewEvent {
                     data_text,
                     ordering_key,
                     payload_hash,
+                    process_at,
                 })
             }
             _ => Err(errors),

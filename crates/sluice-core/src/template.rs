@@ -7,12 +7,20 @@
 //! is no escape for a literal `{{`: any `{{` opens a placeholder, so a typo is caught when the rule
 //! is saved rather than sent verbatim to a receiver. A lone `}}` is literal text.
 //!
-//! Rendering never fails: a path absent from an event renders as `null` (or as empty text inside
-//! a longer string), because whether an event carries a field is the event's business, not the
-//! rule's.
+//! Rendering a template never fails: a path absent from an event renders as `null` (or as empty
+//! text inside a longer string), because whether an event carries a field is the event's
+//! business, not the rule's.
+//!
+//! Transforms: in a templated JSON value (a webhook body, an email's data, a broker payload) an
+//! object that is exactly `{"$logic": <JSONLogic>}` is computed against
+//! `{"data": …, "event": {"id", "external_id", "type", "created_at"}}` under the rule's
+//! budget, and its result (any JSON) takes its place. A transform can fail (over budget, a
+//! type error): rendering says where and why.
 
 use crate::error::{index_path, join_path, FieldError};
-use serde_json::{Map, Value};
+use crate::logic::{EvalError, Limits, Logic};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 use std::ops::Range;
 
@@ -24,6 +32,22 @@ pub struct TemplateContext<'a> {
     pub event_type: &'a str,
     /// The event's `data` object.
     pub data: &'a Value,
+    /// When the event was received (transforms see it as `event.created_at`).
+    pub created_at: Option<DateTime<Utc>>,
+    /// The budget of each transform: the rule's.
+    pub limits: Limits,
+}
+
+/// The key that makes an object a transform.
+pub const TRANSFORM_KEY: &str = "$logic";
+
+/// A transform that could not be computed for one event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("transform at {path}: {error}")]
+pub struct TransformError {
+    /// Where in the action (`action.params.body.total`).
+    pub path: String,
+    pub error: EvalError,
 }
 
 /// A compiled template string: literal text and placeholders, in order.
@@ -227,6 +251,29 @@ enum Node {
     String(Template),
     Array(Vec<Node>),
     Object(Vec<(String, Node)>),
+    Transform(Box<Transform>),
+}
+
+#[derive(Debug, Clone)]
+struct Transform {
+    path: String,
+    logic: Logic,
+}
+
+impl PartialEq for Transform {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.logic.source() == other.logic.source()
+    }
+}
+
+/// Size and nesting as for a condition; operations and bytes left to the rule's budget,
+/// given when the transform runs.
+fn transform_compile_limits() -> Limits {
+    Limits {
+        max_operations: u64::MAX,
+        max_bytes_built: u64::MAX,
+        ..Limits::default()
+    }
 }
 
 impl TemplatedValue {
@@ -242,14 +289,41 @@ impl TemplatedValue {
         }
     }
 
-    /// Whether any string inside has a placeholder.
+    /// Whether any string inside has a placeholder, or any part is a transform.
     pub fn has_placeholders(&self) -> bool {
         !matches!(self.root, Node::Fixed(_))
     }
 
-    pub fn render(&self, ctx: &TemplateContext<'_>) -> Value {
-        render_node(&self.root, ctx)
+    /// Whether any part is a `{"$logic": …}` transform.
+    pub fn has_transforms(&self) -> bool {
+        fn any(node: &Node) -> bool {
+            match node {
+                Node::Transform(_) => true,
+                Node::Array(items) => items.iter().any(any),
+                Node::Object(entries) => entries.iter().any(|(_, node)| any(node)),
+                Node::Fixed(_) | Node::String(_) => false,
+            }
+        }
+        any(&self.root)
     }
+
+    pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<Value, TransformError> {
+        let mut input = None;
+        render_node(&self.root, ctx, &mut input)
+    }
+}
+
+/// What a transform is computed against, built once per rendering.
+fn transform_input(ctx: &TemplateContext<'_>) -> Value {
+    json!({
+        "data": ctx.data,
+        "event": {
+            "id": ctx.event_id,
+            "external_id": ctx.external_id,
+            "type": ctx.event_type,
+            "created_at": ctx.created_at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        }
+    })
 }
 
 fn compile_node(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Node {
@@ -274,6 +348,22 @@ fn compile_node(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Node
                 Node::Array(nodes)
             }
         }
+        Value::Object(map) if map.len() == 1 && map.contains_key(TRANSFORM_KEY) => {
+            let logic_path = join_path(path, TRANSFORM_KEY);
+            match Logic::compile(&map[TRANSFORM_KEY], &transform_compile_limits()) {
+                Ok(logic) => Node::Transform(Box::new(Transform {
+                    path: path.to_owned(),
+                    logic,
+                })),
+                Err(error) => {
+                    errors.push(FieldError::new(
+                        join_path(&logic_path, &error.path),
+                        error.message,
+                    ));
+                    Node::Fixed(Value::Null)
+                }
+            }
+        }
         Value::Object(map) => {
             let nodes: Vec<(String, Node)> = map
                 .iter()
@@ -294,19 +384,38 @@ fn compile_node(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Node
     }
 }
 
-fn render_node(node: &Node, ctx: &TemplateContext<'_>) -> Value {
-    match node {
+fn render_node(
+    node: &Node,
+    ctx: &TemplateContext<'_>,
+    input: &mut Option<Value>,
+) -> Result<Value, TransformError> {
+    Ok(match node {
         Node::Fixed(value) => value.clone(),
         Node::String(template) => template.render_value(ctx),
-        Node::Array(items) => Value::Array(items.iter().map(|n| render_node(n, ctx)).collect()),
+        Node::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|n| render_node(n, ctx, input))
+                .collect::<Result<_, _>>()?,
+        ),
         Node::Object(entries) => {
             let mut map = Map::with_capacity(entries.len());
             for (key, item) in entries {
-                map.insert(key.clone(), render_node(item, ctx));
+                map.insert(key.clone(), render_node(item, ctx, input)?);
             }
             Value::Object(map)
         }
-    }
+        Node::Transform(transform) => {
+            let input = input.get_or_insert_with(|| transform_input(ctx));
+            transform
+                .logic
+                .evaluate_capped(input, &ctx.limits)
+                .map_err(|error| TransformError {
+                    path: transform.path.clone(),
+                    error,
+                })?
+        }
+    })
 }
 
 #[cfg(test)]
@@ -330,6 +439,8 @@ mod tests {
             external_id: "order-123",
             event_type: "order.created",
             data: &data,
+            created_at: None,
+            limits: crate::logic::Limits::default(),
         };
         f(&ctx)
     }
@@ -467,7 +578,7 @@ mod tests {
         });
         let compiled = TemplatedValue::compile(&body, "body").unwrap();
         assert!(compiled.has_placeholders());
-        let rendered = with_ctx(|ctx| compiled.render(ctx));
+        let rendered = with_ctx(|ctx| compiled.render(ctx)).unwrap();
         assert_eq!(
             rendered,
             json!({
@@ -487,9 +598,12 @@ mod tests {
         let plain = json!({"a": [1, "two", {"b": null}]});
         let compiled = TemplatedValue::compile(&plain, "body").unwrap();
         assert!(!compiled.has_placeholders());
-        assert_eq!(with_ctx(|ctx| compiled.render(ctx)), plain);
+        assert_eq!(with_ctx(|ctx| compiled.render(ctx)).unwrap(), plain);
         let scalar = TemplatedValue::compile(&json!("{{ type }}"), "body").unwrap();
-        assert_eq!(with_ctx(|ctx| scalar.render(ctx)), json!("order.created"));
+        assert_eq!(
+            with_ctx(|ctx| scalar.render(ctx)).unwrap(),
+            json!("order.created")
+        );
     }
 
     #[test]
@@ -504,6 +618,48 @@ mod tests {
                 "action.params.body.items[1]",
                 "action.params.body.n"
             ]
+        );
+    }
+
+    #[test]
+    fn a_transform_computes_any_json_from_the_event_and_says_where_it_failed() {
+        let body = json!({"total": {"$logic": {"*": [{"var": "data.amount"}, 2]}},
+            "who": {"$logic": {"cat": [{"var": "event.external_id"}, "/", {"var": "event.type"}]}},
+            "keep": {"$logic": 1, "other": 2}});
+        let compiled = TemplatedValue::compile(&body, "body").unwrap();
+        assert!(compiled.has_transforms());
+        let rendered = with_ctx(|ctx| compiled.render(ctx)).unwrap();
+        assert_eq!(rendered["total"], 500);
+        assert_eq!(rendered["who"], "order-123/order.created");
+        assert_eq!(
+            rendered["keep"],
+            json!({"$logic": 1, "other": 2}),
+            "not exactly one key"
+        );
+
+        let errors = TemplatedValue::compile(&json!({"t": {"$logic": {"nope": []}}}), "body")
+            .expect_err("unknown operator");
+        assert!(errors[0].path.starts_with("body.t.$logic"), "{errors:?}");
+
+        let costly = TemplatedValue::compile(
+            &json!({"t": {"$logic": {"map": [{"var": "data.items"}, {"var": "sku"}]}}}),
+            "body",
+        )
+        .unwrap();
+        let error = with_ctx(|ctx| {
+            costly.render(&TemplateContext {
+                limits: Limits {
+                    max_operations: 2,
+                    ..Limits::default()
+                },
+                ..*ctx
+            })
+        })
+        .expect_err("over budget");
+        assert_eq!(error.path, "body.t");
+        assert!(
+            error.to_string().starts_with("transform at body.t: "),
+            "{error}"
         );
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct UpsertRow<'a> {
     pub payload: &'a str,
     pub payload_hash: &'a str,
     pub ordering_key: Option<&'a str>,
+    /// Not due before this (a scheduled event); `None`: due at once.
+    pub process_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Submissions with this id and hash in this round; added to `received_count`.
     pub count: i64,
     /// Indices into the batch, in arrival order.
@@ -50,6 +52,7 @@ pub(crate) fn plan_round<'a>(
                     payload: &event.data_text,
                     payload_hash: &event.payload_hash,
                     ordering_key: event.ordering_key.as_ref().map(|k| k.as_str()),
+                    process_at: event.process_at,
                     count: 1,
                     indices: vec![index],
                 });

@@ -222,6 +222,15 @@ pub trait ReplayStore: EventStore + Send + Sync {
         requested_by: Option<&str>,
     ) -> Result<Vec<StateChange>, StoreError>;
 
+    /// Takes a pending event that waits (scheduled, or for a retry or a target) out of the
+    /// queue: it ends `failed` with `last_error` saying it was cancelled, and by whom. One
+    /// being processed or settled is refused.
+    async fn cancel_event(
+        &self,
+        id: i64,
+        requested_by: Option<&str>,
+    ) -> Result<Result<StateChange, CancelRefusal>, StoreError>;
+
     /// Replays up to `limit` processed or failed events matching the filter, newest first.
     async fn replay_matching(
         &self,

@@ -365,6 +365,14 @@ pub enum ReplayRefusal {
     NotTerminal(EventState),
 }
 
+/// Why an event could not be cancelled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelRefusal {
+    NotFound,
+    /// Not waiting in the queue: being processed now, or already settled.
+    NotWaiting(EventState),
+}
+
 /// Which processing events to give back to the queue.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Release {

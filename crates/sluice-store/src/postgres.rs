@@ -165,15 +165,18 @@ async fn upsert_round(
     let hashes: Vec<&str> = rows.iter().map(|r| r.payload_hash).collect();
     let counts: Vec<i64> = rows.iter().map(|r| r.count).collect();
     let keys: Vec<Option<&str>> = rows.iter().map(|r| r.ordering_key).collect();
+    let due: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        rows.iter().map(|r| r.process_at).collect();
     // One statement for the whole batch; the WHERE makes a different payload a no-op that
     // returns no row, which the caller turns into a conflict.
     // A new event (xmax = 0: inserted, not updated) enters the queue in the same statement.
     let returned = sqlx::query(
         "WITH upserted AS ( \
-            INSERT INTO events (external_id, type, payload, payload_hash, received_count, ordering_key) \
-            SELECT e, t, p::jsonb, h, c, k \
-            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[]) \
-               AS u(e, t, p, h, c, k) \
+            INSERT INTO events (external_id, type, payload, payload_hash, received_count, \
+               ordering_key, next_attempt_at) \
+            SELECT e, t, p::jsonb, h, c, k, COALESCE(n, now()) \
+            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
+               $7::timestamptz[]) AS u(e, t, p, h, c, k, n) \
             ON CONFLICT (external_id) DO UPDATE \
                SET received_count = events.received_count + EXCLUDED.received_count, \
                    updated_at = now() \
@@ -191,6 +194,7 @@ async fn upsert_round(
     .bind(&hashes)
     .bind(&counts)
     .bind(&keys)
+    .bind(&due)
     .fetch_all(conn)
     .await?;
     returned

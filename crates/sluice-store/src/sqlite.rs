@@ -108,7 +108,7 @@ async fn upsert_round(
                 .push_bind(row.payload_hash)
                 .push_bind(row.count)
                 .push_bind(row.ordering_key)
-                .push_bind(now)
+                .push_bind(row.process_at.map_or(now, to_micros))
                 .push_bind(now)
                 .push_bind(now);
         });

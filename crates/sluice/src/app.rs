@@ -81,6 +81,7 @@ pub fn router(state: AppState) -> impl HttpService {
             get(api::events::explain_execution),
         )
         .route("/events/{id}/replay", post(api::replay::replay_event))
+        .route("/events/{id}/cancel", post(api::replay::cancel_event))
         .route("/events/replay-batch", post(api::replay::replay_batch))
         .route("/events/requeue-stuck", post(api::replay::requeue_stuck))
         .route(

@@ -161,6 +161,8 @@ pub enum Committed<'a> {
     /// Events sent back to the queue — replayed, requeued, or released when their lease
     /// expired: told, and workers woken for those pending again.
     Requeued(&'a [StateChange]),
+    /// Waiting events taken out of the queue (cancelled): told. Nobody needs waking.
+    Cancelled(&'a [StateChange]),
     /// This many events that waited for a target were made due again.
     Released(u64),
     /// A rule has a new version.
@@ -473,6 +475,11 @@ impl Bus {
                 }
                 if changes.iter().any(|c| c.state == EventState::Pending) {
                     self.wake_workers();
+                }
+            }
+            Committed::Cancelled(changes) => {
+                if self.has_audience() {
+                    self.publish(changes.iter().map(LiveMessage::from_change).collect());
                 }
             }
             Committed::Released(count) => {

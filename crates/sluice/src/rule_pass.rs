@@ -4,6 +4,7 @@
 //! these decisions (`worker/process.rs`); a dry run reports them (`operations/replay.rs`).
 
 use crate::evaluation;
+use serde_json::Value;
 use sluice_core::action::{Action, RenderedAction};
 use sluice_core::event::ExecutionResult;
 use sluice_core::idempotency::idempotency_key;
@@ -202,16 +203,68 @@ impl RuleDecision {
     }
 }
 
-/// A rule's action rendered for one event, with its idempotency key.
-pub fn render(action: &Action, rule_id: i64, event: &Event) -> (RenderedAction, String) {
-    let rendered = action.render(&TemplateContext {
-        event_id: event.id,
-        external_id: &event.external_id,
-        event_type: &event.event_type,
-        data: &event.payload,
-    });
+/// A rule's action rendered for one event — its transforms computed under `limits`, the
+/// rule's budget — with its idempotency key (of the action as written, so the same content
+/// dedupes whatever its transforms compute). An action with transforms is rendered on the
+/// blocking pool, as a costly condition is evaluated: the budget bounds the work, and no
+/// async thread waits for it.
+pub async fn render(
+    action: &Action,
+    rule_id: i64,
+    event: &Event,
+    limits: &Limits,
+) -> (Result<RenderedAction, String>, String) {
     let key = idempotency_key(event.id, rule_id, &action.content_hash());
+    let rendered = if action.has_transforms() {
+        let (action, event, limits) = (action.clone(), event.clone(), *limits);
+        evaluation::off_the_runtime(move || render_now(&action, &event, &limits))
+            .await
+            .unwrap_or_else(|error| Err(error.to_string()))
+    } else {
+        render_now(action, event, limits)
+    };
     (rendered, key)
+}
+
+/// An action rendered for a sample payload (`POST /rules/test`, the console's preview), as
+/// the worker would render it for an event of that data: what it would send, shown.
+pub async fn preview(action: &Action, data: Value, limits: &Limits) -> Value {
+    let now = chrono::Utc::now();
+    let sample = Event {
+        id: 0,
+        external_id: "sample".to_owned(),
+        event_type: "sample".to_owned(),
+        payload: data,
+        state: sluice_core::event::EventState::Pending,
+        received_count: 1,
+        attempts: 0,
+        next_attempt_at: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        processed_at: None,
+        replayed_at: None,
+        lease_expires_at: None,
+        leased_by: None,
+        ordering_key: None,
+    };
+    match render(action, 0, &sample, limits).await {
+        (Ok(rendered), key) => rendered.shown(&key),
+        (Err(error), _) => serde_json::json!({ "error": error }),
+    }
+}
+
+fn render_now(action: &Action, event: &Event, limits: &Limits) -> Result<RenderedAction, String> {
+    action
+        .render(&TemplateContext {
+            event_id: event.id,
+            external_id: &event.external_id,
+            event_type: &event.event_type,
+            data: &event.payload,
+            created_at: Some(event.created_at),
+            limits: *limits,
+        })
+        .map_err(|error| error.to_string())
 }
 
 /// The part of a decision that needs no database: compile errors, the condition, rendering.
@@ -229,11 +282,18 @@ async fn evaluate(rule: &Arc<CompiledRule>, event: &Event) -> RuleDecision {
             },
             Ok(false) => Decision::Skip,
             Ok(true) => {
-                let (action, idempotency_key) = render(&body.action, rule.rule_id, event);
-                Decision::Apply {
-                    action,
-                    idempotency_key,
-                    at_most_once: !body.action.is_idempotent(),
+                let limits = body.condition.logic().limits();
+                match render(&body.action, rule.rule_id, event, limits).await {
+                    (Ok(action), idempotency_key) => Decision::Apply {
+                        action,
+                        idempotency_key,
+                        at_most_once: !body.action.is_idempotent(),
+                    },
+                    // The same data fails the same way every time: not worth a retry.
+                    (Err(error), _) => Decision::Fail {
+                        error: format!("action: {error}"),
+                        idempotency_key: None,
+                    },
                 }
             }
         },

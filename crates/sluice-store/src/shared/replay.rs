@@ -1,11 +1,11 @@
-//! Replay: settled events sent back to the queue.
+//! Replay: settled events sent back to the queue; a waiting event taken out of it (cancel).
 
 use super::dialect::{Dialect, QueryBuilderExt};
 use super::events::{push_event_filter, push_listing};
 use super::rows::*;
 use super::Engine;
 use crate::model::*;
-use crate::{ReplayStore, StoreError};
+use crate::{EventStore, ReplayStore, StoreError};
 use async_trait::async_trait;
 use chrono::Utc;
 use sluice_core::event::EventState;
@@ -37,6 +37,44 @@ impl<E: Engine> ReplayStore for E {
         enqueue::<E::Dialect>(&mut tx, &changes).await?;
         tx.commit().await?;
         Ok(changes)
+    }
+
+    async fn cancel_event(
+        &self,
+        id: i64,
+        requested_by: Option<&str>,
+    ) -> Result<Result<StateChange, CancelRefusal>, StoreError> {
+        let mut tx = self.writes().begin().await?;
+        // A claim holds the queue row while it leases it; this waits for that claim and then
+        // finds the row leased, so a cancel never takes an event a worker holds.
+        let mut take = QueryBuilder::<E::Dialect>::new("DELETE FROM event_queue WHERE event_id = ");
+        take.push_value(id)
+            .push(" AND lease_expires_at IS NULL RETURNING event_id");
+        if take.fetch_optional(&mut tx).await?.is_none() {
+            drop(tx);
+            return Ok(Err(match self.get_event(id).await? {
+                None => CancelRefusal::NotFound,
+                Some(event) => CancelRefusal::NotWaiting(event.state),
+            }));
+        }
+        let reason = match requested_by {
+            Some(name) => format!("cancelled by {name} before it was processed"),
+            None => "cancelled before it was processed".to_owned(),
+        };
+        let now = Utc::now();
+        let mut settle = QueryBuilder::<E::Dialect>::new(
+            "UPDATE events SET state = 'failed', next_attempt_at = NULL, last_error = ",
+        );
+        settle
+            .push_value(reason)
+            .push(", updated_at = ")
+            .push_now(now)
+            .push(" WHERE id = ")
+            .push_value(id)
+            .push(" RETURNING id, external_id, type, state");
+        let row = settle.fetch_one(&mut tx).await?;
+        tx.commit().await?;
+        Ok(Ok(state_change_from_row(&row, None)?))
     }
 
     async fn replay_matching(

@@ -7,8 +7,9 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::operations::query::{parse_date_range, QueryErrors};
 use crate::operations::replay::{
-    self, ReplayBatchOut, ReplayOut, ReplaySelection, RequeueOut, DEFAULT_REPLAY_FILTER_LIMIT,
-    DEFAULT_STUCK_SECONDS, MAX_REPLAY_FILTER_LIMIT, MAX_REPLAY_IDS, MAX_STUCK_SECONDS,
+    self, CancelOut, ReplayBatchOut, ReplayOut, ReplaySelection, RequeueOut,
+    DEFAULT_REPLAY_FILTER_LIMIT, DEFAULT_STUCK_SECONDS, MAX_REPLAY_FILTER_LIMIT, MAX_REPLAY_IDS,
+    MAX_STUCK_SECONDS,
 };
 use crate::state::AppState;
 use axum::extract::State;
@@ -48,6 +49,24 @@ fn body_object(body: &Value) -> Result<&Map<String, Value>, ApiError> {
             format!("body must be a JSON object, got {}", json_kind(body)),
         )])
     })
+}
+
+/// Cancels a pending event that waits: scheduled (`process_at`, `delay_ms`), or for a retry
+/// or a receiver. It ends `failed`, saying it was cancelled; a replay can still run it.
+#[utoipa::path(post, path = "/events/{id}/cancel", tag = "replay",
+    params(("id" = i64, Path, description = "Event id", minimum = 1)),
+    responses(
+        (status = 200, description = "Cancelled", body = CancelOut),
+        (status = 400, description = "Bad id", body = ErrorBody),
+        (status = 404, description = "Unknown event", body = ErrorBody),
+        (status = 409, description = "The event is being processed or already settled", body = ErrorBody),
+    ))]
+pub async fn cancel_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> ApiResult<Json<CancelOut>> {
+    Ok(Json(replay::cancel(&state, id, caller.name()).await?))
 }
 
 /// Replays a processed or failed event, or (`dry_run`) says what a replay would do.

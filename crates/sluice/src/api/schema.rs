@@ -50,6 +50,14 @@ pub struct NewEventIn {
         example = "customer-42"
     )]
     ordering_key: Option<String>,
+    /// Not processed before this instant (RFC 3339, at most 365 days ahead; a past time
+    /// means at once). Not with `delay_ms`.
+    #[schema(format = DateTime, example = "2026-12-24T09:00:00Z")]
+    process_at: Option<String>,
+    /// Not processed before this many milliseconds after it is received (at most 365 days).
+    /// Not with `process_at`.
+    #[schema(minimum = 0, maximum = 31_536_000_000_i64)]
+    delay_ms: Option<i64>,
 }
 
 #[derive(ToSchema)]

@@ -43,6 +43,10 @@ pub struct EventOut {
     pub attempts: i64,
     /// When a pending event is due.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// For an event stored with `process_at` or `delay_ms` that has not come due yet: when
+    /// it will be processed (it can still be cancelled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -75,6 +79,7 @@ impl From<Event> for EventOut {
             received_count: event.received_count,
             attempts: event.attempts,
             next_attempt_at: event.next_attempt_at,
+            scheduled_for: scheduled_for(event.state, event.attempts, event.next_attempt_at),
             last_error: event.last_error,
             created_at: event.created_at,
             updated_at: event.updated_at,
@@ -84,6 +89,15 @@ impl From<Event> for EventOut {
             waiting: None,
         }
     }
+}
+
+/// When a pending event that never ran comes due, if that is still ahead: it was scheduled.
+fn scheduled_for(
+    state: EventState,
+    attempts: i64,
+    due: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    due.filter(|at| state == EventState::Pending && attempts == 0 && *at > Utc::now())
 }
 
 /// What ingest says about an event it stored or found.
@@ -97,6 +111,19 @@ pub struct EventSummaryOut {
     pub state: EventState,
     pub received_count: i64,
     pub created_at: DateTime<Utc>,
+    /// Set when this submission stored the event scheduled (`process_at` or `delay_ms`): it
+    /// is not processed before then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_at: Option<DateTime<Utc>>,
+}
+
+impl EventSummaryOut {
+    fn created(event: EventSummary, process_at: Option<DateTime<Utc>>) -> Self {
+        EventSummaryOut {
+            process_at: process_at.filter(|at| *at > event.created_at),
+            ..event.into()
+        }
+    }
 }
 
 impl From<EventSummary> for EventSummaryOut {
@@ -108,6 +135,7 @@ impl From<EventSummary> for EventSummaryOut {
             state: event.state,
             received_count: event.received_count,
             created_at: event.created_at,
+            process_at: None,
         }
     }
 }
@@ -160,6 +188,7 @@ pub async fn ingest(state: &AppState, event: NewEvent) -> ApiResult<IngestedOut>
             return Err(schema_violation(&event, violations));
         }
     }
+    let process_at = event.process_at;
     let outcome = state.ingestor.submit(event).await.map_err(|e| match e {
         IngestError::Store(error) => ApiError::from_store(&error),
         IngestError::Closed => {
@@ -170,7 +199,7 @@ pub async fn ingest(state: &AppState, event: NewEvent) -> ApiResult<IngestedOut>
         IngestOutcome::Created(event) => {
             count_ingested("created", 1);
             Ok(IngestedOut {
-                event: event.into(),
+                event: EventSummaryOut::created(event, process_at),
                 duplicate: false,
             })
         }
@@ -259,9 +288,13 @@ pub async fn ingest_batch(
     }
     if !valid.is_empty() {
         let outcomes = state.ingestor.store_batch(&valid).await?;
-        for (index, outcome) in valid_index.into_iter().zip(outcomes) {
+        for ((index, outcome), submitted) in valid_index.into_iter().zip(outcomes).zip(&valid) {
             let (status, event, error) = match outcome {
-                IngestOutcome::Created(event) => (BatchStatus::Created, Some(event.into()), None),
+                IngestOutcome::Created(event) => (
+                    BatchStatus::Created,
+                    Some(EventSummaryOut::created(event, submitted.process_at)),
+                    None,
+                ),
                 IngestOutcome::Duplicate(event) => {
                     (BatchStatus::Duplicate, Some(event.into()), None)
                 }
@@ -517,6 +550,8 @@ pub struct EventBrief {
     pub state: EventState,
     pub received_count: i64,
     pub attempts: i64,
+    /// See [`EventOut::scheduled_for`].
+    pub scheduled_for: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -531,6 +566,7 @@ impl From<EventHeader> for EventBrief {
             state: h.state,
             received_count: h.received_count,
             attempts: h.attempts,
+            scheduled_for: scheduled_for(h.state, h.attempts, h.next_attempt_at),
             last_error: h.last_error,
             created_at: h.created_at,
             updated_at: h.updated_at,
@@ -645,15 +681,17 @@ pub async fn explain_execution(
                 execution_id,
                 rule_id: ran.rule_id,
                 rule_version_id: ran.rule_version_id,
-                action: explained
-                    .matched
-                    .then(|| Action::parse(&ran.action).ok())
-                    .flatten()
-                    .map(|action| {
-                        let (rendered, key) =
-                            crate::rule_pass::render(&action, ran.rule_id, &event);
-                        rendered.shown(&key)
-                    }),
+                action: match Action::parse(&ran.action) {
+                    Ok(action) if explained.matched => {
+                        let limits = state.settings.rule_limits();
+                        match crate::rule_pass::render(&action, ran.rule_id, &event, &limits).await
+                        {
+                            (Ok(rendered), key) => Some(rendered.shown(&key)),
+                            (Err(error), _) => Some(serde_json::json!({ "error": error })),
+                        }
+                    }
+                    _ => None,
+                },
                 matched: explained.matched,
                 result: explained.result,
                 explanation: Some(explained.tree),

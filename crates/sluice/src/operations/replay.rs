@@ -8,8 +8,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::rule_pass::{self, compile_all, Decision};
 use crate::state::AppState;
 use serde::Serialize;
-use sluice_core::event::ReplayRules;
-use sluice_store::{EventFilter, Release, ReplayRefusal, StateChange};
+use sluice_core::event::{EventState, ReplayRules};
+use sluice_store::{CancelRefusal, EventFilter, Release, ReplayRefusal, StateChange};
 use utoipa::ToSchema;
 
 pub const MAX_REPLAY_IDS: usize = 100;
@@ -131,6 +131,46 @@ pub async fn replay(
         warning: warning(rules),
         event: event.into(),
         results: None,
+    })
+}
+
+/// The answer to `POST /events/{id}/cancel`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CancelOut {
+    pub message: String,
+    /// The event as it is now: `failed`, `last_error` saying it was cancelled.
+    pub event: EventOut,
+}
+
+/// Takes a pending event that waits — scheduled, or for a retry or a target — out of the
+/// queue, asked for `by` the named key; 404 unknown, 409 being processed or settled.
+pub async fn cancel(state: &AppState, id: i64, by: Option<&str>) -> ApiResult<CancelOut> {
+    let change = state
+        .store
+        .cancel_event(id, by)
+        .await?
+        .map_err(|refusal| match refusal {
+            CancelRefusal::NotFound => ApiError::not_found(format!("event {id} not found")),
+            CancelRefusal::NotWaiting(state) => ApiError::conflict(format!(
+                "event {id} is {}; only a pending event that waits can be cancelled",
+                if state == EventState::Pending {
+                    "being processed".to_owned()
+                } else {
+                    state.to_string()
+                }
+            )),
+        })?;
+    state
+        .bus
+        .announce(Committed::Cancelled(std::slice::from_ref(&change)));
+    let event = state
+        .store
+        .get_event(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {id} not found")))?;
+    Ok(CancelOut {
+        message: "Event cancelled".to_owned(),
+        event: event.into(),
     })
 }
 

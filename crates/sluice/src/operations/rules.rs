@@ -9,6 +9,7 @@ use crate::state::AppState;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use sluice_core::action::Action;
 use sluice_core::event::{json_kind, EventType};
 use sluice_core::logic::{truthy, Explanation, Limits, Logic};
 use sluice_core::rule::{Condition, NewRule, RulePatch};
@@ -281,8 +282,12 @@ pub async fn deactivate_rule(state: &AppState, id: i64) -> ApiResult<Deactivated
 /// What a rule test tries the condition against.
 #[derive(Debug, Clone)]
 pub enum TestTarget {
-    /// One sample payload, and whether to explain the verdict.
-    Data { data: Value, explain: bool },
+    /// One sample payload, whether to explain the verdict, and an action to preview.
+    Data {
+        data: Value,
+        explain: bool,
+        action: Option<Box<Action>>,
+    },
     /// The last `last` stored events of a type.
     Stored { event_type: EventType, last: i64 },
 }
@@ -325,11 +330,16 @@ impl TestRuleIn {
             }
         };
         if let Some(data) = object.get("data") {
+            let action = match object.get("action") {
+                None | Some(Value::Null) => None,
+                Some(action) => Some(Box::new(Action::parse(action).map_err(ApiError::invalid)?)),
+            };
             return Ok(TestRuleIn {
                 condition,
                 target: TestTarget::Data {
                     data: data.clone(),
                     explain,
+                    action,
                 },
             });
         }
@@ -400,6 +410,11 @@ pub struct SampleTestOut {
     /// With `explain`: one line naming the comparisons that decided, with their values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// With `action`: what it would send for this data — every template filled in, every
+    /// `{"$logic": …}` transform computed — or `{"error": …}` saying which transform failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub action: Option<Value>,
 }
 
 /// One stored event a test tried: matched (with its result and data) or failed.
@@ -442,7 +457,17 @@ pub enum RuleTestOut {
 pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTestOut> {
     let logic = test.condition.logic().clone();
     let (event_type, last) = match test.target {
-        TestTarget::Data { data, explain } => {
+        TestTarget::Data {
+            data,
+            explain,
+            action,
+        } => {
+            let preview = match &action {
+                Some(action) => {
+                    Some(crate::rule_pass::preview(action, data.clone(), logic.limits()).await)
+                }
+                None => None,
+            };
             let failed = |e: sluice_core::logic::EvalError| {
                 ApiError::invalid(vec![FieldError::new(
                     "condition",
@@ -456,6 +481,7 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
                     result: explained.result,
                     explanation: Some(Box::new(explained.tree)),
                     summary: Some(explained.summary),
+                    action: preview,
                 }));
             }
             let result = evaluation::evaluate(&logic, &data).await.map_err(failed)?;
@@ -464,6 +490,7 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
                 result,
                 explanation: None,
                 summary: None,
+                action: preview,
             }));
         }
         TestTarget::Stored { event_type, last } => (event_type, last),

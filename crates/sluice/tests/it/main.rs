@@ -26,6 +26,8 @@ mod ordering;
 mod processing;
 mod replay;
 mod rules;
+mod scheduling;
 mod sources;
 mod targets;
+mod transforms;
 mod workers;

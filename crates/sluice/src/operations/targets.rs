@@ -121,9 +121,23 @@ pub fn parse_target(body: &Value) -> ApiResult<String> {
         && url.fragment().is_none()
         && url.username().is_empty()
         && url.password().is_none();
-    if !matches!(url.scheme(), "http" | "https" | "smtp" | "smtps") || !bare {
+    let known = matches!(
+        url.scheme(),
+        "http"
+            | "https"
+            | "smtp"
+            | "smtps"
+            | "nats"
+            | "tls"
+            | "amqp"
+            | "amqps"
+            | "redis"
+            | "rediss"
+    );
+    if !known || !bare {
         return Err(invalid(
-            "must be scheme://host:port with no path (http, https, smtp or smtps)",
+            "must be scheme://host:port with no path \
+             (http, https, smtp, smtps, nats, tls, amqp, amqps, redis or rediss)",
         ));
     }
     crate::actions::target_of(text).ok_or_else(|| invalid("must name a host"))
@@ -177,6 +191,19 @@ mod tests {
         assert_eq!(
             parse("http://127.0.0.1:8080/").as_deref(),
             Some("http://127.0.0.1:8080")
+        );
+        // Broker connections are targets too, named with the broker's default port.
+        assert_eq!(
+            parse("nats://127.0.0.1").as_deref(),
+            Some("nats://127.0.0.1:4222")
+        );
+        assert_eq!(
+            parse("amqp://mq.example:5672").as_deref(),
+            Some("amqp://mq.example:5672")
+        );
+        assert_eq!(
+            parse("rediss://cache.example").as_deref(),
+            Some("rediss://cache.example:6379")
         );
         assert_eq!(parse("https://h.example/path"), None);
         assert_eq!(parse("ftp://h.example"), None);

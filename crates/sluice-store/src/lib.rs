@@ -255,6 +255,34 @@ pub trait TargetStore: Send + Sync {
         paused: bool,
     ) -> Result<TargetRecord, StoreError>;
 
+    /// Sets a target's own rate limit (`None`: the process default; `Some(0.0)`: no limit),
+    /// creating its row if needed.
+    async fn set_target_rate(
+        &self,
+        target: &str,
+        max_per_second: Option<f64>,
+    ) -> Result<TargetRecord, StoreError>;
+
+    /// Hands out `count` consecutive send times `interval_us` apart to one worker process:
+    /// the first is the target's next free one, or now if that has passed; the target's next
+    /// free one moves past the last. Returns the first. Atomic across processes.
+    async fn reserve_sends(
+        &self,
+        target: &str,
+        count: i64,
+        interval_us: i64,
+    ) -> Result<Timestamp, StoreError>;
+
+    /// The receiver answered 429: no send time is handed out before `until`, and its limit is
+    /// divided by `slowdown` from now on — unless another 429 set it less than a second ago
+    /// (many deliveries in flight get the same answer; that is one signal, not many).
+    async fn throttle_target(
+        &self,
+        target: &str,
+        until: Timestamp,
+        slowdown: f64,
+    ) -> Result<TargetRecord, StoreError>;
+
     /// Counts a failure that the breaker counts (a timeout, a 5xx, no connection): opens the
     /// circuit at `threshold` consecutive ones — or at once when it was probing — until
     /// `open_ms` from now.

@@ -433,6 +433,13 @@ pub struct TargetRecord {
     /// Events waiting in the queue for this target, and since when the oldest waits.
     pub waiting: i64,
     pub waiting_since: Option<Timestamp>,
+    /// The target's own rate limit (`Some(0.0)`: none), if it overrides the process default.
+    pub max_per_second: Option<f64>,
+    /// The next send time not yet handed out under its rate limit (or its 429 hold-off).
+    pub pace_next_at: Option<Timestamp>,
+    /// What its limit was divided by at its last 429 (1: not slowed), and when.
+    pub slowdown: f64,
+    pub throttled_at: Option<Timestamp>,
 }
 
 /// What a pending event waits for, and since when.

@@ -15,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,6 +117,7 @@ pub fn router(state: AppState) -> impl HttpService {
         .route("/targets", get(api::targets::list_targets))
         .route("/targets/pause", post(api::targets::pause_target))
         .route("/targets/resume", post(api::targets::resume_target))
+        .route("/targets/{target}", put(api::targets::change_target))
         .route("/ws", get(api::ws::live))
         .route("/health", get(api::ops::health))
         .route("/ready", get(api::ops::ready))

@@ -133,7 +133,14 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub target_max_in_flight: u32,
 
-    /// Consecutive failures (timeouts, 5xx, 429, refused connections) that open a target's
+    /// Deliveries per second each target gets at most, over every worker process together
+    /// (0: no limit); `PUT /targets/{target}` sets one target's own. Fractions are allowed
+    /// (`0.5`: one every two seconds).
+    #[arg(long, env = "TARGET_MAX_PER_SECOND", default_value_t = 0.0,
+          value_parser = parse_rate)]
+    pub target_max_per_second: f64,
+
+    /// Consecutive failures (timeouts, 5xx, refused connections) that open a target's
     /// circuit.
     #[arg(long, env = "TARGET_FAILURE_THRESHOLD", default_value_t = 5,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -182,6 +189,15 @@ impl std::fmt::Display for Period {
             s => write!(f, "{s} s"),
         }
     }
+}
+
+/// A rate limit: a number from 0 (none) to [`crate::delivery::MAX_RATE`].
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of deliveries per second"))?;
+    crate::delivery::check_rate(rate)
 }
 
 fn parse_period(text: &str) -> Result<Period, String> {
@@ -247,6 +263,7 @@ impl std::fmt::Debug for Settings {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("auth", &self.auth)
             .field("target_max_in_flight", &self.target_max_in_flight)
+            .field("target_max_per_second", &self.target_max_per_second)
             .field("target_failure_threshold", &self.target_failure_threshold)
             .field("target_open_ms", &self.target_open_ms)
             .field("target_max_wait", &self.target_max_wait)

@@ -26,6 +26,16 @@
 //! period is over. Each process reads the targets (with how many events wait for each)
 //! every [`REFRESH`].
 //!
+//! **Rate limits.** A target may also have a pace: at most `TARGET_MAX_PER_SECOND` (or its own
+//! `max_per_second`) deliveries a second over every worker process together. A delivery that
+//! may go then also waits for its send time ([`Targets::pace`]), in memory, its worker slot
+//! free: each process takes send times from the target's row a few at a time
+//! ([`sluice_store::Store::reserve_sends`], one atomic statement), one `1/limit` apart, so
+//! processes interleave without overlap; one it held too long is dropped, never bunched with
+//! the next, so any one second sees at most the limit plus one. A 429 holds every process off
+//! until its `Retry-After` (1 s without one) and halves the pace (at most once a second, down
+//! to [`MAX_SLOWDOWN`]); the pace recovers by half every [`RECOVERY_HALF_LIFE`].
+//!
 //! The breaker (closed → open after `TARGET_FAILURE_THRESHOLD` consecutive failures that a
 //! retry might fix → after `TARGET_OPEN_MS` one probe delivery, half open → closed on its
 //! success, open again on its failure) lives in the `targets` table, so every worker process
@@ -36,7 +46,7 @@ use crate::bus::{Bus, Committed};
 use chrono::{DateTime, Utc};
 use sluice_store::{Store, StoreError, TargetRecord, TargetReport};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -44,6 +54,26 @@ use tokio_util::sync::CancellationToken;
 
 pub const REFRESH: Duration = Duration::from_millis(500);
 pub const REPORT: Duration = Duration::from_secs(1);
+
+/// The highest rate limit a target can have, in deliveries per second.
+pub const MAX_RATE: f64 = 100_000.0;
+/// How far 429s can slow a target down: its limit divided by this at most.
+pub const MAX_SLOWDOWN: f64 = 32.0;
+/// How fast a slowed target recovers: its slowdown halves every this long without a 429.
+pub const RECOVERY_HALF_LIFE: Duration = Duration::from_secs(10);
+/// How long a 429 without a usable `Retry-After` holds a target off.
+pub const DEFAULT_HOLD_OFF: Duration = Duration::from_secs(1);
+
+/// A rate limit as given: 0 (none) up to [`MAX_RATE`] deliveries a second.
+pub fn check_rate(rate: f64) -> Result<f64, String> {
+    if rate.is_finite() && (0.0..=MAX_RATE).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "must be a number of deliveries per second from 0 (no limit) to {MAX_RATE}"
+        ))
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TargetLimits {
@@ -53,6 +83,8 @@ pub struct TargetLimits {
     pub max_waiting: usize,
     pub failure_threshold: i64,
     pub open_ms: i64,
+    /// `TARGET_MAX_PER_SECOND`, for targets without a limit of their own (0: none).
+    pub max_per_second: f64,
 }
 
 impl TargetLimits {
@@ -65,6 +97,7 @@ impl TargetLimits {
             max_waiting: (settings.worker_concurrency as usize * 4).max(max_in_flight),
             failure_threshold: i64::from(settings.target_failure_threshold),
             open_ms: i64::try_from(settings.target_open_ms).unwrap_or(i64::MAX),
+            max_per_second: settings.target_max_per_second,
         }
     }
 }
@@ -100,6 +133,8 @@ pub enum Delivered {
     Unavailable(String),
     /// The receiver answered and refused (a 4xx): it is up, the request was wrong.
     Refused,
+    /// The receiver asked for fewer requests (a 429), holding off this long if it said.
+    Throttled(Option<Duration>),
 }
 
 #[derive(Default)]
@@ -121,6 +156,22 @@ struct Lane {
     parked: AtomicBool,
     /// A release of its waiting events is under way.
     releasing: AtomicBool,
+    /// Deliveries waiting for a send time under its rate limit.
+    pacing: AtomicUsize,
+    /// Send times this process took from the target's row and has not used yet.
+    sends: tokio::sync::Mutex<Sends>,
+    /// Bumped at a 429: send times taken before it are not used.
+    throttles: AtomicU64,
+}
+
+/// Consecutive send times, `interval` apart, the first at `next`.
+#[derive(Default)]
+struct Sends {
+    next: Option<DateTime<Utc>>,
+    left: i64,
+    interval: chrono::Duration,
+    /// [`Lane::throttles`] when they were taken.
+    taken_at_throttle: u64,
 }
 
 /// What this process last reported in flight per target (so idle ones are not re-reported).
@@ -253,6 +304,9 @@ impl Targets {
                     changed: Notify::new(),
                     parked: AtomicBool::new(false),
                     releasing: AtomicBool::new(false),
+                    pacing: AtomicUsize::new(0),
+                    sends: tokio::sync::Mutex::default(),
+                    throttles: AtomicU64::new(0),
                 })
             })
             .clone()
@@ -325,6 +379,111 @@ impl Targets {
         }
     }
 
+    /// Whether deliveries to `target` wait for a send time: it has a rate limit, or a 429
+    /// holds it off.
+    pub fn is_paced(&self, target: &str) -> bool {
+        let record = self.known(target);
+        let now = Utc::now();
+        self.rate(record.as_ref(), now).is_some()
+            || record
+                .and_then(|r| r.pace_next_at)
+                .is_some_and(|at| at > now)
+    }
+
+    /// The pace `target` has now: its limit (its own, else `TARGET_MAX_PER_SECOND`) divided by
+    /// what 429s left of their slowdown; `None` without a limit.
+    fn rate(&self, record: Option<&TargetRecord>, now: DateTime<Utc>) -> Option<f64> {
+        let limit = record
+            .and_then(|r| r.max_per_second)
+            .unwrap_or(self.limits.max_per_second);
+        if limit <= 0.0 {
+            return None;
+        }
+        Some(limit / record.map_or(1.0, |r| slowdown_now(r, now)))
+    }
+
+    /// Waits until this delivery's send time under its target's rate limit (or until a 429's
+    /// hold-off ends). Gives up with the reason, as [`Admission::Wait`] would, if the target
+    /// opens or is paused meanwhile.
+    pub async fn pace(&self, permit: &Permit) -> Result<Option<String>, StoreError> {
+        let target = permit.target.as_str();
+        let lane = self.lane(target);
+        let record = self.known(target);
+        let send_at = match self.rate(record.as_ref(), Utc::now()) {
+            None => record.and_then(|r| r.pace_next_at),
+            Some(rate) => {
+                lane.pacing.fetch_add(1, Ordering::Relaxed);
+                let taken = self.take_send_time(target, &lane, rate).await;
+                lane.pacing.fetch_sub(1, Ordering::Relaxed);
+                Some(taken?)
+            }
+        };
+        let Some(send_at) = send_at else {
+            return Ok(None);
+        };
+        while let Ok(wait) = (send_at - Utc::now()).to_std() {
+            let changed = lane.changed.notified();
+            tokio::select! {
+                () = tokio::time::sleep(wait) => break,
+                () = changed => {}
+            }
+            if let Some(reason) = self.unavailable_now(target, permit.probe) {
+                return Ok(Some(reason));
+            }
+        }
+        Ok(self.unavailable_now(target, permit.probe))
+    }
+
+    fn unavailable_now(&self, target: &str, probe: bool) -> Option<String> {
+        if probe {
+            return None;
+        }
+        self.known(target).and_then(|t| unavailable_reason(&t))
+    }
+
+    /// The next send time this process holds for `target`, taking more from the target's row
+    /// when it has none left: as many as deliveries wait for one here, up to a tenth of a
+    /// second's worth. One it held too long (over an interval ago) is dropped, not used late,
+    /// so it never bunches up with the next.
+    async fn take_send_time(
+        &self,
+        target: &str,
+        lane: &Lane,
+        rate: f64,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let mut sends = lane.sends.lock().await;
+        let throttles = lane.throttles.load(Ordering::Acquire);
+        if sends.taken_at_throttle != throttles {
+            sends.left = 0;
+        }
+        let now = Utc::now();
+        while sends.left > 0 && sends.next.is_some_and(|at| at + sends.interval < now) {
+            sends.next = sends.next.map(|at| at + sends.interval);
+            sends.left -= 1;
+        }
+        if sends.left == 0 {
+            let interval_us = ((1_000_000.0 / rate).ceil() as i64).max(1);
+            let most = ((rate / 10.0).floor() as i64).clamp(1, 100);
+            let wanted = i64::try_from(lane.pacing.load(Ordering::Relaxed))
+                .unwrap_or(i64::MAX)
+                .clamp(1, most);
+            let first = self
+                .store
+                .reserve_sends(target, wanted, interval_us)
+                .await?;
+            *sends = Sends {
+                next: Some(first),
+                left: wanted,
+                interval: chrono::Duration::microseconds(interval_us),
+                taken_at_throttle: throttles,
+            };
+        }
+        let at = sends.next.unwrap_or(now);
+        sends.next = Some(at + sends.interval);
+        sends.left -= 1;
+        Ok(at)
+    }
+
     /// Whether the target's state lets a delivery go (and whether it is the probe), or why not.
     async fn may_go(
         &self,
@@ -368,6 +527,7 @@ impl Targets {
             Delivered::Ok => "delivered",
             Delivered::Unavailable(_) => "unavailable",
             Delivered::Refused => "refused",
+            Delivered::Throttled(_) => "throttled",
         };
         metrics::counter!("sluice_deliveries_total", "target" => target.clone(), "outcome" => outcome)
             .increment(1);
@@ -386,6 +546,19 @@ impl Targets {
             Delivered::Refused => {
                 self.count(&target, 0, 1);
                 None
+            }
+            Delivered::Throttled(retry_after) => {
+                // The receiver is up and says how fast it takes requests: not a breaker
+                // failure, a slower pace.
+                self.count(&target, 0, 1);
+                let now = Utc::now();
+                let hold_off = retry_after.unwrap_or(DEFAULT_HOLD_OFF);
+                let until = now + chrono::Duration::from_std(hold_off).unwrap_or_default();
+                let slowdown = (self.known(&target).map_or(1.0, |r| slowdown_now(&r, now)) * 2.0)
+                    .min(MAX_SLOWDOWN);
+                self.lane(&target).throttles.fetch_add(1, Ordering::AcqRel);
+                tracing::info!(target = %target, hold_off_ms = hold_off.as_millis() as u64, "target throttled (429)");
+                Some(self.store.throttle_target(&target, until, slowdown).await)
             }
             Delivered::Unavailable(error) => Some(
                 self.store
@@ -580,6 +753,17 @@ pub fn record_gauges(target: &TargetRecord, now: DateTime<Utc>) {
         .map(|since| (now - since).num_milliseconds().max(0) as f64 / 1000.0)
         .unwrap_or(0.0);
     metrics::gauge!("sluice_target_waiting_oldest_seconds", "target" => label).set(oldest);
+}
+
+/// What a target's limit is divided by now: its last 429's slowdown, halved every
+/// [`RECOVERY_HALF_LIFE`] since; at least 1.
+pub fn slowdown_now(target: &TargetRecord, now: DateTime<Utc>) -> f64 {
+    let Some(at) = target.throttled_at else {
+        return 1.0;
+    };
+    let elapsed = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+    let half_lives = elapsed / RECOVERY_HALF_LIFE.as_secs_f64();
+    (target.slowdown * 0.5f64.powf(half_lives)).max(1.0)
 }
 
 /// Whether a target takes deliveries (closed and not paused).

@@ -26,11 +26,15 @@ pub(crate) trait Dialect:
     + Binds<String>
     + Binds<Option<String>>
     + Binds<Json<Value>>
+    + Binds<f64>
+    + Binds<Option<f64>>
     + Decodes<i64>
     + Decodes<Option<i64>>
     + Decodes<bool>
     + Decodes<String>
     + Decodes<Option<String>>
+    + Decodes<f64>
+    + Decodes<Option<f64>>
 {
     /// Appended to a `SELECT` to lock its rows until the transaction ends (empty where the
     /// database serialises writers anyway).

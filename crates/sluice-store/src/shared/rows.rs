@@ -215,7 +215,8 @@ pub(crate) fn api_key_from_row<R: RowExt>(row: &R) -> Result<ApiKeyRecord, Store
 
 /// What [`target_from_row`] reads, but for `in_flight`.
 pub(crate) const TARGET_COLUMNS: &str = "target, state, paused, consecutive_failures, \
-     last_error, last_failure_at, opened_at, next_probe_at, delivered_total, failed_total";
+     last_error, last_failure_at, opened_at, next_probe_at, delivered_total, failed_total, \
+     max_per_second, pace_next_us, slowdown, throttled_at";
 
 pub(crate) fn target_from_row<R: RowExt>(row: &R) -> Result<TargetRecord, StoreError> {
     Ok(TargetRecord {
@@ -232,6 +233,12 @@ pub(crate) fn target_from_row<R: RowExt>(row: &R) -> Result<TargetRecord, StoreE
         in_flight: row.value::<Option<i64>>("in_flight")?.unwrap_or(0),
         waiting: row.value::<Option<i64>>("waiting")?.unwrap_or(0),
         waiting_since: row.opt_timestamp("waiting_since")?,
+        max_per_second: row.value("max_per_second")?,
+        pace_next_at: row
+            .value::<Option<i64>>("pace_next_us")?
+            .and_then(chrono::DateTime::from_timestamp_micros),
+        slowdown: row.value("slowdown")?,
+        throttled_at: row.opt_timestamp("throttled_at")?,
     })
 }
 

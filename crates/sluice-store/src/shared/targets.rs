@@ -1,6 +1,6 @@
 //! Delivery targets: circuit breakers, pauses, events waiting, load reports.
 
-use super::dialect::{Dialect, QueryBuilderExt};
+use super::dialect::{Dialect, QueryBuilderExt, RowExt};
 use super::rows::*;
 use super::Engine;
 use crate::model::*;
@@ -37,6 +37,108 @@ impl<E: Engine> TargetStore for E {
             .push(") ON CONFLICT (target) DO UPDATE SET paused = ")
             .push_value(paused)
             .push(", updated_at = ")
+            .push_timestamp(now);
+        upsert_target::<E::Dialect>(self.writes(), upsert, target).await
+    }
+
+    async fn set_target_rate(
+        &self,
+        target: &str,
+        max_per_second: Option<f64>,
+    ) -> Result<TargetRecord, StoreError> {
+        let now = Utc::now();
+        let mut upsert = QueryBuilder::<E::Dialect>::new(
+            "INSERT INTO targets (target, max_per_second, updated_at) VALUES (",
+        );
+        upsert
+            .push_value(target.to_owned())
+            .push(", ")
+            .push_value(max_per_second)
+            .push(", ")
+            .push_timestamp(now)
+            .push(") ON CONFLICT (target) DO UPDATE SET max_per_second = ")
+            .push_value(max_per_second)
+            .push(", updated_at = ")
+            .push_timestamp(now);
+        upsert_target::<E::Dialect>(self.writes(), upsert, target).await
+    }
+
+    async fn reserve_sends(
+        &self,
+        target: &str,
+        count: i64,
+        interval_us: i64,
+    ) -> Result<Timestamp, StoreError> {
+        let now_us = Utc::now().timestamp_micros();
+        let span = count.max(1).saturating_mul(interval_us.max(0));
+        let mut reserve = QueryBuilder::<E::Dialect>::new(
+            "INSERT INTO targets (target, pace_next_us, updated_at) VALUES (",
+        );
+        reserve
+            .push_value(target.to_owned())
+            .push(", ")
+            .push_value(now_us.saturating_add(span))
+            .push(", ")
+            .push_timestamp(Utc::now())
+            .push(
+                ") ON CONFLICT (target) DO UPDATE SET pace_next_us = CASE \
+                 WHEN targets.pace_next_us IS NULL OR targets.pace_next_us < ",
+            )
+            .push_value(now_us)
+            .push(" THEN ")
+            .push_value(now_us)
+            .push(" ELSE targets.pace_next_us END + ")
+            .push_value(span)
+            .push(" RETURNING pace_next_us");
+        let mut conn = self.writes().acquire().await?;
+        let row = reserve.fetch_one(&mut conn).await?;
+        let next: i64 = row.value("pace_next_us")?;
+        chrono::DateTime::from_timestamp_micros(next.saturating_sub(span))
+            .ok_or_else(|| StoreError::Corrupt(format!("targets.pace_next_us: {next}")))
+    }
+
+    async fn throttle_target(
+        &self,
+        target: &str,
+        until: Timestamp,
+        slowdown: f64,
+    ) -> Result<TargetRecord, StoreError> {
+        let now = Utc::now();
+        let until_us = until.timestamp_micros();
+        let fresh = "(targets.throttled_at IS NULL OR targets.throttled_at < ";
+        let a_second_ago = now - chrono::Duration::seconds(1);
+        let mut upsert = QueryBuilder::<E::Dialect>::new(
+            "INSERT INTO targets (target, pace_next_us, slowdown, throttled_at, updated_at) \
+             VALUES (",
+        );
+        upsert
+            .push_value(target.to_owned())
+            .push(", ")
+            .push_value(until_us)
+            .push(", ")
+            .push_value(slowdown)
+            .push(", ")
+            .push_timestamp(now)
+            .push(", ")
+            .push_timestamp(now)
+            .push(
+                ") ON CONFLICT (target) DO UPDATE SET pace_next_us = CASE \
+                 WHEN targets.pace_next_us IS NULL OR targets.pace_next_us < ",
+            )
+            .push_value(until_us)
+            .push(" THEN ")
+            .push_value(until_us)
+            .push(" ELSE targets.pace_next_us END, slowdown = CASE WHEN ")
+            .push(fresh)
+            .push_timestamp(a_second_ago)
+            .push(") THEN ")
+            .push_value(slowdown)
+            .push(" ELSE targets.slowdown END, throttled_at = CASE WHEN ")
+            .push(fresh)
+            .push_timestamp(a_second_ago)
+            .push(") THEN ")
+            .push_timestamp(now)
+            .push(" ELSE targets.throttled_at END, updated_at = ")
             .push_timestamp(now);
         upsert_target::<E::Dialect>(self.writes(), upsert, target).await
     }

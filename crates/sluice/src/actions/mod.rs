@@ -95,11 +95,21 @@ pub enum ActionError {
     /// Will fail the same way every time (a 4xx, an invalid address, a refused target).
     #[error("{0}")]
     Permanent(String),
+    /// The receiver asked for fewer requests (a 429), and how long to hold off if it said
+    /// (`Retry-After`): retried, and the target's pace drops (see `delivery`).
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 impl ActionError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ActionError::Retryable(_))
+        matches!(
+            self,
+            ActionError::Retryable(_) | ActionError::Throttled { .. }
+        )
     }
 }
 

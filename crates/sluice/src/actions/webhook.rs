@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use reqwest::{redirect, Method, StatusCode, Url};
 use serde_json::Value;
 use sha2::Sha256;
@@ -284,17 +284,48 @@ async fn classify(mut response: reqwest::Response, described: &str) -> Result<()
             "{described} answered {status}{location}; redirects are not followed"
         )));
     }
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+        response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, chrono::Utc::now()))
+    });
     let excerpt = body_excerpt(&mut response).await;
     let message = if excerpt.is_empty() {
         format!("{described} answered {status}")
     } else {
         format!("{described} answered {status}: {excerpt}")
     };
-    if is_retryable_status(status) {
+    if let Some(retry_after) = retry_after {
+        Err(ActionError::Throttled {
+            message,
+            retry_after,
+        })
+    } else if is_retryable_status(status) {
         Err(ActionError::Retryable(message))
     } else {
         Err(ActionError::Permanent(message))
     }
+}
+
+/// The longest hold-off a `Retry-After` is taken at: a receiver cannot stop a target for
+/// longer than this with one answer.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A `Retry-After` value: seconds, or an HTTP date (RFC 9110 §10.2.3); at most
+/// [`MAX_RETRY_AFTER`]. `None` when it is neither.
+fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if let Ok(seconds) = value.parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// 408 and 429 say "later", 5xx says "not now"; every other answer will be the same next time.
@@ -493,6 +524,24 @@ mod tests {
         assert!(header(seen, "webhook-timestamp").is_some());
         assert_eq!(header(seen, "webhook-signature"), None);
         assert_eq!(&seen.body[..], b"null");
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date_and_bounded() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .expect("a date")
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after("Mon, 07 Dec 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 07 Dec 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[tokio::test]

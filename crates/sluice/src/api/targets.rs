@@ -1,12 +1,13 @@
-//! `GET /targets`, `POST /targets/pause`, `POST /targets/resume`: delivery targets and their
-//! circuit breakers. Handlers parse, then call `operations::targets`.
+//! `GET /targets`, `POST /targets/pause`, `POST /targets/resume`, `PUT /targets/{target}`:
+//! delivery targets, their circuit breakers and rate limits. Handlers parse, then call
+//! `operations::targets`.
 
 use super::extract::JsonBody;
-use super::schema::TargetIn;
+use super::schema::{TargetChangeIn, TargetIn};
 use crate::error::{ApiResult, ErrorBody};
 use crate::operations::targets::{self, TargetList, TargetOut};
 use crate::state::AppState;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 
 /// Every target with its breaker state, what is in flight, recent failures and totals.
@@ -46,4 +47,25 @@ pub async fn resume_target(
 ) -> ApiResult<Json<TargetOut>> {
     let target = targets::parse_target(&body)?;
     Ok(Json(targets::set_paused(&state, &target, false).await?))
+}
+
+/// Sets a target's rate limit (`max_per_second`: deliveries a second over every worker
+/// process; `0`: none; `null`: back to `TARGET_MAX_PER_SECOND`) and/or pauses or resumes it.
+/// The target is URL-encoded in the path: `PUT /targets/https%3A%2F%2Fhooks.example.com%3A443`.
+/// Every worker process follows within a second.
+#[utoipa::path(put, path = "/targets/{target}", tag = "targets",
+    params(("target" = String, Path, description = "scheme://host:port, URL-encoded")),
+    request_body(content = TargetChangeIn, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Changed", body = TargetOut),
+        (status = 400, description = "Not scheme://host:port, or a bad limit", body = ErrorBody),
+    ))]
+pub async fn change_target(
+    State(state): State<AppState>,
+    Path(target): Path<String>,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<TargetOut>> {
+    let target = targets::parse_target_text(&target)?;
+    let change = targets::parse_change(&body)?;
+    Ok(Json(targets::change(&state, &target, change).await?))
 }

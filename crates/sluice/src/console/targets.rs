@@ -28,6 +28,15 @@ pub struct TargetRow {
     pub next_probe: Option<When>,
     pub delivered_total: i64,
     pub failed_total: i64,
+    /// `20/s`, with what a 429 slowed it to (`10/s now`); empty without a limit.
+    pub rate_limit: String,
+    pub slowed_to: Option<String>,
+    pub throttled: Option<When>,
+}
+
+/// A rate as people read it: `20/s`, `0.5/s`.
+fn per_second(rate: f64) -> String {
+    format!("{rate}/s")
 }
 
 impl TargetRow {
@@ -45,6 +54,12 @@ impl TargetRow {
             next_probe: When::maybe(t.next_probe_at, now).filter(|_| state != "closed"),
             delivered_total: t.delivered_total,
             failed_total: t.failed_total,
+            rate_limit: t.max_per_second.map(per_second).unwrap_or_default(),
+            slowed_to: t
+                .pace_per_second
+                .filter(|pace| Some(*pace) != t.max_per_second)
+                .map(per_second),
+            throttled: When::maybe(t.throttled_at, now),
             target: t.target,
         }
     }

@@ -1,5 +1,6 @@
-//! Delivery targets: their circuit breakers and totals (`GET /targets`), and pausing or
-//! resuming one (`POST /targets/pause`, `/targets/resume`), for the API and the console.
+//! Delivery targets: their circuit breakers, rate limits and totals (`GET /targets`); pausing
+//! or resuming one (`POST /targets/pause`, `/targets/resume`) and setting its rate limit
+//! (`PUT /targets/{target}`), for the API and the console.
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -46,7 +47,7 @@ pub struct TargetOut {
     /// the workers hold in line for it), and since when the oldest of them waits.
     pub waiting: i64,
     pub waiting_since: Option<DateTime<Utc>>,
-    /// Failures in a row (timeouts, 5xx, 429, refused connections) since the last success.
+    /// Failures in a row (timeouts, 5xx, refused connections) since the last success.
     pub recent_failures: i64,
     pub last_error: Option<String>,
     pub last_failure_at: Option<DateTime<Utc>>,
@@ -55,10 +56,25 @@ pub struct TargetOut {
     pub next_probe_at: Option<DateTime<Utc>>,
     pub delivered_total: i64,
     pub failed_total: i64,
+    /// Deliveries a second it gets at most, over every worker process (its own limit, else
+    /// `TARGET_MAX_PER_SECOND`); `null`: no limit.
+    pub max_per_second: Option<f64>,
+    /// Whether that limit is the target's own (set by `PUT /targets/{target}`).
+    pub own_limit: bool,
+    /// The pace it gets now: its limit, or less while a 429 slows it down (halved at each,
+    /// recovering by half every 10 s); `null`: no limit.
+    pub pace_per_second: Option<f64>,
+    /// When it last answered 429.
+    pub throttled_at: Option<DateTime<Utc>>,
 }
 
-impl From<TargetRecord> for TargetOut {
-    fn from(t: TargetRecord) -> Self {
+impl TargetOut {
+    /// The target as the API shows it; `default_rate` is `TARGET_MAX_PER_SECOND`.
+    pub fn new(t: TargetRecord, default_rate: f64, now: DateTime<Utc>) -> Self {
+        let limit = t.max_per_second.unwrap_or(default_rate);
+        let max_per_second = (limit > 0.0).then_some(limit);
+        let slowdown = crate::delivery::slowdown_now(&t, now);
+        let pace_per_second = max_per_second.map(|limit| round_rate(limit / slowdown));
         let state = if t.paused {
             TargetState::Paused
         } else {
@@ -81,8 +97,95 @@ impl From<TargetRecord> for TargetOut {
             next_probe_at: t.next_probe_at,
             delivered_total: t.delivered_total,
             failed_total: t.failed_total,
+            own_limit: t.max_per_second.is_some(),
+            max_per_second,
+            pace_per_second,
+            throttled_at: t.throttled_at,
         }
     }
+}
+
+/// A rate to show: three significant decimals are plenty.
+fn round_rate(rate: f64) -> f64 {
+    (rate * 1000.0).round() / 1000.0
+}
+
+/// What `PUT /targets/{target}` changes: fields left out keep their value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TargetChange {
+    /// `Some(None)`: back to `TARGET_MAX_PER_SECOND`; `Some(Some(0.0))`: no limit.
+    pub max_per_second: Option<Option<f64>>,
+    pub paused: Option<bool>,
+}
+
+/// A `PUT /targets/{target}` body: `{"max_per_second": 20, "paused": false}`, either or both.
+pub fn parse_change(body: &Value) -> ApiResult<TargetChange> {
+    let Some(object) = body.as_object() else {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "",
+            "body must be a JSON object {\"max_per_second\": 20, \"paused\": false}",
+        )]));
+    };
+    let mut change = TargetChange::default();
+    let mut errors = Vec::new();
+    for (key, value) in object {
+        match key.as_str() {
+            "max_per_second" => match value {
+                Value::Null => change.max_per_second = Some(None),
+                Value::Number(n) => match n.as_f64().map(crate::delivery::check_rate) {
+                    Some(Ok(rate)) => change.max_per_second = Some(Some(rate)),
+                    Some(Err(message)) => errors.push(FieldError::new(key.as_str(), message)),
+                    None => errors.push(FieldError::new(key.as_str(), "must be a number")),
+                },
+                _ => errors.push(FieldError::new(
+                    key.as_str(),
+                    "must be a number of deliveries per second (0: no limit) or null (the \
+                     process default, TARGET_MAX_PER_SECOND)",
+                )),
+            },
+            "paused" => match value.as_bool() {
+                Some(paused) => change.paused = Some(paused),
+                None => errors.push(FieldError::new(key.as_str(), "must be true or false")),
+            },
+            other => errors.push(FieldError::new(
+                other,
+                "is not a field here (expected max_per_second, paused)",
+            )),
+        }
+    }
+    if errors.is_empty() && change == TargetChange::default() {
+        errors.push(FieldError::new(
+            "",
+            "nothing to change: give max_per_second, paused or both",
+        ));
+    }
+    if errors.is_empty() {
+        Ok(change)
+    } else {
+        Err(ApiError::invalid(errors))
+    }
+}
+
+/// Applies a [`TargetChange`]; every worker process follows it within a second.
+pub async fn change(state: &AppState, target: &str, change: TargetChange) -> ApiResult<TargetOut> {
+    let mut record = None;
+    if let Some(rate) = change.max_per_second {
+        record = Some(state.store.set_target_rate(target, rate).await?);
+        tracing::info!(target = %target, max_per_second = ?rate, "target rate limit set");
+    }
+    if let Some(paused) = change.paused {
+        return set_paused(state, target, paused).await;
+    }
+    match record {
+        Some(record) => Ok(out(state, record)),
+        None => Err(ApiError::validation(
+            "nothing to change: give max_per_second, paused or both",
+        )),
+    }
+}
+
+fn out(state: &AppState, record: TargetRecord) -> TargetOut {
+    TargetOut::new(record, state.settings.target_max_per_second, Utc::now())
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -111,6 +214,12 @@ pub fn parse_target(body: &Value) -> ApiResult<String> {
             "is required: scheme://host:port, e.g. https://hooks.example.com:443",
         ));
     };
+    parse_target_text(text)
+}
+
+/// A target as text (the body's `target`, or the path of `PUT /targets/{target}`).
+pub fn parse_target_text(text: &str) -> ApiResult<String> {
+    let invalid = |message: &str| ApiError::invalid(vec![FieldError::new("target", message)]);
     if text.len() > 300 || text.contains('\0') {
         return Err(invalid("must be scheme://host:port"));
     }
@@ -144,13 +253,15 @@ pub fn parse_target(body: &Value) -> ApiResult<String> {
 }
 
 pub async fn list(state: &AppState) -> ApiResult<TargetList> {
+    let now = Utc::now();
+    let default_rate = state.settings.target_max_per_second;
     Ok(TargetList {
         data: state
             .store
             .targets()
             .await?
             .into_iter()
-            .map(TargetOut::from)
+            .map(|t| TargetOut::new(t, default_rate, now))
             .collect(),
     })
 }
@@ -173,7 +284,7 @@ pub async fn record_gauges(state: &AppState) {
 pub async fn set_paused(state: &AppState, target: &str, paused: bool) -> ApiResult<TargetOut> {
     let record = state.store.set_target_paused(target, paused).await?;
     tracing::info!(target = %target, paused, "target {}", if paused { "paused" } else { "resumed" });
-    Ok(record.into())
+    Ok(out(state, record))
 }
 
 #[cfg(test)]

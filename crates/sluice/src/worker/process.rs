@@ -480,6 +480,21 @@ async fn execute(
                 }
                 Err(error) => Err(error),
             };
+            // Under a rate limit (or a 429's hold-off) it then waits for its send time, its
+            // worker slot free and its timeout standing still, as in line.
+            let admission = match admission {
+                Ok(Admission::Go(permit)) if context.targets.is_paced(&target) => {
+                    waits.pause();
+                    let paced = context.targets.pace(&permit).await;
+                    waits.resume().await;
+                    match paced {
+                        Ok(None) => Ok(Admission::Go(permit)),
+                        Ok(Some(reason)) => Ok(Admission::Wait(reason)),
+                        Err(error) => Err(error),
+                    }
+                }
+                other => other,
+            };
             match admission {
                 Ok(Admission::Go(permit)) => Some(permit),
                 Ok(Admission::Wait(reason)) if expired => {
@@ -538,13 +553,14 @@ async fn execute(
             Ok(()) => Delivered::Ok,
             Err(ActionError::Retryable(message)) => Delivered::Unavailable(message.clone()),
             Err(ActionError::Permanent(_)) => Delivered::Refused,
+            Err(ActionError::Throttled { retry_after, .. }) => Delivered::Throttled(*retry_after),
         };
         context.targets.finished(permit, how).await;
     }
     match ran {
         Ok(()) => finish(record, ExecutionResult::Applied, None, false),
         Err(error) => {
-            let retryable = matches!(error, ActionError::Retryable(_));
+            let retryable = error.is_retryable();
             finish(
                 record,
                 ExecutionResult::Failed,

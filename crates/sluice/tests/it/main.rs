@@ -24,6 +24,7 @@ mod live;
 mod ops;
 mod ordering;
 mod processing;
+mod rate_limits;
 mod replay;
 mod rules;
 mod scheduling;

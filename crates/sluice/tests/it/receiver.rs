@@ -36,6 +36,8 @@ impl Received {
 struct Behaviour {
     /// The status to answer and how long to wait first; changeable while it runs.
     answer: Arc<Mutex<(u16, Duration)>>,
+    /// Headers sent with every answer (e.g. `Retry-After`); changeable while it runs.
+    headers: Arc<Mutex<Vec<(String, String)>>>,
     seen: Arc<Mutex<Vec<Received>>>,
 }
 
@@ -43,6 +45,7 @@ pub struct Receiver {
     pub url: String,
     seen: Arc<Mutex<Vec<Received>>>,
     answer: Arc<Mutex<(u16, Duration)>>,
+    headers: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Receiver {
@@ -66,8 +69,10 @@ impl Receiver {
     fn serve(listener: tokio::net::TcpListener, status: u16, delay_ms: u64) -> Receiver {
         let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
         let answer = Arc::new(Mutex::new((status, Duration::from_millis(delay_ms))));
+        let headers: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
         let behaviour = Behaviour {
             answer: answer.clone(),
+            headers: headers.clone(),
             seen: seen.clone(),
         };
         let app = Router::new()
@@ -82,7 +87,17 @@ impl Receiver {
             url: format!("http://{addr}"),
             seen,
             answer,
+            headers,
         }
+    }
+
+    /// From now on answer `status` with these headers, at once.
+    pub fn answer_with(&self, status: u16, headers: &[(&str, &str)]) {
+        *self.headers.lock().unwrap() = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        self.answer(status, 0);
     }
 
     /// From now on answer `status` after `delay_ms` (requests already waiting keep theirs).
@@ -104,7 +119,7 @@ async fn record(
     method: axum::http::Method,
     headers: HeaderMap,
     body: Bytes,
-) -> StatusCode {
+) -> (StatusCode, HeaderMap) {
     behaviour.seen.lock().unwrap().push(Received {
         at: std::time::Instant::now(),
         method: method.to_string(),
@@ -112,6 +127,13 @@ async fn record(
         raw: body,
     });
     let (status, delay) = *behaviour.answer.lock().unwrap();
+    let mut answer_headers = HeaderMap::new();
+    for (name, value) in behaviour.headers.lock().unwrap().iter() {
+        answer_headers.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
     tokio::time::sleep(delay).await;
-    StatusCode::from_u16(status).unwrap()
+    (StatusCode::from_u16(status).unwrap(), answer_headers)
 }

@@ -27,7 +27,7 @@ use sluice_store::{EventFilter, Page, RuleFilter};
 /// Rules per page of the list.
 const PAGE_SIZE: i64 = 50;
 const RULE_FIELDS: &[&str] = &["name", "event_type", "condition", "action", "active"];
-const TEST_FIELDS: &[&str] = &["condition", "data", "event_type", "last"];
+const TEST_FIELDS: &[&str] = &["condition", "data", "event_type", "last", "action"];
 
 // ---- the list ----
 
@@ -237,6 +237,10 @@ pub struct SampleResult {
     pub matched: bool,
     pub result: String,
     pub why: Option<WhyView>,
+    /// What the action would send for this payload (templates filled in, transforms
+    /// computed), pretty; or why a transform failed.
+    pub action: Option<String>,
+    pub action_error: Option<String>,
 }
 
 pub struct StoredResult {
@@ -264,6 +268,17 @@ impl TestView {
                     why: sample
                         .summary
                         .map(|summary| WhyView::new(summary, sample.explanation.as_deref())),
+                    action_error: sample
+                        .action
+                        .as_ref()
+                        .and_then(|a| a.get("error"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    action: sample
+                        .action
+                        .as_ref()
+                        .filter(|a| a.get("error").is_none())
+                        .map(pretty),
                 }),
                 stored: None,
             },
@@ -312,10 +327,12 @@ impl TestInput {
     }
 }
 
-/// Tries `condition` with the rules-test operation; problems go into `errors`.
+/// Tries `condition` with the rules-test operation — against a sample, with what `action`
+/// would send for it; problems go into `errors`.
 async fn run_test(
     state: &AppState,
     condition: Value,
+    action: Option<Value>,
     event_type: &str,
     input: &TestInput,
     errors: &mut FieldErrors,
@@ -331,7 +348,13 @@ async fn run_test(
         json!({ "condition": condition, "event_type": event_type, "last": last })
     } else {
         match serde_json::from_str::<Value>(&input.data) {
-            Ok(data) => json!({ "condition": condition, "data": data, "explain": true }),
+            Ok(data) => {
+                let mut body = json!({ "condition": condition, "data": data, "explain": true });
+                if let Some(action) = action {
+                    body["action"] = action;
+                }
+                body
+            }
             Err(error) => {
                 errors.push("data", format!("is not valid JSON: {error}"));
                 return Ok(None);
@@ -349,7 +372,7 @@ async fn run_test(
             if placed.is_empty() {
                 errors.push("", error.message);
             }
-            for field in ["", "condition", "data", "event_type", "last"] {
+            for field in ["", "condition", "data", "event_type", "last", "action"] {
                 if let Some(message) = placed.get(field) {
                     errors.push(field, message);
                 }
@@ -481,7 +504,16 @@ pub async fn test(
     let rule = load_rule(&state, id).await?;
     let mut errors = FieldErrors::default();
     let condition = rule.current_version.condition.clone();
-    let test = run_test(&state, condition, &rule.event_type, &input, &mut errors).await?;
+    let action = Some(rule.current_version.action.clone());
+    let test = run_test(
+        &state,
+        condition,
+        action,
+        &rule.event_type,
+        &input,
+        &mut errors,
+    )
+    .await?;
     let status = if errors.is_empty() {
         StatusCode::OK
     } else {
@@ -720,9 +752,14 @@ async fn test_from_form(
     let test = match body.get("condition") {
         Some(condition) if !errors.has("condition") => {
             let event_type = form.event_type.trim().to_owned();
+            let action = body
+                .get("action")
+                .filter(|_| !errors.has("action"))
+                .cloned();
             run_test(
                 state,
                 condition.clone(),
+                action,
                 &event_type,
                 &form.test,
                 &mut errors,

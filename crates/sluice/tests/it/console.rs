@@ -614,6 +614,29 @@ async fn rules_are_created_edited_tested_and_deactivated_without_javascript(app:
     tried.assert_contains("formaction=\"/console/rules#test\"");
     assert_eq!(app.get_json("/rules").await.1["count"], 0);
 
+    // The same test previews what the action being edited would send: transforms computed.
+    let previewed = post_form(
+        &app,
+        "/console/rules",
+        &[
+            ("name", "High value"),
+            ("event_type", "order.created"),
+            ("condition", "{\">=\": [{\"var\": \"amount\"}, 50]}"),
+            (
+                "action",
+                "{\"type\": \"call_webhook\", \"params\": {\"url\": \"https://hooks.example.com/in\", \
+                 \"body\": {\"total\": {\"$logic\": {\"*\": [{\"var\": \"data.qty\"}, {\"var\": \"data.price\"}]}}}}}",
+            ),
+            ("data", "{\"amount\": 70, \"qty\": 3, \"price\": 1.25}"),
+            ("intent", "test"),
+        ],
+    )
+    .await;
+    assert_eq!(previewed.status, 200, "{}", previewed.html);
+    previewed.assert_contains("The action would send:");
+    previewed.assert_contains("total&#34;: 3.75");
+    assert_eq!(app.get_json("/rules").await.1["count"], 0);
+
     // Valid: 303 to the rule.
     let created = post_form(
         &app,

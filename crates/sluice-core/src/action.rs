@@ -10,7 +10,7 @@
 use crate::error::{join_path, FieldError};
 use crate::event::json_kind;
 use crate::hash::content_hash;
-use crate::template::{Template, TemplateContext, TemplatedValue, TransformError};
+use crate::template::{Template, TemplateContext, TemplatedValue, TextParam, TransformError};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -220,7 +220,7 @@ pub struct Action {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Spec {
-    Log { level: LogLevel, message: Template },
+    Log { level: LogLevel, message: TextParam },
     Noop,
     CallWebhook(Box<Webhook>),
     SendEmail(Box<Email>),
@@ -233,8 +233,8 @@ enum Spec {
 struct RedisPublish {
     /// Literal: it names the target (and may carry credentials).
     url: String,
-    stream: Template,
-    fields: Vec<(String, Template)>,
+    stream: TextParam,
+    fields: Vec<(String, TextParam)>,
     payload: TemplatedValue,
     maxlen: Option<u64>,
 }
@@ -244,8 +244,8 @@ struct AmqpPublish {
     /// Literal: it names the target (and may carry credentials).
     url: String,
     exchange: String,
-    routing_key: Template,
-    headers: Vec<(String, Template)>,
+    routing_key: TextParam,
+    headers: Vec<(String, TextParam)>,
     payload: TemplatedValue,
 }
 
@@ -253,26 +253,26 @@ struct AmqpPublish {
 struct NatsPublish {
     /// Literal: it names the target (and may carry credentials).
     url: String,
-    subject: Template,
-    headers: Vec<(String, Template)>,
+    subject: TextParam,
+    headers: Vec<(String, TextParam)>,
     payload: TemplatedValue,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct Webhook {
-    url: Template,
+    url: TextParam,
     method: HttpMethod,
     /// Names lowercased (HTTP names are case-insensitive and the client sends lowercase anyway).
-    headers: Vec<(String, Template)>,
+    headers: Vec<(String, TextParam)>,
     body: TemplatedValue,
     timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct Email {
-    to: Template,
-    subject: Template,
-    template: Template,
+    to: TextParam,
+    subject: TextParam,
+    template: TextParam,
     data: Option<TemplatedValue>,
 }
 
@@ -569,13 +569,28 @@ impl Action {
     /// Whether any param holds a `{"$logic": …}` transform (rendering then evaluates
     /// JSONLogic, under the rule's budget).
     pub fn has_transforms(&self) -> bool {
+        let any = |texts: &[&TextParam], named: &[(String, TextParam)]| {
+            texts.iter().any(|t| t.is_transform()) || named.iter().any(|(_, t)| t.is_transform())
+        };
         match &self.spec {
-            Spec::Log { .. } | Spec::Noop => false,
-            Spec::CallWebhook(webhook) => webhook.body.has_transforms(),
-            Spec::SendEmail(email) => email.data.as_ref().is_some_and(|d| d.has_transforms()),
-            Spec::PublishNats(publish) => publish.payload.has_transforms(),
-            Spec::PublishRabbitmq(publish) => publish.payload.has_transforms(),
-            Spec::PublishRedis(publish) => publish.payload.has_transforms(),
+            Spec::Noop => false,
+            Spec::Log { message, .. } => message.is_transform(),
+            Spec::CallWebhook(webhook) => {
+                webhook.body.has_transforms() || any(&[&webhook.url], &webhook.headers)
+            }
+            Spec::SendEmail(email) => {
+                email.data.as_ref().is_some_and(|d| d.has_transforms())
+                    || any(&[&email.to, &email.subject, &email.template], &[])
+            }
+            Spec::PublishNats(publish) => {
+                publish.payload.has_transforms() || any(&[&publish.subject], &publish.headers)
+            }
+            Spec::PublishRabbitmq(publish) => {
+                publish.payload.has_transforms() || any(&[&publish.routing_key], &publish.headers)
+            }
+            Spec::PublishRedis(publish) => {
+                publish.payload.has_transforms() || any(&[&publish.stream], &publish.fields)
+            }
         }
     }
 
@@ -587,24 +602,24 @@ impl Action {
         Ok(match &self.spec {
             Spec::Log { level, message } => RenderedAction::Log {
                 level: *level,
-                message: message.render_string(ctx),
+                message: message.render(ctx)?,
             },
             Spec::Noop => RenderedAction::Noop,
             Spec::CallWebhook(webhook) => RenderedAction::CallWebhook {
-                url: webhook.url.render_string(ctx),
+                url: webhook.url.render(ctx)?,
                 method: webhook.method,
                 headers: webhook
                     .headers
                     .iter()
-                    .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
-                    .collect(),
+                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx)?))))
+                    .collect::<Result<_, TransformError>>()?,
                 body: webhook.body.render(ctx)?,
                 timeout_ms: webhook.timeout_ms,
             },
             Spec::SendEmail(email) => RenderedAction::SendEmail {
-                to: single_line(email.to.render_string(ctx)),
-                subject: single_line(email.subject.render_string(ctx)),
-                body: email.template.render_string(ctx),
+                to: single_line(email.to.render(ctx)?),
+                subject: single_line(email.subject.render(ctx)?),
+                body: email.template.render(ctx)?,
                 data: email
                     .data
                     .as_ref()
@@ -613,33 +628,33 @@ impl Action {
             },
             Spec::PublishNats(publish) => RenderedAction::PublishNats {
                 url: publish.url.clone(),
-                subject: single_line(publish.subject.render_string(ctx)),
+                subject: single_line(publish.subject.render(ctx)?),
                 headers: publish
                     .headers
                     .iter()
-                    .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
-                    .collect(),
+                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx)?))))
+                    .collect::<Result<_, TransformError>>()?,
                 payload: publish.payload.render(ctx)?,
             },
             Spec::PublishRabbitmq(publish) => RenderedAction::PublishRabbitmq {
                 url: publish.url.clone(),
                 exchange: publish.exchange.clone(),
-                routing_key: single_line(publish.routing_key.render_string(ctx)),
+                routing_key: single_line(publish.routing_key.render(ctx)?),
                 headers: publish
                     .headers
                     .iter()
-                    .map(|(name, value)| (name.clone(), single_line(value.render_string(ctx))))
-                    .collect(),
+                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx)?))))
+                    .collect::<Result<_, TransformError>>()?,
                 payload: publish.payload.render(ctx)?,
             },
             Spec::PublishRedis(publish) => RenderedAction::PublishRedis {
                 url: publish.url.clone(),
-                stream: single_line(publish.stream.render_string(ctx)),
+                stream: single_line(publish.stream.render(ctx)?),
                 fields: publish
                     .fields
                     .iter()
-                    .map(|(name, value)| (name.clone(), value.render_string(ctx)))
-                    .collect(),
+                    .map(|(name, value)| Ok((name.clone(), value.render(ctx)?)))
+                    .collect::<Result<_, TransformError>>()?,
                 payload: publish.payload.render(ctx)?,
                 maxlen: publish.maxlen,
             },
@@ -671,13 +686,15 @@ fn parse_log(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Parse
     let message = template_param(params, "message", Required::No, errors);
     let message = match message {
         Param::Given(template) => Some(template),
-        Param::Absent => Some(Template::compile("", "").expect("empty text has no placeholder")),
+        Param::Absent => Some(TextParam::Template(
+            Template::compile("", "").expect("empty text has no placeholder"),
+        )),
         Param::Invalid => None,
     };
     let (level, message) = (level?, message?);
     let mut normalized = Map::new();
     normalized.insert("level".into(), level.as_str().into());
-    normalized.insert("message".into(), message.source().into());
+    normalized.insert("message".into(), message.source_json());
     Some((Spec::Log { level, message }, normalized))
 }
 
@@ -690,7 +707,7 @@ fn parse_webhook(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> P
     );
     let url = template_param(params, "url", Required::Yes, errors).given();
     if let Some(url) = &url {
-        if let Err(message) = check_url(url) {
+        if let Err(message) = url.template().map_or(Ok(()), check_url) {
             errors.push(FieldError::new(param_path("url"), message));
         }
     }
@@ -731,7 +748,7 @@ fn parse_webhook(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> P
     };
     let (url, method, headers, body, timeout_ms) = (url?, method?, headers?, body?, timeout_ms?);
     let mut normalized = Map::new();
-    normalized.insert("url".into(), url.source().into());
+    normalized.insert("url".into(), url.source_json());
     normalized.insert("method".into(), method.as_str().into());
     normalized.insert("headers".into(), templates_json(&headers));
     normalized.insert("body".into(), body_source);
@@ -751,9 +768,9 @@ fn parse_webhook(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> P
 fn parse_headers(
     map: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
-) -> Option<Vec<(String, Template)>> {
+) -> Option<Vec<(String, TextParam)>> {
     let headers_path = param_path("headers");
-    let mut headers: Vec<(String, Template)> = Vec::with_capacity(map.len());
+    let mut headers: Vec<(String, TextParam)> = Vec::with_capacity(map.len());
     let mut valid = true;
     for (name, value) in map {
         let path = join_path(&headers_path, name);
@@ -777,25 +794,24 @@ fn parse_headers(
             valid = false;
             continue;
         }
-        let Value::String(text) = value else {
-            errors.push(FieldError::new(
-                path,
-                format!("must be a string, got {}", json_kind(value)),
-            ));
-            valid = false;
-            continue;
-        };
-        match Template::compile(text, &path) {
-            Ok(template) if has_control_chars(&template) => {
+        match TextParam::compile(value, &path) {
+            Some(Ok(text)) if has_control_chars(&text) => {
                 errors.push(FieldError::new(
                     path,
                     "must not contain control characters such as line breaks",
                 ));
                 valid = false;
             }
-            Ok(template) => headers.push((lower, template)),
-            Err(error) => {
+            Some(Ok(text)) => headers.push((lower, text)),
+            Some(Err(error)) => {
                 errors.push(error);
+                valid = false;
+            }
+            None => {
+                errors.push(FieldError::new(
+                    path,
+                    format!("must be a string, got {}", json_kind(value)),
+                ));
                 valid = false;
             }
         }
@@ -814,13 +830,15 @@ fn parse_email(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Par
     if let Some(to) = &to {
         let problem = if has_control_chars(to) {
             Some("must not contain control characters such as line breaks".to_owned())
-        } else if !to.has_placeholders() && !looks_like_email(to.source()) {
-            Some(format!(
-                "must be an email address like name@example.com, got '{}'",
-                to.source()
-            ))
         } else {
-            None
+            to.template()
+                .filter(|t| !t.has_placeholders() && !looks_like_email(t.source()))
+                .map(|literal| {
+                    format!(
+                        "must be an email address like name@example.com, got '{}'",
+                        literal.source()
+                    )
+                })
         };
         if let Some(message) = problem {
             errors.push(FieldError::new(param_path("to"), message));
@@ -847,9 +865,9 @@ fn parse_email(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Par
     };
     let (to, subject, template, data) = (to?, subject?, template?, data?);
     let mut normalized = Map::new();
-    normalized.insert("to".into(), to.source().into());
-    normalized.insert("subject".into(), subject.source().into());
-    normalized.insert("template".into(), template.source().into());
+    normalized.insert("to".into(), to.source_json());
+    normalized.insert("subject".into(), subject.source_json());
+    normalized.insert("template".into(), template.source_json());
     if let Some(data) = params.get("data") {
         normalized.insert("data".into(), data.clone());
     }
@@ -872,9 +890,12 @@ fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
     let url = broker_url_param(params, &["nats://", "tls://"], errors);
     let subject = template_param(params, "subject", Required::Yes, errors).given();
     if let Some(subject) = &subject {
-        if subject.literals().any(|text| {
-            text.chars()
-                .any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
+        let literals = subject.template().map(Template::literals);
+        if literals.is_some_and(|mut literals| {
+            literals.any(|text| {
+                text.chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
+            })
         }) {
             errors.push(FieldError::new(
                 param_path("subject"),
@@ -896,7 +917,7 @@ fn parse_nats(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
     let (url, subject, headers, payload) = (url?, subject?, headers?, payload?);
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.clone().into());
-    normalized.insert("subject".into(), subject.source().into());
+    normalized.insert("subject".into(), subject.source_json());
     normalized.insert("headers".into(), templates_json(&headers));
     normalized.insert("payload".into(), payload_source);
     let publish = NatsPublish {
@@ -949,7 +970,7 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.clone().into());
     normalized.insert("exchange".into(), exchange.clone().into());
-    normalized.insert("routing_key".into(), routing_key.source().into());
+    normalized.insert("routing_key".into(), routing_key.source_json());
     normalized.insert("headers".into(), templates_json(&headers));
     normalized.insert("payload".into(), payload_source);
     let publish = AmqpPublish {
@@ -977,10 +998,9 @@ fn parse_redis(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Par
     );
     let url = broker_url_param(params, &["redis://", "rediss://"], errors);
     let stream = template_param(params, "stream", Required::Yes, errors).given();
-    if stream
-        .as_ref()
-        .is_some_and(|stream| stream.source().is_empty() || has_control_chars(stream))
-    {
+    if stream.as_ref().is_some_and(|stream| {
+        stream.template().is_some_and(|t| t.source().is_empty()) || has_control_chars(stream)
+    }) {
         errors.push(FieldError::new(
             param_path("stream"),
             "must be a stream key, not empty and without control characters",
@@ -1015,7 +1035,7 @@ fn parse_redis(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Par
     let (url, stream, fields, payload, maxlen) = (url?, stream?, fields?, payload?, maxlen?);
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.clone().into());
-    normalized.insert("stream".into(), stream.source().into());
+    normalized.insert("stream".into(), stream.source_json());
     normalized.insert("fields".into(), templates_json(&fields));
     normalized.insert("payload".into(), payload_source);
     if let Some(maxlen) = maxlen {
@@ -1036,7 +1056,7 @@ fn parse_redis(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Par
 fn redis_fields(
     map: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
-) -> Option<Vec<(String, Template)>> {
+) -> Option<Vec<(String, TextParam)>> {
     let fields_path = param_path("fields");
     let mut fields = Vec::with_capacity(map.len());
     let mut valid = true;
@@ -1055,18 +1075,16 @@ fn redis_fields(
             ));
             valid = false;
         }
-        match value {
-            Value::String(text) => match Template::compile(text, &path) {
-                Ok(template) => fields.push((name.clone(), template)),
-                Err(error) => {
-                    errors.push(error);
-                    valid = false;
-                }
-            },
-            other => {
+        match TextParam::compile(value, &path) {
+            Some(Ok(text)) => fields.push((name.clone(), text)),
+            Some(Err(error)) => {
+                errors.push(error);
+                valid = false;
+            }
+            None => {
                 errors.push(FieldError::new(
                     &path,
-                    format!("must be a string, got {}", json_kind(other)),
+                    format!("must be a string, got {}", json_kind(value)),
                 ));
                 valid = false;
             }
@@ -1079,7 +1097,7 @@ fn redis_fields(
 fn headers_param(
     params: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
-) -> Option<Vec<(String, Template)>> {
+) -> Option<Vec<(String, TextParam)>> {
     match params.get("headers") {
         None => Some(Vec::new()),
         Some(Value::Object(map)) => parse_headers(map, errors),
@@ -1095,10 +1113,10 @@ fn headers_param(
 }
 
 /// Headers or fields (name → template) as the normalized action writes them.
-fn templates_json(headers: &[(String, Template)]) -> Value {
+fn templates_json(headers: &[(String, TextParam)]) -> Value {
     headers
         .iter()
-        .map(|(name, value)| (name.clone(), Value::from(value.source())))
+        .map(|(name, value)| (name.clone(), value.source_json()))
         .collect::<Map<String, Value>>()
         .into()
 }
@@ -1199,14 +1217,14 @@ enum Required {
 }
 
 enum Param {
-    Given(Template),
+    Given(TextParam),
     Absent,
     /// Reported in the errors already.
     Invalid,
 }
 
 impl Param {
-    fn given(self) -> Option<Template> {
+    fn given(self) -> Option<TextParam> {
         match self {
             Param::Given(template) => Some(template),
             Param::Absent | Param::Invalid => None,
@@ -1227,17 +1245,17 @@ fn template_param(
             Param::Invalid
         }
         None => Param::Absent,
-        Some(Value::String(text)) => match Template::compile(text, &param_path(key)) {
-            Ok(template) => Param::Given(template),
-            Err(error) => {
+        Some(value) => match TextParam::compile(value, &param_path(key)) {
+            Some(Ok(text)) => Param::Given(text),
+            Some(Err(error)) => {
                 errors.push(error);
                 Param::Invalid
             }
+            None => {
+                errors.push(type_error(key, "a string", value));
+                Param::Invalid
+            }
         },
-        Some(other) => {
-            errors.push(type_error(key, "a string", other));
-            Param::Invalid
-        }
     }
 }
 
@@ -1246,7 +1264,13 @@ fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
-fn has_control_chars(template: &Template) -> bool {
+/// Whether the literal text of a param has a control character (a transform's result has them
+/// replaced when rendered).
+fn has_control_chars(param: &TextParam) -> bool {
+    param.template().is_some_and(literal_control_chars)
+}
+
+fn literal_control_chars(template: &Template) -> bool {
     template
         .literals()
         .any(|text| text.chars().any(char::is_control))
@@ -1282,7 +1306,7 @@ const URL_EXPECTED: &str = "must be an absolute http:// or https:// URL";
 /// when the host is literal, it must be a plausible host. `ftp://x` and `not a url` fail here;
 /// `{{ data.callback }}` or `https://{{ data.host }}/x` are left to the executor.
 fn check_url(url: &Template) -> Result<(), String> {
-    if has_control_chars(url) {
+    if literal_control_chars(url) {
         return Err("must not contain control characters".into());
     }
     let literal = url.leading_literal();
@@ -1948,6 +1972,46 @@ mod tests {
                 "action.params.fields.ok",
                 "action.params.maxlen"
             ]
+        );
+    }
+
+    #[test]
+    fn text_params_may_be_transforms_whose_results_become_single_line_text() {
+        let action = Action::parse(&json!({"type": "send_email", "params": {
+            "to": "ops@example.com",
+            "subject": {"$logic": {"cat": ["Order ", {"var": "event.external_id"}, ": ",
+                {"*": [{"var": "data.qty"}, 2]}, " units\nBcc: x@evil"]}},
+            "template": "Hello"}}))
+        .expect("valid");
+        assert!(action.has_transforms());
+        assert_eq!(
+            action.normalized()["params"]["subject"]["$logic"]["cat"][0],
+            "Order "
+        );
+        let data = json!({"qty": 4});
+        let rendered = action
+            .render(&TemplateContext {
+                event_id: 1,
+                external_id: "o-1",
+                event_type: "order.created",
+                data: &data,
+                created_at: None,
+                limits: crate::logic::Limits::default(),
+            })
+            .expect("computed");
+        let RenderedAction::SendEmail { subject, .. } = &rendered else {
+            panic!("{rendered:?}")
+        };
+        assert_eq!(subject, "Order o-1: 8 units Bcc: x@evil");
+
+        let errors = Action::parse(&json!({"type": "call_webhook", "params": {
+            "url": "https://h.example/x", "headers": {"x-a": {"$logic": {"nope": []}}}}}))
+        .expect_err("an unknown operation");
+        assert!(
+            errors[0]
+                .path
+                .starts_with("action.params.headers.x-a.$logic"),
+            "{errors:?}"
         );
     }
 

@@ -14,8 +14,9 @@
 //! Transforms: in a templated JSON value (a webhook body, an email's data, a broker payload) an
 //! object that is exactly `{"$logic": <JSONLogic>}` is computed against
 //! `{"data": …, "event": {"id", "external_id", "type", "created_at"}}` under the rule's
-//! budget, and its result (any JSON) takes its place. A transform can fail (over budget, a
-//! type error): rendering says where and why.
+//! budget, and its result (any JSON) takes its place. A text param (a URL, a header value, a
+//! subject: a [`TextParam`]) may be a transform too; its result becomes text as a placeholder's
+//! would. A transform can fail (over budget, a type error): rendering says where and why.
 
 use crate::error::{index_path, join_path, FieldError};
 use crate::logic::{EvalError, Limits, Logic};
@@ -236,6 +237,66 @@ fn array_index(segment: &str) -> Option<usize> {
     }
 }
 
+/// A text param (a URL, a header value, a subject, a message): a [`Template`], or a
+/// `{"$logic": …}` transform whose result becomes text — strings as they are, numbers and
+/// booleans as JSON writes them, null as nothing, objects and arrays as compact JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextParam {
+    Template(Template),
+    Transform(Box<Transform>),
+}
+
+impl TextParam {
+    /// A string as a template, or an object that is exactly `{"$logic": …}` as a transform;
+    /// `None` for any other value (the caller says what it expected).
+    pub fn compile(value: &Value, path: &str) -> Option<Result<Self, FieldError>> {
+        match value {
+            Value::String(text) => Some(Template::compile(text, path).map(TextParam::Template)),
+            Value::Object(map) if map.len() == 1 && map.contains_key(TRANSFORM_KEY) => {
+                Some(compile_transform(&map[TRANSFORM_KEY], path).map(TextParam::Transform))
+            }
+            _ => None,
+        }
+    }
+
+    /// The param as written: its text, or the `{"$logic": …}` object.
+    pub fn source_json(&self) -> Value {
+        match self {
+            TextParam::Template(template) => Value::from(template.source()),
+            TextParam::Transform(transform) => {
+                let mut map = Map::new();
+                map.insert(TRANSFORM_KEY.to_owned(), transform.logic.source().clone());
+                Value::Object(map)
+            }
+        }
+    }
+
+    /// The template, unless it is a transform (what can be checked when the rule is saved).
+    pub fn template(&self) -> Option<&Template> {
+        match self {
+            TextParam::Template(template) => Some(template),
+            TextParam::Transform(_) => None,
+        }
+    }
+
+    pub fn is_transform(&self) -> bool {
+        matches!(self, TextParam::Transform(_))
+    }
+
+    pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<String, TransformError> {
+        match self {
+            TextParam::Template(template) => Ok(template.render_string(ctx)),
+            TextParam::Transform(transform) => {
+                Ok(match transform.evaluate(&transform_input(ctx), ctx)? {
+                    Value::Null => String::new(),
+                    Value::String(text) => text,
+                    other => other.to_string(),
+                })
+            }
+        }
+    }
+}
+
 /// A whole JSON value (a webhook body, an email's data) with every string in it compiled as a
 /// [`Template`]. Object keys are not templated. Parts with no placeholder are kept as plain JSON
 /// and cloned when rendered.
@@ -254,10 +315,35 @@ enum Node {
     Transform(Box<Transform>),
 }
 
+/// A compiled `{"$logic": …}`, with where it is in the action for its errors.
 #[derive(Debug, Clone)]
-struct Transform {
+pub struct Transform {
     path: String,
     logic: Logic,
+}
+
+impl Transform {
+    fn evaluate(&self, input: &Value, ctx: &TemplateContext<'_>) -> Result<Value, TransformError> {
+        self.logic
+            .evaluate_capped(input, &ctx.limits)
+            .map_err(|error| TransformError {
+                path: self.path.clone(),
+                error,
+            })
+    }
+}
+
+/// Compiles a transform's JSONLogic (what `"$logic"` holds) at `path`.
+fn compile_transform(logic: &Value, path: &str) -> Result<Box<Transform>, FieldError> {
+    let logic_path = join_path(path, TRANSFORM_KEY);
+    Logic::compile(logic, &transform_compile_limits())
+        .map(|logic| {
+            Box::new(Transform {
+                path: path.to_owned(),
+                logic,
+            })
+        })
+        .map_err(|error| FieldError::new(join_path(&logic_path, &error.path), error.message))
 }
 
 impl PartialEq for Transform {
@@ -349,17 +435,10 @@ fn compile_node(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Node
             }
         }
         Value::Object(map) if map.len() == 1 && map.contains_key(TRANSFORM_KEY) => {
-            let logic_path = join_path(path, TRANSFORM_KEY);
-            match Logic::compile(&map[TRANSFORM_KEY], &transform_compile_limits()) {
-                Ok(logic) => Node::Transform(Box::new(Transform {
-                    path: path.to_owned(),
-                    logic,
-                })),
+            match compile_transform(&map[TRANSFORM_KEY], path) {
+                Ok(transform) => Node::Transform(transform),
                 Err(error) => {
-                    errors.push(FieldError::new(
-                        join_path(&logic_path, &error.path),
-                        error.message,
-                    ));
+                    errors.push(error);
                     Node::Fixed(Value::Null)
                 }
             }
@@ -407,13 +486,7 @@ fn render_node(
         }
         Node::Transform(transform) => {
             let input = input.get_or_insert_with(|| transform_input(ctx));
-            transform
-                .logic
-                .evaluate_capped(input, &ctx.limits)
-                .map_err(|error| TransformError {
-                    path: transform.path.clone(),
-                    error,
-                })?
+            transform.evaluate(input, ctx)?
         }
     })
 }

@@ -15,6 +15,8 @@ pub struct Received {
     /// When the request arrived.
     pub at: std::time::Instant,
     pub method: String,
+    /// The path and query it was sent to.
+    pub path: String,
     pub headers: HeaderMap,
     pub raw: Bytes,
 }
@@ -117,12 +119,17 @@ impl Receiver {
 async fn record(
     State(behaviour): State<Behaviour>,
     method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, HeaderMap) {
     behaviour.seen.lock().unwrap().push(Received {
         at: std::time::Instant::now(),
         method: method.to_string(),
+        path: uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
         headers,
         raw: body,
     });

@@ -31,8 +31,12 @@ async fn a_webhook_body_is_computed_per_event_and_a_replay_of_the_same_content_d
     app: TestApp,
 ) {
     let receiver = Receiver::start(200, 0).await;
+    // The URL and a header may be transforms too: their results become text.
+    let url = json!({"$logic": {"cat": [format!("{}/hook?units=", receiver.url),
+        {"var": "data.qty"}]}});
     let rule = json!({"name": "shaped", "event_type": "order.created", "condition": true,
-        "action": {"type": "call_webhook", "params": {"url": format!("{}/hook", receiver.url),
+        "action": {"type": "call_webhook", "params": {"url": url,
+            "headers": {"x-region": {"$logic": {"var": "data.country"}}},
             "body": body()}}});
     let (status, created) = app.post("/rules", &rule).await;
     assert_eq!(status, 201, "{created}");
@@ -46,6 +50,8 @@ async fn a_webhook_body_is_computed_per_event_and_a_replay_of_the_same_content_d
     app.wait_for_state(id, &["processed"]).await;
     let requests = receiver.requests();
     assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].path, "/hook?units=3");
+    assert_eq!(requests[0].header("x-region").as_deref(), Some("BR"));
     assert_eq!(
         requests[0].json(),
         json!({"order": "o-1", "total": 7.5, "region": "latam", "in_stock": ["b", "c"],

@@ -191,13 +191,27 @@ impl std::fmt::Display for Period {
     }
 }
 
-/// A rate limit: a number from 0 (none) to [`crate::delivery::MAX_RATE`].
+/// The highest rate limit a target can have, in deliveries per second.
+pub const MAX_RATE: f64 = 100_000.0;
+
+/// A rate limit as given: 0 (none) up to [`MAX_RATE`] deliveries a second.
+pub fn check_rate(rate: f64) -> Result<f64, String> {
+    if rate.is_finite() && (0.0..=MAX_RATE).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!(
+            "must be a number of deliveries per second from 0 (no limit) to {MAX_RATE}"
+        ))
+    }
+}
+
+/// `TARGET_MAX_PER_SECOND`: see [`check_rate`].
 fn parse_rate(text: &str) -> Result<f64, String> {
     let rate: f64 = text
         .trim()
         .parse()
         .map_err(|_| format!("`{text}` is not a number of deliveries per second"))?;
-    crate::delivery::check_rate(rate)
+    check_rate(rate)
 }
 
 fn parse_period(text: &str) -> Result<Period, String> {

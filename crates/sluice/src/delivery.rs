@@ -55,25 +55,12 @@ use tokio_util::sync::CancellationToken;
 pub const REFRESH: Duration = Duration::from_millis(500);
 pub const REPORT: Duration = Duration::from_secs(1);
 
-/// The highest rate limit a target can have, in deliveries per second.
-pub const MAX_RATE: f64 = 100_000.0;
 /// How far 429s can slow a target down: its limit divided by this at most.
 pub const MAX_SLOWDOWN: f64 = 32.0;
 /// How fast a slowed target recovers: its slowdown halves every this long without a 429.
 pub const RECOVERY_HALF_LIFE: Duration = Duration::from_secs(10);
 /// How long a 429 without a usable `Retry-After` holds a target off.
 pub const DEFAULT_HOLD_OFF: Duration = Duration::from_secs(1);
-
-/// A rate limit as given: 0 (none) up to [`MAX_RATE`] deliveries a second.
-pub fn check_rate(rate: f64) -> Result<f64, String> {
-    if rate.is_finite() && (0.0..=MAX_RATE).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err(format!(
-            "must be a number of deliveries per second from 0 (no limit) to {MAX_RATE}"
-        ))
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TargetLimits {

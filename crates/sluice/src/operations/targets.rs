@@ -132,7 +132,7 @@ pub fn parse_change(body: &Value) -> ApiResult<TargetChange> {
         match key.as_str() {
             "max_per_second" => match value {
                 Value::Null => change.max_per_second = Some(None),
-                Value::Number(n) => match n.as_f64().map(crate::delivery::check_rate) {
+                Value::Number(n) => match n.as_f64().map(crate::config::check_rate) {
                     Some(Ok(rate)) => change.max_per_second = Some(Some(rate)),
                     Some(Err(message)) => errors.push(FieldError::new(key.as_str(), message)),
                     None => errors.push(FieldError::new(key.as_str(), "must be a number")),

@@ -10,7 +10,9 @@
 use crate::error::{join_path, FieldError};
 use crate::event::json_kind;
 use crate::hash::content_hash;
-use crate::template::{Template, TemplateContext, TemplatedValue, TextParam, TransformError};
+use crate::template::{
+    Template, TemplateContext, TemplatedValue, TextParam, Transform, TransformError,
+};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::fmt;
@@ -591,6 +593,53 @@ impl Action {
             Spec::PublishRedis(publish) => {
                 publish.payload.has_transforms() || any(&[&publish.stream], &publish.fields)
             }
+        }
+    }
+
+    /// Every `{"$logic": …}` transform in the params, in the order they are rendered.
+    pub fn transforms(&self) -> Vec<&Transform> {
+        fn texts<'a>(texts: &[&'a TextParam]) -> Vec<&'a Transform> {
+            texts.iter().filter_map(|t| t.transform()).collect()
+        }
+        fn named(named: &[(String, TextParam)]) -> Vec<&Transform> {
+            named.iter().filter_map(|(_, t)| t.transform()).collect()
+        }
+        match &self.spec {
+            Spec::Noop => Vec::new(),
+            Spec::Log { message, .. } => message.transform().into_iter().collect(),
+            Spec::CallWebhook(webhook) => [
+                texts(&[&webhook.url]),
+                named(&webhook.headers),
+                webhook.body.transforms(),
+            ]
+            .concat(),
+            Spec::SendEmail(email) => [
+                texts(&[&email.to, &email.subject, &email.template]),
+                email
+                    .data
+                    .as_ref()
+                    .map(|d| d.transforms())
+                    .unwrap_or_default(),
+            ]
+            .concat(),
+            Spec::PublishNats(publish) => [
+                texts(&[&publish.subject]),
+                named(&publish.headers),
+                publish.payload.transforms(),
+            ]
+            .concat(),
+            Spec::PublishRabbitmq(publish) => [
+                texts(&[&publish.routing_key]),
+                named(&publish.headers),
+                publish.payload.transforms(),
+            ]
+            .concat(),
+            Spec::PublishRedis(publish) => [
+                texts(&[&publish.stream]),
+                named(&publish.fields),
+                publish.payload.transforms(),
+            ]
+            .concat(),
         }
     }
 

@@ -39,6 +39,14 @@ pub struct TemplateContext<'a> {
     pub limits: Limits,
 }
 
+impl TemplateContext<'_> {
+    /// What a transform is computed against: `{"data": …, "event": {"id", "external_id",
+    /// "type", "created_at"}}`.
+    pub fn transform_input(&self) -> Value {
+        transform_input(self)
+    }
+}
+
 /// The key that makes an object a transform.
 pub const TRANSFORM_KEY: &str = "$logic";
 
@@ -283,6 +291,14 @@ impl TextParam {
         matches!(self, TextParam::Transform(_))
     }
 
+    /// The transform, if it is one.
+    pub fn transform(&self) -> Option<&Transform> {
+        match self {
+            TextParam::Template(_) => None,
+            TextParam::Transform(transform) => Some(transform),
+        }
+    }
+
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<String, TransformError> {
         match self {
             TextParam::Template(template) => Ok(template.render_string(ctx)),
@@ -323,6 +339,16 @@ pub struct Transform {
 }
 
 impl Transform {
+    /// Where it is in the action (`action.params.body.total`).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Its JSONLogic, compiled (to explain it).
+    pub fn logic(&self) -> &Logic {
+        &self.logic
+    }
+
     fn evaluate(&self, input: &Value, ctx: &TemplateContext<'_>) -> Result<Value, TransformError> {
         self.logic
             .evaluate_capped(input, &ctx.limits)
@@ -391,6 +417,21 @@ impl TemplatedValue {
             }
         }
         any(&self.root)
+    }
+
+    /// Every transform inside, in order.
+    pub fn transforms(&self) -> Vec<&Transform> {
+        fn collect<'a>(node: &'a Node, out: &mut Vec<&'a Transform>) {
+            match node {
+                Node::Transform(transform) => out.push(transform),
+                Node::Array(items) => items.iter().for_each(|n| collect(n, out)),
+                Node::Object(entries) => entries.iter().for_each(|(_, n)| collect(n, out)),
+                Node::Fixed(_) | Node::String(_) => {}
+            }
+        }
+        let mut out = Vec::new();
+        collect(&self.root, &mut out);
+        out
     }
 
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<Value, TransformError> {

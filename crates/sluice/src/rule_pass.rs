@@ -8,7 +8,7 @@ use serde_json::Value;
 use sluice_core::action::{Action, RenderedAction};
 use sluice_core::event::ExecutionResult;
 use sluice_core::idempotency::idempotency_key;
-use sluice_core::logic::Limits;
+use sluice_core::logic::{Explained, Limits};
 use sluice_core::rule::RuleBody;
 use sluice_core::template::TemplateContext;
 use sluice_store::{Event, RuleSnapshot, Store, StoreError};
@@ -229,8 +229,66 @@ pub async fn render(
 /// An action rendered for a sample payload (`POST /rules/test`, the console's preview), as
 /// the worker would render it for an event of that data: what it would send, shown.
 pub async fn preview(action: &Action, data: Value, limits: &Limits) -> Value {
+    match render(action, 0, &sample_event(data), limits).await {
+        (Ok(rendered), key) => rendered.shown(&key),
+        (Err(error), _) => serde_json::json!({ "error": error }),
+    }
+}
+
+/// How many of an action's transforms are explained (each explanation stays under 64 KiB).
+pub const MAX_EXPLAINED_TRANSFORMS: usize = 16;
+
+/// One transform of an action, explained for one event: where it is, and its value with every
+/// node of its JSONLogic — or why it could not be computed.
+#[derive(Debug)]
+pub struct ExplainedTransform {
+    pub path: String,
+    pub outcome: Result<Explained, String>,
+}
+
+/// Explains how each of an action's transforms (the first [`MAX_EXPLAINED_TRANSFORMS`]) is
+/// computed for `event`, under `limits`, as the worker computes it; on the blocking pool.
+pub async fn explain_transforms(
+    action: &Action,
+    event: &Event,
+    limits: &Limits,
+) -> Vec<ExplainedTransform> {
+    if !action.has_transforms() {
+        return Vec::new();
+    }
+    let (action, event, limits) = (action.clone(), event.clone(), *limits);
+    evaluation::off_the_runtime(move || {
+        let input = template_context(&event, &limits).transform_input();
+        action
+            .transforms()
+            .into_iter()
+            .take(MAX_EXPLAINED_TRANSFORMS)
+            .map(|transform| ExplainedTransform {
+                path: transform.path().to_owned(),
+                outcome: transform
+                    .logic()
+                    .explain_capped(&input, &limits)
+                    .map_err(|error| error.to_string()),
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
+}
+
+/// [`explain_transforms`] for a sample payload.
+pub async fn explain_sample_transforms(
+    action: &Action,
+    data: Value,
+    limits: &Limits,
+) -> Vec<ExplainedTransform> {
+    explain_transforms(action, &sample_event(data), limits).await
+}
+
+/// An event of `data` that was never stored, for previews.
+fn sample_event(data: Value) -> Event {
     let now = chrono::Utc::now();
-    let sample = Event {
+    Event {
         id: 0,
         external_id: "sample".to_owned(),
         event_type: "sample".to_owned(),
@@ -247,23 +305,23 @@ pub async fn preview(action: &Action, data: Value, limits: &Limits) -> Value {
         lease_expires_at: None,
         leased_by: None,
         ordering_key: None,
-    };
-    match render(action, 0, &sample, limits).await {
-        (Ok(rendered), key) => rendered.shown(&key),
-        (Err(error), _) => serde_json::json!({ "error": error }),
+    }
+}
+
+fn template_context<'a>(event: &'a Event, limits: &Limits) -> TemplateContext<'a> {
+    TemplateContext {
+        event_id: event.id,
+        external_id: &event.external_id,
+        event_type: &event.event_type,
+        data: &event.payload,
+        created_at: Some(event.created_at),
+        limits: *limits,
     }
 }
 
 fn render_now(action: &Action, event: &Event, limits: &Limits) -> Result<RenderedAction, String> {
     action
-        .render(&TemplateContext {
-            event_id: event.id,
-            external_id: &event.external_id,
-            event_type: &event.event_type,
-            data: &event.payload,
-            created_at: Some(event.created_at),
-            limits: *limits,
-        })
+        .render(&template_context(event, limits))
         .map_err(|error| error.to_string())
 }
 

@@ -163,6 +163,7 @@ fn secure(path: &str, item: &mut PathItem, mode: AuthMode) {
         operations::events::StatsOut,
         operations::events::AttemptList,
         operations::events::ExplainOut,
+        operations::events::TransformOut,
         operations::replay::ReplayOut,
         operations::replay::CancelOut,
         operations::replay::ReplayBatchOut,

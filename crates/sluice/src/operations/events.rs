@@ -645,6 +645,62 @@ pub struct ExplainOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub action: Option<Value>,
+    /// When the condition held and the action has `{"$logic": …}` transforms: how each was
+    /// computed for this event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transforms: Option<Vec<TransformOut>>,
+}
+
+/// How one `{"$logic": …}` transform of an action was computed for one event.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TransformOut {
+    /// Where it is in the action: `action.params.body.total`.
+    pub path: String,
+    /// What it computed (absent when it failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<Value>,
+    /// Why it could not be computed (over the rule's budget, say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// One line naming what decided its value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// Every node of its JSONLogic with its value, as a condition's explanation; under
+    /// 64 KiB whatever the data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<Box<sluice_core::logic::Explanation>>,
+}
+
+impl TransformOut {
+    /// The transforms explained, or `None` when the action has none.
+    pub fn list(explained: Vec<crate::rule_pass::ExplainedTransform>) -> Option<Vec<Self>> {
+        if explained.is_empty() {
+            return None;
+        }
+        Some(
+            explained
+                .into_iter()
+                .map(|t| match t.outcome {
+                    Ok(explained) => TransformOut {
+                        path: t.path,
+                        value: Some(explained.result),
+                        error: None,
+                        summary: Some(explained.summary),
+                        explanation: Some(Box::new(explained.tree)),
+                    },
+                    Err(error) => TransformOut {
+                        path: t.path,
+                        value: None,
+                        error: Some(error),
+                        summary: None,
+                        explanation: None,
+                    },
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Explains one execution of one event; 404 if either is unknown or the execution belongs
@@ -677,26 +733,35 @@ pub async fn explain_execution(
     })?;
     Ok(
         match crate::evaluation::explain(&logic, &event.payload).await {
-            Ok(explained) => ExplainOut {
-                execution_id,
-                rule_id: ran.rule_id,
-                rule_version_id: ran.rule_version_id,
-                action: match Action::parse(&ran.action) {
+            Ok(explained) => {
+                let (action, transforms) = match Action::parse(&ran.action) {
                     Ok(action) if explained.matched => {
                         let limits = state.settings.rule_limits();
-                        match crate::rule_pass::render(&action, ran.rule_id, &event, &limits).await
-                        {
-                            (Ok(rendered), key) => Some(rendered.shown(&key)),
-                            (Err(error), _) => Some(serde_json::json!({ "error": error })),
-                        }
+                        let shown =
+                            match crate::rule_pass::render(&action, ran.rule_id, &event, &limits)
+                                .await
+                            {
+                                (Ok(rendered), key) => rendered.shown(&key),
+                                (Err(error), _) => serde_json::json!({ "error": error }),
+                            };
+                        let transforms =
+                            crate::rule_pass::explain_transforms(&action, &event, &limits).await;
+                        (Some(shown), TransformOut::list(transforms))
                     }
-                    _ => None,
-                },
-                matched: explained.matched,
-                result: explained.result,
-                explanation: Some(explained.tree),
-                summary: explained.summary,
-            },
+                    _ => (None, None),
+                };
+                ExplainOut {
+                    execution_id,
+                    rule_id: ran.rule_id,
+                    rule_version_id: ran.rule_version_id,
+                    action,
+                    transforms,
+                    matched: explained.matched,
+                    result: explained.result,
+                    explanation: Some(explained.tree),
+                    summary: explained.summary,
+                }
+            }
             Err(error) => ExplainOut {
                 execution_id,
                 rule_id: ran.rule_id,
@@ -706,6 +771,7 @@ pub async fn explain_execution(
                 explanation: None,
                 summary: format!("the condition could not be evaluated: {error}"),
                 action: None,
+                transforms: None,
             },
         },
     )

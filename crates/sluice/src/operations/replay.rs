@@ -65,6 +65,9 @@ pub struct DryRunRuleOut {
     /// For `apply`: the target (`scheme://host:port`) it would go through, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// For `apply`, if the action has `{"$logic": …}` transforms: how each was computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transforms: Option<Vec<crate::operations::events::TransformOut>>,
 }
 
 /// The answer to `POST /events/{id}/replay`.
@@ -198,9 +201,20 @@ pub async fn dry_run(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult
     let compiled = compile_all(&snapshots, &state.settings.rule_limits());
     let decisions = rule_pass::decide(&*state.store, &compiled, &event).await?;
     let smtp_target = crate::actions::ActionConfig::from_settings(&state.settings).smtp_target();
-    let results = decisions
-        .iter()
-        .map(|d| {
+    let mut results = Vec::with_capacity(decisions.len());
+    for d in &decisions {
+        let transforms = match (&d.decision, &d.rule.body) {
+            (Decision::Apply { .. }, Ok(body)) => crate::operations::events::TransformOut::list(
+                rule_pass::explain_transforms(
+                    &body.action,
+                    &event,
+                    body.condition.logic().limits(),
+                )
+                .await,
+            ),
+            _ => None,
+        };
+        results.push({
             let (would, error) = match &d.decision {
                 Decision::Apply { .. } => (Would::Apply, None),
                 Decision::Skip => (Would::Skip, None),
@@ -229,9 +243,10 @@ pub async fn dry_run(state: &AppState, id: i64, rules: ReplayRules) -> ApiResult
                     }
                     _ => None,
                 },
+                transforms,
             }
-        })
-        .collect();
+        });
+    }
     Ok(ReplayOut {
         message: "Dry run: nothing was changed and no action ran".to_owned(),
         dry_run: Some(true),

@@ -415,6 +415,10 @@ pub struct SampleTestOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub action: Option<Value>,
+    /// With `action` and `explain`, if it has `{"$logic": …}` transforms: how each was
+    /// computed for this data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transforms: Option<Vec<events::TransformOut>>,
 }
 
 /// One stored event a test tried: matched (with its result and data) or failed.
@@ -476,12 +480,24 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
             };
             if explain {
                 let explained = evaluation::explain(&logic, &data).await.map_err(failed)?;
+                let transforms = match &action {
+                    Some(action) => events::TransformOut::list(
+                        crate::rule_pass::explain_sample_transforms(
+                            action,
+                            data.clone(),
+                            logic.limits(),
+                        )
+                        .await,
+                    ),
+                    None => None,
+                };
                 return Ok(RuleTestOut::Sample(SampleTestOut {
                     matched: explained.matched,
                     result: explained.result,
                     explanation: Some(Box::new(explained.tree)),
                     summary: Some(explained.summary),
                     action: preview,
+                    transforms,
                 }));
             }
             let result = evaluation::evaluate(&logic, &data).await.map_err(failed)?;
@@ -491,6 +507,7 @@ pub async fn test_rule(state: &AppState, test: TestRuleIn) -> ApiResult<RuleTest
                 explanation: None,
                 summary: None,
                 action: preview,
+                transforms: None,
             }));
         }
         TestTarget::Stored { event_type, last } => (event_type, last),

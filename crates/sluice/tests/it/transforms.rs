@@ -58,7 +58,65 @@ async fn a_webhook_body_is_computed_per_event_and_a_replay_of_the_same_content_d
             "event_type": "order.created"})
     );
 
-    let (status, _) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
+    // "Why?" shows how each transform computed what was sent.
+    let execution = &app.attempts(id).await[0]["rule_executions"][0];
+    let (status, why) = app
+        .get_json(&format!(
+            "/events/{id}/executions/{}/explain",
+            execution["id"]
+        ))
+        .await;
+    assert_eq!(status, 200, "{why}");
+    let transforms = why["transforms"].as_array().expect("transforms explained");
+    let paths: Vec<&str> = transforms
+        .iter()
+        .map(|t| t["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "action.params.url",
+            "action.params.headers.x-region",
+            "action.params.body.total",
+            "action.params.body.region",
+            "action.params.body.in_stock",
+            "action.params.body.event_type"
+        ],
+        "{why}"
+    );
+    assert_eq!(transforms[2]["value"], 7.5, "{why}");
+    assert_eq!(transforms[2]["explanation"]["op"], "*", "{why}");
+
+    // So does a dry run of a replay, for a rule that would apply.
+    let logged = json!({"name": "logged", "event_type": "order.created", "condition": true,
+        "action": {"type": "log", "params": {"message": {"$logic": {"cat": ["units: ",
+            {"var": "data.qty"}]}}}}});
+    assert_eq!(app.post("/rules", &logged).await.0, 201);
+    let (status, dry) = app
+        .post(
+            &format!("/events/{id}/replay"),
+            &json!({"dry_run": true, "rules": "current"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{dry}");
+    let would = dry["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule_name"] == "logged")
+        .cloned()
+        .unwrap();
+    assert_eq!(would["would"], "apply", "{dry}");
+    assert_eq!(would["action"]["params"]["message"], "units: 3", "{dry}");
+    assert_eq!(would["transforms"][0]["value"], "units: 3", "{dry}");
+    assert_eq!(would["transforms"][0]["explanation"]["op"], "cat", "{dry}");
+
+    let (status, _) = app
+        .post(
+            &format!("/events/{id}/replay"),
+            &json!({"rules": "original"}),
+        )
+        .await;
     assert_eq!(status, 200);
     app.wait_for_state(id, &["processed"]).await;
     assert_eq!(
@@ -118,6 +176,34 @@ async fn a_rule_test_previews_an_action_and_a_bad_transform_is_refused_on_save(a
     assert_eq!(payload["total"], 7.5, "{tested}");
     assert_eq!(payload["in_stock"], json!(["b", "c"]), "{tested}");
     assert!(!tested.to_string().contains("secret"), "{tested}");
+    assert!(
+        tested.get("transforms").is_none(),
+        "only explained: {tested}"
+    );
+
+    // Explained, each transform says how it computed its value.
+    let (status, explained) = app
+        .post(
+            "/rules/test",
+            &json!({"condition": true, "data": order(), "action": action, "explain": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{explained}");
+    let transforms = explained["transforms"]
+        .as_array()
+        .expect("transforms explained");
+    assert_eq!(transforms.len(), 4, "{explained}");
+    let region = &transforms[1];
+    assert_eq!(
+        region["path"], "action.params.payload.region",
+        "{explained}"
+    );
+    assert_eq!(region["value"], "latam");
+    assert_eq!(region["explanation"]["op"], "if", "{region}");
+    assert!(
+        region["summary"].as_str().unwrap().contains("BR"),
+        "{region}"
+    );
 
     let (status, invalid) = app
         .post(

@@ -197,11 +197,67 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only if another recorder is installed; then ours just stays empty.
             if metrics::set_global_recorder(recorder).is_ok() {
+                describe_metrics();
                 spawn_metrics_upkeep(handle.clone());
             }
             handle
         })
         .clone()
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric sluice records, with its help text: `/metrics` writes `# HELP` and `# TYPE`
+/// for each family (as Prometheus' conventions and `promtool check metrics` want). A metric
+/// recorded but missing here has no help text; the metrics story test catches that.
+const METRICS: &[(&str, Kind, &str)] = &[
+    ("sluice_http_requests_total", Kind::Counter, "HTTP requests answered, by route, method and status."),
+    ("sluice_http_request_seconds", Kind::Histogram, "Time to answer an HTTP request, by route."),
+    ("sluice_auth_failures_total", Kind::Counter, "Requests refused by access control, by reason."),
+    ("sluice_events_ingested_total", Kind::Counter, "Events received by the API, by outcome (created, duplicate, invalid, ...)."),
+    ("sluice_ingest_batch_size", Kind::Histogram, "Events committed together in one ingest statement."),
+    ("sluice_ingest_commit_seconds", Kind::Histogram, "Time to commit one ingest statement."),
+    ("sluice_source_events_total", Kind::Counter, "Events taken from a source (inbound webhook or broker), by source and outcome."),
+    ("sluice_source_connection_errors_total", Kind::Counter, "Failed connections to a broker source, by source."),
+    ("sluice_worker_claimed_total", Kind::Counter, "Events claimed by this worker."),
+    ("sluice_attempts_total", Kind::Counter, "Processing attempts finished, by status, what comes next and worker pool."),
+    ("sluice_attempt_seconds", Kind::Histogram, "Time a processing attempt took, from claim to outcome."),
+    ("sluice_set_aside_total", Kind::Counter, "Events set back in the queue untouched because their target's line was full, by worker pool."),
+    ("sluice_deliveries_total", Kind::Counter, "Deliveries to a target, by target and outcome (delivered, unavailable, refused, throttled)."),
+    ("sluice_target_in_flight", Kind::Gauge, "Deliveries this worker has in flight to a target."),
+    ("sluice_target_in_line", Kind::Gauge, "Deliveries waiting in this worker for a place under a target's cap."),
+    ("sluice_target_state", Kind::Gauge, "A target's state: 0 closed, 1 half open, 2 open, 3 paused."),
+    ("sluice_target_waiting", Kind::Gauge, "Events waiting in the queue for a target."),
+    ("sluice_target_waiting_oldest_seconds", Kind::Gauge, "How long the oldest event waiting for a target has waited."),
+    ("sluice_replays_total", Kind::Counter, "Replays requested."),
+    ("sluice_retention_deleted_total", Kind::Counter, "Settled events deleted by retention."),
+    ("sluice_live_messages_dropped_total", Kind::Counter, "Live updates dropped because the bus was full."),
+    ("sluice_ws_clients", Kind::Gauge, "WebSocket clients connected to this API process."),
+    ("sluice_ws_refused_total", Kind::Counter, "WebSocket connections refused, by reason."),
+    ("sluice_ws_dropped_total", Kind::Counter, "WebSocket clients dropped, by reason (too slow to read, lagged)."),
+];
+
+fn describe_metrics() {
+    use metrics::Unit;
+    for (name, kind, help) in METRICS {
+        let unit = if name.ends_with("_seconds") {
+            Some(Unit::Seconds)
+        } else {
+            None
+        };
+        match (kind, unit) {
+            (Kind::Counter, _) => metrics::describe_counter!(*name, *help),
+            (Kind::Gauge, Some(unit)) => metrics::describe_gauge!(*name, unit, *help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(*name, *help),
+            (Kind::Histogram, Some(unit)) => metrics::describe_histogram!(*name, unit, *help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(*name, *help),
+        }
+    }
 }
 
 /// Histogram samples are buffered until the recorder's upkeep folds them into its summaries;

@@ -34,6 +34,7 @@ async fn health_ready_and_metrics_answer(app: TestApp) {
     let text = response.text().await.unwrap();
     assert!(text.contains("sluice_http_requests_total"), "{text}");
     assert!(text.contains("sluice_events_ingested_total"), "{text}");
+    every_family_has_help_and_type(&text);
 
     let response = app.get("/health").await;
     assert!(response.headers().contains_key("x-request-id"));
@@ -194,4 +195,94 @@ async fn a_database_with_history_upgrades_in_place() {
         assert_eq!(attempts.len(), 2, "{attempts:?}");
         app.stop().await;
     }
+}
+
+/// What `promtool check metrics` asks first: each family a sample belongs to has `# HELP`
+/// and `# TYPE` lines, counters end in `_total`, and each is written once.
+fn every_family_has_help_and_type(text: &str) {
+    use std::collections::BTreeMap;
+    let mut types: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut helps: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut words = line.splitn(4, ' ');
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("#"), Some("TYPE"), Some(name), Some(kind)) => {
+                assert!(types.insert(name, kind).is_none(), "{name} typed twice");
+            }
+            (Some("#"), Some("HELP"), Some(name), help) => {
+                let help = help.unwrap_or_default();
+                assert!(!help.trim().is_empty(), "{name} has empty help");
+                assert!(helps.insert(name, help).is_none(), "{name} helped twice");
+            }
+            (Some("#"), ..) => {}
+            (Some(sample), ..) => samples.push(sample.split('{').next().unwrap_or(sample)),
+            _ => {}
+        }
+    }
+    assert!(!samples.is_empty(), "{text}");
+    for sample in samples {
+        let family = ["_sum", "_count", "_bucket"]
+            .iter()
+            .filter_map(|suffix| sample.strip_suffix(suffix))
+            .find(|base| {
+                types
+                    .get(base)
+                    .is_some_and(|kind| matches!(*kind, "summary" | "histogram"))
+            })
+            .unwrap_or(sample);
+        let kind = types
+            .get(family)
+            .unwrap_or_else(|| panic!("{family} has no # TYPE:\n{text}"));
+        assert!(
+            helps.contains_key(family),
+            "{family} has no # HELP:\n{text}"
+        );
+        if *kind == "counter" {
+            assert!(
+                family.ends_with("_total"),
+                "counter {family} must end in _total"
+            );
+        }
+    }
+}
+
+/// Every metric the code records is described (so it gets its `# HELP`): each name in a
+/// `metrics::counter!`/`gauge!`/`histogram!` call appears in `telemetry.rs`'s table.
+#[test]
+fn every_recorded_metric_is_described() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let telemetry = std::fs::read_to_string(src.join("telemetry.rs")).unwrap();
+    let mut recorded = 0;
+    for file in files {
+        let code = std::fs::read_to_string(&file).unwrap();
+        for call in ["counter!(", "gauge!(", "histogram!("] {
+            for (at, _) in code.match_indices(&format!("metrics::{call}")) {
+                let rest = code[at + "metrics::".len() + call.len()..].trim_start();
+                let Some(rest) = rest.strip_prefix('"') else {
+                    continue;
+                };
+                let name = &rest[..rest.find('"').unwrap()];
+                recorded += 1;
+                assert!(
+                    telemetry.contains(&format!("(\"{name}\", Kind::")),
+                    "{name} (recorded in {}) has no help text in telemetry.rs",
+                    file.display()
+                );
+            }
+        }
+    }
+    assert!(recorded > 20, "found only {recorded} metrics");
 }

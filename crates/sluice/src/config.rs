@@ -90,6 +90,13 @@ pub struct Settings {
           num_args = 0..=1, default_missing_value = "true")]
     pub webhook_allow_private: bool,
 
+    /// Store sluice's own operational events (`sluice.target.opened`, `sluice.target.closed`,
+    /// `sluice.target.paused`, `sluice.event.failed`, `sluice.key.revoked`) so rules can
+    /// route them.
+    #[arg(long, env = "OPERATIONAL_EVENTS", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub operational_events: bool,
+
     /// Origin allowed by CORS (`*` for any); unset disables CORS headers.
     #[arg(long, env = "CORS_ORIGIN")]
     pub cors_origin: Option<String>,
@@ -278,6 +285,7 @@ impl std::fmt::Debug for Settings {
             .field("auth", &self.auth)
             .field("target_max_in_flight", &self.target_max_in_flight)
             .field("target_max_per_second", &self.target_max_per_second)
+            .field("operational_events", &self.operational_events)
             .field("target_failure_threshold", &self.target_failure_threshold)
             .field("target_open_ms", &self.target_open_ms)
             .field("target_max_wait", &self.target_max_wait)

@@ -174,6 +174,7 @@ pub struct Targets {
     lanes: Mutex<HashMap<String, Arc<Lane>>>,
     counts: Mutex<HashMap<String, Local>>,
     reported: Mutex<Reported>,
+    operational: Option<Arc<crate::operational::Operational>>,
 }
 
 impl std::fmt::Debug for Targets {
@@ -190,6 +191,7 @@ impl Targets {
         bus: Bus,
         limits: TargetLimits,
         worker: String,
+        operational: Option<Arc<crate::operational::Operational>>,
     ) -> Arc<Targets> {
         Arc::new(Targets {
             store,
@@ -200,6 +202,7 @@ impl Targets {
             lanes: Mutex::default(),
             counts: Mutex::default(),
             reported: Mutex::default(),
+            operational,
         })
     }
 
@@ -508,7 +511,9 @@ impl Targets {
 
     /// Records how a delivery went; the breaker's changes are written at once. A place under
     /// the cap is free again: what waits for the target in the queue may be released.
-    pub async fn finished(self: &Arc<Self>, permit: Permit, how: Delivered) {
+    /// `quiet`: the delivery was for an operational (`sluice.*`) event, whose consequences
+    /// are never reported as operational events themselves.
+    pub async fn finished(self: &Arc<Self>, permit: Permit, how: Delivered, quiet: bool) {
         let target = permit.target.clone();
         let outcome = match &how {
             Delivered::Ok => "delivered",
@@ -560,9 +565,24 @@ impl Targets {
         };
         match written {
             Some(Ok(record)) => {
-                let was_open = self.known(&target).is_some_and(|t| t.state == "open");
-                if record.state == "open" && !was_open {
+                let before = self.known(&target).map(|t| t.state);
+                let was_open = before.as_deref() == Some("open");
+                let opened = record.state == "open" && !was_open;
+                let closed = record.state == "closed"
+                    && matches!(before.as_deref(), Some("open" | "half_open"));
+                if opened {
                     tracing::warn!(target = %target, error = record.last_error.as_deref().unwrap_or(""), "circuit open");
+                }
+                if let Some(operational) = self.operational.as_ref().filter(|_| !quiet) {
+                    if opened {
+                        operational.target_opened(
+                            &target,
+                            record.last_error.as_deref(),
+                            record.opened_at.unwrap_or_else(Utc::now),
+                        );
+                    } else if closed {
+                        operational.target_closed(&target, Utc::now());
+                    }
                 }
                 self.remember(record);
             }

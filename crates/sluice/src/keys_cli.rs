@@ -66,7 +66,8 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id } => {
-            let revoked = keys::revoke(store, id).await.map_err(api_error)?;
+            // Without a server, nothing reports it as an operational event.
+            let revoked = keys::revoke(store, id, None).await.map_err(api_error)?;
             eprintln!("revoked key {} '{}'", revoked.id, revoked.name);
         }
     }

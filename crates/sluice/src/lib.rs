@@ -19,6 +19,7 @@ pub mod evaluation;
 pub mod event_types;
 pub mod ingest;
 pub mod keys_cli;
+pub mod operational;
 pub mod operations;
 pub mod rule_pass;
 pub mod serve;

@@ -41,6 +41,8 @@ pub struct Shared {
     pub event_types: Arc<SharedCatalog>,
     /// This process's copy of the sources, and what came through them.
     pub sources: Arc<Sources>,
+    /// Where operational events go, with `OPERATIONAL_EVENTS` (`None` without).
+    pub operational: Option<Arc<crate::operational::Operational>>,
 }
 
 impl AppState {
@@ -75,6 +77,11 @@ pub async fn build(
         ingestor: Ingestor::start(store.clone(), bus.clone(), ingest),
         event_types: SharedCatalog::start(store.clone()),
         sources: Sources::start(store.clone()).await,
+        operational: crate::operational::Operational::start(
+            store.clone(),
+            bus.clone(),
+            settings.operational_events,
+        ),
         store,
         bus,
         metrics: crate::telemetry::metrics_handle(),

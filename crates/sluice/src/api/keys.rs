@@ -47,7 +47,7 @@ pub async fn revoke_key(
     State(state): State<AppState>,
     IdPath(id): IdPath,
 ) -> ApiResult<Json<ApiKeyOut>> {
-    let revoked = keys::revoke(state.store.as_ref(), id).await?;
+    let revoked = keys::revoke(state.store.as_ref(), id, state.operational.as_deref()).await?;
     state.keys_changed().await;
     Ok(Json(revoked))
 }

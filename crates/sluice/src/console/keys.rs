@@ -177,7 +177,7 @@ pub async fn revoke(
     id: Result<IdPath, ApiError>,
 ) -> ConsoleResult<Response> {
     let IdPath(id) = id?;
-    key_ops::revoke(state.store.as_ref(), id).await?;
+    key_ops::revoke(state.store.as_ref(), id, state.operational.as_deref()).await?;
     state.keys_changed().await;
     Ok(Redirect::to(&format!("/console/keys?revoked={id}")).into_response())
 }

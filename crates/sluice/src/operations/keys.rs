@@ -194,12 +194,22 @@ pub async fn list(store: &dyn Store) -> ApiResult<ApiKeyList> {
 }
 
 /// Revokes a key (again is harmless); 404 if unknown.
-pub async fn revoke(store: &dyn Store, id: i64) -> ApiResult<ApiKeyOut> {
-    store
+/// Revokes a key; with `operational`, reports it as `sluice.key.revoked`.
+pub async fn revoke(
+    store: &dyn Store,
+    id: i64,
+    operational: Option<&crate::operational::Operational>,
+) -> ApiResult<ApiKeyOut> {
+    let revoked = store
         .revoke_api_key(id)
         .await?
         .map(ApiKeyOut::from)
-        .ok_or_else(|| ApiError::not_found(format!("API key {id} not found")))
+        .ok_or_else(|| ApiError::not_found(format!("API key {id} not found")))?;
+    if let Some(operational) = operational {
+        let at = revoked.revoked_at.unwrap_or_else(Utc::now);
+        operational.key_revoked(revoked.id, &revoked.name, &revoked.prefix, at);
+    }
+    Ok(revoked)
 }
 
 #[cfg(test)]

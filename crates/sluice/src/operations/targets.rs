@@ -283,6 +283,9 @@ pub async fn record_gauges(state: &AppState) {
 /// Pauses or resumes a target; every worker process honours it within a second.
 pub async fn set_paused(state: &AppState, target: &str, paused: bool) -> ApiResult<TargetOut> {
     let record = state.store.set_target_paused(target, paused).await?;
+    if let Some(operational) = &state.operational {
+        operational.target_paused(target, paused, Utc::now());
+    }
     tracing::info!(target = %target, paused, "target {}", if paused { "paused" } else { "resumed" });
     Ok(out(state, record))
 }

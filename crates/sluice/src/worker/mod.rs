@@ -46,6 +46,8 @@ pub struct WorkerConfig {
     pub targets: crate::delivery::TargetLimits,
     /// The event types this worker claims (its pool).
     pub types: TypeSelector,
+    /// Whether it reports operational events (`OPERATIONAL_EVENTS`).
+    pub operational_events: bool,
 }
 
 impl WorkerConfig {
@@ -66,6 +68,7 @@ impl WorkerConfig {
             claim_batch: 256,
             limits: settings.rule_limits(),
             targets: crate::delivery::TargetLimits::from_settings(settings),
+            operational_events: settings.operational_events,
             types: type_selector(settings),
         }
     }
@@ -145,6 +148,11 @@ async fn run(
     tracing::info!(worker = %config.worker_id, concurrency = config.concurrency, "worker started");
     // Attempt id → event id of every lease this worker holds (renewed by the heartbeat).
     let in_flight: Arc<Mutex<HashMap<i64, i64>>> = Arc::default();
+    let operational = crate::operational::Operational::start(
+        store.clone(),
+        bus.clone(),
+        config.operational_events,
+    );
     // Room for half of what is held: a finished attempt hands over its outcome and frees its
     // slot without waiting for the batch being written.
     let (done_sender, done_receiver) =
@@ -158,6 +166,7 @@ async fn run(
                 bus.clone(),
                 done_receiver.clone(),
                 in_flight.clone(),
+                operational.clone(),
             ))
         })
         .collect();
@@ -181,6 +190,7 @@ async fn run(
         bus.clone(),
         config.targets,
         config.worker_id.clone(),
+        operational.clone(),
     );
     if let Err(error) = targets.reload().await {
         tracing::warn!(error = %error, "cannot read delivery targets yet");
@@ -498,6 +508,7 @@ async fn write_completions(
     bus: Bus,
     done: Arc<tokio::sync::Mutex<mpsc::Receiver<Finished>>>,
     in_flight: Arc<Mutex<HashMap<i64, i64>>>,
+    operational: Option<Arc<crate::operational::Operational>>,
 ) {
     const MAX_BATCH: usize = 512;
     loop {
@@ -542,6 +553,16 @@ async fn write_completions(
             }
         }
         record_metrics(&pool, &batch);
+        if let Some(operational) = &operational {
+            let errors: Vec<(i64, Option<String>)> = batch
+                .iter()
+                .filter(|o| matches!(o.next, NextState::Failed))
+                .map(|o| (o.event_id, o.error.clone()))
+                .collect();
+            if !errors.is_empty() {
+                operational.events_failed(&changes, &errors);
+            }
+        }
         bus.announce(Committed::Completed {
             changes: &changes,
             frees_keys: ordered,

@@ -555,7 +555,8 @@ async fn execute(
             Err(ActionError::Permanent(_)) => Delivered::Refused,
             Err(ActionError::Throttled { retry_after, .. }) => Delivered::Throttled(*retry_after),
         };
-        context.targets.finished(permit, how).await;
+        let quiet = crate::operational::is_operational(&event.event_type);
+        context.targets.finished(permit, how, quiet).await;
     }
     match ran {
         Ok(()) => finish(record, ExecutionResult::Applied, None, false),

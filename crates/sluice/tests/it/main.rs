@@ -21,6 +21,7 @@ mod history;
 mod hostile;
 mod layers;
 mod live;
+mod operational;
 mod ops;
 mod ordering;
 mod processing;

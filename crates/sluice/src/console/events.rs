@@ -275,6 +275,20 @@ pub async fn known_types(state: &AppState) -> ConsoleResult<Vec<String>> {
 pub struct WhyView {
     pub summary: String,
     pub lines: Vec<WhyLine>,
+    /// What the action sent (or would send), pretty, when the condition held.
+    pub sent: Option<String>,
+    /// How each `{"$logic": …}` transform of the action was computed.
+    pub transforms: Vec<TransformView>,
+}
+
+#[derive(Clone)]
+pub struct TransformView {
+    pub path: String,
+    /// Its value as compact JSON, or why it failed.
+    pub value: String,
+    pub failed: bool,
+    pub summary: String,
+    pub lines: Vec<WhyLine>,
 }
 
 #[derive(Clone)]
@@ -289,18 +303,48 @@ impl WhyView {
     pub fn new(summary: String, tree: Option<&sluice_core::logic::Explanation>) -> Self {
         WhyView {
             summary,
-            lines: tree
-                .map(sluice_core::logic::tree_lines)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|l| WhyLine {
-                    depth: l.depth.min(8),
-                    text: l.text,
-                    muted: l.muted,
-                })
-                .collect(),
+            lines: why_lines(tree),
+            sent: None,
+            transforms: Vec::new(),
         }
     }
+
+    /// With what the action sent and how its transforms were computed.
+    fn with_action(
+        mut self,
+        sent: Option<&serde_json::Value>,
+        transforms: Option<&[event_ops::TransformOut]>,
+    ) -> Self {
+        self.sent = sent.map(super::view::pretty);
+        self.transforms = transforms
+            .unwrap_or_default()
+            .iter()
+            .map(|t| TransformView {
+                path: t.path.clone(),
+                failed: t.error.is_some(),
+                value: match (&t.value, &t.error) {
+                    (Some(value), _) => value.to_string(),
+                    (None, Some(error)) => error.clone(),
+                    (None, None) => String::new(),
+                },
+                summary: t.summary.clone().unwrap_or_default(),
+                lines: why_lines(t.explanation.as_deref()),
+            })
+            .collect();
+        self
+    }
+}
+
+fn why_lines(tree: Option<&sluice_core::logic::Explanation>) -> Vec<WhyLine> {
+    tree.map(sluice_core::logic::tree_lines)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| WhyLine {
+            depth: l.depth.min(8),
+            text: l.text,
+            muted: l.muted,
+        })
+        .collect()
 }
 
 /// The explanation of each rule version an event's shown attempts ran: the same version on
@@ -326,7 +370,8 @@ async fn explanations(
         };
         views.insert(
             execution.rule_version_id,
-            WhyView::new(explained.summary, explained.explanation.as_ref()),
+            WhyView::new(explained.summary, explained.explanation.as_ref())
+                .with_action(explained.action.as_ref(), explained.transforms.as_deref()),
         );
     }
     Ok(views)

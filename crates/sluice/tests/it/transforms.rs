@@ -86,6 +86,17 @@ async fn a_webhook_body_is_computed_per_event_and_a_replay_of_the_same_content_d
     );
     assert_eq!(transforms[2]["value"], 7.5, "{why}");
     assert_eq!(transforms[2]["explanation"]["op"], "*", "{why}");
+    // The console's event page says the same under "why?".
+    let page = app
+        .get(&format!("/console/events/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<code>action.params.body.total</code> = <code>7.5</code>"),
+        "{page}"
+    );
 
     // So does a dry run of a replay, for a rule that would apply.
     let logged = json!({"name": "logged", "event_type": "order.created", "condition": true,

@@ -551,6 +551,8 @@ struct EventPage {
     /// The receiver it waits for, and since when.
     waiting: Option<(String, When)>,
     can_replay: bool,
+    /// Pending: it can be cancelled while it waits (its time, a retry, a receiver).
+    can_cancel: bool,
     last_error: Option<String>,
     diagnosis: Option<Diagnosis>,
     attempts: Vec<AttemptView>,
@@ -560,6 +562,7 @@ struct EventPage {
 #[derive(Debug, Default, Deserialize)]
 pub struct DetailParams {
     replayed: Option<String>,
+    cancelled: Option<String>,
 }
 
 /// `GET /console/events/{id}`.
@@ -577,10 +580,32 @@ pub async fn detail(
         Some("original") => Some(Flash::success(
             "Replay queued with the rule versions the first attempt evaluated. The new attempt appears below.",
         )),
+        _ if params.cancelled.is_some() => Some(Flash::success(
+            "Event cancelled: it will not be processed. A replay can still run it.",
+        )),
         _ => None,
     };
     let page = event_page(&state, &viewer, id, flash, None).await?;
     Ok(render(StatusCode::OK, &page))
+}
+
+/// `POST /console/events/{id}/cancel`: takes a waiting event out of the queue.
+pub async fn cancel(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    id: Result<IdPath, ApiError>,
+) -> ConsoleResult<Response> {
+    let IdPath(id) = id?;
+    match replay_ops::cancel(&state, id, viewer.name()).await {
+        Ok(_) => Ok(Redirect::to(&format!("/console/events/{id}?cancelled=1")).into_response()),
+        Err(error) if error.name == ErrorName::ConflictError => {
+            let status = error.name.status();
+            let page =
+                event_page(&state, &viewer, id, Some(Flash::error(error.message)), None).await?;
+            Ok(render(status, &page))
+        }
+        Err(error) => Err(ConsoleError(error)),
+    }
 }
 
 async fn event_page(
@@ -628,6 +653,7 @@ async fn event_page(
             .as_ref()
             .map(|w| (w.target.clone(), When::new(w.since, now))),
         can_replay: event.state.is_terminal(),
+        can_cancel: event.state == EventState::Pending,
         last_error: event.last_error.clone(),
         diagnosis: diagnose(&event, &attempts),
         attempts: attempts

@@ -55,6 +55,7 @@ pub fn router(gate: Gate) -> Router<AppState> {
         .route("/console/events", get(events::list))
         .route("/console/events/{id}", get(events::detail))
         .route("/console/events/{id}/replay", post(events::replay))
+        .route("/console/events/{id}/cancel", post(events::cancel))
         .route("/console/rules", get(rules::list).post(rules::create))
         .route("/console/rules/new", get(rules::new_form))
         .route("/console/rules/{id}", get(rules::detail))

@@ -94,6 +94,32 @@ async fn a_scheduled_event_can_be_cancelled_while_it_waits_and_not_after(app: Te
     let (status, _) = app.post(&format!("/events/{id}/replay"), &json!({})).await;
     assert_eq!(status, 200);
     app.wait_for_state(id, &["processed"]).await;
+
+    // The console cancels too, from the event's page.
+    let (_, console) = app
+        .post(
+            "/events",
+            &json!({"id": "from-console", "type": "reminder", "data": {}, "delay_ms": 3_600_000}),
+        )
+        .await;
+    let console_id = console["id"].as_i64().unwrap();
+    let page = app
+        .get(&format!("/console/events/{console_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Cancel this event"), "{page}");
+    let done =
+        crate::console::post_form(&app, &format!("/console/events/{console_id}/cancel"), &[]).await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    assert!(done.location().ends_with("?cancelled=1"));
+    let (_, event) = app.get_json(&format!("/events/{console_id}")).await;
+    assert_eq!(event["state"], "failed", "{event}");
+    let again =
+        crate::console::post_form(&app, &format!("/console/events/{console_id}/cancel"), &[]).await;
+    assert_eq!(again.status, 409);
+    again.assert_contains("only a pending event that waits can be cancelled");
     app.stop().await;
 }
 

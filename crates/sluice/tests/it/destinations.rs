@@ -184,28 +184,24 @@ async fn a_broker_password_in_a_rule_is_never_shown_and_survives_a_save_of_what_
     app.stop().await;
 }
 
-crate::story!(
-    a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_back,
-    "--target-failure-threshold",
-    "2",
-    "--target-open-ms",
-    "500",
-    "--retry-backoff-ms",
-    "100"
-);
-async fn a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_back(app: TestApp) {
-    use crate::receiver::Receiver;
+/// A broker down, then back: events for it are published to `down` (where nothing listens
+/// yet) by a rule with `action`; its target opens with the events waiting, nothing is
+/// published, and once a proxy on `down` forwards to the real broker (`upstream`) every event
+/// is published exactly once (`published` counts what the broker holds).
+async fn down_then_back(
+    app: &TestApp,
+    down: std::net::SocketAddr,
+    target_name: &str,
+    action: Value,
+    upstream: &'static str,
+    mut published: impl AsyncFnMut() -> usize,
+) {
     use crate::targets::{target, wait_until};
     use std::time::Duration;
     const EVENTS: usize = 6;
-    let Some(js) = nats().await else { return };
-    let (stream_name, prefix) = stream(&js).await;
-    // Nothing listens here yet: the broker is "down".
-    let down = Receiver::refusing().await;
-    let rule = json!({"name": "bus", "event_type": "t", "condition": true,
-        "action": {"type": "publish_nats", "params": {
-            "url": format!("nats://{down}"), "subject": format!("{prefix}.t")}}});
-    assert_eq!(app.post("/rules", &rule).await.0, 201);
+    let rule = json!({"name": "bus", "event_type": "t", "condition": true, "action": action});
+    let (status, created) = app.post("/rules", &rule).await;
+    assert_eq!(status, 201, "{created}");
     for n in 0..EVENTS {
         let (status, _) = app
             .post(
@@ -215,25 +211,24 @@ async fn a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_ba
             .await;
         assert_eq!(status, 201);
     }
-    let name = format!("nats://{down}");
     wait_until(
         "the broker's target opens with events waiting",
         Duration::from_secs(30),
         async || {
-            target(&app, &name)
+            target(app, target_name)
                 .await
                 .is_some_and(|t| t["state"] != "closed" && t["waiting"].as_i64() > Some(0))
         },
     )
     .await;
-    assert_eq!(messages_in(&js, &stream_name).await, 0);
+    assert_eq!(published().await, 0);
 
     // The broker comes back (a proxy to the real one on the same port).
     let listener = tokio::net::TcpListener::bind(down).await.unwrap();
     let proxy = tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
             tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:4222").await {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                 }
             });
@@ -248,9 +243,124 @@ async fn a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_ba
         },
     )
     .await;
-    assert_eq!(messages_in(&js, &stream_name).await, EVENTS as u64);
+    assert_eq!(published().await, EVENTS, "each published once");
     proxy.abort();
+}
+
+crate::story!(
+    a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_back,
+    "--target-failure-threshold",
+    "2",
+    "--target-open-ms",
+    "500",
+    "--retry-backoff-ms",
+    "100"
+);
+async fn a_broker_that_is_down_opens_its_target_and_gets_everything_once_when_back(app: TestApp) {
+    use crate::receiver::Receiver;
+    let Some(js) = nats().await else { return };
+    let (stream_name, prefix) = stream(&js).await;
+    // Nothing listens here yet: the broker is "down".
+    let down = Receiver::refusing().await;
+    let action = json!({"type": "publish_nats", "params": {
+        "url": format!("nats://{down}"), "subject": format!("{prefix}.t")}});
+    down_then_back(
+        &app,
+        down,
+        &format!("nats://{down}"),
+        action,
+        "127.0.0.1:4222",
+        async || messages_in(&js, &stream_name).await as usize,
+    )
+    .await;
     js.delete_stream(&stream_name).await.unwrap();
+    app.stop().await;
+}
+
+crate::story!(
+    a_redis_that_is_down_opens_its_target_and_gets_everything_once_when_back,
+    "--target-failure-threshold",
+    "2",
+    "--target-open-ms",
+    "500",
+    "--retry-backoff-ms",
+    "100"
+);
+async fn a_redis_that_is_down_opens_its_target_and_gets_everything_once_when_back(app: TestApp) {
+    use crate::brokers::unique;
+    use crate::receiver::Receiver;
+    let Some(mut redis) = redis().await else {
+        return;
+    };
+    let stream = unique("sluice-down-");
+    let down = Receiver::refusing().await;
+    let action = json!({"type": "publish_redis", "params": {
+        "url": format!("redis://{down}"), "stream": stream}});
+    down_then_back(
+        &app,
+        down,
+        &format!("redis://{down}"),
+        action,
+        "127.0.0.1:6379",
+        async || entries(&mut redis, &stream).await.len(),
+    )
+    .await;
+    app.stop().await;
+}
+
+crate::story!(
+    a_rabbitmq_that_is_down_opens_its_target_and_gets_everything_once_when_back,
+    "--target-failure-threshold",
+    "2",
+    "--target-open-ms",
+    "500",
+    "--retry-backoff-ms",
+    "100"
+);
+async fn a_rabbitmq_that_is_down_opens_its_target_and_gets_everything_once_when_back(app: TestApp) {
+    use crate::brokers::{unique, AMQP_URL};
+    use crate::receiver::Receiver;
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties};
+    let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+    else {
+        assert!(std::env::var("CI").is_err(), "RabbitMQ must run for CI");
+        return;
+    };
+    let channel = connection.create_channel().await.unwrap();
+    let queue = unique("sluice-down-");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let down = Receiver::refusing().await;
+    let action = json!({"type": "publish_rabbitmq", "params": {
+        "url": format!("amqp://guest:guest@{down}/%2f"), "routing_key": queue}});
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    down_then_back(
+        &app,
+        down,
+        &format!("amqp://{down}"),
+        action,
+        "127.0.0.1:5672",
+        async || {
+            channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .unwrap()
+                .message_count() as usize
+        },
+    )
+    .await;
+    let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }
 

@@ -372,9 +372,11 @@ impl Targets {
     /// Whether deliveries to `target` wait for a send time: it has a rate limit, or a 429
     /// holds it off.
     pub fn is_paced(&self, target: &str) -> bool {
-        let record = self.known(target);
+        // Read in place, not cloned: this is asked before every delivery.
+        let known = self.known.read().unwrap_or_else(|p| p.into_inner());
+        let record = known.get(target);
         let now = Utc::now();
-        self.rate(record.as_ref(), now).is_some()
+        self.rate(record, now).is_some()
             || record
                 .and_then(|r| r.pace_next_at)
                 .is_some_and(|at| at > now)

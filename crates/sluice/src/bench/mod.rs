@@ -132,6 +132,11 @@ pub struct BenchArgs {
     /// With --webhooks: how long they wait while CPU and rows are measured.
     #[arg(long, default_value_t = 30)]
     pub dead_secs: u64,
+    /// With --webhooks: the rate limit (deliveries a second) of the last phase, where a
+    /// second worker process joins and ten seconds' worth of events go to a limited target
+    /// (0: skip it).
+    #[arg(long, default_value_t = 200.0)]
+    pub limit_per_second: f64,
 }
 
 /// A server this bench started; killed when dropped.

@@ -10,6 +10,8 @@ use std::time::Duration;
 pub struct Sink {
     pub url: String,
     received: Arc<AtomicU64>,
+    /// When each request arrived, if this sink keeps them.
+    arrivals: Option<Arc<std::sync::Mutex<Vec<std::time::Instant>>>>,
 }
 
 impl Sink {
@@ -30,12 +32,30 @@ impl Sink {
         Ok(())
     }
 
+    /// A receiver that answers at once and keeps when each request arrived.
+    pub async fn start_recording() -> anyhow::Result<Sink> {
+        Self::serve(0, Duration::ZERO, true).await
+    }
+
     async fn start_on(port: u16, delay: Duration) -> anyhow::Result<Sink> {
+        Self::serve(port, delay, false).await
+    }
+
+    async fn serve(port: u16, delay: Duration, record: bool) -> anyhow::Result<Sink> {
         let received = Arc::new(AtomicU64::new(0));
+        let arrivals = record.then(Arc::default);
         let counter = received.clone();
+        let times: Option<Arc<std::sync::Mutex<Vec<std::time::Instant>>>> = arrivals.clone();
         let app = Router::new().fallback(any(move || {
             let counter = counter.clone();
+            let times = times.clone();
             async move {
+                if let Some(times) = &times {
+                    times
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(std::time::Instant::now());
+                }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
@@ -48,10 +68,25 @@ impl Sink {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Sink { url, received })
+        Ok(Sink {
+            url,
+            received,
+            arrivals,
+        })
     }
 
     pub fn count(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// When each request arrived, in order (empty unless started recording).
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        let mut times = self
+            .arrivals
+            .as_ref()
+            .map(|a| a.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default();
+        times.sort();
+        times
     }
 }

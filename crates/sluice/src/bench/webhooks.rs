@@ -12,6 +12,9 @@
 //!    they wait, for `--dead-secs`: CPU of sluice and of PostgreSQL (every `postgres`
 //!    process) and history rows written; then, while they still wait, a healthy receiver's
 //!    p50/p99 at a steady 20 events/s (for `--dead-secs`, at most 10 s).
+//! 5. **Rate limit**: a second `sluice worker` joins; a target limited to
+//!    `--limit-per-second` (`PUT /targets/{target}`) gets ten seconds' worth of events at
+//!    once: the rate it got and the most requests it saw within any one second.
 
 use super::report::percentile;
 use super::{collect_latencies, sink::Sink, wait_ready, BenchArgs, Spawned};
@@ -52,6 +55,12 @@ pub struct WebhookReport {
     pub healthy_events: u64,
     pub healthy_p50_ms: f64,
     pub healthy_p99_ms: f64,
+    pub limit_per_second: f64,
+    pub limited_events: u64,
+    /// Deliveries a second the limited target got, first request to last.
+    pub limited_rate: f64,
+    /// The most requests it saw within any one second.
+    pub limited_busiest_second: usize,
 }
 
 impl WebhookReport {
@@ -97,6 +106,16 @@ impl WebhookReport {
             "  meanwhile       {} events to a healthy receiver: p50 {:.1} ms, p99 {:.1} ms",
             self.healthy_events, self.healthy_p50_ms, self.healthy_p99_ms
         );
+        if self.limited_events > 0 {
+            let _ = writeln!(
+                out,
+                "  rate limit      {:.0}/s over two workers: {} events at {:.1}/s, at most {} within any second",
+                self.limit_per_second,
+                self.limited_events,
+                self.limited_rate,
+                self.limited_busiest_second
+            );
+        }
         out
     }
 }
@@ -212,6 +231,57 @@ pub async fn bench_webhooks(args: BenchArgs) -> anyhow::Result<WebhookReport> {
     .await?;
     let healthy = collect_latencies(&client, &url, &healthy_type).await?;
 
+    // A target with a rate limit, two worker processes.
+    let (limited_events, limited_rate, limited_busiest_second) = if args.limit_per_second > 0.0 {
+        let second_worker = Spawned::start_role(&args, "worker")?;
+        let limited = Sink::start_recording().await?;
+        let target = limited.url.replace(':', "%3A").replace('/', "%2F");
+        let answer = client
+            .put(format!("{url}/targets/{target}"))
+            .json(&json!({"max_per_second": args.limit_per_second}))
+            .send()
+            .await?;
+        if !answer.status().is_success() {
+            bail!("cannot set the rate limit: {}", answer.text().await?);
+        }
+        // Every worker follows a change within a second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let limited_type = format!("bench.{run_id}.limited");
+        hook_rule(
+            &client,
+            &url,
+            &limited_type,
+            &format!("{}/hook", limited.url),
+        )
+        .await?;
+        let events = (args.limit_per_second * 10.0).ceil() as u64;
+        queue(&client, &url, &limited_type, "l", events).await?;
+        wait_done(&client, &url, &limited_type, events, args.timeout_secs).await?;
+        drop(second_worker);
+        let times = limited.arrivals();
+        let span = match (times.first(), times.last()) {
+            (Some(first), Some(last)) => last.duration_since(*first).as_secs_f64(),
+            _ => 0.0,
+        };
+        let busiest = (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|at| at.duration_since(times[i]) < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        eprintln!("rate limit measured");
+        (
+            events,
+            times.len().saturating_sub(1) as f64 / span.max(f64::EPSILON),
+            busiest,
+        )
+    } else {
+        (0, 0.0, 0)
+    };
+
     let per_event = |before: HistorySize, after: HistorySize, events: u64| {
         (after.executions - before.executions) as f64 / events.max(1) as f64
     };
@@ -243,6 +313,10 @@ pub async fn bench_webhooks(args: BenchArgs) -> anyhow::Result<WebhookReport> {
         healthy_events,
         healthy_p50_ms: percentile(&healthy.millis, 50.0),
         healthy_p99_ms: percentile(&healthy.millis, 99.0),
+        limit_per_second: args.limit_per_second,
+        limited_events,
+        limited_rate,
+        limited_busiest_second,
     })
 }
 

@@ -43,6 +43,7 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         steady_secs: 15,
         dead_events: 5000,
         dead_secs: 30,
+        limit_per_second: 200.0,
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);

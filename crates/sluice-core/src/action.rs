@@ -11,7 +11,7 @@ use crate::error::{join_path, FieldError};
 use crate::event::json_kind;
 use crate::hash::content_hash;
 use crate::template::{
-    Template, TemplateContext, TemplatedValue, TextParam, Transform, TransformError,
+    Template, TemplateContext, TemplatedValue, TextParam, Transform, TransformError, TransformInput,
 };
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -648,63 +648,64 @@ impl Action {
     /// characters (line breaks) from event data replaced by spaces, so data cannot inject
     /// headers or make a request unbuildable. The URL is rendered as is: the executor parses it.
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<RenderedAction, TransformError> {
+        let input = &TransformInput::default();
         Ok(match &self.spec {
             Spec::Log { level, message } => RenderedAction::Log {
                 level: *level,
-                message: message.render(ctx)?,
+                message: message.render(ctx, input)?,
             },
             Spec::Noop => RenderedAction::Noop,
             Spec::CallWebhook(webhook) => RenderedAction::CallWebhook {
-                url: webhook.url.render(ctx)?,
+                url: webhook.url.render(ctx, input)?,
                 method: webhook.method,
                 headers: webhook
                     .headers
                     .iter()
-                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx)?))))
+                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx, input)?))))
                     .collect::<Result<_, TransformError>>()?,
-                body: webhook.body.render(ctx)?,
+                body: webhook.body.render_in(ctx, input)?,
                 timeout_ms: webhook.timeout_ms,
             },
             Spec::SendEmail(email) => RenderedAction::SendEmail {
-                to: single_line(email.to.render(ctx)?),
-                subject: single_line(email.subject.render(ctx)?),
-                body: email.template.render(ctx)?,
+                to: single_line(email.to.render(ctx, input)?),
+                subject: single_line(email.subject.render(ctx, input)?),
+                body: email.template.render(ctx, input)?,
                 data: email
                     .data
                     .as_ref()
-                    .map(|data| data.render(ctx))
+                    .map(|data| data.render_in(ctx, input))
                     .transpose()?,
             },
             Spec::PublishNats(publish) => RenderedAction::PublishNats {
                 url: publish.url.clone(),
-                subject: single_line(publish.subject.render(ctx)?),
+                subject: single_line(publish.subject.render(ctx, input)?),
                 headers: publish
                     .headers
                     .iter()
-                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx)?))))
+                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx, input)?))))
                     .collect::<Result<_, TransformError>>()?,
-                payload: publish.payload.render(ctx)?,
+                payload: publish.payload.render_in(ctx, input)?,
             },
             Spec::PublishRabbitmq(publish) => RenderedAction::PublishRabbitmq {
                 url: publish.url.clone(),
                 exchange: publish.exchange.clone(),
-                routing_key: single_line(publish.routing_key.render(ctx)?),
+                routing_key: single_line(publish.routing_key.render(ctx, input)?),
                 headers: publish
                     .headers
                     .iter()
-                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx)?))))
+                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx, input)?))))
                     .collect::<Result<_, TransformError>>()?,
-                payload: publish.payload.render(ctx)?,
+                payload: publish.payload.render_in(ctx, input)?,
             },
             Spec::PublishRedis(publish) => RenderedAction::PublishRedis {
                 url: publish.url.clone(),
-                stream: single_line(publish.stream.render(ctx)?),
+                stream: single_line(publish.stream.render(ctx, input)?),
                 fields: publish
                     .fields
                     .iter()
-                    .map(|(name, value)| Ok((name.clone(), value.render(ctx)?)))
+                    .map(|(name, value)| Ok((name.clone(), value.render(ctx, input)?)))
                     .collect::<Result<_, TransformError>>()?,
-                payload: publish.payload.render(ctx)?,
+                payload: publish.payload.render_in(ctx, input)?,
                 maxlen: publish.maxlen,
             },
         })

@@ -47,6 +47,17 @@ impl TemplateContext<'_> {
     }
 }
 
+/// What the transforms of one rendering are computed against, built on first use and shared
+/// by every param of an action: the event's data is copied into it once, not per transform.
+#[derive(Debug, Default)]
+pub struct TransformInput(std::cell::OnceCell<Value>);
+
+impl TransformInput {
+    fn get(&self, ctx: &TemplateContext<'_>) -> &Value {
+        self.0.get_or_init(|| transform_input(ctx))
+    }
+}
+
 /// The key that makes an object a transform.
 pub const TRANSFORM_KEY: &str = "$logic";
 
@@ -299,11 +310,16 @@ impl TextParam {
         }
     }
 
-    pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<String, TransformError> {
+    /// Renders against one event; `input` is shared with the action's other params.
+    pub fn render(
+        &self,
+        ctx: &TemplateContext<'_>,
+        input: &TransformInput,
+    ) -> Result<String, TransformError> {
         match self {
             TextParam::Template(template) => Ok(template.render_string(ctx)),
             TextParam::Transform(transform) => {
-                Ok(match transform.evaluate(&transform_input(ctx), ctx)? {
+                Ok(match transform.evaluate(input.get(ctx), ctx)? {
                     Value::Null => String::new(),
                     Value::String(text) => text,
                     other => other.to_string(),
@@ -435,8 +451,16 @@ impl TemplatedValue {
     }
 
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<Value, TransformError> {
-        let mut input = None;
-        render_node(&self.root, ctx, &mut input)
+        self.render_in(ctx, &TransformInput::default())
+    }
+
+    /// [`TemplatedValue::render`], sharing `input` with the action's other params.
+    pub fn render_in(
+        &self,
+        ctx: &TemplateContext<'_>,
+        input: &TransformInput,
+    ) -> Result<Value, TransformError> {
+        render_node(&self.root, ctx, input)
     }
 }
 
@@ -507,7 +531,7 @@ fn compile_node(value: &Value, path: &str, errors: &mut Vec<FieldError>) -> Node
 fn render_node(
     node: &Node,
     ctx: &TemplateContext<'_>,
-    input: &mut Option<Value>,
+    input: &TransformInput,
 ) -> Result<Value, TransformError> {
     Ok(match node {
         Node::Fixed(value) => value.clone(),
@@ -525,10 +549,7 @@ fn render_node(
             }
             Value::Object(map)
         }
-        Node::Transform(transform) => {
-            let input = input.get_or_insert_with(|| transform_input(ctx));
-            transform.evaluate(input, ctx)?
-        }
+        Node::Transform(transform) => transform.evaluate(input.get(ctx), ctx)?,
     })
 }
 

@@ -21,7 +21,6 @@ use crate::bus::{Bus, Committed};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use sluice_core::event::NewEvent;
-use sluice_core::json_text::JsonNode;
 use sluice_store::{StateChange, Store};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -202,21 +201,11 @@ impl Operational {
     /// Stores one operational event on its own task, and tells whoever listens.
     fn send(&self, event_type: &'static str, id: String, data: Value) {
         let body = json!({"id": format!("{event_type}:{id}"), "type": event_type, "data": data});
-        let text = body.to_string();
-        let event = match serde_json::from_str::<JsonNode>(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|node| {
-                NewEvent::from_json(&node).map_err(|errors| {
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-            }) {
+        let event = match NewEvent::parse(body) {
             Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(event_type, error = %error, "cannot build an operational event");
+            Err(errors) => {
+                let error = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+                tracing::warn!(event_type, error = %error.join("; "), "cannot build an operational event");
                 return;
             }
         };

@@ -33,6 +33,20 @@ pub struct Report {
     pub worker_peak_rss_mb: Option<f64>,
 }
 
+/// The most of `times` (sorted) that fall within any one second: what a rate-limited
+/// receiver saw at its busiest.
+pub fn busiest_second(times: &[std::time::Instant]) -> usize {
+    (0..times.len())
+        .map(|i| {
+            times[i..]
+                .iter()
+                .take_while(|at| at.duration_since(times[i]) < std::time::Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The `p`th percentile of sorted values (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

@@ -263,15 +263,7 @@ pub async fn bench_webhooks(args: BenchArgs) -> anyhow::Result<WebhookReport> {
             (Some(first), Some(last)) => last.duration_since(*first).as_secs_f64(),
             _ => 0.0,
         };
-        let busiest = (0..times.len())
-            .map(|i| {
-                times[i..]
-                    .iter()
-                    .take_while(|at| at.duration_since(times[i]) < Duration::from_secs(1))
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
+        let busiest = super::report::busiest_second(&times);
         eprintln!("rate limit measured");
         (
             events,

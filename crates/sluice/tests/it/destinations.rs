@@ -184,6 +184,31 @@ async fn a_broker_password_in_a_rule_is_never_shown_and_survives_a_save_of_what_
     app.stop().await;
 }
 
+/// A connection to this machine's RabbitMQ with a new queue named from `prefix`; `None`
+/// (outside CI) when RabbitMQ does not run.
+async fn rabbitmq_queue(prefix: &str) -> Option<(lapin::Connection, lapin::Channel, String)> {
+    use crate::brokers::{unique, AMQP_URL};
+    use lapin::options::QueueDeclareOptions;
+    use lapin::types::FieldTable;
+    use lapin::{Connection, ConnectionProperties};
+    let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+    else {
+        assert!(std::env::var("CI").is_err(), "RabbitMQ must run for CI");
+        return None;
+    };
+    let channel = connection.create_channel().await.unwrap();
+    let queue = unique(prefix);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    Some((connection, channel, queue))
+}
+
 /// A broker down, then back: events for it are published to `down` (where nothing listens
 /// yet) by a rule with `action`; its target opens with the events waiting, nothing is
 /// published, and once a proxy on `down` forwards to the real broker (`upstream`) every event
@@ -318,26 +343,12 @@ crate::story!(
     "100"
 );
 async fn a_rabbitmq_that_is_down_opens_its_target_and_gets_everything_once_when_back(app: TestApp) {
-    use crate::brokers::{unique, AMQP_URL};
     use crate::receiver::Receiver;
     use lapin::options::QueueDeclareOptions;
     use lapin::types::FieldTable;
-    use lapin::{Connection, ConnectionProperties};
-    let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
-    else {
-        assert!(std::env::var("CI").is_err(), "RabbitMQ must run for CI");
+    let Some((connection, channel, queue)) = rabbitmq_queue("sluice-down-").await else {
         return;
     };
-    let channel = connection.create_channel().await.unwrap();
-    let queue = unique("sluice-down-");
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let down = Receiver::refusing().await;
     let action = json!({"type": "publish_rabbitmq", "params": {
         "url": format!("amqp://guest:guest@{down}/%2f"), "routing_key": queue}});
@@ -369,24 +380,10 @@ async fn a_rule_publishes_to_rabbitmq_with_confirms_once_and_a_replay_publishes_
     app: TestApp,
 ) {
     use crate::brokers::{unique, AMQP_URL};
-    use lapin::options::{BasicGetOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
-    use lapin::{Connection, ConnectionProperties};
-    let Ok(connection) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await
-    else {
-        assert!(std::env::var("CI").is_err(), "RabbitMQ must run for CI");
+    use lapin::options::BasicGetOptions;
+    let Some((connection, channel, queue)) = rabbitmq_queue("sluice-out-").await else {
         return;
     };
-    let channel = connection.create_channel().await.unwrap();
-    let queue = unique("sluice-out-");
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
     let rule = json!({"name": "to rabbit", "event_type": "order.created", "condition": true,
         "action": {"type": "publish_rabbitmq", "params": {"url": AMQP_URL, "routing_key": queue,
             "headers": {"x-origin": "sluice"}, "payload": {"order": "{{ external_id }}"}}}});

@@ -20,15 +20,7 @@ fn target_path(receiver: &Receiver) -> String {
 fn busiest_second(requests: &[Received]) -> usize {
     let mut times: Vec<_> = requests.iter().map(|r| r.at).collect();
     times.sort();
-    (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|at| at.duration_since(times[i]) < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap_or(0)
+    sluice::bench::report::busiest_second(&times)
 }
 
 async fn post_batch(app: &TestApp, prefix: &str, range: std::ops::Range<usize>) {

@@ -200,14 +200,18 @@ impl std::fmt::Display for Period {
 
 /// The highest rate limit a target can have, in deliveries per second.
 pub const MAX_RATE: f64 = 100_000.0;
+/// The lowest (one delivery every 1,000 s): below it the spacing of send times would
+/// overflow what the store keeps.
+pub const MIN_RATE: f64 = 0.001;
 
-/// A rate limit as given: 0 (none) up to [`MAX_RATE`] deliveries a second.
+/// A rate limit as given: 0 (none), or [`MIN_RATE`] up to [`MAX_RATE`] deliveries a second.
 pub fn check_rate(rate: f64) -> Result<f64, String> {
-    if rate.is_finite() && (0.0..=MAX_RATE).contains(&rate) {
+    if rate == 0.0 || (rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate)) {
         Ok(rate)
     } else {
         Err(format!(
-            "must be a number of deliveries per second from 0 (no limit) to {MAX_RATE}"
+            "must be 0 (no limit) or a number of deliveries per second from {MIN_RATE} to \
+             {MAX_RATE}"
         ))
     }
 }

@@ -195,8 +195,8 @@ pub struct TargetIn {
 /// A change of a target: fields left out keep their value.
 #[derive(ToSchema, Deserialize)]
 pub struct TargetChangeIn {
-    /// Deliveries a second it gets at most, over every worker process; `0`: no limit; `null`:
-    /// the process default (`TARGET_MAX_PER_SECOND`).
+    /// Deliveries a second it gets at most, over every worker process (0.001 to 100,000);
+    /// `0`: no limit; `null`: the process default (`TARGET_MAX_PER_SECOND`).
     #[schema(minimum = 0, maximum = 100000, example = 20, nullable)]
     max_per_second: Option<f64>,
     paused: Option<bool>,

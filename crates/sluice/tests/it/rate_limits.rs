@@ -178,6 +178,7 @@ async fn a_targets_limit_is_validated_and_can_be_reset(app: TestApp) {
         (json!({"max_per_second": -1}), "max_per_second"),
         (json!({"max_per_second": "fast"}), "max_per_second"),
         (json!({"max_per_second": 1_000_000}), "max_per_second"),
+        (json!({"max_per_second": 1e-300}), "max_per_second"),
         (json!({"paused": "yes"}), "paused"),
         (json!({"burst": 3}), "burst"),
     ] {

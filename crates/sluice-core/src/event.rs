@@ -98,6 +98,9 @@ pub struct NewEvent {
     /// Not processed before this instant (`process_at`, or `delay_ms` after receipt); `None`
     /// for at once. Only a new event takes it: a duplicate changes nothing.
     pub process_at: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the span that ingested it, when traces are exported: the
+    /// worker that processes it continues that trace. Only a new event keeps it.
+    pub trace_context: Option<String>,
 }
 
 /// How far ahead an event may be scheduled: a year.
@@ -277,6 +280,7 @@ impl NewEvent {
                     ordering_key,
                     payload_hash,
                     process_at,
+                    trace_context: None,
                 })
             }
             _ => Err(errors),

@@ -19,6 +19,8 @@ pub(crate) struct UpsertRow<'a> {
     pub ordering_key: Option<&'a str>,
     /// Not due before this (a scheduled event); `None`: due at once.
     pub process_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The trace it was ingested in (a W3C `traceparent`), if any.
+    pub trace_context: Option<&'a str>,
     /// Submissions with this id and hash in this round; added to `received_count`.
     pub count: i64,
     /// Indices into the batch, in arrival order.
@@ -53,6 +55,7 @@ pub(crate) fn plan_round<'a>(
                     payload_hash: &event.payload_hash,
                     ordering_key: event.ordering_key.as_ref().map(|k| k.as_str()),
                     process_at: event.process_at,
+                    trace_context: event.trace_context.as_deref(),
                     count: 1,
                     indices: vec![index],
                 });

@@ -278,6 +278,8 @@ pub struct ClaimedEvent {
     /// target's probe, or its longest allowed wait is over — and since when it waits.
     pub waiting_for: Option<String>,
     pub waiting_since: Option<Timestamp>,
+    /// The trace the event was ingested in (a W3C `traceparent`), which its attempts continue.
+    pub trace_context: Option<String>,
 }
 
 /// A non-idempotent action about to run, recorded `started` first.

@@ -33,7 +33,7 @@ const COUNTS_LOCK: i64 = 0x736c_7569_6365_2e63;
 const CLAIMED_COLUMNS: &str = "e.id, e.external_id, e.type, e.payload, e.state, e.received_count, \
      e.attempts, e.next_attempt_at, e.last_error, e.created_at, e.updated_at, e.processed_at, \
      e.replayed_at, e.lease_expires_at, e.leased_by, e.ordering_key, e.run_attempts, \
-     e.replay_rules";
+     e.replay_rules, e.trace_context";
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -167,16 +167,17 @@ async fn upsert_round(
     let keys: Vec<Option<&str>> = rows.iter().map(|r| r.ordering_key).collect();
     let due: Vec<Option<chrono::DateTime<chrono::Utc>>> =
         rows.iter().map(|r| r.process_at).collect();
+    let traces: Vec<Option<&str>> = rows.iter().map(|r| r.trace_context).collect();
     // One statement for the whole batch; the WHERE makes a different payload a no-op that
     // returns no row, which the caller turns into a conflict.
     // A new event (xmax = 0: inserted, not updated) enters the queue in the same statement.
     let returned = sqlx::query(
         "WITH upserted AS ( \
             INSERT INTO events (external_id, type, payload, payload_hash, received_count, \
-               ordering_key, next_attempt_at) \
-            SELECT e, t, p::jsonb, h, c, k, COALESCE(n, now()) \
+               ordering_key, next_attempt_at, trace_context) \
+            SELECT e, t, p::jsonb, h, c, k, COALESCE(n, now()), tc \
             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], \
-               $7::timestamptz[]) AS u(e, t, p, h, c, k, n) \
+               $7::timestamptz[], $8::text[]) AS u(e, t, p, h, c, k, n, tc) \
             ON CONFLICT (external_id) DO UPDATE \
                SET received_count = events.received_count + EXCLUDED.received_count, \
                    updated_at = now() \
@@ -195,6 +196,7 @@ async fn upsert_round(
     .bind(&counts)
     .bind(&keys)
     .bind(&due)
+    .bind(&traces)
     .fetch_all(conn)
     .await?;
     returned
@@ -762,5 +764,6 @@ fn claimed_from_row(row: &PgRow) -> Result<ClaimedEvent, StoreError> {
         rule_generation: row.value("rule_generation")?,
         waiting_for: row.value("waiting_for")?,
         waiting_since: row.opt_timestamp("waiting_since")?,
+        trace_context: row.value("trace_context")?,
     })
 }

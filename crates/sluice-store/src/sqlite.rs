@@ -98,7 +98,7 @@ async fn upsert_round(
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO events (external_id, type, payload, payload_hash, received_count, \
-             ordering_key, next_attempt_at, created_at, updated_at) ",
+             ordering_key, next_attempt_at, trace_context, created_at, updated_at) ",
         );
         query.push_values(chunk, |mut values, row| {
             values
@@ -109,6 +109,7 @@ async fn upsert_round(
                 .push_bind(row.count)
                 .push_bind(row.ordering_key)
                 .push_bind(row.process_at.map_or(now, to_micros))
+                .push_bind(row.trace_context)
                 .push_bind(now)
                 .push_bind(now);
         });
@@ -722,7 +723,7 @@ async fn claim_on(
         .push(" WHERE id IN ");
     push_in_list(&mut update, due.iter().copied());
     update.push(format!(
-        " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules, \
+        " RETURNING {EVENT_COLUMNS}, run_attempts, replay_rules, trace_context, \
          (SELECT generation FROM rule_generation WHERE id = 1) AS rule_generation"
     ));
     let rows = update.build().fetch_all(&mut *tx).await?;
@@ -745,6 +746,7 @@ async fn claim_on(
             rule_generation: row.value("rule_generation")?,
             waiting_for,
             waiting_since: opt_from_micros(waiting_since)?,
+            trace_context: row.value("trace_context")?,
             event,
         });
     }

@@ -9,6 +9,7 @@ use crate::bus::Bus;
 use crate::config::Settings;
 use crate::serve::HttpService;
 use crate::state::{self, AppState};
+use crate::traces;
 use crate::worker::WorkerConfig;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -26,6 +27,7 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -198,20 +200,56 @@ async fn checkpoint(State(checks): State<Arc<Checks>>, request: Request, next: N
     tracing::Span::current().record("route", route.as_str());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = match api::site::refusal(&checks.site, &request) {
-        Some(refused) => refused,
-        None => {
-            let mut response = access::guard(&checks.gate, request, next).await;
-            api::site::harden(&mut response);
-            response
+    let span = request_span(&request, &route);
+    let response = async {
+        match api::site::refusal(&checks.site, &request) {
+            Some(refused) => refused,
+            None => {
+                let mut response = access::guard(&checks.gate, request, next).await;
+                api::site::harden(&mut response);
+                response
+            }
         }
-    };
+    }
+    .instrument(span.clone())
+    .await;
+    if traces::on() {
+        span.record("http.response.status_code", response.status().as_u16());
+        if response.status().is_server_error() {
+            traces::fail(&span, response.status().as_str());
+        }
+    }
     let status = response.status().as_u16().to_string();
     metrics::counter!("sluice_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("sluice_http_request_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The span of one request, continuing the caller's trace (its `traceparent` header); what
+/// it ingests is stored with it. None, and nothing read, while traces are off.
+fn request_span(request: &Request, route: &str) -> tracing::Span {
+    if !traces::on() {
+        return tracing::Span::none();
+    }
+    let method = request.method().as_str();
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok());
+    traces::continue_trace(&span, traceparent);
+    span
 }
 
 /// A running sluice: its address, and how to stop it.

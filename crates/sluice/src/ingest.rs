@@ -92,14 +92,23 @@ impl Ingestor {
 
     /// Stores a batch a client sent as one (`POST /events/batch`) in one transaction of its
     /// own, and returns once it is committed.
-    pub async fn store_batch(&self, events: &[NewEvent]) -> Result<Vec<IngestOutcome>, StoreError> {
+    pub async fn store_batch(
+        &self,
+        events: &mut [NewEvent],
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        if let Some(traceparent) = crate::traces::current_traceparent() {
+            for event in events.iter_mut() {
+                event.trace_context = Some(traceparent.clone());
+            }
+        }
         let outcomes = self.store.ingest(events).await?;
         self.bus.announce(Committed::Ingested(&outcomes));
         Ok(outcomes)
     }
 
     /// Stores one event (or finds its duplicate); returns once the outcome is committed.
-    pub async fn submit(&self, event: NewEvent) -> Result<IngestOutcome, IngestError> {
+    pub async fn submit(&self, mut event: NewEvent) -> Result<IngestOutcome, IngestError> {
+        event.trace_context = crate::traces::current_traceparent();
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Submission { event, reply })

@@ -26,5 +26,6 @@ pub mod serve;
 pub mod sources;
 pub mod state;
 pub mod telemetry;
+pub mod traces;
 pub mod upkeep;
 pub mod worker;

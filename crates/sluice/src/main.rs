@@ -43,7 +43,8 @@ fn main() -> ExitCode {
 
 fn checked(settings: Settings) -> anyhow::Result<Settings> {
     settings.validate().map_err(anyhow::Error::msg)?;
-    sluice::telemetry::init(&settings.log_level, settings.log_format);
+    sluice::telemetry::init(&settings.log_level, settings.log_format)
+        .map_err(anyhow::Error::msg)?;
     Ok(settings)
 }
 
@@ -56,7 +57,9 @@ async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
         }
         None => tracing::info!(database, "sluice worker running"),
     }
-    app.run_until_signal().await
+    let stopped = app.run_until_signal().await;
+    sluice::traces::shutdown().await;
+    stopped
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -6,28 +6,55 @@ use std::fmt::{self, Write as _};
 use std::sync::OnceLock;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::fmt as subscriber;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::layer as log_lines;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::{FormatFields, FormattedFields};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global subscriber. Safe to call more than once (later calls do nothing),
-/// which lets tests start several apps in one process.
-pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = subscriber()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_installed = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .fmt_fields(SpanFieldsAsJson)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+/// Installs the global subscriber: log lines, and the OpenTelemetry layer when the standard
+/// `OTEL_*` variables ask for traces (see `traces`). Safe to call more than once (later calls
+/// do nothing), which lets tests start several apps in one process. An `OTEL_*` setting sluice
+/// cannot honour is an error.
+pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
+    // Exported spans are never log lines, whatever the level.
+    let quiet_traces = format!("{}=off", crate::traces::TARGET);
+    let filter = EnvFilter::try_new(format!("{level},{quiet_traces}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{quiet_traces}")));
+    let lines = match format {
+        LogFormat::Json => json_lines(std::io::stderr).boxed(),
+        LogFormat::Pretty => log_lines().with_writer(std::io::stderr).boxed(),
     };
+    let traces = crate::traces::layer()?;
+    let exporting = traces.is_some();
+    let installed = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .with(traces)
+        .try_init()
+        .is_ok();
+    if installed && exporting {
+        crate::traces::started();
+    }
+    Ok(())
+}
+
+/// JSON log lines written to `writer`: one object per line, the event's fields flattened
+/// into it and the current span's fields under `span`.
+fn json_lines<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    log_lines()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .fmt_fields(SpanFieldsAsJson)
+        .with_writer(writer)
 }
 
 /// A span's fields as the JSON object the JSON log lines embed, written straight into the
@@ -283,7 +310,6 @@ mod tests {
     use serde_json::{json, Value};
     use std::io;
     use std::sync::{Arc, Mutex};
-    use tracing_subscriber::fmt::MakeWriter;
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -308,14 +334,7 @@ mod tests {
     /// The JSON log lines written while `body` runs, as the production subscriber writes them.
     fn log_lines(body: impl FnOnce()) -> Vec<Value> {
         let captured = Captured::default();
-        let subscriber = super::subscriber()
-            .with_writer(captured.clone())
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .fmt_fields(SpanFieldsAsJson)
-            .finish();
+        let subscriber = tracing_subscriber::registry().with(json_lines(captured.clone()));
         tracing::subscriber::with_default(subscriber, body);
         let text = String::from_utf8(captured.0.lock().expect("log buffer").clone())
             .expect("log lines are UTF-8");

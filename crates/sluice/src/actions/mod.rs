@@ -83,6 +83,8 @@ pub struct ActionContext<'a> {
     pub rule_version: i64,
     /// Stable per event × rule × action content (`sluice_core::idempotency::idempotency_key`).
     pub idempotency_key: &'a str,
+    /// The W3C `traceparent` of the action's span, sent with it; `None` while traces are off.
+    pub traceparent: Option<&'a str>,
 }
 
 /// A failed action. The message goes into the event's history as operators see it, so it names
@@ -331,6 +333,7 @@ pub(crate) mod test_support {
             rule_name: "notify",
             rule_version: 3,
             idempotency_key: KEY,
+            traceparent: None,
         }
     }
 

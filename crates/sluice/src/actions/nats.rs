@@ -51,6 +51,9 @@ impl NatsPublisher {
             headers.insert(name.as_str(), value.as_str());
         }
         headers.insert("Nats-Msg-Id", ctx.idempotency_key);
+        if let Some(traceparent) = ctx.traceparent {
+            headers.insert("traceparent", traceparent);
+        }
         let payload = serde_json::to_vec(publish.payload).expect("a JSON value always serializes");
         let ack = jetstream
             .publish_with_headers(subject.to_owned(), headers, payload.into())

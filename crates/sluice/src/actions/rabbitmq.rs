@@ -55,6 +55,12 @@ impl AmqpPublisher {
                 AMQPValue::LongString(value.as_str().into()),
             );
         }
+        if let Some(traceparent) = ctx.traceparent {
+            headers.insert(
+                "traceparent".into(),
+                AMQPValue::LongString(traceparent.into()),
+            );
+        }
         let properties = BasicProperties::default()
             .with_message_id(ctx.idempotency_key.into())
             .with_type(ctx.event_type.into())

@@ -87,7 +87,12 @@ impl WebhookSender {
         let body = serde_json::to_vec(request.body).map_err(|error| {
             ActionError::Permanent(format!("webhook body cannot be serialized: {error}"))
         })?;
-        let headers = self.headers(request.headers, ctx.idempotency_key, &body)?;
+        let mut headers = self.headers(request.headers, ctx.idempotency_key, &body)?;
+        // The action's span, continued by the receiver. With traces on, it replaces a
+        // `traceparent` the rule sets: that one could not name this delivery.
+        if let Some(traceparent) = ctx.traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.insert("traceparent", traceparent);
+        }
         let method = match request.method {
             HttpMethod::Post => Method::POST,
             HttpMethod::Put => Method::PUT,

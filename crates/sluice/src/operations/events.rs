@@ -287,7 +287,7 @@ pub async fn ingest_batch(
         }
     }
     if !valid.is_empty() {
-        let outcomes = state.ingestor.store_batch(&valid).await?;
+        let outcomes = state.ingestor.store_batch(&mut valid).await?;
         for ((index, outcome), submitted) in valid_index.into_iter().zip(outcomes).zip(&valid) {
             let (status, event, error) = match outcome {
                 IngestOutcome::Created(event) => (

@@ -7,6 +7,7 @@ use crate::auth::keyring::Verdict;
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult, ErrorName};
 use crate::state::AppState;
+use crate::traces;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -14,6 +15,7 @@ use sluice_core::json_text::JsonNode;
 use sluice_core::source::{Defaults, Source, SourceKind, SourceName, Verify};
 use sluice_store::SourceRecord;
 use std::borrow::Cow;
+use tracing::{Instrument, Span};
 use utoipa::ToSchema;
 
 /// A source as shown: its configuration with secrets and URL passwords masked, and what
@@ -263,7 +265,11 @@ pub async fn take(state: &AppState, source: &Source, message: Message<'_>) -> Di
         return Disposition::Refused(why);
     }
     let header = |name: &str| (message.header)(name);
-    match store(state, source, header, message.body, message.defaults).await {
+    let span = receive_span(source, &header);
+    let stored = store(state, source, header, message.body, message.defaults)
+        .instrument(span)
+        .await;
+    match stored {
         Ok(_) => Disposition::Stored,
         Err(error)
             if matches!(
@@ -275,6 +281,23 @@ pub async fn take(state: &AppState, source: &Source, message: Message<'_>) -> Di
         }
         Err(error) => Disposition::Retry(error.message),
     }
+}
+
+/// The span of a broker message taken, continuing the producer's trace (its `traceparent`
+/// header), as `POST /events` continues a request's; none while traces are off.
+fn receive_span<'a>(source: &Source, header: &impl Fn(&str) -> Option<Cow<'a, str>>) -> Span {
+    if !traces::on() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "receive",
+        otel.name = %format_args!("receive {}", source.name.as_str()),
+        otel.kind = "consumer",
+        sluice.source = source.name.as_str(),
+    );
+    traces::continue_trace(&span, header("traceparent").as_deref());
+    span
 }
 
 /// A source that checks no signature takes only requests with an `ingest` key (when

@@ -11,8 +11,10 @@ use crate::actions::{ActionContext, ActionError, Actions};
 use crate::delivery::{Admission, Delivered, Targets};
 use crate::event_types::Processing;
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
+use crate::traces;
 use crate::worker::WorkerSlot;
 use chrono::{DateTime, Utc};
+use sluice_core::action::RenderedAction;
 use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sluice_core::retry::RetryPolicy;
 use sluice_store::{
@@ -20,6 +22,7 @@ use sluice_store::{
 };
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// What processing needs besides the event.
 pub struct ProcessContext {
@@ -141,8 +144,41 @@ fn attempt_end(
     )
 }
 
-/// Runs one attempt to its end (or its timeout) and says how it ended.
+/// Runs one attempt to its end (or its timeout) and says how it ended. Traced as a span of
+/// the trace the event was ingested in.
 pub async fn process(
+    claimed: &ClaimedEvent,
+    rules: RuleSet,
+    processing: &Processing,
+    context: &ProcessContext,
+    slot: &WorkerSlot,
+) -> AttemptOutcome {
+    let event = &claimed.event;
+    let span = tracing::info_span!(
+        target: traces::TARGET,
+        "attempt",
+        otel.name = %format_args!("process {}", event.event_type),
+        otel.kind = "consumer",
+        sluice.event.id = event.id,
+        sluice.event.external_id = %event.external_id,
+        sluice.event.type = %event.event_type,
+        sluice.attempt.id = claimed.attempt_id,
+        sluice.attempt.no = claimed.attempt_no,
+        sluice.attempt.trigger = claimed.trigger.as_str(),
+        sluice.attempt.status = tracing::field::Empty,
+    );
+    traces::continue_trace(&span, claimed.trace_context.as_deref());
+    let outcome = attempt(claimed, rules, processing, context, slot)
+        .instrument(span.clone())
+        .await;
+    span.record("sluice.attempt.status", outcome.status.as_str());
+    if outcome.status == AttemptStatus::Failed {
+        traces::fail(&span, outcome.error.as_deref().unwrap_or("a rule failed"));
+    }
+    outcome
+}
+
+async fn attempt(
     claimed: &ClaimedEvent,
     rules: RuleSet,
     processing: &Processing,
@@ -363,7 +399,23 @@ async fn run_rules(
         }
     }
     for decided in decisions {
-        let result = execute(claimed, decided, processing, context, waits).await;
+        let span = tracing::info_span!(
+            target: traces::TARGET,
+            "rule",
+            otel.name = %format_args!("rule {}", decided.rule.rule_name),
+            sluice.rule.id = decided.rule.rule_id,
+            sluice.rule.version = decided.rule.version,
+            sluice.rule.evaluated_us = decided.decided_in.as_micros() as u64,
+            sluice.rule.result = tracing::field::Empty,
+        );
+        let result = execute(claimed, decided, processing, context, waits)
+            .instrument(span.clone())
+            .await;
+        span.record("sluice.rule.result", result.record.result.as_str());
+        if let (ExecutionResult::Failed, Some(error)) = (result.record.result, &result.record.error)
+        {
+            traces::fail(&span, error);
+        }
         finished
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -538,7 +590,11 @@ async fn execute(
             }
         }
     }
+    // Sent with the delivery (a `traceparent` header), so the receiver continues the trace.
+    let span = action_span(&action, context);
+    let traceparent = traces::traceparent(&span);
     let action_context = ActionContext {
+        traceparent: traceparent.as_deref(),
         event_id: event.id,
         external_id: &event.external_id,
         event_type: &event.event_type,
@@ -547,7 +603,14 @@ async fn execute(
         rule_version: rule.version,
         idempotency_key: &key,
     };
-    let ran = context.actions.run(&action, &action_context).await;
+    let ran = context
+        .actions
+        .run(&action, &action_context)
+        .instrument(span.clone())
+        .await;
+    if let Err(error) = &ran {
+        traces::fail(&span, &error.to_string());
+    }
     if let Some(permit) = permit {
         let how = match &ran {
             Ok(()) => Delivered::Ok,
@@ -570,6 +633,29 @@ async fn execute(
             )
         }
     }
+}
+
+/// The span of one action's run; none (and nothing computed) while traces are off.
+fn action_span(action: &RenderedAction, context: &ProcessContext) -> tracing::Span {
+    if !traces::on() {
+        return tracing::Span::none();
+    }
+    let kind = action.kind().as_str();
+    let target = context.actions.target(action);
+    tracing::info_span!(
+        target: traces::TARGET,
+        "action",
+        otel.name = %format_args!("{kind} {}", target.as_deref().unwrap_or("")),
+        otel.kind = match action {
+            RenderedAction::CallWebhook { .. } | RenderedAction::SendEmail { .. } => "client",
+            RenderedAction::PublishNats { .. }
+            | RenderedAction::PublishRabbitmq { .. }
+            | RenderedAction::PublishRedis { .. } => "producer",
+            RenderedAction::Log { .. } | RenderedAction::Noop => "internal",
+        },
+        sluice.action.kind = kind,
+        sluice.target = target.as_deref(),
+    )
 }
 
 /// A wait as people write it: `24h`, `90m`, `45s`, `1500ms`.

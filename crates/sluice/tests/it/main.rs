@@ -31,5 +31,6 @@ mod rules;
 mod scheduling;
 mod sources;
 mod targets;
+mod traces;
 mod transforms;
 mod workers;

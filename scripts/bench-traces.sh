@@ -3,7 +3,8 @@
 #   before  - a build without tracing (optional: pass it as the first argument),
 #   off     - this build, no OTEL_* variables (tracing off),
 #   on      - this build exporting every span over OTLP/HTTP to a local receiver (the bench's
-#             receiver, which answers 200 to anything, on 127.0.0.1:$OTLP_PORT),
+#             receiver, which answers 200 to anything, on 127.0.0.1:$OTLP_PORT), every trace
+#             sampled and the batch queue large enough that no span is dropped,
 # each on a fresh PostgreSQL database, then the median ingest and drain of each and the
 # ratios to `off`.
 #
@@ -35,6 +36,7 @@ for round in $(seq 1 "$rounds"); do
         [ "$side" = before ] && run=$before
         if [ "$side" = on ]; then
             report=$(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$port" OTEL_SERVICE_NAME=sluice-bench \
+                OTEL_BSP_MAX_QUEUE_SIZE=65536 \
                 "$run" bench --spawn --phased --events "$events" --actions log --json \
                 --database-url "$server/$db" "$@")
         else

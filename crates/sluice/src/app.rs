@@ -27,7 +27,6 @@ use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use tracing::Instrument;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -201,18 +200,15 @@ async fn checkpoint(State(checks): State<Arc<Checks>>, request: Request, next: N
     let method = request.method().to_string();
     let started = Instant::now();
     let span = request_span(&request, &route);
-    let response = async {
-        match api::site::refusal(&checks.site, &request) {
-            Some(refused) => refused,
-            None => {
-                let mut response = access::guard(&checks.gate, request, next).await;
-                api::site::harden(&mut response);
-                response
-            }
+    let response = match api::site::refusal(&checks.site, &request) {
+        Some(refused) => refused,
+        None => {
+            let mut response =
+                traces::in_span!(span.clone(), access::guard(&checks.gate, request, next));
+            api::site::harden(&mut response);
+            response
         }
-    }
-    .instrument(span.clone())
-    .await;
+    };
     if traces::on() {
         span.record("http.response.status_code", response.status().as_u16());
         if response.status().is_server_error() {

@@ -24,21 +24,36 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let quiet_traces = format!("{}=off", crate::traces::TARGET);
     let filter = EnvFilter::try_new(format!("{level},{quiet_traces}"))
         .unwrap_or_else(|_| EnvFilter::new(format!("info,{quiet_traces}")));
-    let lines = match format {
-        LogFormat::Json => json_lines(std::io::stderr).boxed(),
-        LogFormat::Pretty => log_lines().with_writer(std::io::stderr).boxed(),
-    };
     let traces = crate::traces::layer()?;
     let exporting = traces.is_some();
-    let installed = tracing_subscriber::registry()
-        .with(lines.with_filter(filter))
-        .with(traces)
-        .try_init()
-        .is_ok();
+    // Without traces the level filter applies to the whole subscriber, as it always did; a
+    // filter per layer (needed only when spans go elsewhere too) costs every span some work.
+    let installed = match traces {
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(log_lines_as(format))
+            .try_init(),
+        Some(traces) => tracing_subscriber::registry()
+            .with(log_lines_as(format).with_filter(filter))
+            .with(traces)
+            .try_init(),
+    }
+    .is_ok();
     if installed && exporting {
         crate::traces::started();
     }
     Ok(())
+}
+
+/// Log lines on stderr, as JSON or pretty text.
+fn log_lines_as<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    match format {
+        LogFormat::Json => json_lines(std::io::stderr).boxed(),
+        LogFormat::Pretty => log_lines().with_writer(std::io::stderr).boxed(),
+    }
 }
 
 /// JSON log lines written to `writer`: one object per line, the event's fields flattened

@@ -15,7 +15,7 @@ use sluice_core::json_text::JsonNode;
 use sluice_core::source::{Defaults, Source, SourceKind, SourceName, Verify};
 use sluice_store::SourceRecord;
 use std::borrow::Cow;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use utoipa::ToSchema;
 
 /// A source as shown: its configuration with secrets and URL passwords masked, and what
@@ -266,9 +266,10 @@ pub async fn take(state: &AppState, source: &Source, message: Message<'_>) -> Di
     }
     let header = |name: &str| (message.header)(name);
     let span = receive_span(source, &header);
-    let stored = store(state, source, header, message.body, message.defaults)
-        .instrument(span)
-        .await;
+    let stored = traces::in_span!(
+        span,
+        store(state, source, header, message.body, message.defaults)
+    );
     match stored {
         Ok(_) => Disposition::Stored,
         Err(error)

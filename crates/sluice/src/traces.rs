@@ -118,8 +118,17 @@ where
     }
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "traces can only be exported from the server's runtime".to_owned())?;
+    // Each request is bounded by the standard timeout (10 s unless set), as the built-in
+    // clients are.
+    let timeout_ms = [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok()?.trim().parse::<u64>().ok())
+    .unwrap_or(10_000);
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(Duration::from_millis(timeout_ms.max(1)))
         .build()
         .map_err(|error| format!("cannot build the OTLP client: {error}"))?;
     let exporter = opentelemetry_otlp::SpanExporter::builder()

@@ -108,6 +108,22 @@ fn invalid_configuration_fails_at_start_with_one_line() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("SMTP_URL"), "{stderr}");
+    // A trace exporter sluice does not have stops it rather than losing every span.
+    let dir = tempfile::tempdir().unwrap();
+    let output = sluice()
+        .args(["serve", "--port", "0", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL=grpc"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -249,6 +249,52 @@ struct AmqpPublish {
     routing_key: TextParam,
     headers: Vec<(String, TextParam)>,
     payload: TemplatedValue,
+    properties: AmqpProperties<TextParam>,
+}
+
+impl AmqpPublish {
+    /// Its text params, in the order they are rendered.
+    fn texts(&self) -> Vec<&TextParam> {
+        let properties = &self.properties;
+        std::iter::once(&self.routing_key)
+            .chain(properties.correlation_id.as_ref())
+            .chain(properties.reply_to.as_ref())
+            .collect()
+    }
+}
+
+/// The AMQP basic properties a rule may set on a published message (`message_id`, `type`,
+/// `delivery_mode` and `timestamp` are sluice's: the idempotency key, the event type,
+/// persistent, now). `T` is a template in a rule, text once rendered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AmqpProperties<T> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<T>,
+    /// 0 to 9.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// After this many milliseconds in a queue the message is dropped (or dead-lettered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_ms: Option<u32>,
+}
+
+impl<T> Default for AmqpProperties<T> {
+    fn default() -> Self {
+        AmqpProperties {
+            content_type: None,
+            app_id: None,
+            correlation_id: None,
+            reply_to: None,
+            priority: None,
+            expiration_ms: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -315,6 +361,7 @@ pub enum RenderedAction {
         routing_key: String,
         headers: Vec<(String, String)>,
         payload: Value,
+        properties: AmqpProperties<String>,
     },
     PublishRedis {
         url: String,
@@ -377,8 +424,31 @@ impl RenderedAction {
                 routing_key,
                 headers,
                 payload,
-            } => json!({"url": url, "exchange": exchange, "routing_key": routing_key,
-                "message_id": idempotency_key, "headers": names(headers), "payload": payload}),
+                properties,
+            } => {
+                let mut shown = json!({"message_id": idempotency_key, "headers": names(headers)});
+                let set = [
+                    (
+                        "content_type",
+                        properties.content_type.clone().map(Value::from),
+                    ),
+                    ("app_id", properties.app_id.clone().map(Value::from)),
+                    (
+                        "correlation_id",
+                        properties.correlation_id.clone().map(Value::from),
+                    ),
+                    ("reply_to", properties.reply_to.clone().map(Value::from)),
+                    ("priority", properties.priority.map(Value::from)),
+                    ("expiration_ms", properties.expiration_ms.map(Value::from)),
+                ];
+                for (name, value) in set {
+                    if let Some(value) = value {
+                        shown[name] = value;
+                    }
+                }
+                json!({"url": url, "exchange": exchange, "routing_key": routing_key,
+                    "properties": shown, "payload": payload})
+            }
             RenderedAction::PublishRedis {
                 url,
                 stream,
@@ -588,7 +658,7 @@ impl Action {
                 publish.payload.has_transforms() || any(&[&publish.subject], &publish.headers)
             }
             Spec::PublishRabbitmq(publish) => {
-                publish.payload.has_transforms() || any(&[&publish.routing_key], &publish.headers)
+                publish.payload.has_transforms() || any(&publish.texts(), &publish.headers)
             }
             Spec::PublishRedis(publish) => {
                 publish.payload.has_transforms() || any(&[&publish.stream], &publish.fields)
@@ -629,7 +699,7 @@ impl Action {
             ]
             .concat(),
             Spec::PublishRabbitmq(publish) => [
-                texts(&[&publish.routing_key]),
+                texts(&publish.texts()),
                 named(&publish.headers),
                 publish.payload.transforms(),
             ]
@@ -686,17 +756,36 @@ impl Action {
                     .collect::<Result<_, TransformError>>()?,
                 payload: publish.payload.render_in(ctx, input)?,
             },
-            Spec::PublishRabbitmq(publish) => RenderedAction::PublishRabbitmq {
-                url: publish.url.clone(),
-                exchange: publish.exchange.clone(),
-                routing_key: single_line(publish.routing_key.render(ctx, input)?),
-                headers: publish
-                    .headers
-                    .iter()
-                    .map(|(name, value)| Ok((name.clone(), single_line(value.render(ctx, input)?))))
-                    .collect::<Result<_, TransformError>>()?,
-                payload: publish.payload.render_in(ctx, input)?,
-            },
+            Spec::PublishRabbitmq(publish) => {
+                let text = |param: &Option<TextParam>| {
+                    param
+                        .as_ref()
+                        .map(|p| Ok(single_line(p.render(ctx, input)?)))
+                        .transpose()
+                };
+                let properties = &publish.properties;
+                RenderedAction::PublishRabbitmq {
+                    url: publish.url.clone(),
+                    exchange: publish.exchange.clone(),
+                    routing_key: single_line(publish.routing_key.render(ctx, input)?),
+                    headers: publish
+                        .headers
+                        .iter()
+                        .map(|(name, value)| {
+                            Ok((name.clone(), single_line(value.render(ctx, input)?)))
+                        })
+                        .collect::<Result<_, TransformError>>()?,
+                    payload: publish.payload.render_in(ctx, input)?,
+                    properties: AmqpProperties {
+                        content_type: properties.content_type.clone(),
+                        app_id: properties.app_id.clone(),
+                        correlation_id: text(&properties.correlation_id)?,
+                        reply_to: text(&properties.reply_to)?,
+                        priority: properties.priority,
+                        expiration_ms: properties.expiration_ms,
+                    },
+                }
+            }
             Spec::PublishRedis(publish) => RenderedAction::PublishRedis {
                 url: publish.url.clone(),
                 stream: single_line(publish.stream.render(ctx, input)?),
@@ -819,11 +908,18 @@ fn parse_headers(
     map: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
 ) -> Option<Vec<(String, TextParam)>> {
-    let headers_path = param_path("headers");
+    parse_headers_at(map, &param_path("headers"), errors)
+}
+
+fn parse_headers_at(
+    map: &Map<String, Value>,
+    headers_path: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<(String, TextParam)>> {
     let mut headers: Vec<(String, TextParam)> = Vec::with_capacity(map.len());
     let mut valid = true;
     for (name, value) in map {
-        let path = join_path(&headers_path, name);
+        let path = join_path(headers_path, name);
         let lower = name.to_ascii_lowercase();
         let name_error = if name.is_empty() || !name.bytes().all(is_token_byte) {
             Some(
@@ -983,7 +1079,14 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
     reject_unknown_params(
         ActionKind::PublishRabbitmq,
         params,
-        &["url", "exchange", "routing_key", "headers", "payload"],
+        &[
+            "url",
+            "exchange",
+            "routing_key",
+            "headers",
+            "payload",
+            "properties",
+        ],
         errors,
     );
     let url = broker_url_param(params, &["amqp://", "amqps://"], errors);
@@ -1013,24 +1116,152 @@ fn parse_amqp(params: &Map<String, Value>, errors: &mut Vec<FieldError>) -> Pars
             "must not contain control characters such as line breaks",
         ));
     }
-    let headers = headers_param(params, errors);
+    let top_headers = headers_param(params, errors);
+    let (properties, property_headers, properties_source) = amqp_properties(params, errors);
+    let headers = match (top_headers, property_headers) {
+        (Some(top), Some(inner)) if !top.is_empty() && !inner.is_empty() => {
+            errors.push(FieldError::new(
+                param_path("headers"),
+                "give the headers in one place: properties.headers (or headers), not both",
+            ));
+            None
+        }
+        (Some(top), Some(inner)) => Some(if inner.is_empty() { top } else { inner }),
+        _ => None,
+    };
     let (payload_source, payload) = templated_param(params, "payload", errors);
-    let (url, exchange, routing_key, headers, payload) =
-        (url?, exchange?, routing_key?, headers?, payload?);
+    let (url, exchange, routing_key, headers, payload, properties) = (
+        url?,
+        exchange?,
+        routing_key?,
+        headers?,
+        payload?,
+        properties?,
+    );
     let mut normalized = Map::new();
     normalized.insert("url".into(), url.clone().into());
     normalized.insert("exchange".into(), exchange.clone().into());
     normalized.insert("routing_key".into(), routing_key.source_json());
     normalized.insert("headers".into(), templates_json(&headers));
     normalized.insert("payload".into(), payload_source);
+    // Only when given: rules saved before properties existed keep their action (and keys).
+    if let Some(source) = properties_source {
+        normalized.insert("properties".into(), source);
+    }
     let publish = AmqpPublish {
         url,
         exchange,
         routing_key,
         headers,
         payload,
+        properties,
     };
     Some((Spec::PublishRabbitmq(Box::new(publish)), normalized))
+}
+
+/// `properties` of a `publish_rabbitmq` action: the properties, the headers given there
+/// (empty when none), and the properties as the normalized action writes them (without the
+/// headers, which it writes at `headers`), when given.
+#[allow(clippy::type_complexity)]
+fn amqp_properties(
+    params: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) -> (
+    Option<AmqpProperties<TextParam>>,
+    Option<Vec<(String, TextParam)>>,
+    Option<Value>,
+) {
+    let path = param_path("properties");
+    let map = match params.get("properties") {
+        None => return (Some(AmqpProperties::default()), Some(Vec::new()), None),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            errors.push(type_error("properties", "a JSON object", other));
+            return (None, None, None);
+        }
+    };
+    let before = errors.len();
+    let mut properties = AmqpProperties::default();
+    let mut headers = Some(Vec::new());
+    let mut source = Map::new();
+    for (key, value) in map {
+        let at = join_path(&path, key);
+        match (key.as_str(), value) {
+            ("headers", Value::Object(headers_map)) => {
+                headers = parse_headers_at(headers_map, &at, errors);
+            }
+            ("content_type" | "app_id", Value::String(text))
+                if !text.is_empty()
+                    && text.len() <= 255
+                    && text.bytes().all(|b| b.is_ascii_graphic() || b == b' ') =>
+            {
+                source.insert(key.clone(), value.clone());
+                if key == "content_type" {
+                    properties.content_type = Some(text.clone());
+                } else {
+                    properties.app_id = Some(text.clone());
+                }
+            }
+            ("content_type" | "app_id", _) => errors.push(FieldError::new(
+                at,
+                "must be printable ASCII text of 1 to 255 characters",
+            )),
+            ("correlation_id" | "reply_to", _) => match TextParam::compile(value, &at) {
+                Some(Ok(text)) if has_control_chars(&text) => errors.push(FieldError::new(
+                    at,
+                    "must not contain control characters such as line breaks",
+                )),
+                Some(Ok(text)) => {
+                    source.insert(key.clone(), text.source_json());
+                    if key == "correlation_id" {
+                        properties.correlation_id = Some(text);
+                    } else {
+                        properties.reply_to = Some(text);
+                    }
+                }
+                Some(Err(error)) => errors.push(error),
+                None => errors.push(FieldError::new(
+                    at,
+                    format!("must be a string, got {}", json_kind(value)),
+                )),
+            },
+            ("priority", Value::Number(n)) if n.as_u64().is_some_and(|p| p <= 9) => {
+                source.insert(key.clone(), value.clone());
+                properties.priority = n.as_u64().and_then(|p| u8::try_from(p).ok());
+            }
+            ("priority", _) => errors.push(FieldError::new(at, "must be an integer from 0 to 9")),
+            ("expiration_ms", Value::Number(n))
+                if n.as_u64()
+                    .is_some_and(|ms| (1..=u64::from(u32::MAX)).contains(&ms)) =>
+            {
+                source.insert(key.clone(), value.clone());
+                properties.expiration_ms = n.as_u64().and_then(|ms| u32::try_from(ms).ok());
+            }
+            ("expiration_ms", _) => errors.push(FieldError::new(
+                at,
+                format!(
+                    "must be a whole number of milliseconds from 1 to {}",
+                    u32::MAX
+                ),
+            )),
+            ("message_id" | "type" | "delivery_mode" | "timestamp", _) => {
+                errors.push(FieldError::new(
+                    at,
+                    "is set by sluice (message_id: the idempotency key; type: the event \
+                     type; delivery_mode: persistent; timestamp: when it is published)",
+                ))
+            }
+            _ => errors.push(FieldError::new(
+                at,
+                "is not a property sluice sets (expected: content_type, app_id, \
+                 correlation_id, reply_to, priority, expiration_ms, headers)",
+            )),
+        }
+    }
+    if errors.len() > before {
+        return (None, None, None);
+    }
+    (Some(properties), headers, Some(source.into()))
 }
 
 /// The fields sluice writes on every Redis stream entry.

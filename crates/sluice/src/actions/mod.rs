@@ -221,6 +221,7 @@ impl Actions {
                 routing_key,
                 headers,
                 payload,
+                properties,
             } => {
                 self.inner
                     .rabbitmq
@@ -231,6 +232,7 @@ impl Actions {
                             routing_key,
                             headers,
                             payload,
+                            properties,
                         },
                         ctx,
                     )

@@ -8,6 +8,7 @@ use super::{ActionContext, ActionError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use sluice_core::action::AmqpProperties;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub struct Publish<'a> {
     pub routing_key: &'a str,
     pub headers: &'a [(String, String)],
     pub payload: &'a serde_json::Value,
+    pub properties: &'a AmqpProperties<String>,
 }
 
 impl AmqpPublisher {
@@ -61,12 +63,31 @@ impl AmqpPublisher {
                 AMQPValue::LongString(traceparent.into()),
             );
         }
-        let properties = BasicProperties::default()
+        let given = publish.properties;
+        let content_type = given.content_type.as_deref().unwrap_or("application/json");
+        let timestamp = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+        let mut properties = BasicProperties::default()
             .with_message_id(ctx.idempotency_key.into())
             .with_type(ctx.event_type.into())
-            .with_content_type("application/json".into())
+            .with_content_type(content_type.into())
             .with_delivery_mode(2)
+            .with_timestamp(timestamp)
             .with_headers(headers);
+        if let Some(app_id) = &given.app_id {
+            properties = properties.with_app_id(app_id.as_str().into());
+        }
+        if let Some(correlation_id) = &given.correlation_id {
+            properties = properties.with_correlation_id(correlation_id.as_str().into());
+        }
+        if let Some(reply_to) = &given.reply_to {
+            properties = properties.with_reply_to(reply_to.as_str().into());
+        }
+        if let Some(priority) = given.priority {
+            properties = properties.with_priority(priority);
+        }
+        if let Some(expiration_ms) = given.expiration_ms {
+            properties = properties.with_expiration(expiration_ms.to_string().into());
+        }
         let payload = serde_json::to_vec(publish.payload).expect("a JSON value always serializes");
         let (exchange, key) = (publish.exchange, publish.routing_key);
         let confirm = channel

@@ -685,3 +685,87 @@ async fn a_redis_stream_is_trimmed_to_maxlen_and_a_key_of_another_type_fails_the
         .unwrap();
     app.stop().await;
 }
+
+crate::story!(a_rabbitmq_publish_carries_the_properties_a_rule_sets_but_never_sluices_own);
+async fn a_rabbitmq_publish_carries_the_properties_a_rule_sets_but_never_sluices_own(app: TestApp) {
+    use crate::brokers::AMQP_URL;
+    use lapin::options::BasicGetOptions;
+    let Some((connection, channel, queue)) = rabbitmq_queue("sluice-props-").await else {
+        return;
+    };
+    let rule = |properties: Value| {
+        json!({"name": "to rabbit", "event_type": "order.paid", "condition": true,
+            "action": {"type": "publish_rabbitmq", "params": {"url": AMQP_URL,
+                "routing_key": queue, "payload": {"order": "{{ external_id }}"},
+                "properties": properties}}})
+    };
+    // What sluice sets itself, and what is not a property, is refused naming the field.
+    for (properties, field) in [
+        (json!({"message_id": "mine"}), "properties.message_id"),
+        (json!({"priority": 12}), "properties.priority"),
+        (json!({"expiration_ms": 0}), "properties.expiration_ms"),
+        (json!({"content_type": "a\nb"}), "properties.content_type"),
+        (json!({"colour": "red"}), "properties.colour"),
+    ] {
+        let (status, body) = app.post("/rules", &rule(properties)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["details"][0]["path"],
+            format!("action.params.{field}"),
+            "{body}"
+        );
+    }
+    let mut both = rule(json!({"headers": {"x-a": "1"}}));
+    both["action"]["params"]["headers"] = json!({"x-b": "2"});
+    let (status, body) = app.post("/rules", &both).await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, created) = app
+        .post(
+            "/rules",
+            &rule(
+                json!({"content_type": "application/vnd.order+json", "app_id": "shop",
+                "correlation_id": "{{ external_id }}", "reply_to": "replies", "priority": 5,
+                "expiration_ms": 60000, "headers": {"x-origin": "sluice"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (_, event) = app
+        .post(
+            "/events",
+            &json!({"id": "p-1", "type": "order.paid", "data": {}}),
+        )
+        .await;
+    let id = event["id"].as_i64().unwrap();
+    app.wait_for_state(id, &["processed"]).await;
+    let message = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .expect("one message published");
+    let properties = &message.delivery.properties;
+    let text =
+        |value: &Option<lapin::types::ShortString>| value.as_ref().map(|v| v.as_str().to_owned());
+    assert_eq!(
+        text(properties.content_type()).as_deref(),
+        Some("application/vnd.order+json")
+    );
+    assert_eq!(text(properties.app_id()).as_deref(), Some("shop"));
+    assert_eq!(text(properties.correlation_id()).as_deref(), Some("p-1"));
+    assert_eq!(text(properties.reply_to()).as_deref(), Some("replies"));
+    assert_eq!(*properties.priority(), Some(5));
+    assert_eq!(text(properties.expiration()).as_deref(), Some("60000"));
+    assert_eq!(text(properties.kind()).as_deref(), Some("order.paid"));
+    assert_eq!(*properties.delivery_mode(), Some(2), "persistent");
+    assert!(properties.timestamp().is_some_and(|t| t > 0));
+    let headers = properties.headers().as_ref().expect("headers");
+    assert!(format!("{headers:?}").contains("x-origin"), "{headers:?}");
+    let key = app.attempts(id).await[0]["rule_executions"][0]["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(text(properties.message_id()).as_deref(), Some(key.as_str()));
+    let _ = connection.close(200, "done".into()).await;
+    app.stop().await;
+}

@@ -361,7 +361,8 @@ pub enum RenderedAction {
         routing_key: String,
         headers: Vec<(String, String)>,
         payload: Value,
-        properties: AmqpProperties<String>,
+        /// Boxed: rarely set, and it would double the size of every rendered action.
+        properties: Box<AmqpProperties<String>>,
     },
     PublishRedis {
         url: String,
@@ -776,14 +777,14 @@ impl Action {
                         })
                         .collect::<Result<_, TransformError>>()?,
                     payload: publish.payload.render_in(ctx, input)?,
-                    properties: AmqpProperties {
+                    properties: Box::new(AmqpProperties {
                         content_type: properties.content_type.clone(),
                         app_id: properties.app_id.clone(),
                         correlation_id: text(&properties.correlation_id)?,
                         reply_to: text(&properties.reply_to)?,
                         priority: properties.priority,
                         expiration_ms: properties.expiration_ms,
-                    },
+                    }),
                 }
             }
             Spec::PublishRedis(publish) => RenderedAction::PublishRedis {

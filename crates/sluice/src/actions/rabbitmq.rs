@@ -6,11 +6,23 @@
 use super::connections::Connections;
 use super::{ActionContext, ActionError};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use sluice_core::action::AmqpProperties;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// AMQP short strings (routing key, header names, most properties) hold at most 255 bytes;
+/// the client library would write a longer one as a corrupt frame.
+fn short(what: &str, text: &str) -> Result<ShortString, ActionError> {
+    if text.len() > 255 {
+        return Err(ActionError::Permanent(format!(
+            "{what} is {} bytes after rendering; AMQP allows at most 255",
+            text.len()
+        )));
+    }
+    Ok(text.into())
+}
 
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,11 +61,10 @@ impl AmqpPublisher {
         publish: Publish<'_>,
         ctx: &ActionContext<'_>,
     ) -> Result<(), ActionError> {
-        let channel = self.channel(publish.url).await?;
         let mut headers = FieldTable::default();
         for (name, value) in publish.headers {
             headers.insert(
-                name.as_str().into(),
+                short("a header name", name)?,
                 AMQPValue::LongString(value.as_str().into()),
             );
         }
@@ -77,10 +88,10 @@ impl AmqpPublisher {
             properties = properties.with_app_id(app_id.as_str().into());
         }
         if let Some(correlation_id) = &given.correlation_id {
-            properties = properties.with_correlation_id(correlation_id.as_str().into());
+            properties = properties.with_correlation_id(short("correlation_id", correlation_id)?);
         }
         if let Some(reply_to) = &given.reply_to {
-            properties = properties.with_reply_to(reply_to.as_str().into());
+            properties = properties.with_reply_to(short("reply_to", reply_to)?);
         }
         if let Some(priority) = given.priority {
             properties = properties.with_priority(priority);
@@ -90,10 +101,12 @@ impl AmqpPublisher {
         }
         let payload = serde_json::to_vec(publish.payload).expect("a JSON value always serializes");
         let (exchange, key) = (publish.exchange, publish.routing_key);
+        let routing_key = short("the routing key", key)?;
+        let channel = self.channel(publish.url).await?;
         let confirm = channel
             .basic_publish(
                 exchange.into(),
-                key.into(),
+                routing_key,
                 BasicPublishOptions {
                     mandatory: true,
                     ..Default::default()

@@ -766,6 +766,26 @@ async fn a_rabbitmq_publish_carries_the_properties_a_rule_sets_but_never_sluices
         .unwrap()
         .to_owned();
     assert_eq!(text(properties.message_id()).as_deref(), Some(key.as_str()));
+
+    // A property rendered past AMQP's 255 bytes fails the action, not retried.
+    let mut long = rule(json!({"correlation_id": "{{ data.reference }}"}));
+    long["event_type"] = json!("order.long");
+    let (status, created) = app.post("/rules", &long).await;
+    assert_eq!(status, 201, "{created}");
+    let (_, event) = app
+        .post(
+            "/events",
+            &json!({"id": "l-1", "type": "order.long", "data": {"reference": "x".repeat(300)}}),
+        )
+        .await;
+    let id = event["id"].as_i64().unwrap();
+    app.wait_for_state(id, &["processed", "failed"]).await;
+    let execution = &app.attempts(id).await[0]["rule_executions"][0];
+    assert_eq!(execution["result"], "failed", "{execution}");
+    assert!(
+        execution["error"].as_str().unwrap().contains("at most 255"),
+        "{execution}"
+    );
     let _ = connection.close(200, "done".into()).await;
     app.stop().await;
 }

@@ -6,19 +6,12 @@
 use crate::brokers::{nats, stream, NATS_URL};
 use crate::helpers::{fresh_database, Db};
 use crate::receiver::Receiver;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
-use axum::Router;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use serde_json::json;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// One span as the collector received it, ids in hex.
@@ -32,35 +25,37 @@ struct ExportedSpan {
     attributes: HashMap<String, String>,
 }
 
-/// An OTLP/HTTP collector: takes `POST /v1/traces` (protobuf) and keeps every span.
+/// An OTLP/HTTP collector: a receiver whose `POST /v1/traces` bodies are decoded on reading.
 struct Collector {
     url: String,
-    spans: Arc<Mutex<Vec<ExportedSpan>>>,
+    receiver: Receiver,
 }
 
 impl Collector {
     async fn start() -> Collector {
-        let spans = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new()
-            .route("/v1/traces", post(collect))
-            .with_state(spans.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Collector { url, spans }
+        let receiver = Receiver::start(200, 0).await;
+        Collector {
+            url: receiver.url.clone(),
+            receiver,
+        }
     }
 
     fn spans(&self) -> Vec<ExportedSpan> {
-        self.spans.lock().unwrap().clone()
+        self.receiver
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/traces")
+            .flat_map(|r| {
+                let request = ExportTraceServiceRequest::decode(r.raw.clone())
+                    .expect("an OTLP protobuf export");
+                exported(request)
+            })
+            .collect()
     }
 }
 
-async fn collect(
-    State(spans): State<Arc<Mutex<Vec<ExportedSpan>>>>,
-    body: Bytes,
-) -> ([(&'static str, &'static str); 1], Vec<u8>) {
-    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export");
-    let mut kept = spans.lock().unwrap();
+fn exported(request: ExportTraceServiceRequest) -> Vec<ExportedSpan> {
+    let mut kept = Vec::new();
     for resource_spans in request.resource_spans {
         let service = resource_spans
             .resource
@@ -89,10 +84,7 @@ async fn collect(
             }
         }
     }
-    (
-        [("content-type", "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
+    kept
 }
 
 fn text(value: Option<&AnyValue>) -> String {

@@ -599,10 +599,7 @@ pub async fn cancel(
     match replay_ops::cancel(&state, id, viewer.name()).await {
         Ok(_) => Ok(Redirect::to(&format!("/console/events/{id}?cancelled=1")).into_response()),
         Err(error) if error.name == ErrorName::ConflictError => {
-            let status = error.name.status();
-            let page =
-                event_page(&state, &viewer, id, Some(Flash::error(error.message)), None).await?;
-            Ok(render(status, &page))
+            refused(&state, &viewer, id, error).await
         }
         Err(error) => Err(ConsoleError(error)),
     }
@@ -712,11 +709,20 @@ pub async fn replay(
                 .into_response(),
         ),
         Err(error) if error.name == ErrorName::ConflictError => {
-            let status = error.name.status();
-            let page =
-                event_page(&state, &viewer, id, Some(Flash::error(error.message)), None).await?;
-            Ok(render(status, &page))
+            refused(&state, &viewer, id, error).await
         }
         Err(error) => Err(ConsoleError(error)),
     }
+}
+
+/// The event's page again, with why an action on it was refused (a conflict) and its status.
+async fn refused(
+    state: &AppState,
+    viewer: &Viewer,
+    id: i64,
+    error: ApiError,
+) -> ConsoleResult<Response> {
+    let status = error.name.status();
+    let page = event_page(state, viewer, id, Some(Flash::error(error.message)), None).await?;
+    Ok(render(status, &page))
 }

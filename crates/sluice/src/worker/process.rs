@@ -442,8 +442,18 @@ async fn execute(
 ) -> RuleResult {
     let started = Instant::now();
     // An at-most-once action is settled against its prior executions right before it runs.
+    // An event's first attempt has none to settle against: its keys name the event, and
+    // every attempt that could have written under them counted itself at its claim (one set
+    // aside uncounts itself, but it ran nothing). So the lookup, a round trip on the way to
+    // every delivery, is made only from the second attempt on (a retry, a replay, a re-send
+    // after a crash).
     let mut lookup_failed = None;
-    if let Some(key) = decided.at_most_once_key().map(str::to_owned) {
+    let first_attempt = claimed.attempt_no == 1;
+    if let Some(key) = decided
+        .at_most_once_key()
+        .filter(|_| !first_attempt)
+        .map(str::to_owned)
+    {
         match context.bookkeeping.prior(key).await {
             Ok(prior) => decided.settle(prior),
             Err(error) => lookup_failed = Some(unrecorded(&error)),

@@ -43,6 +43,11 @@ pub struct KeysArgs {
         global = true
     )]
     pub database_url: String,
+    /// Store `sluice.key.revoked` when a key is revoked, as a server does with
+    /// OPERATIONAL_EVENTS on.
+    #[arg(long, env = "OPERATIONAL_EVENTS", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", global = true)]
+    pub operational_events: bool,
     #[command(subcommand)]
     pub command: KeysCommand,
 }

@@ -66,9 +66,20 @@ pub async fn run(args: KeysArgs) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id } => {
-            // Without a server, nothing reports it as an operational event.
             let revoked = keys::revoke(store, id, None).await.map_err(api_error)?;
             eprintln!("revoked key {} '{}'", revoked.id, revoked.name);
+            if args.operational_events {
+                let at = revoked.revoked_at.unwrap_or_else(chrono::Utc::now);
+                crate::operational::store_key_revoked(
+                    store,
+                    revoked.id,
+                    &revoked.name,
+                    &revoked.prefix,
+                    at,
+                )
+                .await
+                .context("the key is revoked, but its sluice.key.revoked event was not stored")?;
+            }
         }
     }
     Ok(())

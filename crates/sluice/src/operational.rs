@@ -21,7 +21,7 @@ use crate::bus::{Bus, Committed};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use sluice_core::event::NewEvent;
-use sluice_store::{StateChange, Store};
+use sluice_store::{StateChange, Store, StoreError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -114,11 +114,9 @@ impl Operational {
 
     /// An API key was revoked.
     pub fn key_revoked(&self, id: i64, name: &str, prefix: &str, at: DateTime<Utc>) {
-        self.send(
-            "sluice.key.revoked",
-            format!("{id}"),
-            json!({"key_id": id, "name": name, "prefix": prefix, "revoked_at": stamp(at)}),
-        );
+        if let Some(event) = key_revoked(id, name, prefix, at) {
+            self.store_later(event);
+        }
     }
 
     /// Events that ended `failed` (as a worker recorded them): each reported, up to
@@ -200,24 +198,58 @@ impl Operational {
 
     /// Stores one operational event on its own task, and tells whoever listens.
     fn send(&self, event_type: &'static str, id: String, data: Value) {
-        let body = json!({"id": format!("{event_type}:{id}"), "type": event_type, "data": data});
-        let event = match NewEvent::parse(body) {
-            Ok(event) => event,
-            Err(errors) => {
-                let error = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
-                tracing::warn!(event_type, error = %error.join("; "), "cannot build an operational event");
-                return;
-            }
-        };
+        if let Some(event) = operational_event(event_type, id, data) {
+            self.store_later(event);
+        }
+    }
+
+    fn store_later(&self, event: NewEvent) {
         let (store, bus) = (self.store.clone(), self.bus.clone());
         tokio::spawn(async move {
             match store.ingest(std::slice::from_ref(&event)).await {
                 Ok(outcomes) => bus.announce(Committed::Ingested(&outcomes)),
-                Err(error) => {
-                    tracing::warn!(event_type, error = %error, "cannot store an operational event")
-                }
+                Err(error) => tracing::warn!(
+                    event_type = event.event_type.as_str(), error = %error,
+                    "cannot store an operational event"
+                ),
             }
         });
+    }
+}
+
+/// `sluice.key.revoked` for a key revoked where no server runs (`sluice keys revoke`): stored
+/// before this returns, as nothing would store it later. A worker takes it at its next poll.
+pub async fn store_key_revoked(
+    store: &dyn Store,
+    id: i64,
+    name: &str,
+    prefix: &str,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if let Some(event) = key_revoked(id, name, prefix, at) {
+        store.ingest(std::slice::from_ref(&event)).await?;
+    }
+    Ok(())
+}
+
+fn key_revoked(id: i64, name: &str, prefix: &str, at: DateTime<Utc>) -> Option<NewEvent> {
+    operational_event(
+        "sluice.key.revoked",
+        format!("{id}"),
+        json!({"key_id": id, "name": name, "prefix": prefix, "revoked_at": stamp(at)}),
+    )
+}
+
+/// The event, its id saying what it reports; `None` (logged) should its parts not make one.
+fn operational_event(event_type: &'static str, id: String, data: Value) -> Option<NewEvent> {
+    let body = json!({"id": format!("{event_type}:{id}"), "type": event_type, "data": data});
+    match NewEvent::parse(body) {
+        Ok(event) => Some(event),
+        Err(errors) => {
+            let error = errors.iter().map(ToString::to_string).collect::<Vec<_>>();
+            tracing::warn!(event_type, error = %error.join("; "), "cannot build an operational event");
+            None
+        }
     }
 }
 

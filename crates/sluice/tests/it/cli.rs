@@ -242,6 +242,50 @@ async fn keys_are_created_listed_and_revoked_from_the_command_line() {
             assert!(asked.elapsed() < std::time::Duration::from_secs(5));
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // With OPERATIONAL_EVENTS on, a revoke from the command line is stored as
+        // `sluice.key.revoked`, as one through a server is; without it, nothing is.
+        let revoked_events = || async {
+            let response = app
+                .with_key(
+                    reqwest::Method::GET,
+                    "/events?type=sluice.key.revoked",
+                    &plain_key,
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let list: serde_json::Value = response.json().await.unwrap();
+            list["data"].as_array().cloned().unwrap_or_default()
+        };
+        assert!(revoked_events().await.is_empty());
+        let temporary = keys(&["create", "--name", "temp", "--scopes", "read", "--json"]);
+        let temporary: serde_json::Value = serde_json::from_slice(&temporary.stdout).unwrap();
+        let temporary_id = temporary["id"].as_i64().unwrap();
+        for _ in 0..2 {
+            let output = sluice()
+                .args(["keys", "revoke", &temporary_id.to_string()])
+                .env("DATABASE_URL", &database.url)
+                .env("OPERATIONAL_EVENTS", "true")
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let reported = revoked_events().await;
+        assert_eq!(
+            reported.len(),
+            1,
+            "revoked twice, reported once: {reported:?}"
+        );
+        assert_eq!(
+            reported[0]["external_id"],
+            format!("sluice.key.revoked:{temporary_id}")
+        );
+
         let bad = sluice()
             .args(["keys", "create", "--name", "x", "--scopes", "root"])
             .env("DATABASE_URL", &database.url)

@@ -28,15 +28,12 @@ async fn a_rule_publishes_to_jetstream_once_and_a_replay_publishes_nothing_new(a
     let (status, created) = app.post("/rules", &rule).await;
     assert_eq!(status, 201, "{created}");
     let rule_id = created["id"].as_i64().unwrap();
-    let (status, event) = app
-        .post(
-            "/events",
+    let (id, _) = app
+        .ingest_until(
             &json!({"id": "o-1", "type": "order.created", "data": {"amount": 7}}),
+            &["processed"],
         )
         .await;
-    assert_eq!(status, 201, "{event}");
-    let id = event["id"].as_i64().unwrap();
-    app.wait_for_state(id, &["processed"]).await;
     assert_eq!(messages_in(&js, &stream_name).await, 1);
 
     let message = js
@@ -99,11 +96,9 @@ async fn a_publish_to_a_subject_no_stream_takes_fails_with_the_reason(app: TestA
     let rule = json!({"name": "lost", "event_type": "t", "condition": true,
         "action": {"type": "publish_nats", "params": {"url": NATS_URL, "subject": subject}}});
     assert_eq!(app.post("/rules", &rule).await.0, 201);
-    let (_, event) = app
-        .post("/events", &json!({"id": "x", "type": "t", "data": {}}))
+    let (id, failed) = app
+        .ingest_until(&json!({"id": "x", "type": "t", "data": {}}), &["failed"])
         .await;
-    let id = event["id"].as_i64().unwrap();
-    let failed = app.wait_for_state(id, &["failed"]).await;
     let attempts = app.attempts(id).await;
     let error = attempts[0]["rule_executions"][0]["error"]
         .as_str()
@@ -185,6 +180,18 @@ async fn a_broker_password_in_a_rule_is_never_shown_and_survives_a_save_of_what_
 }
 
 /// A connection to this machine's RabbitMQ with a new queue named from `prefix`; `None`
+/// The next message in `queue`, which must hold one.
+async fn take_one(channel: &lapin::Channel, queue: &str) -> lapin::message::BasicGetMessage {
+    channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+        .expect("one message published")
+}
+
 /// (outside CI) when RabbitMQ does not run.
 async fn rabbitmq_queue(prefix: &str) -> Option<(lapin::Connection, lapin::Channel, String)> {
     use crate::brokers::{unique, AMQP_URL};
@@ -393,19 +400,13 @@ async fn a_rule_publishes_to_rabbitmq_with_confirms_once_and_a_replay_publishes_
         created["current_version"]["action"]["params"]["url"],
         "amqp://guest:********@127.0.0.1:5672/%2f"
     );
-    let (_, event) = app
-        .post(
-            "/events",
+    let (id, _) = app
+        .ingest_until(
             &json!({"id": "r-1", "type": "order.created", "data": {}}),
+            &["processed"],
         )
         .await;
-    let id = event["id"].as_i64().unwrap();
-    app.wait_for_state(id, &["processed"]).await;
-    let message = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("one message published");
+    let message = take_one(&channel, &queue).await;
     let key = app.attempts(id).await[0]["rule_executions"][0]["idempotency_key"]
         .as_str()
         .unwrap()
@@ -442,14 +443,12 @@ async fn a_rule_publishes_to_rabbitmq_with_confirms_once_and_a_replay_publishes_
         )
         .await;
     assert!(lost["id"].is_i64(), "{lost}");
-    let (_, event) = app
-        .post(
-            "/events",
+    let (id, _) = app
+        .ingest_until(
             &json!({"id": "n-1", "type": "nowhere", "data": {}}),
+            &["failed"],
         )
         .await;
-    let id = event["id"].as_i64().unwrap();
-    app.wait_for_state(id, &["failed"]).await;
     let error = app.attempts(id).await[0]["rule_executions"][0]["error"]
         .as_str()
         .unwrap_or_default()
@@ -509,14 +508,12 @@ async fn a_rule_adds_to_a_redis_stream_once_and_dry_run_and_explain_show_the_ent
     let (status, created) = app.post("/rules", &rule).await;
     assert_eq!(status, 201, "{created}");
     let rule_id = created["id"].as_i64().unwrap();
-    let (_, event) = app
-        .post(
-            "/events",
+    let (id, _) = app
+        .ingest_until(
             &json!({"id": "s-1", "type": "order.created", "data": {"total": 12.5}}),
+            &["processed"],
         )
         .await;
-    let id = event["id"].as_i64().unwrap();
-    app.wait_for_state(id, &["processed"]).await;
     let key = format!("{stream}:order.created");
     let added = entries(&mut redis, &key).await;
     assert_eq!(added.len(), 1, "{added:?}");
@@ -639,11 +636,9 @@ async fn a_redis_stream_is_trimmed_to_maxlen_and_a_key_of_another_type_fails_the
     let rule = json!({"name": "wrong", "event_type": "w", "condition": true,
         "action": {"type": "publish_redis", "params": {"url": REDIS_URL, "stream": wrong}}});
     assert_eq!(app.post("/rules", &rule).await.0, 201);
-    let (_, event) = app
-        .post("/events", &json!({"id": "w-1", "type": "w", "data": {}}))
+    let (id, _) = app
+        .ingest_until(&json!({"id": "w-1", "type": "w", "data": {}}), &["failed"])
         .await;
-    let id = event["id"].as_i64().unwrap();
-    app.wait_for_state(id, &["failed"]).await;
     let attempts = app.attempts(id).await;
     assert_eq!(attempts.len(), 1, "not retried: {attempts:?}");
     let error = attempts[0]["rule_executions"][0]["error"]
@@ -689,7 +684,6 @@ async fn a_redis_stream_is_trimmed_to_maxlen_and_a_key_of_another_type_fails_the
 crate::story!(a_rabbitmq_publish_carries_the_properties_a_rule_sets_but_never_sluices_own);
 async fn a_rabbitmq_publish_carries_the_properties_a_rule_sets_but_never_sluices_own(app: TestApp) {
     use crate::brokers::AMQP_URL;
-    use lapin::options::BasicGetOptions;
     let Some((connection, channel, queue)) = rabbitmq_queue("sluice-props-").await else {
         return;
     };
@@ -731,19 +725,13 @@ async fn a_rabbitmq_publish_carries_the_properties_a_rule_sets_but_never_sluices
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    let (_, event) = app
-        .post(
-            "/events",
+    let (id, _) = app
+        .ingest_until(
             &json!({"id": "p-1", "type": "order.paid", "data": {}}),
+            &["processed"],
         )
         .await;
-    let id = event["id"].as_i64().unwrap();
-    app.wait_for_state(id, &["processed"]).await;
-    let message = channel
-        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-        .expect("one message published");
+    let message = take_one(&channel, &queue).await;
     let properties = &message.delivery.properties;
     let text =
         |value: &Option<lapin::types::ShortString>| value.as_ref().map(|v| v.as_str().to_owned());
@@ -772,14 +760,12 @@ async fn a_rabbitmq_publish_carries_the_properties_a_rule_sets_but_never_sluices
     long["event_type"] = json!("order.long");
     let (status, created) = app.post("/rules", &long).await;
     assert_eq!(status, 201, "{created}");
-    let (_, event) = app
-        .post(
-            "/events",
+    let (id, _) = app
+        .ingest_until(
             &json!({"id": "l-1", "type": "order.long", "data": {"reference": "x".repeat(300)}}),
+            &["processed", "failed"],
         )
         .await;
-    let id = event["id"].as_i64().unwrap();
-    app.wait_for_state(id, &["processed", "failed"]).await;
     let execution = &app.attempts(id).await[0]["rule_executions"][0];
     assert_eq!(execution["result"], "failed", "{execution}");
     assert!(

@@ -245,6 +245,15 @@ impl TestApp {
         }
     }
 
+    /// Posts one new event and polls until its state is one of `states`: its id, and the
+    /// event as it then is.
+    pub async fn ingest_until(&self, event: &Value, states: &[&str]) -> (i64, Value) {
+        let (status, created) = self.post("/events", event).await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["id"].as_i64().expect("a stored event has an id");
+        (id, self.wait_for_state(id, states).await)
+    }
+
     /// Attempts of an event, newest first.
     pub async fn attempts(&self, id: i64) -> Vec<Value> {
         let (status, body) = self.get_json(&format!("/events/{id}/attempts")).await;

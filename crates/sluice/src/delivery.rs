@@ -11,10 +11,13 @@
 //! - **At the cap, in the worker.** A target that is answering but has
 //!   `TARGET_MAX_IN_FLIGHT` deliveries in flight from this process makes the next ones wait
 //!   in line (first come, first served) for a place, in memory, holding no worker slot. At
-//!   most [`TargetLimits::max_waiting`] wait per target; an event that would be one more
-//!   ([`Targets::crowded`]) is set aside before anything of it runs: back to the queue
-//!   without a trace (no attempt, no history row), marked with the target, and claims pass
-//!   it by.
+//!   most [`TargetLimits::max_waiting`] wait per target. An event that would be one more
+//!   ([`Targets::crowded`]) waits for a place in the line if the line is moving — as many
+//!   as it took in the last [`LINE_HORIZON`], each at most [`LINE_MAX_WAIT`]
+//!   ([`Targets::place_in_line`]), so a backlog to a receiver that keeps up stays in the
+//!   worker rather than going round through the queue. Otherwise it is set aside before
+//!   anything of it runs: back to the queue without a trace (no attempt, no history row),
+//!   marked with the target, and claims pass it by.
 //! - **Open or paused, in the queue.** The action is recorded `deferred` once, the rest of
 //!   the event's rules run, and the event goes back to the queue marked with the target it
 //!   waits for, due only when its longest allowed wait (`TARGET_MAX_WAIT`) ends: no claim,
@@ -54,6 +57,14 @@ use tokio_util::sync::CancellationToken;
 
 pub const REFRESH: Duration = Duration::from_millis(500);
 pub const REPORT: Duration = Duration::from_secs(1);
+/// How far ahead a target's line may be queued beyond its room in a worker: an event finding
+/// the line full waits for a place only if fewer wait so than the line took in about this
+/// long (a line that moves fast keeps its backlog in the worker; one that does not sets it
+/// aside at once).
+pub const LINE_HORIZON: Duration = Duration::from_millis(100);
+/// The longest an event waits for a place in a full line before it is set aside after all
+/// (the line stopped moving meanwhile).
+pub const LINE_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// How far 429s can slow a target down: its limit divided by this at most.
 pub const MAX_SLOWDOWN: f64 = 32.0;
@@ -138,6 +149,12 @@ struct Lane {
     waiting: AtomicUsize,
     /// The target's state changed (it opened, was paused): those in line look again.
     changed: Notify,
+    /// Deliveries waiting for a place in the full line ([`Targets::place_in_line`]).
+    queued: AtomicUsize,
+    /// One left the line for a place under the cap: the next queued one looks again.
+    moved: Notify,
+    /// How fast the line has been moving.
+    departures: Mutex<Departures>,
     /// Events wait for this target in the queue (this process set some aside, or the last
     /// read of the targets counted some).
     parked: AtomicBool,
@@ -149,6 +166,49 @@ struct Lane {
     sends: tokio::sync::Mutex<Sends>,
     /// Bumped at a 429: send times taken before it are not used.
     throttles: AtomicU64,
+}
+
+/// Departures from a target's line (deliveries that got a place under its cap), counted over
+/// two windows of [`LINE_HORIZON`]: how many the line took in about its last horizon.
+#[derive(Debug)]
+struct Departures {
+    since: std::time::Instant,
+    current: usize,
+    previous: usize,
+}
+
+impl Departures {
+    fn new(now: std::time::Instant) -> Self {
+        Departures {
+            since: now,
+            current: 0,
+            previous: 0,
+        }
+    }
+
+    fn roll(&mut self, now: std::time::Instant) {
+        let age = now.saturating_duration_since(self.since);
+        if age >= LINE_HORIZON {
+            self.previous = if age < 2 * LINE_HORIZON {
+                self.current
+            } else {
+                0
+            };
+            self.current = 0;
+            self.since = now;
+        }
+    }
+
+    fn depart(&mut self, now: std::time::Instant) {
+        self.roll(now);
+        self.current += 1;
+    }
+
+    /// How many left the line in about the last [`LINE_HORIZON`] (none if it stood still).
+    fn recent(&mut self, now: std::time::Instant) -> usize {
+        self.roll(now);
+        self.previous.max(self.current)
+    }
 }
 
 /// Consecutive send times, `interval` apart, the first at `next`.
@@ -292,6 +352,9 @@ impl Targets {
                     slots: Arc::new(Semaphore::new(self.limits.max_in_flight)),
                     waiting: AtomicUsize::new(0),
                     changed: Notify::new(),
+                    queued: AtomicUsize::new(0),
+                    moved: Notify::new(),
+                    departures: Mutex::new(Departures::new(std::time::Instant::now())),
                     parked: AtomicBool::new(false),
                     releasing: AtomicBool::new(false),
                     pacing: AtomicUsize::new(0),
@@ -303,14 +366,61 @@ impl Targets {
     }
 
     /// Whether a delivery to `target` would find its cap taken and its line in this process
-    /// full: then the event is set aside rather than held (see [`Targets::set_aside`]).
+    /// full (or others already waiting for a place in it): then it waits for a place
+    /// ([`Targets::place_in_line`]) or is set aside ([`Targets::set_aside`]).
     pub fn crowded(&self, target: &str) -> bool {
         if !self.known(target).as_ref().is_none_or(available) {
             return false;
         }
         let lane = self.lane(target);
+        self.line_full(&lane) || lane.queued.load(Ordering::Relaxed) > 0
+    }
+
+    fn line_full(&self, lane: &Lane) -> bool {
         lane.slots.available_permits() == 0
             && lane.waiting.load(Ordering::Relaxed) >= self.limits.max_waiting
+    }
+
+    /// Waits, first come first served, for a place in `target`'s full line — if the line is
+    /// moving: at most as many wait so as it took in the last [`LINE_HORIZON`], each for at
+    /// most [`LINE_MAX_WAIT`]. `true`: it has a place (or the target cannot take deliveries
+    /// any more, which [`Targets::admit`] will say); `false`: set it aside. A backlog to a
+    /// receiver that keeps up thus stays in the worker instead of being set aside and claimed
+    /// again, while one to a receiver that does not is set aside at once, leaving the
+    /// worker's room to other targets' events.
+    pub async fn place_in_line(&self, target: &str) -> bool {
+        let lane = self.lane(target);
+        let recent = lane
+            .departures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recent(std::time::Instant::now());
+        if lane.queued.fetch_add(1, Ordering::AcqRel) >= recent {
+            lane.queued.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + LINE_MAX_WAIT;
+        let placed = loop {
+            let moved = lane.moved.notified();
+            let changed = lane.changed.notified();
+            tokio::pin!(moved, changed);
+            moved.as_mut().enable();
+            changed.as_mut().enable();
+            if !self.known(target).as_ref().is_none_or(available) || !self.line_full(&lane) {
+                break true;
+            }
+            tokio::select! {
+                () = moved => {}
+                () = changed => {}
+                () = tokio::time::sleep_until(deadline) => break false,
+            }
+        };
+        lane.queued.fetch_sub(1, Ordering::AcqRel);
+        if !placed {
+            // Its turn passes to the next one.
+            lane.moved.notify_one();
+        }
+        placed
     }
 
     /// This process set an event aside for `target`: it will release it when there is room.
@@ -349,6 +459,13 @@ impl Targets {
                 () = lane.changed.notified() => None,
             };
             lane.waiting.fetch_sub(1, Ordering::Relaxed);
+            if acquired.is_some() {
+                lane.departures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .depart(std::time::Instant::now());
+                lane.moved.notify_one();
+            }
             // The target may have opened or been paused while this one waited.
             if !probe {
                 if let Some(reason) = self.known(target).and_then(|t| unavailable_reason(&t)) {
@@ -816,5 +933,32 @@ pub fn state_number(target: &TargetRecord) -> f64 {
         "open" => 2.0,
         "half_open" => 1.0,
         _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_line_is_as_fast_as_its_last_horizon_and_still_once_it_stops() {
+        let start = Instant::now();
+        let mut departures = Departures::new(start);
+        assert_eq!(departures.recent(start), 0, "a line that never moved");
+        for i in 0..50 {
+            departures.depart(start + Duration::from_millis(i));
+        }
+        assert_eq!(departures.recent(start + Duration::from_millis(60)), 50);
+        // The next horizon remembers the last one until it has more of its own.
+        let next = start + LINE_HORIZON + Duration::from_millis(10);
+        departures.depart(next);
+        assert_eq!(departures.recent(next), 50);
+        for i in 1..80 {
+            departures.depart(next + Duration::from_millis(i / 2));
+        }
+        assert_eq!(departures.recent(next + Duration::from_millis(50)), 80);
+        // A line that stood still for two horizons took nothing lately.
+        assert_eq!(departures.recent(next + 3 * LINE_HORIZON), 0);
     }
 }

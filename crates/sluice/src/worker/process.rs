@@ -379,7 +379,8 @@ pub fn cannot_start(
 }
 
 /// Evaluates every rule, then executes the decisions in order — unless one of their targets
-/// has its line in this worker full, in which case nothing runs and the event is set aside.
+/// has its line in this worker full and not moving fast enough to wait for a place in it, in
+/// which case nothing runs and the event is set aside.
 async fn run_rules(
     claimed: &ClaimedEvent,
     rules: &RuleSet,
@@ -396,8 +397,13 @@ async fn run_rules(
                 if context.targets.crowded(&target)
                     && !waited_too_long(claimed, &target, processing)
                 {
-                    context.targets.set_aside(&target);
-                    return Ok(Ran::SetAside(target));
+                    waits.pause();
+                    let placed = context.targets.place_in_line(&target).await;
+                    waits.resume().await;
+                    if !placed {
+                        context.targets.set_aside(&target);
+                        return Ok(Ran::SetAside(target));
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! backlog at its own pace without a row of churn; waiting has a bound; the statements a
 //! worker runs keep their index plans on a large table that was never analyzed.
 
-use crate::helpers::{start_on, Db, TestApp};
+use crate::helpers::{fresh_database, spawn_sibling, start_on, start_on_as, Db, Roles, TestApp};
 use crate::processing::post_event;
 use crate::receiver::Receiver;
 use crate::story;
@@ -299,6 +299,65 @@ async fn a_slow_receiver_takes_a_backlog_at_its_pace_without_churn(app: TestApp)
         deferred, 0,
         "a receiver that answers is never a reason to defer"
     );
+}
+
+/// A backlog to a receiver that keeps up stays in the worker: events that find its line full
+/// wait there for a place while the line moves, instead of going back to the queue to be
+/// claimed again (and again).
+async fn a_backlog_to_a_receiver_that_keeps_up_is_not_set_aside(db: Db) {
+    const BACKLOG: usize = 2000;
+    let Some(database) = fresh_database(db).await else {
+        return;
+    };
+    let private = ["--webhook-allow-private", "true"];
+    let api = start_on_as(db, &database.url, &private, Roles::API).await;
+    let quick = Receiver::start(200, 0).await;
+    let (status, body) = api
+        .post("/rules", &hook_rule("quick", "to.quick", &quick.url))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    queue(&api, "b", "to.quick", BACKLOG).await;
+    // This worker holds up to 32 events, 2 in flight to one target and 16 in its line: about
+    // half of what it holds of this backlog finds the line full.
+    let worker = spawn_sibling(
+        &api,
+        &[
+            "--webhook-allow-private",
+            "true",
+            "--worker-concurrency",
+            "4",
+            "--target-max-in-flight",
+            "2",
+        ],
+        Roles::WORKER,
+    )
+    .await;
+    api.wait_for_processed(BACKLOG as i64).await;
+    assert_eq!(quick.count(), BACKLOG, "each delivered once");
+    let metrics = api.get("/metrics").await.text().await.unwrap();
+    let set_aside: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("sluice_set_aside_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    // Only while the line has not moved yet (the first claims), or stood still for a moment,
+    // is an event set aside (tens here); each one was, without the wait (more than BACKLOG).
+    assert!(
+        set_aside < (BACKLOG / 5) as f64,
+        "{set_aside} of {BACKLOG} events were set aside and claimed again"
+    );
+    worker.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_to_a_receiver_that_keeps_up_is_not_set_aside_sqlite() {
+    a_backlog_to_a_receiver_that_keeps_up_is_not_set_aside(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_to_a_receiver_that_keeps_up_is_not_set_aside_postgres() {
+    a_backlog_to_a_receiver_that_keeps_up_is_not_set_aside(Db::Postgres).await;
 }
 
 story!(

@@ -140,6 +140,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub target_max_in_flight: u32,
 
+    /// Publishes one worker process keeps in flight to one broker (the scheme://host:port of
+    /// a `publish_nats`, `publish_rabbitmq` or `publish_redis` URL); more wait in line. A
+    /// broker takes publishes pipelined on one connection, so it gets more than a webhook.
+    #[arg(long, env = "BROKER_MAX_IN_FLIGHT", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub broker_max_in_flight: u32,
+
     /// Deliveries per second each target gets at most, over every worker process together
     /// (0: no limit); `PUT /targets/{target}` sets one target's own. Fractions are allowed
     /// (`0.5`: one every two seconds).
@@ -288,6 +295,7 @@ impl std::fmt::Debug for Settings {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("auth", &self.auth)
             .field("target_max_in_flight", &self.target_max_in_flight)
+            .field("broker_max_in_flight", &self.broker_max_in_flight)
             .field("target_max_per_second", &self.target_max_per_second)
             .field("operational_events", &self.operational_events)
             .field("target_failure_threshold", &self.target_failure_threshold)

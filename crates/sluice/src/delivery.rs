@@ -75,7 +75,10 @@ pub const DEFAULT_HOLD_OFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct TargetLimits {
+    /// `TARGET_MAX_IN_FLIGHT`: a webhook's or the SMTP server's cap.
     pub max_in_flight: usize,
+    /// `BROKER_MAX_IN_FLIGHT`: a broker's cap.
+    pub broker_max_in_flight: usize,
     /// Deliveries one process keeps waiting in line for a place under a target's cap; an
     /// event that would be one more is set aside in the queue.
     pub max_waiting: usize,
@@ -86,13 +89,26 @@ pub struct TargetLimits {
 }
 
 impl TargetLimits {
+    /// The in-flight cap of `target` (`scheme://host:port`).
+    pub fn cap(&self, target: &str) -> usize {
+        if crate::actions::is_broker(target) {
+            self.broker_max_in_flight
+        } else {
+            self.max_in_flight
+        }
+    }
+
     pub fn from_settings(settings: &crate::config::Settings) -> Self {
         let max_in_flight = settings.target_max_in_flight as usize;
+        let broker_max_in_flight = settings.broker_max_in_flight as usize;
         TargetLimits {
             max_in_flight,
+            broker_max_in_flight,
             // Half of what a worker holds (`worker::HELD_PER_SLOT` per slot): a backlog to
             // one target never takes all of it, so other targets' events are still claimed.
-            max_waiting: (settings.worker_concurrency as usize * 4).max(max_in_flight),
+            max_waiting: (settings.worker_concurrency as usize * 4)
+                .max(max_in_flight)
+                .max(broker_max_in_flight),
             failure_threshold: i64::from(settings.target_failure_threshold),
             open_ms: i64::try_from(settings.target_open_ms).unwrap_or(i64::MAX),
             max_per_second: settings.target_max_per_second,
@@ -144,6 +160,8 @@ struct Local {
 /// One target as this process sees it: its places, who waits for one, and whether events
 /// wait for it in the queue.
 struct Lane {
+    /// Its cap: the places `slots` has in all.
+    cap: usize,
     slots: Arc<Semaphore>,
     /// Deliveries waiting in line for a place.
     waiting: AtomicUsize,
@@ -348,8 +366,10 @@ impl Targets {
             .unwrap_or_else(|p| p.into_inner())
             .entry(target.to_owned())
             .or_insert_with(|| {
+                let cap = self.limits.cap(target);
                 Arc::new(Lane {
-                    slots: Arc::new(Semaphore::new(self.limits.max_in_flight)),
+                    cap,
+                    slots: Arc::new(Semaphore::new(cap)),
                     waiting: AtomicUsize::new(0),
                     changed: Notify::new(),
                     queued: AtomicUsize::new(0),
@@ -724,9 +744,9 @@ impl Targets {
         {
             return;
         }
-        let in_flight = self.limits.max_in_flight - lane.slots.available_permits();
+        let in_flight = lane.cap - lane.slots.available_permits();
         let holding = in_flight + lane.waiting.load(Ordering::Relaxed);
-        let room = (self.limits.max_in_flight + self.limits.max_waiting).saturating_sub(holding);
+        let room = (lane.cap + self.limits.max_waiting).saturating_sub(holding);
         if room < (self.limits.max_waiting / 2).max(1) {
             return;
         }
@@ -810,7 +830,7 @@ impl Targets {
             .map(|(t, lane)| {
                 (
                     t.clone(),
-                    self.limits.max_in_flight - lane.slots.available_permits(),
+                    lane.cap - lane.slots.available_permits(),
                     lane.waiting.load(Ordering::Relaxed),
                 )
             })

@@ -276,6 +276,16 @@ pub fn target(action: &RenderedAction, smtp_target: Option<&str>) -> Option<Stri
     }
 }
 
+/// Whether `target` (`scheme://host:port`, see [`target_of`]) is a broker a publish action
+/// goes to (NATS, RabbitMQ, Redis), rather than a webhook's receiver or an SMTP server.
+pub fn is_broker(target: &str) -> bool {
+    let scheme = target.split_once("://").map_or("", |(scheme, _)| scheme);
+    matches!(
+        scheme,
+        "nats" | "tls" | "amqp" | "amqps" | "redis" | "rediss"
+    )
+}
+
 /// `scheme://host:port` of a URL (the scheme's usual port when it names none; 587 for
 /// `smtp`, 465 for `smtps`); `None` if it does not parse.
 pub fn target_of(url: &str) -> Option<String> {
@@ -452,7 +462,7 @@ mod tests {
 
 #[cfg(test)]
 mod target_tests {
-    use super::target_of;
+    use super::{is_broker, target_of};
 
     #[test]
     fn a_target_is_scheme_host_and_port() {
@@ -469,5 +479,21 @@ mod target_tests {
             Some("smtp://mail.example.com:587")
         );
         assert_eq!(target_of("not a url"), None);
+    }
+
+    #[test]
+    fn brokers_are_told_from_receivers_by_their_target() {
+        for url in [
+            "nats://127.0.0.1:4222",
+            "amqp://guest:guest@127.0.0.1/%2f",
+            "rediss://cache.example.com",
+        ] {
+            let target = target_of(url).expect("parses");
+            assert!(is_broker(&target), "{target}");
+        }
+        for url in ["https://hooks.example.com/x", "smtp://mail.example.com"] {
+            let target = target_of(url).expect("parses");
+            assert!(!is_broker(&target), "{target}");
+        }
     }
 }

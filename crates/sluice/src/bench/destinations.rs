@@ -3,7 +3,7 @@
 //! For each broker on this machine (NATS JetStream, RabbitMQ, Redis):
 //! 1. **Reference**: the same client library sluice uses publishes `--events` messages of the
 //!    same size in a loop, with the same acknowledgement settings (JetStream ack, publisher
-//!    confirms, the `XADD` reply), `TARGET_MAX_IN_FLIGHT` (16) at a time — the most one
+//!    confirms, the `XADD` reply), `BROKER_MAX_IN_FLIGHT` (32) at a time — the most one
 //!    worker process keeps in flight to one target — and, for context, one at a time.
 //! 2. **sluice**: `sluice api` alone queues `--events` events whose rule publishes to the
 //!    broker; one `sluice worker` starts and publishes them; time until every event is
@@ -24,8 +24,8 @@ use std::time::Instant;
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const REDIS_URL: &str = "redis://127.0.0.1:6379";
-/// A worker process's in-flight cap per target, by default.
-const IN_FLIGHT: usize = 16;
+/// A worker process's in-flight cap per broker, by default (`BROKER_MAX_IN_FLIGHT`).
+const IN_FLIGHT: usize = 32;
 
 #[derive(Debug, Serialize)]
 pub struct DestinationsReport {
@@ -39,7 +39,7 @@ pub struct DestinationsReport {
 #[derive(Debug, Serialize)]
 pub struct BrokerFigures {
     pub broker: &'static str,
-    /// Messages/s of the client alone, 16 in flight (the better of two runs).
+    /// Messages/s of the client alone, `IN_FLIGHT` at a time (the better of two runs).
     pub reference_rate: f64,
     /// Messages/s of the client alone, one at a time.
     pub sequential_rate: f64,
@@ -62,7 +62,7 @@ impl DestinationsReport {
         for b in &self.brokers {
             let _ = writeln!(
                 out,
-                "  {:<9} client alone {:>6.0}/s (16 in flight; {:.0}/s one at a time) · sluice {:>6.0}/s = {:.2}x · {} messages",
+                "  {:<9} client alone {:>6.0}/s ({IN_FLIGHT} in flight; {:.0}/s one at a time) · sluice {:>6.0}/s = {:.2}x · {} messages",
                 b.broker, b.reference_rate, b.sequential_rate, b.sluice_rate, b.ratio, b.published
             );
         }

@@ -962,6 +962,29 @@ mod tests {
     use std::time::Instant;
 
     #[test]
+    fn a_broker_gets_its_own_cap_and_a_receiver_the_targets() {
+        let settings = crate::config::Settings::from_args(["--database-url", "sqlite::memory:"])
+            .expect("parses");
+        let limits = TargetLimits::from_settings(&settings);
+        assert_eq!(limits.cap("redis://127.0.0.1:6379"), 32);
+        assert_eq!(limits.cap("nats://127.0.0.1:4222"), 32);
+        assert_eq!(limits.cap("https://hooks.example.com:443"), 16);
+        assert_eq!(limits.cap("smtp://mail.example.com:587"), 16);
+        let settings = crate::config::Settings::from_args([
+            "--database-url",
+            "sqlite::memory:",
+            "--broker-max-in-flight",
+            "64",
+            "--target-max-in-flight",
+            "4",
+        ])
+        .expect("parses");
+        let limits = TargetLimits::from_settings(&settings);
+        assert_eq!(limits.cap("amqp://127.0.0.1:5672"), 64);
+        assert_eq!(limits.cap("http://127.0.0.1:8080"), 4);
+    }
+
+    #[test]
     fn a_line_is_as_fast_as_its_last_horizon_and_still_once_it_stops() {
         let start = Instant::now();
         let mut departures = Departures::new(start);

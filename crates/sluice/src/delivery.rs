@@ -347,6 +347,16 @@ impl Targets {
             .cloned()
     }
 
+    /// Whether `target` can take deliveries as far as this process knows (neither open nor
+    /// paused; an unknown one can). Read in place, not cloned: asked before every delivery.
+    fn takes_deliveries(&self, target: &str) -> bool {
+        self.known
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .is_none_or(available)
+    }
+
     fn remember(&self, record: TargetRecord) {
         let target = record.target.clone();
         let now_available = available(&record);
@@ -389,7 +399,7 @@ impl Targets {
     /// full (or others already waiting for a place in it): then it waits for a place
     /// ([`Targets::place_in_line`]) or is set aside ([`Targets::set_aside`]).
     pub fn crowded(&self, target: &str) -> bool {
-        if !self.known(target).as_ref().is_none_or(available) {
+        if !self.takes_deliveries(target) {
             return false;
         }
         let lane = self.lane(target);
@@ -426,7 +436,7 @@ impl Targets {
             tokio::pin!(moved, changed);
             moved.as_mut().enable();
             changed.as_mut().enable();
-            if !self.known(target).as_ref().is_none_or(available) || !self.line_full(&lane) {
+            if !self.takes_deliveries(target) || !self.line_full(&lane) {
                 break true;
             }
             tokio::select! {
@@ -739,9 +749,7 @@ impl Targets {
     /// in one statement, then wakes the workers. One release per target at a time.
     fn release_if_room(self: &Arc<Self>, target: &str) {
         let lane = self.lane(target);
-        if !lane.parked.load(Ordering::Relaxed)
-            || !self.known(target).as_ref().is_none_or(available)
-        {
+        if !lane.parked.load(Ordering::Relaxed) || !self.takes_deliveries(target) {
             return;
         }
         let in_flight = lane.cap - lane.slots.available_permits();

@@ -86,7 +86,17 @@ pub async fn bench_destinations(args: BenchArgs) -> anyhow::Result<DestinationsR
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let mut brokers = Vec::new();
     let mut skipped = Vec::new();
-    for broker in [Broker::Nats, Broker::Rabbitmq, Broker::Redis] {
+    let wanted = |broker: Broker| {
+        args.brokers.is_empty()
+            || args
+                .brokers
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(broker.name()))
+    };
+    for broker in [Broker::Nats, Broker::Rabbitmq, Broker::Redis]
+        .into_iter()
+        .filter(|broker| wanted(*broker))
+    {
         match measure(broker, &args, &client, &api.url, &run).await {
             Ok(figures) => {
                 eprintln!(

@@ -113,6 +113,9 @@ pub struct BenchArgs {
     /// same client publishing alone with the same acknowledgements (needs --spawn).
     #[arg(long, requires = "spawn", conflicts_with_all = ["webhooks", "sources"])]
     pub destinations: bool,
+    /// With --destinations: only these brokers (nats, rabbitmq, redis); all three if unset.
+    #[arg(long, value_delimiter = ',', requires = "destinations", value_parser = ["nats", "rabbitmq", "redis"])]
+    pub brokers: Vec<String>,
     /// Only run the benchmarks' webhook receiver (answering after --receiver-delay-ms) on
     /// this port until stopped, e.g. to measure it with wrk.
     #[arg(long, conflicts_with_all = ["webhooks", "spawn", "url"])]

@@ -37,6 +37,7 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
         webhooks: false,
         sources: false,
         destinations: false,
+        brokers: Vec::new(),
         serve_receiver: None,
         receiver_delay_ms: 10,
         receiver_connections: 16,

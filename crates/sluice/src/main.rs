@@ -14,6 +14,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    keep_freed_memory_a_while();
     let cli = Cli::parse_or_exit();
     let command = cli.command;
     // The two commands that need no server: `eval` is synchronous, `bench` has its own runtime.
@@ -38,6 +39,30 @@ fn main() -> ExitCode {
             eprintln!("sluice: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How long mimalloc keeps memory freed before it returns it to the system, unless
+/// `MIMALLOC_PURGE_DELAY` says otherwise. Its default, 10 ms, is shorter than the rhythm of
+/// sluice's batches: memory freed by one batch (outcomes written, spans exported on the
+/// exporter's thread) was given back and faulted in again, zeroed, by the next. With traces
+/// exported that was an eighth of the processes' CPU. A second keeps it for reuse under a
+/// steady load and still returns what a burst left behind.
+const PURGE_DELAY_MS: std::ffi::c_long = 1_000;
+
+#[allow(unsafe_code)]
+fn keep_freed_memory_a_while() {
+    // `mi_option_purge_delay` in mimalloc 2's `mi_option_t` (`mimalloc.h`); the sys crate
+    // names only some options.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    let set_by_user = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some());
+    if !set_by_user {
+        // SAFETY: sets one integer option of the allocator, which reads it when it next
+        // purges; any value is valid, and no allocation is in progress on another thread
+        // (none has started yet).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
 }
 
@@ -82,4 +107,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// `eval` and `bench` are dispatched in `main` before the runtime starts.
 fn unreachable_subcommand() -> anyhow::Result<()> {
     anyhow::bail!("this subcommand does not run inside the server runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The option's number is mimalloc's, not the sys crate's: should an upgrade renumber
+    /// its options, this fails rather than sluice setting another one.
+    #[test]
+    #[allow(unsafe_code)]
+    fn the_purge_delay_set_is_mimallocs_purge_delay() {
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
+            || std::env::var_os("MIMALLOC_RESET_DELAY").is_some()
+        {
+            return;
+        }
+        // SAFETY: reads one integer option of the allocator.
+        let get = |option| unsafe { libmimalloc_sys::mi_option_get(option) };
+        // mimalloc 2's defaults around it: eager_commit_delay 1, purge_delay 10,
+        // use_numa_nodes 0.
+        assert_eq!((get(14), get(15), get(16)), (1, 10, 0));
+        keep_freed_memory_a_while();
+        assert_eq!(get(15), PURGE_DELAY_MS);
+    }
 }

@@ -1,10 +1,14 @@
 //! OpenTelemetry traces, exported over OTLP/HTTP (protobuf) when the standard `OTEL_*`
 //! variables ask for it, and not even created otherwise.
 //!
-//! The spans sluice traces are `tracing` spans with the target [`TARGET`]. Only the
-//! OpenTelemetry layer sees them, so log lines are the same with tracing on or off; with it
-//! off no layer wants them, and each span costs one cached check of its call site. Work that
-//! only tracing needs (reading or writing a `traceparent`) is behind [`on`].
+//! A request's spans (ingest, a source's delivery) are `tracing` spans with the target
+//! [`TARGET`]. Only the OpenTelemetry layer sees them, so log lines are the same with tracing
+//! on or off; with it off no layer wants them, and each span costs one cached check of its
+//! call site. An event's processing (its attempt, each rule, each delivery: two or three
+//! spans per event, at the drain's rate) is traced with [`WorkSpan`]s, made on the
+//! OpenTelemetry tracer directly: through `tracing`, each was built twice (the layer's
+//! builder, then the SDK's span at its end) and made whether or not its trace was sampled.
+//! Work that only tracing needs (reading or writing a `traceparent`) is behind [`on`].
 //!
 //! A trace crosses processes as a W3C `traceparent`: read from the request that ingests an
 //! event, stored with the event (so the worker that claims it, on any machine, continues the
@@ -32,6 +36,7 @@ pub const TARGET: &str = "sluice::traces";
 
 static ON: AtomicBool = AtomicBool::new(false);
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
 
 /// Whether traces are exported by this process.
 pub fn on() -> bool {
@@ -153,6 +158,7 @@ where
         // Set up before in this process (tests start several apps).
         return Ok(None);
     }
+    let _ = TRACER.set(tracer.clone());
     let only_ours = Targets::new().with_target(TARGET, Level::TRACE);
     Ok(Some(
         tracing_opentelemetry::layer()
@@ -219,6 +225,108 @@ pub fn current_traceparent() -> Option<String> {
 pub fn fail(span: &Span, why: &str) {
     if on() {
         span.set_status(opentelemetry::trace::Status::error(why.to_owned()));
+    }
+}
+
+/// A span of an event's processing (its attempt, a rule, a delivery), made on the
+/// OpenTelemetry tracer itself rather than through `tracing`: a worker makes two or three
+/// per event, and the `tracing` path (a registry entry, the layer's builder, each field
+/// formatted, then the same span built again at its end) cost the drain twice what the
+/// span itself does. Ends when dropped; nothing at all while traces are off.
+pub struct WorkSpan(Option<opentelemetry::Context>);
+
+/// What a [`WorkSpan`] is: a consumer (an attempt), internal (a rule), or a call out of the
+/// process (a webhook or an email: client; a broker publish: producer).
+pub use opentelemetry::trace::SpanKind;
+
+impl WorkSpan {
+    /// No span: traces are off, or nothing worth one happens.
+    pub fn none() -> WorkSpan {
+        WorkSpan(None)
+    }
+
+    /// The span of an event's attempt, continuing the trace its `traceparent` names (the
+    /// ingest request's, stored with the event), or a new trace.
+    pub fn attempt(
+        name: impl FnOnce() -> String,
+        traceparent: Option<&str>,
+        attributes: impl FnOnce() -> Vec<opentelemetry::KeyValue>,
+    ) -> WorkSpan {
+        if !on() {
+            return WorkSpan::none();
+        }
+        let parent = match traceparent {
+            Some(traceparent) => TraceContextPropagator::new().extract(&Traceparent(traceparent)),
+            None => opentelemetry::Context::new(),
+        };
+        WorkSpan::start(&parent, name(), SpanKind::Consumer, attributes())
+    }
+
+    /// A span inside this one; none if this one is none.
+    pub fn child(
+        &self,
+        name: impl FnOnce() -> String,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<opentelemetry::KeyValue>,
+    ) -> WorkSpan {
+        match &self.0 {
+            Some(parent) => WorkSpan::start(parent, name(), kind, attributes()),
+            None => WorkSpan::none(),
+        }
+    }
+
+    fn start(
+        parent: &opentelemetry::Context,
+        name: String,
+        kind: SpanKind,
+        attributes: Vec<opentelemetry::KeyValue>,
+    ) -> WorkSpan {
+        use opentelemetry::trace::{TraceContextExt, Tracer};
+        let Some(tracer) = TRACER.get() else {
+            return WorkSpan::none();
+        };
+        let span = tracer
+            .span_builder(name)
+            .with_kind(kind)
+            .with_attributes(attributes)
+            .start_with_context(tracer, parent);
+        WorkSpan(Some(parent.with_span(span)))
+    }
+
+    /// Sets an attribute known only once the work is done.
+    pub fn set(&self, key: &'static str, value: &'static str) {
+        use opentelemetry::trace::TraceContextExt;
+        if let Some(cx) = &self.0 {
+            cx.span()
+                .set_attribute(opentelemetry::KeyValue::new(key, value));
+        }
+    }
+
+    /// Marks the span as failed, with `why`.
+    pub fn fail(&self, why: &str) {
+        use opentelemetry::trace::TraceContextExt;
+        if let Some(cx) = &self.0 {
+            cx.span()
+                .set_status(opentelemetry::trace::Status::error(why.to_owned()));
+        }
+    }
+
+    /// The span's W3C `traceparent`, sent with a delivery so that its receiver continues
+    /// the trace; `None` without a span.
+    pub fn traceparent(&self) -> Option<String> {
+        let cx = self.0.as_ref()?;
+        let mut carrier = Carrier(None);
+        TraceContextPropagator::new().inject_context(cx, &mut carrier);
+        carrier.0
+    }
+}
+
+impl Drop for WorkSpan {
+    fn drop(&mut self) {
+        use opentelemetry::trace::TraceContextExt;
+        if let Some(cx) = &self.0 {
+            cx.span().end();
+        }
     }
 }
 

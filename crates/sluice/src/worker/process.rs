@@ -11,9 +11,10 @@ use crate::actions::{ActionContext, ActionError, Actions};
 use crate::delivery::{Admission, Delivered, Targets};
 use crate::event_types::Processing;
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
-use crate::traces;
+use crate::traces::{self, SpanKind, WorkSpan};
 use crate::worker::WorkerSlot;
 use chrono::{DateTime, Utc};
+use opentelemetry::KeyValue;
 use sluice_core::action::RenderedAction;
 use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sluice_core::retry::RetryPolicy;
@@ -153,25 +154,25 @@ pub async fn process(
     slot: &WorkerSlot,
 ) -> AttemptOutcome {
     let event = &claimed.event;
-    let span = tracing::info_span!(
-        target: traces::TARGET,
-        "attempt",
-        otel.name = %format_args!("process {}", event.event_type),
-        otel.kind = "consumer",
-        sluice.event.id = event.id,
-        sluice.event.external_id = %event.external_id,
-        sluice.attempt.no = claimed.attempt_no,
-        sluice.attempt.trigger = claimed.trigger.as_str(),
-        sluice.attempt.status = tracing::field::Empty,
+    let span = WorkSpan::attempt(
+        || format!("process {}", event.event_type),
+        claimed.trace_context.as_deref(),
+        || {
+            vec![
+                KeyValue::new("sluice.event.id", event.id),
+                KeyValue::new("sluice.event.external_id", event.external_id.to_string()),
+                KeyValue::new("sluice.attempt.no", claimed.attempt_no),
+                KeyValue::new("sluice.attempt.trigger", claimed.trigger.as_str()),
+            ]
+        },
     );
-    traces::continue_trace(&span, claimed.trace_context.as_deref());
     // Spans name their parents rather than being entered around the work: wrapping a future
     // in its span moves it, and an attempt's future (every action's client inline) is large
     // enough that a few moves per event cost a tenth of the drain rate.
     let outcome = attempt(claimed, rules, processing, context, slot, &span).await;
-    span.record("sluice.attempt.status", outcome.status.as_str());
+    span.set("sluice.attempt.status", outcome.status.as_str());
     if outcome.status == AttemptStatus::Failed {
-        traces::fail(&span, outcome.error.as_deref().unwrap_or("a rule failed"));
+        span.fail(outcome.error.as_deref().unwrap_or("a rule failed"));
     }
     outcome
 }
@@ -182,7 +183,7 @@ async fn attempt(
     processing: &Processing,
     context: &ProcessContext,
     slot: &WorkerSlot,
-    span: &tracing::Span,
+    span: &WorkSpan,
 ) -> AttemptOutcome {
     let started = Instant::now();
     let finished: Finished = Arc::new(Mutex::new(Vec::new()));
@@ -388,7 +389,7 @@ async fn run_rules(
     context: &ProcessContext,
     waits: &Waits<'_>,
     finished: Finished,
-    attempt_span: &tracing::Span,
+    attempt_span: &WorkSpan,
 ) -> Result<Ran, StoreError> {
     let decisions = rule_pass::evaluate_all(rules, &claimed.event).await;
     for decided in &decisions {
@@ -412,22 +413,23 @@ async fn run_rules(
         // A rule whose condition is false gets no span (explain says why): an event of a type
         // with many rules would otherwise export one per rule.
         let span = match decided.decision {
-            Decision::Skip => tracing::Span::none(),
-            _ => tracing::info_span!(
-                target: traces::TARGET,
-                parent: attempt_span,
-                "rule",
-                otel.name = %format_args!("rule {}", decided.rule.rule_name),
-                sluice.rule.id = decided.rule.rule_id,
-                sluice.rule.version = decided.rule.version,
-                sluice.rule.result = tracing::field::Empty,
+            Decision::Skip => WorkSpan::none(),
+            _ => attempt_span.child(
+                || format!("rule {}", decided.rule.rule_name),
+                SpanKind::Internal,
+                || {
+                    vec![
+                        KeyValue::new("sluice.rule.id", decided.rule.rule_id),
+                        KeyValue::new("sluice.rule.version", decided.rule.version),
+                    ]
+                },
             ),
         };
         let result = Box::pin(execute(claimed, decided, processing, context, waits, &span)).await;
-        span.record("sluice.rule.result", result.record.result.as_str());
+        span.set("sluice.rule.result", result.record.result.as_str());
         if let (ExecutionResult::Failed, Some(error)) = (result.record.result, &result.record.error)
         {
-            traces::fail(&span, error);
+            span.fail(error);
         }
         finished
             .lock()
@@ -444,7 +446,7 @@ async fn execute(
     processing: &Processing,
     context: &ProcessContext,
     waits: &Waits<'_>,
-    rule_span: &tracing::Span,
+    rule_span: &WorkSpan,
 ) -> RuleResult {
     let started = Instant::now();
     // An at-most-once action is settled against its prior executions right before it runs.
@@ -616,7 +618,7 @@ async fn execute(
     }
     // Sent with the delivery (a `traceparent` header), so the receiver continues the trace.
     let span = action_span(&action, context, rule_span);
-    let traceparent = traces::traceparent(&span);
+    let traceparent = span.traceparent();
     let action_context = ActionContext {
         traceparent: traceparent.as_deref(),
         event_id: event.id,
@@ -629,7 +631,7 @@ async fn execute(
     };
     let ran = context.actions.run(&action, &action_context).await;
     if let Err(error) = &ran {
-        traces::fail(&span, &error.to_string());
+        span.fail(&error.to_string());
     }
     drop(span);
     if let Some(permit) = permit {
@@ -658,29 +660,27 @@ async fn execute(
 
 /// The span of one delivery, child of its rule's; none (and nothing computed) while traces
 /// are off, and none for an action that does not leave the process (a log line).
-fn action_span(
-    action: &RenderedAction,
-    context: &ProcessContext,
-    parent: &tracing::Span,
-) -> tracing::Span {
+fn action_span(action: &RenderedAction, context: &ProcessContext, parent: &WorkSpan) -> WorkSpan {
     let span_kind = match action {
-        _ if !traces::on() => return tracing::Span::none(),
-        RenderedAction::Log { .. } | RenderedAction::Noop => return tracing::Span::none(),
-        RenderedAction::CallWebhook { .. } | RenderedAction::SendEmail { .. } => "client",
+        _ if !traces::on() => return WorkSpan::none(),
+        RenderedAction::Log { .. } | RenderedAction::Noop => return WorkSpan::none(),
+        RenderedAction::CallWebhook { .. } | RenderedAction::SendEmail { .. } => SpanKind::Client,
         RenderedAction::PublishNats { .. }
         | RenderedAction::PublishRabbitmq { .. }
-        | RenderedAction::PublishRedis { .. } => "producer",
+        | RenderedAction::PublishRedis { .. } => SpanKind::Producer,
     };
     let kind = action.kind().as_str();
     let target = context.actions.target(action);
-    tracing::info_span!(
-        target: traces::TARGET,
-        parent: parent,
-        "action",
-        otel.name = %format_args!("{kind} {}", target.as_deref().unwrap_or("")),
-        otel.kind = span_kind,
-        sluice.action.kind = kind,
-        sluice.target = target.as_deref(),
+    parent.child(
+        || format!("{kind} {}", target.as_deref().unwrap_or("")),
+        span_kind,
+        || {
+            let mut attributes = vec![KeyValue::new("sluice.action.kind", kind)];
+            if let Some(target) = &target {
+                attributes.push(KeyValue::new("sluice.target", target.clone()));
+            }
+            attributes
+        },
     )
 }
 

@@ -55,15 +55,19 @@ fn keep_freed_memory_a_while() {
     // `mi_option_purge_delay` in mimalloc 2's `mi_option_t` (`mimalloc.h`); the sys crate
     // names only some options.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    let set_by_user = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    if !set_by_user {
+    if !purge_delay_set_by_user() {
         // SAFETY: sets one integer option of the allocator, which reads it when it next
         // purges; any value is valid, and no allocation is in progress on another thread
         // (none has started yet).
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
+}
+
+/// Whether the environment sets mimalloc's purge delay (under its name or its older one).
+fn purge_delay_set_by_user() -> bool {
+    ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
 }
 
 fn checked(settings: Settings) -> anyhow::Result<Settings> {
@@ -118,9 +122,7 @@ mod tests {
     #[test]
     #[allow(unsafe_code)]
     fn the_purge_delay_set_is_mimallocs_purge_delay() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some()
-            || std::env::var_os("MIMALLOC_RESET_DELAY").is_some()
-        {
+        if purge_delay_set_by_user() {
             return;
         }
         // SAFETY: reads one integer option of the allocator.

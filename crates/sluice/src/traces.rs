@@ -16,7 +16,7 @@
 
 use bytes::Bytes;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -197,8 +197,7 @@ pub fn continue_trace(span: &Span, traceparent: Option<&str>) {
         return;
     }
     if let Some(traceparent) = traceparent {
-        let parent = TraceContextPropagator::new().extract(&Traceparent(traceparent));
-        let _ = span.set_parent(parent);
+        let _ = span.set_parent(remote_parent(traceparent));
     }
 }
 
@@ -208,8 +207,19 @@ pub fn traceparent(span: &Span) -> Option<String> {
     if !on() {
         return None;
     }
+    traceparent_of(&span.context())
+}
+
+/// The context a W3C `traceparent` names, as the parent of a span; an empty context (so a
+/// new trace) if it is not valid.
+fn remote_parent(traceparent: &str) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&Traceparent(traceparent))
+}
+
+/// The W3C `traceparent` of the span in `cx`.
+fn traceparent_of(cx: &opentelemetry::Context) -> Option<String> {
     let mut carrier = Carrier(None);
-    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    TraceContextPropagator::new().inject_context(cx, &mut carrier);
     carrier.0
 }
 
@@ -256,7 +266,7 @@ impl WorkSpan {
             return WorkSpan::none();
         }
         let parent = match traceparent {
-            Some(traceparent) => TraceContextPropagator::new().extract(&Traceparent(traceparent)),
+            Some(traceparent) => remote_parent(traceparent),
             None => opentelemetry::Context::new(),
         };
         WorkSpan::start(&parent, name(), SpanKind::Consumer, attributes())
@@ -281,7 +291,7 @@ impl WorkSpan {
         kind: SpanKind,
         attributes: Vec<opentelemetry::KeyValue>,
     ) -> WorkSpan {
-        use opentelemetry::trace::{TraceContextExt, Tracer};
+        use opentelemetry::trace::Tracer;
         let Some(tracer) = TRACER.get() else {
             return WorkSpan::none();
         };
@@ -295,7 +305,6 @@ impl WorkSpan {
 
     /// Sets an attribute known only once the work is done.
     pub fn set(&self, key: &'static str, value: &'static str) {
-        use opentelemetry::trace::TraceContextExt;
         if let Some(cx) = &self.0 {
             cx.span()
                 .set_attribute(opentelemetry::KeyValue::new(key, value));
@@ -304,7 +313,6 @@ impl WorkSpan {
 
     /// Marks the span as failed, with `why`.
     pub fn fail(&self, why: &str) {
-        use opentelemetry::trace::TraceContextExt;
         if let Some(cx) = &self.0 {
             cx.span()
                 .set_status(opentelemetry::trace::Status::error(why.to_owned()));
@@ -314,16 +322,12 @@ impl WorkSpan {
     /// The span's W3C `traceparent`, sent with a delivery so that its receiver continues
     /// the trace; `None` without a span.
     pub fn traceparent(&self) -> Option<String> {
-        let cx = self.0.as_ref()?;
-        let mut carrier = Carrier(None);
-        TraceContextPropagator::new().inject_context(cx, &mut carrier);
-        carrier.0
+        traceparent_of(self.0.as_ref()?)
     }
 }
 
 impl Drop for WorkSpan {
     fn drop(&mut self) {
-        use opentelemetry::trace::TraceContextExt;
         if let Some(cx) = &self.0 {
             cx.span().end();
         }

@@ -9,7 +9,7 @@ use crate::bus::Bus;
 use crate::config::Settings;
 use crate::serve::HttpService;
 use crate::state::{self, AppState};
-use crate::traces;
+use crate::traces::{self, KeyValue, SpanKind, TraceSpan};
 use crate::worker::WorkerConfig;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -203,17 +203,19 @@ async fn checkpoint(State(checks): State<Arc<Checks>>, request: Request, next: N
     let response = match api::site::refusal(&checks.site, &request) {
         Some(refused) => refused,
         None => {
-            let mut response =
-                traces::in_span!(span.clone(), access::guard(&checks.gate, request, next));
+            let mut response = traces::in_span!(span, access::guard(&checks.gate, request, next));
             api::site::harden(&mut response);
             response
         }
     };
-    if traces::on() {
-        span.record("http.response.status_code", response.status().as_u16());
-        if response.status().is_server_error() {
-            traces::fail(&span, response.status().as_str());
-        }
+    span.set(|| {
+        KeyValue::new(
+            "http.response.status_code",
+            i64::from(response.status().as_u16()),
+        )
+    });
+    if response.status().is_server_error() {
+        span.fail(response.status().as_str());
     }
     let status = response.status().as_u16().to_string();
     metrics::counter!("sluice_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
@@ -225,27 +227,27 @@ async fn checkpoint(State(checks): State<Arc<Checks>>, request: Request, next: N
 
 /// The span of one request, continuing the caller's trace (its `traceparent` header); what
 /// it ingests is stored with it. None, and nothing read, while traces are off.
-fn request_span(request: &Request, route: &str) -> tracing::Span {
+fn request_span(request: &Request, route: &str) -> TraceSpan {
     if !traces::on() {
-        return tracing::Span::none();
+        return TraceSpan::none();
     }
-    let method = request.method().as_str();
-    let span = tracing::info_span!(
-        target: traces::TARGET,
-        "request",
-        otel.name = %format_args!("{method} {route}"),
-        otel.kind = "server",
-        http.request.method = method,
-        http.route = route,
-        url.path = request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-    );
     let traceparent = request
         .headers()
         .get("traceparent")
         .and_then(|value| value.to_str().ok());
-    traces::continue_trace(&span, traceparent);
-    span
+    let method = request.method().as_str();
+    TraceSpan::continuing(
+        traceparent,
+        || format!("{method} {route}"),
+        SpanKind::Server,
+        || {
+            vec![
+                KeyValue::new("http.request.method", method.to_owned()),
+                KeyValue::new("http.route", route.to_owned()),
+                KeyValue::new("url.path", request.uri().path().to_owned()),
+            ]
+        },
+    )
 }
 
 /// A running sluice: its address, and how to stop it.

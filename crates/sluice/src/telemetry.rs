@@ -15,33 +15,17 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global subscriber: log lines, and the OpenTelemetry layer when the standard
-/// `OTEL_*` variables ask for traces (see `traces`). Safe to call more than once (later calls
-/// do nothing), which lets tests start several apps in one process. An `OTEL_*` setting sluice
-/// cannot honour is an error.
+/// Installs the global subscriber (log lines) and starts exporting traces when the standard
+/// `OTEL_*` variables ask for them (see `traces`; the subscriber is the same either way). Safe
+/// to call more than once (later calls do nothing), which lets tests start several apps in
+/// one process. An `OTEL_*` setting sluice cannot honour is an error.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    // Exported spans are never log lines, whatever the level.
-    let quiet_traces = format!("{}=off", crate::traces::TARGET);
-    let filter = EnvFilter::try_new(format!("{level},{quiet_traces}"))
-        .unwrap_or_else(|_| EnvFilter::new(format!("info,{quiet_traces}")));
-    let traces = crate::traces::layer()?;
-    let exporting = traces.is_some();
-    // Without traces the level filter applies to the whole subscriber, as it always did; a
-    // filter per layer (needed only when spans go elsewhere too) costs every span some work.
-    let installed = match traces {
-        None => tracing_subscriber::registry()
-            .with(filter)
-            .with(log_lines_as(format))
-            .try_init(),
-        Some(traces) => tracing_subscriber::registry()
-            .with(log_lines_as(format).with_filter(filter))
-            .with(traces)
-            .try_init(),
-    }
-    .is_ok();
-    if installed && exporting {
-        crate::traces::started();
-    }
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    crate::traces::start()?;
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(log_lines_as(format))
+        .try_init();
     Ok(())
 }
 

@@ -1,58 +1,56 @@
 //! OpenTelemetry traces, exported over OTLP/HTTP (protobuf) when the standard `OTEL_*`
 //! variables ask for it, and not even created otherwise.
 //!
-//! A request's spans (ingest, a source's delivery) are `tracing` spans with the target
-//! [`TARGET`]. Only the OpenTelemetry layer sees them, so log lines are the same with tracing
-//! on or off; with it off no layer wants them, and each span costs one cached check of its
-//! call site. An event's processing (its attempt, each rule, each delivery: two or three
-//! spans per event, at the drain's rate) is traced with [`WorkSpan`]s, made on the
-//! OpenTelemetry tracer directly: through `tracing`, each was built twice (the layer's
-//! builder, then the SDK's span at its end) and made whether or not its trace was sampled.
-//! Work that only tracing needs (reading or writing a `traceparent`) is behind [`on`].
+//! Every span sluice exports is a [`TraceSpan`], made on the OpenTelemetry tracer directly:
+//! a request's (ingest, a source's message) and an event's processing (its attempt, each
+//! rule, each delivery). None goes through `tracing`: there, each span was built twice (the
+//! layer's builder, then the SDK's span at its end), made whether or not its trace was
+//! sampled, and the exporting layer needed a filter per layer that cost every log line and
+//! span of the process some work. So the `tracing` subscriber is the same with traces on or
+//! off, and log lines are too. While traces are off a `TraceSpan` is nothing, and work that
+//! only tracing needs (reading or writing a `traceparent`) is behind [`on`].
 //!
 //! A trace crosses processes as a W3C `traceparent`: read from the request that ingests an
 //! event, stored with the event (so the worker that claims it, on any machine, continues the
 //! trace), and sent with every delivery (webhook header, NATS and RabbitMQ message header).
+//! Within a request, the span is made current around the handler ([`in_span!`]), and what the
+//! handler stores takes its `traceparent` from there ([`current_traceparent`]).
 
 use bytes::Bytes;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::trace::{TraceContextExt, Tracer as _, TracerProvider as _};
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
-use tracing::{Level, Span, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{Filtered, Targets};
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::Layer;
 
-/// The `tracing` target of every span sluice exports.
-pub const TARGET: &str = "sluice::traces";
+pub use opentelemetry::trace::SpanKind;
+pub use opentelemetry::KeyValue;
 
 static ON: AtomicBool = AtomicBool::new(false);
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
-static TRACER: OnceLock<opentelemetry_sdk::trace::SdkTracer> = OnceLock::new();
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
 /// Whether traces are exported by this process.
 pub fn on() -> bool {
     ON.load(Ordering::Relaxed)
 }
 
-/// Awaits `$work` inside `$span` while traces are on, and exactly as untraced code otherwise.
-/// Wrapping a future in its span moves it, and an attempt's future (with every action's
-/// client inline) is large: moving it a few times per event, traces off, cost a tenth of the
-/// drain rate in `memmove`. Traced, the work is boxed first, so it moves once.
+/// Awaits `$work` with `$span` current while it has one (so that what the work stores names
+/// it: see [`current_traceparent`]), and exactly as untraced code otherwise. Wrapping a
+/// future moves it, and a request's future is large: traced, the work is boxed first, so it
+/// moves once; untraced, it is not wrapped at all.
 macro_rules! in_span {
     ($span:expr, $work:expr) => {
-        if $crate::traces::on() {
-            ::tracing::Instrument::instrument(Box::pin($work), $span).await
-        } else {
-            $work.await
+        match $span.context() {
+            Some(cx) => {
+                ::opentelemetry::context::FutureExt::with_context(Box::pin($work), cx).await
+            }
+            None => $work.await,
         }
     };
 }
@@ -101,25 +99,12 @@ fn setup(var: impl Fn(&str) -> Option<String>) -> Result<Setup, String> {
     Ok(Setup::Otlp)
 }
 
-/// The layer that exports sluice's spans, when the environment asks for traces (see
-/// [`setup`]); `None` when it does not. Must be called on the runtime, which carries the
-/// exporter's requests.
-#[allow(clippy::type_complexity)]
-pub fn layer<S>() -> Result<
-    Option<
-        Filtered<
-            tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
-            Targets,
-            S,
-        >,
-    >,
-    String,
->
-where
-    S: Subscriber + for<'span> LookupSpan<'span>,
-{
-    if setup(|name| std::env::var(name).ok())? == Setup::Off {
-        return Ok(None);
+/// Starts exporting traces when the environment asks for them (see [`setup`]); from then on
+/// [`on`] is true. Must be called on the runtime, which carries the exporter's requests. Once
+/// per process: later calls (tests start several apps in one) change nothing.
+pub fn start() -> Result<(), String> {
+    if setup(|name| std::env::var(name).ok())? == Setup::Off || PROVIDER.get().is_some() {
+        return Ok(());
     }
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| "traces can only be exported from the server's runtime".to_owned())?;
@@ -154,31 +139,10 @@ where
         .with_resource(resource.build())
         .build();
     let tracer = provider.tracer("sluice");
-    if PROVIDER.set(provider).is_err() {
-        // Set up before in this process (tests start several apps).
-        return Ok(None);
+    if PROVIDER.set(provider).is_ok() && TRACER.set(tracer).is_ok() {
+        ON.store(true, Ordering::Relaxed);
     }
-    let _ = TRACER.set(tracer.clone());
-    let only_ours = Targets::new().with_target(TARGET, Level::TRACE);
-    Ok(Some(
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            // What a span costs is mostly its attributes (exporting converts each one) and
-            // work on each poll: no code location, thread or target attributes, no busy/idle timing at every enter and exit, and
-            // no OpenTelemetry context made current at each enter (sluice reads a span's
-            // context from the span itself).
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(only_ours),
-    ))
-}
-
-/// Called once the layer is installed: from now on spans are exported.
-pub(crate) fn started() {
-    ON.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Exports what is still buffered; called once the process has stopped its work.
@@ -188,26 +152,6 @@ pub async fn shutdown() {
         let provider = provider.clone();
         let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
     }
-}
-
-/// Continues the trace a W3C `traceparent` names (if it is valid) in `span`, which must be
-/// new: neither entered nor a parent yet.
-pub fn continue_trace(span: &Span, traceparent: Option<&str>) {
-    if !on() {
-        return;
-    }
-    if let Some(traceparent) = traceparent {
-        let _ = span.set_parent(remote_parent(traceparent));
-    }
-}
-
-/// `span`'s W3C `traceparent`, to store with an event or send with a delivery; `None` when
-/// tracing is off.
-pub fn traceparent(span: &Span) -> Option<String> {
-    if !on() {
-        return None;
-    }
-    traceparent_of(&span.context())
 }
 
 /// The context a W3C `traceparent` names, as the parent of a span; an empty context (so a
@@ -223,53 +167,43 @@ fn traceparent_of(cx: &opentelemetry::Context) -> Option<String> {
     carrier.0
 }
 
-/// The current span's `traceparent` (see [`traceparent`]).
+/// The `traceparent` of the span made current by [`in_span!`], to store with what a request
+/// ingests; `None` when tracing is off or no span is current.
 pub fn current_traceparent() -> Option<String> {
     if !on() {
         return None;
     }
-    traceparent(&Span::current())
+    traceparent_of(&opentelemetry::Context::current())
 }
 
-/// Marks `span` as failed, with `why`.
-pub fn fail(span: &Span, why: &str) {
-    if on() {
-        span.set_status(opentelemetry::trace::Status::error(why.to_owned()));
-    }
-}
+/// A span sluice exports: a request (ingest, a source's message) or a part of an event's
+/// processing (its attempt, a rule, a delivery). Made on the OpenTelemetry tracer, named,
+/// given its kind and attributes only while traces are on; ends when dropped.
+pub struct TraceSpan(Option<opentelemetry::Context>);
 
-/// A span of an event's processing (its attempt, a rule, a delivery), made on the
-/// OpenTelemetry tracer itself rather than through `tracing`: a worker makes two or three
-/// per event, and the `tracing` path (a registry entry, the layer's builder, each field
-/// formatted, then the same span built again at its end) cost the drain twice what the
-/// span itself does. Ends when dropped; nothing at all while traces are off.
-pub struct WorkSpan(Option<opentelemetry::Context>);
-
-/// What a [`WorkSpan`] is: a consumer (an attempt), internal (a rule), or a call out of the
-/// process (a webhook or an email: client; a broker publish: producer).
-pub use opentelemetry::trace::SpanKind;
-
-impl WorkSpan {
+impl TraceSpan {
     /// No span: traces are off, or nothing worth one happens.
-    pub fn none() -> WorkSpan {
-        WorkSpan(None)
+    pub fn none() -> TraceSpan {
+        TraceSpan(None)
     }
 
-    /// The span of an event's attempt, continuing the trace its `traceparent` names (the
-    /// ingest request's, stored with the event), or a new trace.
-    pub fn attempt(
-        name: impl FnOnce() -> String,
+    /// A span continuing the trace a W3C `traceparent` names (a request's or a message's
+    /// header, or the one stored with an event), or starting a new trace; none while traces
+    /// are off, with nothing built.
+    pub fn continuing(
         traceparent: Option<&str>,
-        attributes: impl FnOnce() -> Vec<opentelemetry::KeyValue>,
-    ) -> WorkSpan {
+        name: impl FnOnce() -> String,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> TraceSpan {
         if !on() {
-            return WorkSpan::none();
+            return TraceSpan::none();
         }
         let parent = match traceparent {
             Some(traceparent) => remote_parent(traceparent),
             None => opentelemetry::Context::new(),
         };
-        WorkSpan::start(&parent, name(), SpanKind::Consumer, attributes())
+        TraceSpan::start(&parent, name(), kind, attributes())
     }
 
     /// A span inside this one; none if this one is none.
@@ -277,11 +211,11 @@ impl WorkSpan {
         &self,
         name: impl FnOnce() -> String,
         kind: SpanKind,
-        attributes: impl FnOnce() -> Vec<opentelemetry::KeyValue>,
-    ) -> WorkSpan {
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> TraceSpan {
         match &self.0 {
-            Some(parent) => WorkSpan::start(parent, name(), kind, attributes()),
-            None => WorkSpan::none(),
+            Some(parent) => TraceSpan::start(parent, name(), kind, attributes()),
+            None => TraceSpan::none(),
         }
     }
 
@@ -289,25 +223,23 @@ impl WorkSpan {
         parent: &opentelemetry::Context,
         name: String,
         kind: SpanKind,
-        attributes: Vec<opentelemetry::KeyValue>,
-    ) -> WorkSpan {
-        use opentelemetry::trace::Tracer;
+        attributes: Vec<KeyValue>,
+    ) -> TraceSpan {
         let Some(tracer) = TRACER.get() else {
-            return WorkSpan::none();
+            return TraceSpan::none();
         };
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
             .with_attributes(attributes)
             .start_with_context(tracer, parent);
-        WorkSpan(Some(parent.with_span(span)))
+        TraceSpan(Some(parent.with_span(span)))
     }
 
     /// Sets an attribute known only once the work is done.
-    pub fn set(&self, key: &'static str, value: &'static str) {
+    pub fn set(&self, attribute: impl FnOnce() -> KeyValue) {
         if let Some(cx) = &self.0 {
-            cx.span()
-                .set_attribute(opentelemetry::KeyValue::new(key, value));
+            cx.span().set_attribute(attribute());
         }
     }
 
@@ -324,9 +256,14 @@ impl WorkSpan {
     pub fn traceparent(&self) -> Option<String> {
         traceparent_of(self.0.as_ref()?)
     }
+
+    /// The span as the current context of work (see [`in_span!`]); `None` without a span.
+    pub fn context(&self) -> Option<opentelemetry::Context> {
+        self.0.clone()
+    }
 }
 
-impl Drop for WorkSpan {
+impl Drop for TraceSpan {
     fn drop(&mut self) {
         if let Some(cx) = &self.0 {
             cx.span().end();

@@ -7,7 +7,7 @@ use crate::auth::keyring::Verdict;
 use crate::auth::Scope;
 use crate::error::{ApiError, ApiResult, ErrorName};
 use crate::state::AppState;
-use crate::traces;
+use crate::traces::{self, KeyValue, SpanKind, TraceSpan};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -15,7 +15,6 @@ use sluice_core::json_text::JsonNode;
 use sluice_core::source::{Defaults, Source, SourceKind, SourceName, Verify};
 use sluice_store::SourceRecord;
 use std::borrow::Cow;
-use tracing::Span;
 use utoipa::ToSchema;
 
 /// A source as shown: its configuration with secrets and URL passwords masked, and what
@@ -286,19 +285,21 @@ pub async fn take(state: &AppState, source: &Source, message: Message<'_>) -> Di
 
 /// The span of a broker message taken, continuing the producer's trace (its `traceparent`
 /// header), as `POST /events` continues a request's; none while traces are off.
-fn receive_span<'a>(source: &Source, header: &impl Fn(&str) -> Option<Cow<'a, str>>) -> Span {
+fn receive_span<'a>(source: &Source, header: &impl Fn(&str) -> Option<Cow<'a, str>>) -> TraceSpan {
     if !traces::on() {
-        return Span::none();
+        return TraceSpan::none();
     }
-    let span = tracing::info_span!(
-        target: traces::TARGET,
-        "receive",
-        otel.name = %format_args!("receive {}", source.name.as_str()),
-        otel.kind = "consumer",
-        sluice.source = source.name.as_str(),
-    );
-    traces::continue_trace(&span, header("traceparent").as_deref());
-    span
+    TraceSpan::continuing(
+        header("traceparent").as_deref(),
+        || format!("receive {}", source.name.as_str()),
+        SpanKind::Consumer,
+        || {
+            vec![KeyValue::new(
+                "sluice.source",
+                source.name.as_str().to_owned(),
+            )]
+        },
+    )
 }
 
 /// A source that checks no signature takes only requests with an `ingest` key (when

@@ -11,10 +11,9 @@ use crate::actions::{ActionContext, ActionError, Actions};
 use crate::delivery::{Admission, Delivered, Targets};
 use crate::event_types::Processing;
 use crate::rule_pass::{self, Decision, RuleDecision, RuleSet};
-use crate::traces::{self, SpanKind, WorkSpan};
+use crate::traces::{self, KeyValue, SpanKind, TraceSpan};
 use crate::worker::WorkerSlot;
 use chrono::{DateTime, Utc};
-use opentelemetry::KeyValue;
 use sluice_core::action::RenderedAction;
 use sluice_core::event::{AttemptStatus, ExecutionResult};
 use sluice_core::retry::RetryPolicy;
@@ -154,9 +153,10 @@ pub async fn process(
     slot: &WorkerSlot,
 ) -> AttemptOutcome {
     let event = &claimed.event;
-    let span = WorkSpan::attempt(
-        || format!("process {}", event.event_type),
+    let span = TraceSpan::continuing(
         claimed.trace_context.as_deref(),
+        || format!("process {}", event.event_type),
+        SpanKind::Consumer,
         || {
             vec![
                 KeyValue::new("sluice.event.id", event.id),
@@ -170,7 +170,7 @@ pub async fn process(
     // in its span moves it, and an attempt's future (every action's client inline) is large
     // enough that a few moves per event cost a tenth of the drain rate.
     let outcome = attempt(claimed, rules, processing, context, slot, &span).await;
-    span.set("sluice.attempt.status", outcome.status.as_str());
+    span.set(|| KeyValue::new("sluice.attempt.status", outcome.status.as_str()));
     if outcome.status == AttemptStatus::Failed {
         span.fail(outcome.error.as_deref().unwrap_or("a rule failed"));
     }
@@ -183,7 +183,7 @@ async fn attempt(
     processing: &Processing,
     context: &ProcessContext,
     slot: &WorkerSlot,
-    span: &WorkSpan,
+    span: &TraceSpan,
 ) -> AttemptOutcome {
     let started = Instant::now();
     let finished: Finished = Arc::new(Mutex::new(Vec::new()));
@@ -389,7 +389,7 @@ async fn run_rules(
     context: &ProcessContext,
     waits: &Waits<'_>,
     finished: Finished,
-    attempt_span: &WorkSpan,
+    attempt_span: &TraceSpan,
 ) -> Result<Ran, StoreError> {
     let decisions = rule_pass::evaluate_all(rules, &claimed.event).await;
     for decided in &decisions {
@@ -413,7 +413,7 @@ async fn run_rules(
         // A rule whose condition is false gets no span (explain says why): an event of a type
         // with many rules would otherwise export one per rule.
         let span = match decided.decision {
-            Decision::Skip => WorkSpan::none(),
+            Decision::Skip => TraceSpan::none(),
             _ => attempt_span.child(
                 || format!("rule {}", decided.rule.rule_name),
                 SpanKind::Internal,
@@ -426,7 +426,7 @@ async fn run_rules(
             ),
         };
         let result = Box::pin(execute(claimed, decided, processing, context, waits, &span)).await;
-        span.set("sluice.rule.result", result.record.result.as_str());
+        span.set(|| KeyValue::new("sluice.rule.result", result.record.result.as_str()));
         if let (ExecutionResult::Failed, Some(error)) = (result.record.result, &result.record.error)
         {
             span.fail(error);
@@ -446,7 +446,7 @@ async fn execute(
     processing: &Processing,
     context: &ProcessContext,
     waits: &Waits<'_>,
-    rule_span: &WorkSpan,
+    rule_span: &TraceSpan,
 ) -> RuleResult {
     let started = Instant::now();
     // An at-most-once action is settled against its prior executions right before it runs.
@@ -660,10 +660,10 @@ async fn execute(
 
 /// The span of one delivery, child of its rule's; none (and nothing computed) while traces
 /// are off, and none for an action that does not leave the process (a log line).
-fn action_span(action: &RenderedAction, context: &ProcessContext, parent: &WorkSpan) -> WorkSpan {
+fn action_span(action: &RenderedAction, context: &ProcessContext, parent: &TraceSpan) -> TraceSpan {
     let span_kind = match action {
-        _ if !traces::on() => return WorkSpan::none(),
-        RenderedAction::Log { .. } | RenderedAction::Noop => return WorkSpan::none(),
+        _ if !traces::on() => return TraceSpan::none(),
+        RenderedAction::Log { .. } | RenderedAction::Noop => return TraceSpan::none(),
         RenderedAction::CallWebhook { .. } | RenderedAction::SendEmail { .. } => SpanKind::Client,
         RenderedAction::PublishNats { .. }
         | RenderedAction::PublishRabbitmq { .. }

@@ -199,7 +199,7 @@ async fn checkpoint(State(checks): State<Arc<Checks>>, request: Request, next: N
     tracing::Span::current().record("route", route.as_str());
     let method = request.method().to_string();
     let started = Instant::now();
-    let span = request_span(&request, &route);
+    let mut span = request_span(&request, &route);
     let response = match api::site::refusal(&checks.site, &request) {
         Some(refused) => refused,
         None => {
@@ -241,7 +241,7 @@ fn request_span(request: &Request, route: &str) -> TraceSpan {
         || format!("{method} {route}"),
         SpanKind::Server,
         || {
-            vec![
+            [
                 KeyValue::new("http.request.method", method.to_owned()),
                 KeyValue::new("http.route", route.to_owned()),
                 KeyValue::new("url.path", request.uri().path().to_owned()),

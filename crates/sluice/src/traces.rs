@@ -17,8 +17,10 @@
 //! handler stores takes its `traceparent` from there ([`current_traceparent`]).
 
 use bytes::Bytes;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{
+    Span as _, SpanContext, TraceContextExt, TraceFlags, Tracer as _, TracerProvider as _,
+};
 use opentelemetry_http::{HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -160,11 +162,17 @@ fn remote_parent(traceparent: &str) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&Traceparent(traceparent))
 }
 
-/// The W3C `traceparent` of the span in `cx`.
-fn traceparent_of(cx: &opentelemetry::Context) -> Option<String> {
-    let mut carrier = Carrier(None);
-    TraceContextPropagator::new().inject_context(cx, &mut carrier);
-    carrier.0
+/// The W3C `traceparent` naming the span `span` (version 00, sampled flag only); `None` if
+/// it is not valid.
+fn traceparent_of(span: &SpanContext) -> Option<String> {
+    span.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span.trace_id(),
+            span.span_id(),
+            span.trace_flags() & TraceFlags::SAMPLED
+        )
+    })
 }
 
 /// The `traceparent` of the span made current by [`in_span!`], to store with what a request
@@ -173,13 +181,19 @@ pub fn current_traceparent() -> Option<String> {
     if !on() {
         return None;
     }
-    traceparent_of(&opentelemetry::Context::current())
+    traceparent_of(opentelemetry::Context::current().span().span_context())
 }
 
 /// A span sluice exports: a request (ingest, a source's message) or a part of an event's
 /// processing (its attempt, a rule, a delivery). Made on the OpenTelemetry tracer, named,
-/// given its kind and attributes only while traces are on; ends when dropped.
-pub struct TraceSpan(Option<opentelemetry::Context>);
+/// given its kind and attributes only while traces are on; ends when dropped. Holds the SDK's
+/// span itself: a span in an OpenTelemetry `Context` is boxed, shared and locked at each use,
+/// and only a request's span is ever made current.
+pub struct TraceSpan(Option<opentelemetry_sdk::trace::Span>);
+
+/// How many attributes each span is given after it starts (an attempt's or a request's
+/// status, a rule's result): room is made for them at the start.
+const SET_LATER: usize = 1;
 
 impl TraceSpan {
     /// No span: traces are off, or nothing worth one happens.
@@ -190,12 +204,15 @@ impl TraceSpan {
     /// A span continuing the trace a W3C `traceparent` names (a request's or a message's
     /// header, or the one stored with an event), or starting a new trace; none while traces
     /// are off, with nothing built.
-    pub fn continuing(
+    pub fn continuing<A>(
         traceparent: Option<&str>,
         name: impl FnOnce() -> String,
         kind: SpanKind,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
-    ) -> TraceSpan {
+        attributes: impl FnOnce() -> A,
+    ) -> TraceSpan
+    where
+        A: IntoIterator<Item = KeyValue>,
+    {
         if !on() {
             return TraceSpan::none();
         }
@@ -207,67 +224,72 @@ impl TraceSpan {
     }
 
     /// A span inside this one; none if this one is none.
-    pub fn child(
+    pub fn child<A>(
         &self,
         name: impl FnOnce() -> String,
         kind: SpanKind,
-        attributes: impl FnOnce() -> Vec<KeyValue>,
-    ) -> TraceSpan {
+        attributes: impl FnOnce() -> A,
+    ) -> TraceSpan
+    where
+        A: IntoIterator<Item = KeyValue>,
+    {
         match &self.0 {
-            Some(parent) => TraceSpan::start(parent, name(), kind, attributes()),
+            Some(parent) => {
+                let parent = opentelemetry::Context::new()
+                    .with_remote_span_context(parent.span_context().clone());
+                TraceSpan::start(&parent, name(), kind, attributes())
+            }
             None => TraceSpan::none(),
         }
     }
 
-    fn start(
+    fn start<A>(
         parent: &opentelemetry::Context,
         name: String,
         kind: SpanKind,
-        attributes: Vec<KeyValue>,
-    ) -> TraceSpan {
+        attributes: A,
+    ) -> TraceSpan
+    where
+        A: IntoIterator<Item = KeyValue>,
+    {
         let Some(tracer) = TRACER.get() else {
             return TraceSpan::none();
         };
+        let attributes = attributes.into_iter();
+        let mut all = Vec::with_capacity(attributes.size_hint().0 + SET_LATER);
+        all.extend(attributes);
         let span = tracer
             .span_builder(name)
             .with_kind(kind)
-            .with_attributes(attributes)
+            .with_attributes(all)
             .start_with_context(tracer, parent);
-        TraceSpan(Some(parent.with_span(span)))
+        TraceSpan(Some(span))
     }
 
     /// Sets an attribute known only once the work is done.
-    pub fn set(&self, attribute: impl FnOnce() -> KeyValue) {
-        if let Some(cx) = &self.0 {
-            cx.span().set_attribute(attribute());
+    pub fn set(&mut self, attribute: impl FnOnce() -> KeyValue) {
+        if let Some(span) = &mut self.0 {
+            span.set_attribute(attribute());
         }
     }
 
     /// Marks the span as failed, with `why`.
-    pub fn fail(&self, why: &str) {
-        if let Some(cx) = &self.0 {
-            cx.span()
-                .set_status(opentelemetry::trace::Status::error(why.to_owned()));
+    pub fn fail(&mut self, why: &str) {
+        if let Some(span) = &mut self.0 {
+            span.set_status(opentelemetry::trace::Status::error(why.to_owned()));
         }
     }
 
     /// The span's W3C `traceparent`, sent with a delivery so that its receiver continues
     /// the trace; `None` without a span.
     pub fn traceparent(&self) -> Option<String> {
-        traceparent_of(self.0.as_ref()?)
+        traceparent_of(self.0.as_ref()?.span_context())
     }
 
     /// The span as the current context of work (see [`in_span!`]); `None` without a span.
     pub fn context(&self) -> Option<opentelemetry::Context> {
-        self.0.clone()
-    }
-}
-
-impl Drop for TraceSpan {
-    fn drop(&mut self) {
-        if let Some(cx) = &self.0 {
-            cx.span().end();
-        }
+        let span = self.0.as_ref()?;
+        Some(opentelemetry::Context::new().with_remote_span_context(span.span_context().clone()))
     }
 }
 
@@ -280,16 +302,6 @@ impl Extractor for Traceparent<'_> {
 
     fn keys(&self) -> Vec<&str> {
         vec!["traceparent"]
-    }
-}
-
-struct Carrier(Option<String>);
-
-impl Injector for Carrier {
-    fn set(&mut self, key: &str, value: String) {
-        if key == "traceparent" {
-            self.0 = Some(value);
-        }
     }
 }
 

@@ -294,7 +294,7 @@ fn receive_span<'a>(source: &Source, header: &impl Fn(&str) -> Option<Cow<'a, st
         || format!("receive {}", source.name.as_str()),
         SpanKind::Consumer,
         || {
-            vec![KeyValue::new(
+            [KeyValue::new(
                 "sluice.source",
                 source.name.as_str().to_owned(),
             )]

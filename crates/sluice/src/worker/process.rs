@@ -153,12 +153,12 @@ pub async fn process(
     slot: &WorkerSlot,
 ) -> AttemptOutcome {
     let event = &claimed.event;
-    let span = TraceSpan::continuing(
+    let mut span = TraceSpan::continuing(
         claimed.trace_context.as_deref(),
         || format!("process {}", event.event_type),
         SpanKind::Consumer,
         || {
-            vec![
+            [
                 KeyValue::new("sluice.event.id", event.id),
                 KeyValue::new("sluice.event.external_id", event.external_id.to_string()),
                 KeyValue::new("sluice.attempt.no", claimed.attempt_no),
@@ -412,13 +412,13 @@ async fn run_rules(
     for decided in decisions {
         // A rule whose condition is false gets no span (explain says why): an event of a type
         // with many rules would otherwise export one per rule.
-        let span = match decided.decision {
+        let mut span = match decided.decision {
             Decision::Skip => TraceSpan::none(),
             _ => attempt_span.child(
                 || format!("rule {}", decided.rule.rule_name),
                 SpanKind::Internal,
                 || {
-                    vec![
+                    [
                         KeyValue::new("sluice.rule.id", decided.rule.rule_id),
                         KeyValue::new("sluice.rule.version", decided.rule.version),
                     ]
@@ -617,7 +617,7 @@ async fn execute(
         }
     }
     // Sent with the delivery (a `traceparent` header), so the receiver continues the trace.
-    let span = action_span(&action, context, rule_span);
+    let mut span = action_span(&action, context, rule_span);
     let traceparent = span.traceparent();
     let action_context = ActionContext {
         traceparent: traceparent.as_deref(),
@@ -675,11 +675,9 @@ fn action_span(action: &RenderedAction, context: &ProcessContext, parent: &Trace
         || format!("{kind} {}", target.as_deref().unwrap_or("")),
         span_kind,
         || {
-            let mut attributes = vec![KeyValue::new("sluice.action.kind", kind)];
-            if let Some(target) = &target {
-                attributes.push(KeyValue::new("sluice.target", target.clone()));
-            }
-            attributes
+            let target = target.as_ref();
+            std::iter::once(KeyValue::new("sluice.action.kind", kind))
+                .chain(target.map(|target| KeyValue::new("sluice.target", target.clone())))
         },
     )
 }

@@ -223,7 +223,10 @@ impl TraceSpan {
         TraceSpan::start(&parent, name(), kind, attributes())
     }
 
-    /// A span inside this one; none if this one is none.
+    /// A span inside this one; none if this one is none. Inside a span that is not recorded
+    /// (its trace was not sampled) the child is not recorded either, whichever sampler the
+    /// standard variables choose, so its name and attributes are not built; it still gets a
+    /// span id, so that a delivery passes the trace (and the decision) on.
     pub fn child<A>(
         &self,
         name: impl FnOnce() -> String,
@@ -235,9 +238,14 @@ impl TraceSpan {
     {
         match &self.0 {
             Some(parent) => {
+                let recorded = parent.is_recording();
                 let parent = opentelemetry::Context::new()
                     .with_remote_span_context(parent.span_context().clone());
-                TraceSpan::start(&parent, name(), kind, attributes())
+                if recorded {
+                    TraceSpan::start(&parent, name(), kind, attributes())
+                } else {
+                    TraceSpan::start(&parent, String::new(), kind, [])
+                }
             }
             None => TraceSpan::none(),
         }

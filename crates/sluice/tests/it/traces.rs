@@ -359,3 +359,91 @@ async fn a_broker_message_keeps_its_trace_through_sluice_on_sqlite() {
 async fn a_broker_message_keeps_its_trace_through_sluice_on_postgres() {
     a_broker_message_keeps_its_trace_through_sluice_to_the_next_broker(Db::Postgres).await;
 }
+
+const UNSAMPLED_TRACE_ID: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+
+/// A producer that did not sample its trace: sluice keeps the decision. Nothing of that trace
+/// is exported, and the receiver still gets the trace, marked unsampled, so that it does not
+/// record it either.
+async fn a_producers_unsampled_trace_is_passed_on_unsampled_and_never_exported(db: Db) {
+    let Some(database) = fresh_database(db).await else {
+        return;
+    };
+    let receiver = Receiver::start(200, 0).await;
+    let sluice = Sluice::start(&database.url).await;
+    let (api, client, collector) = (&sluice.api, &sluice.client, &sluice.collector);
+    let rule = json!({"name": "ship", "event_type": "order.paid", "condition": true,
+        "action": {"type": "call_webhook", "params": {"url": format!("{}/hook", receiver.url)}}});
+    assert_eq!(sluice.post("/rules", &rule).await, 201);
+    let ingest = async |id: &str, traceparent: String| {
+        let response = client
+            .post(format!("{api}/events"))
+            .header("traceparent", traceparent)
+            .json(&json!({"id": id, "type": "order.paid", "data": {"total": 12}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    };
+    let delivered_in = async |trace_id: &str| {
+        wait_for("the webhook", async || {
+            receiver.requests().iter().find_map(|request| {
+                let traceparent = request.header("traceparent")?;
+                traceparent.contains(trace_id).then_some(traceparent)
+            })
+        })
+        .await
+    };
+
+    ingest(
+        "quiet",
+        format!("00-{UNSAMPLED_TRACE_ID}-{PRODUCER_SPAN}-00"),
+    )
+    .await;
+    let passed_on = delivered_in(UNSAMPLED_TRACE_ID).await;
+    let parts: Vec<&str> = passed_on.split('-').collect();
+    assert_eq!(parts.len(), 4, "{passed_on}");
+    assert_eq!(
+        parts[1], UNSAMPLED_TRACE_ID,
+        "the trace reaches the receiver"
+    );
+    assert_eq!(parts[3], "00", "marked unsampled: {passed_on}");
+    assert_ne!(
+        parts[2], PRODUCER_SPAN,
+        "from sluice's own (unrecorded) span"
+    );
+
+    // An event traced after it: once its delivery's span is exported, anything of the first
+    // event's trace would have been too (each process exports its spans in the order they
+    // end, and the first event's had ended).
+    ingest("loud", format!("00-{TRACE_ID}-{PRODUCER_SPAN}-01")).await;
+    let sampled = delivered_in(TRACE_ID).await;
+    let sampled_delivery = sampled.split('-').nth(2).expect("a span id").to_owned();
+    let spans = wait_for("the sampled trace's spans", async || {
+        let spans = collector.spans();
+        let request = spans
+            .iter()
+            .any(|s| s.trace_id == TRACE_ID && s.name == "POST /events");
+        let delivery = spans.iter().any(|s| s.span_id == sampled_delivery);
+        (request && delivery).then_some(spans)
+    })
+    .await;
+    let leaked: Vec<&ExportedSpan> = spans
+        .iter()
+        .filter(|s| s.trace_id == UNSAMPLED_TRACE_ID)
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "an unsampled trace exported: {leaked:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_unsampled_trace_stays_unsampled_on_sqlite() {
+    a_producers_unsampled_trace_is_passed_on_unsampled_and_never_exported(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_unsampled_trace_stays_unsampled_on_postgres() {
+    a_producers_unsampled_trace_is_passed_on_unsampled_and_never_exported(Db::Postgres).await;
+}

@@ -1,6 +1,7 @@
 //! `sluice bench` works end to end (its figures are measured, never asserted: see BENCHMARKS.md).
 
 use crate::helpers::{spawn_app_with, Db};
+use clap::Parser;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_drives_a_running_instance_with_access_control_and_reports() {
@@ -12,39 +13,34 @@ async fn bench_drives_a_running_instance_with_access_control_and_reports() {
     .await
     .unwrap();
     let key = app.create_key("bench", &["admin"]).await;
-    let args = sluice::bench::BenchArgs {
-        url: Some(app.url("")),
-        spawn: false,
-        database_url: String::new(),
-        events: 300,
-        concurrency: 8,
-        rate: None,
-        duplicates: 0.1,
-        actions: "log,noop,webhook".into(),
-        server_args: None,
-        server_bin: None,
-        phased: false,
-        timeout_secs: 120,
-        json: true,
-        api_key: Some(key),
-        auth: false,
-        hanging_target: None,
-        ordering_keys: Some(20),
+    // Parsed as the command line would be, so a new flag needs no change here.
+    let url = app.url("");
+    let cli = sluice::cli::Cli::try_parse_from([
+        "sluice",
+        "bench",
+        "--url",
+        url.as_str(),
+        "--events",
+        "300",
+        "--concurrency",
+        "8",
+        "--duplicates",
+        "0.1",
+        "--actions",
+        "log,noop,webhook",
+        "--timeout-secs",
+        "120",
+        "--json",
+        "--api-key",
+        key.as_str(),
+        "--ordering-keys",
+        "20",
         // Every posted event must match the typical schema (no errors below).
-        schema: true,
-        history: Vec::new(),
-        retention_check: false,
-        webhooks: false,
-        sources: false,
-        destinations: false,
-        brokers: Vec::new(),
-        serve_receiver: None,
-        receiver_delay_ms: 10,
-        receiver_connections: 16,
-        steady_secs: 15,
-        dead_events: 5000,
-        dead_secs: 30,
-        limit_per_second: 200.0,
+        "--schema",
+    ])
+    .expect("the bench's flags parse");
+    let sluice::cli::Command::Bench(args) = cli.command else {
+        panic!("not the bench command: {:?}", cli.command);
     };
     let report = sluice::bench::bench(args).await.unwrap();
     assert_eq!(report.events_sent, 300);

@@ -186,6 +186,16 @@ impl Sluice {
     }
 }
 
+/// sluice's API and worker processes on `database_url`, with one rule: every `order.paid`
+/// is delivered to `receiver`'s `/hook`.
+async fn shipping_to(receiver: &Receiver, database_url: &str) -> Sluice {
+    let sluice = Sluice::start(database_url).await;
+    let rule = json!({"name": "ship", "event_type": "order.paid", "condition": true,
+        "action": {"type": "call_webhook", "params": {"url": format!("{}/hook", receiver.url)}}});
+    assert_eq!(sluice.post("/rules", &rule).await, 201);
+    sluice
+}
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PRODUCER_SPAN: &str = "00f067aa0ba902b7";
 
@@ -194,11 +204,8 @@ async fn one_trace_from_the_producer_through_the_api_and_a_worker_to_the_receive
         return;
     };
     let receiver = Receiver::start(200, 0).await;
-    let sluice = Sluice::start(&database.url).await;
+    let sluice = shipping_to(&receiver, &database.url).await;
     let (api, client, collector) = (&sluice.api, &sluice.client, &sluice.collector);
-    let rule = json!({"name": "ship", "event_type": "order.paid", "condition": true,
-        "action": {"type": "call_webhook", "params": {"url": format!("{}/hook", receiver.url)}}});
-    assert_eq!(sluice.post("/rules", &rule).await, 201);
     let ingested = client
         .post(format!("{api}/events"))
         .header("traceparent", format!("00-{TRACE_ID}-{PRODUCER_SPAN}-01"))
@@ -370,11 +377,8 @@ async fn a_producers_unsampled_trace_is_passed_on_unsampled_and_never_exported(d
         return;
     };
     let receiver = Receiver::start(200, 0).await;
-    let sluice = Sluice::start(&database.url).await;
+    let sluice = shipping_to(&receiver, &database.url).await;
     let (api, client, collector) = (&sluice.api, &sluice.client, &sluice.collector);
-    let rule = json!({"name": "ship", "event_type": "order.paid", "condition": true,
-        "action": {"type": "call_webhook", "params": {"url": format!("{}/hook", receiver.url)}}});
-    assert_eq!(sluice.post("/rules", &rule).await, 201);
     let ingest = async |id: &str, traceparent: String| {
         let response = client
             .post(format!("{api}/events"))

@@ -184,6 +184,19 @@ impl Sluice {
             .unwrap();
         response.status().as_u16()
     }
+
+    /// Ingests the `order.paid` event `id`, sent with the producer's `traceparent`.
+    async fn pay(&self, id: &str, traceparent: &str) {
+        let response = self
+            .client
+            .post(format!("{}/events", self.api))
+            .header("traceparent", traceparent)
+            .json(&json!({"id": id, "type": "order.paid", "data": {"total": 12}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
 }
 
 /// sluice's API and worker processes on `database_url`, with one rule: every `order.paid`
@@ -205,15 +218,10 @@ async fn one_trace_from_the_producer_through_the_api_and_a_worker_to_the_receive
     };
     let receiver = Receiver::start(200, 0).await;
     let sluice = shipping_to(&receiver, &database.url).await;
-    let (api, client, collector) = (&sluice.api, &sluice.client, &sluice.collector);
-    let ingested = client
-        .post(format!("{api}/events"))
-        .header("traceparent", format!("00-{TRACE_ID}-{PRODUCER_SPAN}-01"))
-        .json(&json!({"id": "order-1", "type": "order.paid", "data": {"total": 12}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ingested.status(), 201);
+    let collector = &sluice.collector;
+    sluice
+        .pay("order-1", &format!("00-{TRACE_ID}-{PRODUCER_SPAN}-01"))
+        .await;
 
     // The receiver continues the trace: same trace id, its parent the delivery's span.
     let delivered = wait_for("the webhook", async || receiver.requests().first().cloned()).await;
@@ -378,17 +386,7 @@ async fn a_producers_unsampled_trace_is_passed_on_unsampled_and_never_exported(d
     };
     let receiver = Receiver::start(200, 0).await;
     let sluice = shipping_to(&receiver, &database.url).await;
-    let (api, client, collector) = (&sluice.api, &sluice.client, &sluice.collector);
-    let ingest = async |id: &str, traceparent: String| {
-        let response = client
-            .post(format!("{api}/events"))
-            .header("traceparent", traceparent)
-            .json(&json!({"id": id, "type": "order.paid", "data": {"total": 12}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-    };
+    let collector = &sluice.collector;
     let delivered_in = async |trace_id: &str| {
         wait_for("the webhook", async || {
             receiver.requests().iter().find_map(|request| {
@@ -399,11 +397,12 @@ async fn a_producers_unsampled_trace_is_passed_on_unsampled_and_never_exported(d
         .await
     };
 
-    ingest(
-        "quiet",
-        format!("00-{UNSAMPLED_TRACE_ID}-{PRODUCER_SPAN}-00"),
-    )
-    .await;
+    sluice
+        .pay(
+            "quiet",
+            &format!("00-{UNSAMPLED_TRACE_ID}-{PRODUCER_SPAN}-00"),
+        )
+        .await;
     let passed_on = delivered_in(UNSAMPLED_TRACE_ID).await;
     let parts: Vec<&str> = passed_on.split('-').collect();
     assert_eq!(parts.len(), 4, "{passed_on}");
@@ -420,7 +419,9 @@ async fn a_producers_unsampled_trace_is_passed_on_unsampled_and_never_exported(d
     // An event traced after it: once its delivery's span is exported, anything of the first
     // event's trace would have been too (each process exports its spans in the order they
     // end, and the first event's had ended).
-    ingest("loud", format!("00-{TRACE_ID}-{PRODUCER_SPAN}-01")).await;
+    sluice
+        .pay("loud", &format!("00-{TRACE_ID}-{PRODUCER_SPAN}-01"))
+        .await;
     let sampled = delivered_in(TRACE_ID).await;
     let sampled_delivery = sampled.split('-').nth(2).expect("a span id").to_owned();
     let spans = wait_for("the sampled trace's spans", async || {
